@@ -1,0 +1,38 @@
+# Two commands set everything up: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint openapi bench test-container clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## serve on 127.0.0.1:8000 with the embedded SQLite store under ./var/
+	$(BIN)/tapeline serve
+
+test: $(STAMP)  ## the whole test suite
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check service tests bench examples
+	$(BIN)/mypy service
+
+openapi: $(STAMP)  ## regenerate openapi/openapi.json
+	$(BIN)/tapeline openapi --output openapi/openapi.json
+
+bench: $(STAMP)
+	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/service.py
+
+test-container:  ## build the image with buildah and drive it with podman (root, Debian)
+	bash tests/container/run.sh
+
+clean:
+	rm -rf $(VENV) var .pytest_cache build *.egg-info
