@@ -1,0 +1,93 @@
+# syntax=docker/dockerfile:1
+# Tapeline production image.
+#
+#   docker build -t tapeline .
+#   docker run -p 8000:8000 -v tapeline-data:/data tapeline
+#
+# Two stages: `build` makes a wheel of the project and a virtual environment at
+# /opt/venv; `runtime` is the bare base image plus that environment, a non-root
+# user and /data (the default SQLite location) as a volume. BASE_IMAGE may be any
+# image with Python >= 3.11 and its venv module (`python3 -m venv` must work):
+# the official slim image by default; `make test-container` passes a Debian
+# bookworm image it builds itself with debootstrap.
+ARG BASE_IMAGE=python:3.12-slim
+
+############################################################ build
+FROM ${BASE_IMAGE} AS build
+
+# Optional package index for pip (empty: pip's default). Only this stage sees them.
+ARG PIP_INDEX_URL=""
+ARG PIP_EXTRA_INDEX_URL=""
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DEFAULT_TIMEOUT=120 \
+    PIP_ROOT_USER_ACTION=ignore
+
+RUN python3 -m venv /opt/venv
+
+WORKDIR /src
+
+# Dependencies first, in their own layer: it is rebuilt only when pyproject.toml changes.
+COPY pyproject.toml ./
+RUN set -eu; \
+    [ -n "$PIP_INDEX_URL" ] || unset PIP_INDEX_URL; \
+    [ -n "$PIP_EXTRA_INDEX_URL" ] || unset PIP_EXTRA_INDEX_URL; \
+    if [ -f /etc/ssl/certs/ca-certificates.crt ]; then export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi; \
+    python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt; \
+    /opt/venv/bin/pip install --requirement /tmp/requirements.txt
+
+# Then the project itself, as a wheel installed without its (already present) dependencies.
+COPY README.md ./
+COPY service ./service
+RUN set -eu; \
+    [ -n "$PIP_INDEX_URL" ] || unset PIP_INDEX_URL; \
+    [ -n "$PIP_EXTRA_INDEX_URL" ] || unset PIP_EXTRA_INDEX_URL; \
+    if [ -f /etc/ssl/certs/ca-certificates.crt ]; then export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi; \
+    /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels .; \
+    /opt/venv/bin/pip install --no-deps /wheels/tapeline-*.whl; \
+    /opt/venv/bin/pip check; \
+    /opt/venv/bin/tapeline --help > /dev/null; \
+    /opt/venv/bin/pip uninstall --yes pip setuptools wheel
+
+############################################################ runtime
+FROM ${BASE_IMAGE} AS runtime
+
+LABEL org.opencontainers.image.title="tapeline" \
+      org.opencontainers.image.description="REST training microservice on its own NumPy autodiff engine" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+ARG TAPELINE_UID=10001
+
+# A plain passwd/group entry works on any base (minimal ones have no useradd).
+RUN set -eu; \
+    grep -q '^tapeline:' /etc/group || echo "tapeline:x:${TAPELINE_UID}:" >> /etc/group; \
+    grep -q '^tapeline:' /etc/passwd || \
+        echo "tapeline:x:${TAPELINE_UID}:${TAPELINE_UID}:Tapeline:/data:/usr/sbin/nologin" >> /etc/passwd; \
+    mkdir -p /data; \
+    chown "${TAPELINE_UID}:${TAPELINE_UID}" /data; \
+    chmod 0750 /data
+
+COPY --from=build /opt/venv /opt/venv
+
+# Every setting is a TAPELINE_* variable (see service/config.py); these are the image's defaults.
+ENV PATH="/opt/venv/bin:${PATH}" \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TAPELINE_HOST=0.0.0.0 \
+    TAPELINE_PORT=8000 \
+    TAPELINE_DATABASE_URL=sqlite:////data/tapeline.db \
+    TAPELINE_LOG_LEVEL=info
+
+VOLUME ["/data"]
+WORKDIR /data
+USER ${TAPELINE_UID}:${TAPELINE_UID}
+EXPOSE 8000
+
+# No curl in the image: the health check is the image's own Python.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["/opt/venv/bin/python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('TAPELINE_PORT', '8000'), timeout=3)"]
+
+# `tapeline serve` binds TAPELINE_HOST:TAPELINE_PORT, trusts X-Forwarded-* headers
+# (proxy_headers) and gives open requests 5 s to finish on SIGTERM before it exits.
+STOPSIGNAL SIGTERM
+CMD ["/opt/venv/bin/tapeline", "serve"]
