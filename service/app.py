@@ -2,18 +2,156 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from sqlalchemy import func, select
+
+from service import __version__
+from service.api import datasets, events, history, models, problems, runs
+from service.api import service as service_routes
+from service.api.deps import Runtime
+from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.api.telemetry import Metrics, configure_logging
 from service.config import Settings, get_settings
+from service.jobs.executor import ProcessExecutor
+from service.jobs.progress import Progress
+from service.store import repo
+from service.store.db import make_engine, make_sessionmaker, migrate
+from service.store.tables import RunRow
+
+log = logging.getLogger("tapeline.app")
+
+DESCRIPTION = """Train models over HTTP on Tapeline's own NumPy autodiff engine, and read or
+stream the per-epoch W / b / loss history. With its defaults it reproduces TensorFlow's
+"Custom training: basics" tutorial: 1000 noisy points around W = 3, b = 2, a linear model
+starting at W = 5, b = 0, ten epochs of gradient descent at learning rate 0.1.
+
+Every error is `application/problem+json` (RFC 9457)."""
+
+
+def operation_id(route: APIRoute) -> str:
+    """``<tag>-<name>``, e.g. ``datasets-create-synthetic``."""
+    return f"{route.tags[0]}-{route.name.rstrip('_').replace('_', '-')}"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the ASGI application for the given settings (the environment's by default)."""
     settings = settings or get_settings()
-    app = FastAPI(title="Tapeline", version="0.1.0")
+    configure_logging(settings.log_level)
+    metrics = Metrics()
 
-    @app.get("/healthz", tags=["service"], operation_id="service-healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        await asyncio.to_thread(migrate, engine)
+        sessions = make_sessionmaker(engine)
+        progress = Progress()
+        progress.bind(asyncio.get_running_loop())
 
+        def crashed(run_id: str) -> None:
+            with sessions.begin() as session:
+                if repo.run_status(session, run_id) in ("running", "cancelling"):
+                    repo.finish_run(
+                        session,
+                        run_id,
+                        "failed",
+                        error=("worker_crashed", "the worker process training this run died", None),
+                    )
+
+        executor = ProcessExecutor(
+            settings.database_url,
+            settings.workers,
+            on_news=progress.notify_threadsafe,
+            on_crash=crashed,
+        )
+        with sessions.begin() as session:
+            requeued = repo.resolve_interrupted(session, settings.on_interrupted)
+        executor.start()
+        for run_id in requeued:
+            executor.submit(run_id)
+        runtime = Runtime(settings, engine, sessions, executor, progress, metrics)
+        app.state.runtime = runtime
+        metrics.watch_store(lambda: _store_metrics(runtime))
+        log.info(
+            "started",
+            extra={
+                "fields": {
+                    "database": engine.url.render_as_string(),
+                    "workers": settings.workers,
+                    "requeued": len(requeued),
+                }
+            },
+        )
+        try:
+            yield
+        finally:
+            abandoned = await asyncio.to_thread(executor.stop)
+            if abandoned:
+                with sessions.begin() as session:
+                    repo.resolve_interrupted(session, "fail")
+            engine.dispose()
+            log.info("stopped", extra={"fields": {"abandoned_runs": len(abandoned)}})
+
+    app = FastAPI(
+        title="Tapeline",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+        separate_input_output_schemas=False,
+        openapi_tags=[
+            {"name": "datasets", "description": "Data to train on: inline, synthetic, uploaded."},
+            {"name": "models", "description": "Models and their current parameters."},
+            {"name": "runs", "description": "Training runs: start, watch, cancel."},
+            {"name": "history", "description": "Per-epoch W / b / loss, as rows or columns."},
+            {"name": "events", "description": "Live streams of a run's epochs."},
+            {"name": "service", "description": "Health, readiness and metrics."},
+        ],
+    )
+    problems.install(app)
+    for module in (datasets, models, runs, history):
+        app.include_router(module.router)
+    for router in events.routers():
+        app.include_router(router)
+    app.include_router(service_routes.router)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _store_metrics(runtime: Runtime) -> tuple[dict[str, int], int, int, int]:
+    with runtime.sessions() as session:
+        by_status = repo.count_runs_by_status(session)
+        epochs = session.scalar(select(func.coalesce(func.sum(RunRow.epochs_completed), 0)))
+    return by_status, int(epochs or 0), runtime.executor.busy, runtime.executor.queued
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's spec, with error answers described only as problem+json."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    spec = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+        separate_input_output_schemas=False,
+    )
+    for path in spec.get("paths", {}).values():
+        for operation in path.values():
+            for status, answer in operation.get("responses", {}).items():
+                content = answer.get("content", {})
+                if status[0] in "45" and problems.MEDIA_TYPE in content:
+                    content.pop("application/json", None)
+    app.openapi_schema = spec
+    return spec

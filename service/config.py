@@ -29,9 +29,15 @@ class Settings(BaseSettings):
     )
     max_examples: int = Field(2_000_000, ge=1, description="Most examples in one dataset.")
     max_features: int = Field(1024, ge=1, description="Most features of a dataset or model.")
+    max_values: int = Field(
+        16 * 1024 * 1024, ge=1, description="Most numbers (examples x features) in one dataset."
+    )
     max_epochs: int = Field(100_000, ge=1, description="Most epochs in one run.")
     max_page_size: int = Field(1000, ge=1, description="Largest `limit` of a page.")
     max_queued_runs: int = Field(1000, ge=1, description="Most runs waiting in the queue.")
+    max_wait_seconds: float = Field(
+        60.0, ge=0, description="Longest `Prefer: wait=N` a run request honours."
+    )
     sse_ping_seconds: float = Field(15.0, gt=0, description="Keep-alive interval of SSE streams.")
     on_interrupted: Literal["fail", "requeue"] = Field(
         "fail",

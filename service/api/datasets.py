@@ -1,0 +1,198 @@
+"""/v1/datasets: create (inline, synthetic, upload), read, download and delete datasets."""
+
+from __future__ import annotations
+
+import csv
+import io
+import secrets
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Body, File, Form, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
+
+from service.api import views
+from service.api.arrays import check_dataset, matrix, parse_upload
+from service.api.deps import JsonBody, PageDep, RuntimeDep, encode_cursor
+from service.api.negotiation import choose
+from service.api.problems import ProblemError, responses
+from service.api.schemas import Dataset, DatasetCreate, DatasetPage, SyntheticCreate
+from service.store import repo
+from service.store.tables import DatasetRow
+from service.training.data import synthesize
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+def _store(
+    runtime: RuntimeDep,
+    response: Response,
+    x: np.ndarray,
+    y: np.ndarray,
+    source: str,
+    name: str | None,
+    synthetic: dict[str, object] | None = None,
+) -> Dataset:
+    with runtime.sessions.begin() as session:
+        row = repo.create_dataset(session, x=x, y=y, source=source, name=name, synthetic=synthetic)
+        view = views.dataset(row)
+    response.headers["Location"] = f"/v1/datasets/{view.id}"
+    return view
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a dataset from inline JSON",
+    dependencies=[JsonBody],
+    responses=responses(413, 415, 422),
+)
+def create(body: DatasetCreate, runtime: RuntimeDep, response: Response) -> Dataset:
+    """Store `x` (a list of numbers for one feature, or a list of rows) and `y`."""
+    x = matrix(body.x, ["body", "x"])
+    x, y = check_dataset(
+        x, np.asarray(body.y, dtype=np.float64), runtime.settings, ("body.x", "body.y")
+    )
+    return _store(runtime, response, x, y, "inline", body.name)
+
+
+@router.post(
+    "/synthetic",
+    status_code=201,
+    summary="Synthesize the tutorial's noisy line",
+    dependencies=[JsonBody],
+    responses=responses(413, 415, 422),
+)
+def create_synthetic(
+    runtime: RuntimeDep,
+    response: Response,
+    body: Annotated[SyntheticCreate | None, Body()] = None,
+) -> Dataset:
+    """`y = x @ true_W + true_b + noise`, seeded; with no body, the tutorial's 1000 points."""
+    spec = body or SyntheticCreate()
+    features = len(spec.true_W)
+    if spec.num_examples * features > runtime.settings.max_values:
+        raise ProblemError(
+            422,
+            f"body.num_examples: {spec.num_examples} x {features} values "
+            f"exceed the limit of {runtime.settings.max_values}",
+        )
+    if spec.num_examples > runtime.settings.max_examples:
+        raise ProblemError(
+            422, f"body.num_examples: exceeds the limit of {runtime.settings.max_examples}"
+        )
+    seed = spec.seed if spec.seed is not None else secrets.randbits(63)
+    x, y = synthesize(spec.num_examples, spec.true_W, spec.true_b, spec.noise_stddev, seed)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ProblemError(422, "body: these parameters give values that are not finite")
+    params = {
+        "num_examples": spec.num_examples,
+        "true_W": spec.true_W,
+        "true_b": spec.true_b,
+        "noise_stddev": spec.noise_stddev,
+        "seed": seed,
+    }
+    return _store(runtime, response, x, y, "synthetic", spec.name, params)
+
+
+@router.post(
+    "/upload",
+    status_code=201,
+    summary="Upload a .csv, .npy or .npz file",
+    responses=responses(413, 415, 422),
+)
+async def upload(
+    runtime: RuntimeDep,
+    response: Response,
+    file: Annotated[
+        UploadFile,
+        File(
+            description=".csv with a header row, .npy (last column "
+            "is y) or .npz (arrays x and the target)"
+        ),
+    ],
+    target: Annotated[str, Form(max_length=200, description="CSV column or npz key of y")] = "y",
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> Dataset:
+    """Store a dataset from a file; every other CSV column (or the npz `x`) is a feature."""
+    from starlette.concurrency import run_in_threadpool
+
+    content = await file.read()
+    x, y = parse_upload(file.filename or "", file.content_type, content, target)
+    x, y = check_dataset(x, y, runtime.settings, ("file", target))
+    return await run_in_threadpool(_store, runtime, response, x, y, "upload", name or file.filename)
+
+
+@router.get("", summary="List datasets", responses=responses(422))
+def list_(runtime: RuntimeDep, page: PageDep) -> DatasetPage:
+    """Datasets in creation order, a page at a time."""
+    with runtime.sessions() as session:
+        rows, after = repo.page(session, DatasetRow, page.limit, page.after_seq)
+        return DatasetPage(items=[views.dataset(r) for r in rows], next_cursor=encode_cursor(after))
+
+
+@router.get("/{dataset_id}", summary="Get a dataset's metadata", responses=responses(404))
+def get(dataset_id: str, runtime: RuntimeDep) -> Dataset:
+    """Size, features, dtype, summary statistics and, if synthetic, its parameters."""
+    with runtime.sessions() as session:
+        return views.dataset(repo.get_dataset(session, dataset_id))
+
+
+DATA_TYPES = ("application/json", "text/csv", "application/octet-stream")
+
+
+@router.get(
+    "/{dataset_id}/data",
+    summary="Download a dataset's arrays",
+    responses={
+        200: {
+            "description": "The arrays as JSON `{x, y}`, CSV (`x0..,y` header) or `.npz`.",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/DatasetData"}},
+                "text/csv": {"schema": {"type": "string"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        **responses(404, 406),
+    },
+    response_class=Response,
+)
+def download(dataset_id: str, runtime: RuntimeDep, request: Request) -> Response:
+    """The data in the format the `Accept` header asks for (JSON by default)."""
+    media_type = choose(request.headers.get("accept"), DATA_TYPES)
+    if media_type is None:
+        raise ProblemError(406, f"can send only {', '.join(DATA_TYPES)}")
+    with runtime.sessions() as session:
+        x, y = repo.dataset_arrays(repo.get_dataset(session, dataset_id))
+    if media_type == "application/json":
+        return JSONResponse(
+            {"x": x.astype(np.float64).tolist(), "y": y.astype(np.float64).tolist()}
+        )
+    if media_type == "text/csv":
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        names = ["x"] if x.shape[1] == 1 else [f"x{i}" for i in range(x.shape[1])]
+        writer.writerow([*names, "y"])
+        writer.writerows(np.column_stack([x, y]).astype(np.float64).tolist())
+        return Response(
+            text.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{dataset_id}.csv"'},
+        )
+    buffer = io.BytesIO()
+    np.savez(buffer, x=x, y=y)
+    return Response(
+        buffer.getvalue(),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{dataset_id}.npz"'},
+    )
+
+
+@router.delete(
+    "/{dataset_id}", status_code=204, summary="Delete a dataset", responses=responses(404, 409)
+)
+def delete(dataset_id: str, runtime: RuntimeDep) -> Response:
+    """Delete a dataset no active run uses (409 otherwise). Finished runs keep its id."""
+    with runtime.sessions.begin() as session:
+        repo.delete_dataset(session, dataset_id)
+    return Response(status_code=204)

@@ -1,0 +1,184 @@
+"""Live streams of a run: every stored epoch, then new ones as they are trained, then the run.
+
+One path, two encodings chosen by ``Accept``: Server-Sent Events (the default; resumable with
+``Last-Event-ID``) and JSON Lines. Both use FastAPI's native streaming, so the spec describes
+each item.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.routing import APIRoute
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
+from starlette.types import Scope
+
+from service.api import views
+from service.api.deps import Runtime, RuntimeDep
+from service.api.negotiation import choose
+from service.api.problems import ProblemError, responses
+from service.api.schemas import EndEvent, EpochEvent, StreamItem
+from service.store import repo
+from service.store.tables import FINAL_STATUSES
+
+SSE, JSONL = "text/event-stream", "application/jsonl"
+OFFERS = (SSE, JSONL, "application/x-ndjson")
+PAGE = 500
+# Even with no wake-up, look at the store this often (news from another process or replica).
+POLL_SECONDS = 1.0
+
+
+def _accepts(scope: Scope) -> str | None:
+    for key, value in scope["headers"]:
+        if key == b"accept":
+            return str(value.decode("latin-1"))
+    return None
+
+
+class JsonLinesRoute(APIRoute):
+    """A route that matches only requests whose ``Accept`` prefers JSON Lines."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE and choose(_accepts(scope), OFFERS) not in OFFERS[1:]:
+            return Match.NONE, {}
+        return match, child
+
+
+router = APIRouter(tags=["events"])
+jsonl_router = APIRouter(tags=["events"], route_class=JsonLinesRoute)
+
+
+def _read(runtime: Runtime, run_id: str, after: int) -> tuple[list[EpochEvent], EndEvent | None]:
+    with runtime.sessions() as session:
+        run = repo.get_run(session, run_id)
+        status = run.status
+        rows, more = repo.run_history(session, run_id, after, PAGE)
+        events = [EpochEvent(**views.history_row(r).model_dump()) for r in rows]
+        end = None
+        if status in FINAL_STATUSES and not more:
+            end = EndEvent(**views.run(run).model_dump())
+        return events, end
+
+
+async def follow(
+    runtime: Runtime, run_id: str, after: int, ping: float
+) -> AsyncIterator[EpochEvent | EndEvent | None]:
+    """Stored epochs after ``after``, then new ones as they land, then the final run; ``None``
+    marks ``ping`` seconds without news (a chance to send a keep-alive)."""
+    last_sent = time.monotonic()
+    while True:
+        seen = runtime.progress.version(run_id)
+        events, end = await run_in_threadpool(_read, runtime, run_id, after)
+        for event in events:
+            yield event
+            after = event.epoch
+        if end is not None:
+            yield end
+            return
+        if events:
+            last_sent = time.monotonic()
+            if len(events) == PAGE:
+                continue
+        elif time.monotonic() - last_sent >= ping:
+            last_sent = time.monotonic()
+            yield None
+        await runtime.progress.wait(run_id, seen, min(POLL_SECONDS, ping))
+
+
+After = Annotated[int | None, Query(ge=-1, description="Start after this epoch.")]
+LastEventId = Annotated[
+    str | None,
+    Header(max_length=20, description="SSE resume: the `id` of the last event received."),
+]
+
+
+def _check_run(runtime: Runtime, run_id: str) -> None:
+    with runtime.sessions() as session:
+        repo.get_run(session, run_id)
+
+
+async def stream_start(
+    run_id: str,
+    runtime: RuntimeDep,
+    request: Request,
+    after: After = None,
+    last_event_id: LastEventId = None,
+) -> int:
+    """The epoch to stream after, checked before the response starts (404, 406, 422)."""
+    if choose(request.headers.get("accept"), OFFERS) is None:
+        raise ProblemError(406, f"can stream only {SSE} or {JSONL}")
+    await run_in_threadpool(_check_run, runtime, run_id)
+    if last_event_id is not None and last_event_id.strip():
+        try:
+            return max(int(last_event_id), -1)
+        except ValueError as error:
+            raise ProblemError(
+                422,
+                "Last-Event-ID: must be an epoch number",
+                [{"loc": ["header", "Last-Event-ID"], "msg": "not an integer"}],
+            ) from error
+    return -1 if after is None else after
+
+
+StartDep = Annotated[int, Depends(stream_start)]
+
+ITEM_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {"$ref": "#/components/schemas/EpochEvent"},
+        {"$ref": "#/components/schemas/EndEvent"},
+    ],
+    "discriminator": {
+        "propertyName": "type",
+        "mapping": {
+            "epoch": "#/components/schemas/EpochEvent",
+            "end": "#/components/schemas/EndEvent",
+        },
+    },
+}
+
+
+@router.get(
+    "/v1/runs/{run_id}/events",
+    response_class=EventSourceResponse,
+    summary="Stream a run's epochs live (SSE or JSON Lines)",
+    responses={
+        200: {
+            "description": "`event: epoch` per history row (`id` = epoch), then "
+            "`event: end` with the final run. With `Accept: "
+            "application/jsonl`, the same objects one per line.",
+            "content": {JSONL: {"itemSchema": ITEM_SCHEMA}},
+        },
+        **responses(404, 406, 422),
+    },
+)
+async def stream(run_id: str, runtime: RuntimeDep, start: StartDep) -> AsyncIterator[StreamItem]:
+    """Replays the stored epochs, follows new ones until the run ends, then sends the run.
+    Resumes after `Last-Event-ID` or `?after`; sends keep-alive comments while idle."""
+    async for item in follow(runtime, run_id, start, runtime.settings.sse_ping_seconds):
+        if item is None:
+            yield ServerSentEvent(comment="keep-alive")  # type: ignore[misc]
+        elif isinstance(item, EpochEvent):
+            yield ServerSentEvent(data=item, event="epoch", id=str(item.epoch))  # type: ignore[misc]
+        else:
+            yield ServerSentEvent(data=item, event="end")  # type: ignore[misc]
+
+
+@jsonl_router.get("/v1/runs/{run_id}/events", include_in_schema=False, name="stream_jsonl")
+async def stream_jsonl(
+    run_id: str, runtime: RuntimeDep, start: StartDep
+) -> AsyncIterator[StreamItem]:
+    """The JSON Lines encoding of :func:`stream`."""
+    async for item in follow(runtime, run_id, start, ping=float("inf")):
+        if item is not None:
+            yield item
+
+
+def routers() -> list[APIRouter]:
+    """The JSON Lines router must come first: it matches only when asked for."""
+    return [jsonl_router, router]

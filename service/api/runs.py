@@ -1,0 +1,148 @@
+"""Runs: start training a model on a dataset, read, list and cancel runs."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response
+from starlette.concurrency import run_in_threadpool
+
+from service.api import views
+from service.api.deps import JsonBody, PageDep, Runtime, RuntimeDep, encode_cursor
+from service.api.problems import ProblemError, responses
+from service.api.schemas import Run, RunCreate, RunPage
+from service.store import repo
+from service.store.tables import FINAL_STATUSES, RunRow
+
+router = APIRouter(tags=["runs"])
+
+_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
+
+
+def prefer_wait(prefer: str | None, limit: float) -> float:
+    """Seconds asked for by an RFC 7240 ``Prefer: wait=N`` header, capped at ``limit``."""
+    match = _WAIT.search(prefer or "")
+    return min(float(match.group(1)), limit) if match else 0.0
+
+
+def _start(runtime: Runtime, model_id: str, body: RunCreate) -> str:
+    if runtime.executor.queued >= runtime.settings.max_queued_runs:
+        raise ProblemError(
+            429,
+            f"{runtime.executor.queued} runs are already waiting; try again later",
+            headers={"Retry-After": "5"},
+        )
+    with runtime.sessions.begin() as session:
+        model = repo.get_model(session, model_id)
+        dataset = repo.get_dataset(session, body.dataset_id)
+        if dataset.features != model.features:
+            raise ProblemError(
+                422,
+                f"body.dataset_id: the dataset has {dataset.features} "
+                f"feature(s) but the model has {model.features}",
+                [{"loc": ["body", "dataset_id"], "msg": "feature count mismatch"}],
+            )
+        if body.batch_size is not None and body.batch_size > dataset.num_examples:
+            body = body.model_copy(update={"batch_size": None})
+        row = repo.create_run(
+            session,
+            model=model,
+            dataset=dataset,
+            epochs=body.epochs,
+            optimizer=body.optimizer.model_dump(),
+            batch_size=body.batch_size,
+            shuffle_seed=body.shuffle_seed,
+            dtype=body.dtype,
+        )
+        return row.id
+
+
+def read_run(runtime: Runtime, run_id: str) -> Run:
+    """The run as it is stored now."""
+    with runtime.sessions() as session:
+        return views.run(repo.get_run(session, run_id))
+
+
+async def wait_for_end(runtime: Runtime, run_id: str, seconds: float) -> Run:
+    """The run once it is final, or as it is after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        seen = runtime.progress.version(run_id)
+        run = await run_in_threadpool(read_run, runtime, run_id)
+        remaining = deadline - time.monotonic()
+        if run.status in FINAL_STATUSES or remaining <= 0:
+            return run
+        await runtime.progress.wait(run_id, seen, min(remaining, 1.0))
+
+
+@router.post(
+    "/v1/models/{model_id}/runs",
+    status_code=202,
+    summary="Start a training run",
+    dependencies=[JsonBody],
+    responses={
+        200: {"model": Run, "description": "The run finished within `Prefer: wait`."},
+        **responses(404, 409, 413, 415, 422, 429),
+    },
+)
+async def create(
+    model_id: str,
+    body: RunCreate,
+    runtime: RuntimeDep,
+    response: Response,
+    prefer: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="`wait=N`: answer 200 with the finished run if it ends "
+            "within N seconds (RFC 7240)",
+        ),
+    ] = None,
+) -> Run:
+    """Queue a run (one active run per model; 409 otherwise). It trains as soon as a worker is
+    free; watch it with `GET /v1/runs/{id}/events`."""
+    run_id = await run_in_threadpool(_start, runtime, model_id, body)
+    runtime.executor.submit(run_id)
+    response.headers["Location"] = f"/v1/runs/{run_id}"
+    wait = prefer_wait(prefer, runtime.settings.max_wait_seconds)
+    run = await wait_for_end(runtime, run_id, wait)
+    if run.status in FINAL_STATUSES:
+        response.status_code = 200
+    if wait:
+        response.headers["Preference-Applied"] = f"wait={prefer_wait(prefer, 1e9):g}"
+    return run
+
+
+@router.get(
+    "/v1/models/{model_id}/runs", summary="List a model's runs", responses=responses(404, 422)
+)
+def list_(model_id: str, runtime: RuntimeDep, page: PageDep) -> RunPage:
+    """A model's runs, oldest first, a page at a time."""
+    with runtime.sessions() as session:
+        repo.get_model(session, model_id)
+        rows, after = repo.page(
+            session, RunRow, page.limit, page.after_seq, RunRow.model_id == model_id
+        )
+        return RunPage(items=[views.run(r) for r in rows], next_cursor=encode_cursor(after))
+
+
+@router.get("/v1/runs/{run_id}", summary="Get a run", responses=responses(404))
+def get(run_id: str, runtime: RuntimeDep) -> Run:
+    """Status, progress, initial and final parameters, and the error if it did not succeed."""
+    return read_run(runtime, run_id)
+
+
+@router.post(
+    "/v1/runs/{run_id}/cancel", status_code=202, summary="Cancel a run", responses=responses(404)
+)
+def cancel(run_id: str, runtime: RuntimeDep) -> Run:
+    """A queued run is cancelled at once; a running one stops at its next epoch boundary and
+    keeps its history. A finished run is returned unchanged."""
+    with runtime.sessions.begin() as session:
+        row = repo.request_cancel(session, run_id)
+        run = views.run(row)
+    runtime.executor.cancel(run_id)
+    runtime.progress.notify_threadsafe(run_id)
+    return run

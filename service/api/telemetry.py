@@ -1,0 +1,96 @@
+"""Prometheus metrics and structured (JSON lines) logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+RUN_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled", "diverged")
+
+
+class _StoreCollector(Collector):
+    """Runs by status, epochs trained and executor load, read when scraped."""
+
+    def __init__(self, read: Callable[[], tuple[dict[str, int], int, int, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Any]:
+        by_status, epochs, busy, queued = self._read()
+        runs = GaugeMetricFamily("tapeline_runs", "Runs by status.", labels=["status"])
+        for status in RUN_STATUSES:
+            runs.add_metric([status], by_status.get(status, 0))
+        yield runs
+        yield CounterMetricFamily(
+            "tapeline_epochs_trained", "Epochs trained by all runs.", value=epochs
+        )
+        yield GaugeMetricFamily("tapeline_workers_busy", "Workers training now.", value=busy)
+        yield GaugeMetricFamily("tapeline_runs_waiting", "Runs waiting for a worker.", value=queued)
+
+
+class Metrics:
+    """The app's own registry (so several apps can live in one process, as in tests)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "tapeline_http_requests",
+            "HTTP requests answered.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "tapeline_http_request_duration_seconds",
+            "HTTP request latency.",
+            ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request."""
+        self._requests.labels(method, route, str(status)).inc()
+        self._latency.labels(method, route).observe(seconds)
+
+    def watch_store(self, read: Callable[[], tuple[dict[str, int], int, int, int]]) -> None:
+        """Report run counts, epochs trained and executor load from ``read`` at scrape time."""
+        self.registry.register(_StoreCollector(read))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message and any structured fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Send ``tapeline.*`` logs to stderr as JSON lines at ``level``."""
+    logger = logging.getLogger("tapeline")
+    logger.setLevel(level.upper())
+    if not any(getattr(h, "_tapeline", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        handler._tapeline = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.propagate = False

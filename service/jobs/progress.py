@@ -1,0 +1,50 @@
+"""Wake-ups for readers waiting on a run: a version counter per run, bumped on news."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class Progress:
+    """Lets coroutines wait until a run has news; the store holds the news itself."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._versions: dict[str, int] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach to the event loop that readers wait on."""
+        self._loop = loop
+
+    def version(self, run_id: str) -> int:
+        """A number that changes whenever the run has news; read it before querying the store."""
+        return self._versions.get(run_id, 0)
+
+    def notify_threadsafe(self, run_id: str) -> None:
+        """Announce news of a run from any thread."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._notify, run_id)
+
+    def _notify(self, run_id: str) -> None:
+        self._versions[run_id] = self._versions.get(run_id, 0) + 1
+        for waiter in self._waiters.pop(run_id, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, run_id: str, seen: int, timeout: float) -> None:
+        """Return when the run's version differs from ``seen``, or after ``timeout`` seconds."""
+        if self.version(run_id) != seen or timeout <= 0:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(run_id, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waiters = self._waiters.get(run_id)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[run_id]

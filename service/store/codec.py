@@ -1,0 +1,31 @@
+"""Array codec: NumPy arrays to and from the bytes kept in BLOB / BYTEA columns."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+_VECTOR_DTYPE = np.dtype("<f8")
+
+
+def pack_array(array: np.ndarray) -> bytes:
+    """Serialise an array of any shape and dtype as ``.npy`` bytes (no pickling)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def unpack_array(data: bytes) -> np.ndarray:
+    """Read back an array written by :func:`pack_array`."""
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def pack_vector(values: np.ndarray | list[float]) -> bytes:
+    """Serialise a 1-D vector of parameters as raw little-endian float64 (8 bytes a value)."""
+    return np.asarray(values, dtype=_VECTOR_DTYPE).reshape(-1).tobytes()
+
+
+def unpack_vector(data: bytes) -> list[float]:
+    """Read back a vector written by :func:`pack_vector` as a list of Python floats."""
+    return np.frombuffer(data, dtype=_VECTOR_DTYPE).tolist()

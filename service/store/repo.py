@@ -1,0 +1,405 @@
+"""Repository functions: every read and write of datasets, models, runs and history.
+
+Each function takes an open :class:`~sqlalchemy.orm.Session`; the caller owns the
+transaction. Errors the API must report are :class:`NotFound` and :class:`Conflict`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.store.codec import pack_array, pack_vector, unpack_array, unpack_vector
+from service.store.tables import (
+    ACTIVE_STATUSES,
+    DatasetRow,
+    EpochRow,
+    ModelRow,
+    RunRow,
+)
+from service.training.records import EpochRecord
+
+
+class NotFound(LookupError):
+    """No resource of this kind has that id."""
+
+    def __init__(self, kind: str, resource_id: str) -> None:
+        super().__init__(f"no {kind} with id {resource_id!r}")
+        self.kind = kind
+        self.resource_id = resource_id
+
+
+class Conflict(RuntimeError):
+    """The request clashes with the resource's current state."""
+
+
+def now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """An opaque, unguessable id such as ``ds_3kq9...``."""
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def _summary(x: np.ndarray, y: np.ndarray) -> bytes:
+    stats = np.concatenate(
+        [
+            x.mean(axis=0, dtype=np.float64),
+            x.std(axis=0, dtype=np.float64),
+            [y.mean(dtype=np.float64), y.std(dtype=np.float64)],
+        ]
+    )
+    return pack_vector(stats)
+
+
+def dataset_summary(row: DatasetRow) -> dict[str, Any]:
+    """``{"x_mean": [..], "x_std": [..], "y_mean", "y_std"}`` of a stored dataset."""
+    stats = unpack_vector(row.summary)
+    f = row.features
+    return {
+        "x_mean": stats[:f],
+        "x_std": stats[f : 2 * f],
+        "y_mean": stats[2 * f],
+        "y_std": stats[2 * f + 1],
+    }
+
+
+def create_dataset(
+    session: Session,
+    *,
+    x: np.ndarray,
+    y: np.ndarray,
+    source: str,
+    name: str | None = None,
+    synthetic: dict[str, Any] | None = None,
+) -> DatasetRow:
+    """Store a dataset; ``x`` is (examples, features), ``y`` is (examples,)."""
+    row = DatasetRow(
+        id=new_id("ds"),
+        name=name,
+        source=source,
+        num_examples=int(x.shape[0]),
+        features=int(x.shape[1]),
+        dtype=str(x.dtype),
+        x=pack_array(x),
+        y=pack_array(y),
+        summary=_summary(x, y),
+        synthetic=synthetic,
+        created_at=now(),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_dataset(session: Session, dataset_id: str) -> DatasetRow:
+    """The dataset with this id, or :class:`NotFound`."""
+    row = session.scalar(select(DatasetRow).where(DatasetRow.id == dataset_id))
+    if row is None:
+        raise NotFound("dataset", dataset_id)
+    return row
+
+
+def dataset_arrays(row: DatasetRow) -> tuple[np.ndarray, np.ndarray]:
+    """The stored ``x`` and ``y`` arrays of a dataset."""
+    return unpack_array(row.x), unpack_array(row.y)
+
+
+def delete_dataset(session: Session, dataset_id: str) -> None:
+    """Delete a dataset, or :class:`Conflict` while an active run uses it."""
+    row = get_dataset(session, dataset_id)
+    busy = session.scalar(
+        select(RunRow.id)
+        .where(RunRow.dataset_id == dataset_id, RunRow.status.in_(ACTIVE_STATUSES))
+        .limit(1)
+    )
+    if busy is not None:
+        raise Conflict(f"dataset {dataset_id!r} is in use by active run {busy!r}")
+    session.delete(row)
+
+
+def page(
+    session: Session, table: type[Any], limit: int, after_seq: int | None, *where: Any
+) -> tuple[Sequence[Any], int | None]:
+    """One page of ``table`` in creation order and the ``seq`` to continue after, if any."""
+    query = select(table).where(*where).order_by(table.seq).limit(limit + 1)
+    if after_seq is not None:
+        query = query.where(table.seq > after_seq)
+    rows = session.scalars(query).all()
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].seq
+    return rows, None
+
+
+# ------------------------------------------------------------------ models
+
+
+def create_model(
+    session: Session, *, kind: str, features: int, W: np.ndarray, b: float, name: str | None
+) -> ModelRow:
+    """Store a new model with its initial parameters."""
+    stamp = now()
+    row = ModelRow(
+        id=new_id("mdl"),
+        name=name,
+        kind=kind,
+        features=features,
+        W=pack_vector(W),
+        b=float(b),
+        epochs_trained=0,
+        history_rows=0,
+        last_loss=None,
+        created_at=stamp,
+        updated_at=stamp,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_model(session: Session, model_id: str) -> ModelRow:
+    """The model with this id, or :class:`NotFound`."""
+    row = session.scalar(select(ModelRow).where(ModelRow.id == model_id))
+    if row is None:
+        raise NotFound("model", model_id)
+    return row
+
+
+def active_run_id(session: Session, model_id: str) -> str | None:
+    """The id of the model's queued, running or cancelling run, if it has one."""
+    return session.scalar(
+        select(RunRow.id).where(RunRow.model_id == model_id, RunRow.status.in_(ACTIVE_STATUSES))
+    )
+
+
+def training_model_ids(session: Session, model_ids: Sequence[str]) -> set[str]:
+    """Which of these models have an active run."""
+    if not model_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(RunRow.model_id).where(
+                RunRow.model_id.in_(model_ids), RunRow.status.in_(ACTIVE_STATUSES)
+            )
+        )
+    )
+
+
+def delete_model(session: Session, model_id: str) -> None:
+    """Delete a model with its runs and history, or :class:`Conflict` while it trains."""
+    row = get_model(session, model_id)
+    active = active_run_id(session, model_id)
+    if active is not None:
+        raise Conflict(f"model {model_id!r} is training (run {active!r})")
+    session.execute(delete(EpochRow).where(EpochRow.model_id == model_id))
+    session.execute(delete(RunRow).where(RunRow.model_id == model_id))
+    session.delete(row)
+
+
+# -------------------------------------------------------------------- runs
+
+
+def create_run(
+    session: Session,
+    *,
+    model: ModelRow,
+    dataset: DatasetRow,
+    epochs: int,
+    optimizer: dict[str, Any],
+    batch_size: int | None,
+    shuffle_seed: int | None,
+    dtype: str,
+) -> RunRow:
+    """Queue a run of ``model`` on ``dataset``; :class:`Conflict` if the model has one active."""
+    active = active_run_id(session, model.id)
+    if active is not None:
+        raise Conflict(f"model {model.id!r} already has an active run {active!r}")
+    row = RunRow(
+        id=new_id("run"),
+        model_id=model.id,
+        dataset_id=dataset.id,
+        status="queued",
+        epochs=epochs,
+        epochs_completed=0,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        shuffle_seed=shuffle_seed,
+        dtype=dtype,
+        history_base=model.history_rows,
+        initial_W=model.W,
+        initial_b=model.b,
+        created_at=now(),
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as error:  # lost a race against another request for this model
+        session.rollback()
+        raise Conflict(f"model {model.id!r} already has an active run") from error
+    return row
+
+
+def get_run(session: Session, run_id: str) -> RunRow:
+    """The run with this id, or :class:`NotFound`."""
+    row = session.scalar(select(RunRow).where(RunRow.id == run_id))
+    if row is None:
+        raise NotFound("run", run_id)
+    return row
+
+
+def queued_run_ids(session: Session) -> list[str]:
+    """Ids of every queued run, oldest first."""
+    return list(
+        session.scalars(select(RunRow.id).where(RunRow.status == "queued").order_by(RunRow.seq))
+    )
+
+
+def request_cancel(session: Session, run_id: str) -> RunRow:
+    """Ask a run to stop: a queued run is cancelled at once, a running one becomes cancelling."""
+    row = get_run(session, run_id)
+    if row.status == "queued":
+        row.status = "cancelled"
+        row.finished_at = now()
+        row.error_reason, row.error_detail = "cancelled", "cancelled before it started"
+    elif row.status == "running":
+        row.status = "cancelling"
+    session.flush()
+    return row
+
+
+def start_run(session: Session, run_id: str) -> RunRow | None:
+    """Mark a queued run running; ``None`` if it is no longer queued (cancelled meanwhile)."""
+    row = session.scalar(select(RunRow).where(RunRow.id == run_id).with_for_update())
+    if row is None or row.status != "queued":
+        return None
+    model = get_model(session, row.model_id)
+    row.status = "running"
+    row.started_at = now()
+    row.history_base = model.history_rows
+    row.initial_W, row.initial_b = model.W, model.b
+    session.flush()
+    return row
+
+
+def run_status(session: Session, run_id: str) -> str | None:
+    """The run's current status (``None`` if it was deleted)."""
+    return session.scalar(select(RunRow.status).where(RunRow.id == run_id))
+
+
+def append_epochs(session: Session, run: RunRow, records: Sequence[EpochRecord]) -> None:
+    """Add history rows to a run and count them as completed epochs."""
+    if not records:
+        return
+    session.add_all(
+        EpochRow(
+            run_id=run.id,
+            epoch=r.epoch,
+            model_id=run.model_id,
+            step=run.history_base + r.epoch,
+            W=pack_vector(r.W),
+            b=r.b,
+            loss=r.loss,
+            elapsed_ms=r.elapsed_ms,
+        )
+        for r in records
+    )
+    session.execute(
+        update(RunRow).where(RunRow.id == run.id).values(epochs_completed=records[-1].epoch + 1)
+    )
+
+
+def finish_run(
+    session: Session,
+    run_id: str,
+    status: str,
+    *,
+    final: tuple[list[float], float, float] | None = None,
+    error: tuple[str, str, int | None] | None = None,
+) -> None:
+    """End a run; a succeeded run's final W / b / loss become its model's parameters."""
+    run = get_run(session, run_id)
+    model = get_model(session, run.model_id)
+    stamp = now()
+    run.status = status
+    run.finished_at = stamp
+    completed = session.scalar(select(func.count()).where(EpochRow.run_id == run_id)) or 0
+    run.epochs_completed = completed
+    if final is not None:
+        run.final_W, run.final_b, run.final_loss = pack_vector(final[0]), final[1], final[2]
+    if error is not None:
+        run.error_reason, run.error_detail, run.error_epoch = error
+    model.history_rows = run.history_base + completed
+    if status == "succeeded" and final is not None:
+        model.W, model.b, model.last_loss = pack_vector(final[0]), final[1], final[2]
+        model.epochs_trained += completed
+    model.updated_at = stamp
+    session.flush()
+
+
+def resolve_interrupted(session: Session, policy: str) -> list[str]:
+    """Runs a crash left active: fail them (``fail``), or re-queue them from scratch."""
+    rows = session.scalars(
+        select(RunRow).where(RunRow.status.in_(ACTIVE_STATUSES)).order_by(RunRow.seq)
+    ).all()
+    requeued: list[str] = []
+    for row in rows:
+        if policy == "requeue" and row.status != "cancelling":
+            session.execute(delete(EpochRow).where(EpochRow.run_id == row.id))
+            row.status, row.started_at, row.epochs_completed = "queued", None, 0
+            requeued.append(row.id)
+        else:
+            finish_run(
+                session,
+                row.id,
+                "failed" if row.status != "cancelling" else "cancelled",
+                error=(
+                    "interrupted",
+                    "the service stopped while this run was active",
+                    row.epochs_completed,
+                ),
+            )
+    session.flush()
+    return requeued
+
+
+def count_runs_by_status(session: Session) -> dict[str, int]:
+    """How many runs are in each status."""
+    return dict(session.execute(select(RunRow.status, func.count()).group_by(RunRow.status)).all())
+
+
+# ----------------------------------------------------------------- history
+
+
+def run_history(
+    session: Session, run_id: str, after: int | None, limit: int
+) -> tuple[Sequence[EpochRow], bool]:
+    """A run's history rows with ``epoch > after``, and whether more follow."""
+    query = select(EpochRow).where(EpochRow.run_id == run_id)
+    if after is not None:
+        query = query.where(EpochRow.epoch > after)
+    rows = session.scalars(query.order_by(EpochRow.epoch).limit(limit + 1)).all()
+    return rows[:limit], len(rows) > limit
+
+
+def model_history(
+    session: Session, model_id: str, after: int | None, limit: int
+) -> tuple[Sequence[EpochRow], bool]:
+    """Every run's history of a model in order, rows with ``step > after``, and whether more
+    follow."""
+    query = select(EpochRow).where(EpochRow.model_id == model_id)
+    if after is not None:
+        query = query.where(EpochRow.step > after)
+    rows = session.scalars(query.order_by(EpochRow.step).limit(limit + 1)).all()
+    return rows[:limit], len(rows) > limit
