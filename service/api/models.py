@@ -38,11 +38,11 @@ def _initial(spec: ModelCreate) -> tuple[np.ndarray, float]:
                 f"model has {spec.features} feature(s)",
                 [{"loc": ["body", "initial", "W"], "msg": f"expected {spec.features} weights"}],
             )
-        return np.asarray(spec.initial.W, dtype=np.float32), float(np.float32(spec.initial.b))
+        return np.asarray(spec.initial.W, dtype=np.float64), spec.initial.b
     if isinstance(spec.initial, RandomInit):
         rng = np.random.default_rng(spec.initial.random_seed)
         return rng.standard_normal(spec.features, dtype=np.float32), 0.0
-    return np.full(spec.features, TUTORIAL_W, dtype=np.float32), TUTORIAL_b
+    return np.full(spec.features, TUTORIAL_W), TUTORIAL_b
 
 
 @router.post(
