@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# `make test-container`: build Tapeline's production image with buildah and run it for real
+# with podman, on a Debian machine where we are root and no Docker engine runs.
+#
+#   1. install buildah, podman, runc and debootstrap from Debian's packages if missing
+#   2. debootstrap a Debian base image with Python (mirror read from this machine's apt
+#      sources), cached as a tarball under .cache/container/ so later runs skip it
+#   3. buildah bud the Dockerfile with --build-arg BASE_IMAGE=<that image>
+#   4. podman run it on a fresh volume, wait for its HEALTHCHECK, drive the tutorial's
+#      workflow through it (tests/container/workflow.py), streams included
+#   5. check it runs as non-root, that SIGTERM ends it cleanly within 10 s (with a live
+#      event stream open), and that a new container on the same volume still has every
+#      model and history row, byte for byte
+#
+# Any failed step stops the script with a non-zero exit and a "FAILED" line naming it;
+# containers and the volume are removed on every exit (KEEP_CONTAINERS=1 keeps them).
+#
+# Knobs (environment): TAPELINE_CONTAINER_CACHE (default <repo>/.cache/container),
+# TAPELINE_IMAGE (default localhost/tapeline:test), KEEP_CONTAINERS=1.
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE="$ROOT/tests/container"
+CACHE=${TAPELINE_CONTAINER_CACHE:-$ROOT/.cache/container}
+IMAGE=${TAPELINE_IMAGE:-localhost/tapeline:test}
+SIGTERM_LIMIT=10          # seconds SIGTERM may take to stop the service
+HEALTH_TIMEOUT=90         # seconds a container may take to become healthy
+BASE_PACKAGES=python3,python3-venv,ca-certificates
+BASE_RECIPE_VERSION=1     # bump when the base image recipe below changes
+
+T0=$(date +%s)
+STEP="start"
+CONTAINERS=()
+VOLUME=""
+BG_PIDS=()
+
+say()  { printf '==> [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
+step() { STEP=$*; say "$*"; }
+fail() { printf '\nFAILED: %s: %s\n' "$STEP" "$*" >&2; exit 1; }
+
+on_error() {
+    local rc=$? line=$1
+    printf '\nFAILED: %s (exit %s at %s line %s)\n' "$STEP" "$rc" "${BASH_SOURCE[1]:-run.sh}" "$line" >&2
+}
+cleanup() {
+    local rc=$?
+    trap - ERR
+    set +e
+    for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    if [[ ${#CONTAINERS[@]} -gt 0 || -n "$VOLUME" ]]; then
+        if [[ $rc -ne 0 ]]; then
+            for c in "${CONTAINERS[@]}"; do
+                echo "---- last log lines of container $c" >&2
+                pod logs --tail 40 "$c" >&2 2>&1
+            done
+        fi
+        if [[ "${KEEP_CONTAINERS:-0}" == 1 ]]; then
+            say "KEEP_CONTAINERS=1: leaving ${CONTAINERS[*]} and volume $VOLUME"
+        else
+            for c in "${CONTAINERS[@]}"; do pod rm --force --time 2 "$c" >/dev/null 2>&1; done
+            [[ -n "$VOLUME" ]] && pod volume rm --force "$VOLUME" >/dev/null 2>&1
+        fi
+    fi
+    if [[ $rc -eq 0 ]]; then
+        say "test-container: all steps passed"
+    else
+        echo "test-container: FAILED (exit $rc) during: $STEP" >&2
+    fi
+    exit "$rc"
+}
+trap 'on_error $LINENO' ERR
+trap cleanup EXIT
+
+# podman/buildah with this script's storage and engine configuration. The systemd
+# health-check timer errors podman prints on machines without systemd are dropped.
+pod() { podman --storage-driver vfs "$@" 2> >(grep -v 'unable to get systemd connection' >&2 || true); }
+bud() { buildah --storage-driver vfs "$@"; }
+
+# ---------------------------------------------------------------- 0. the machine
+step "checking the machine"
+[[ $(id -u) -eq 0 ]] || fail "must run as root (buildah/podman/debootstrap need it)"
+[[ -f /etc/debian_version ]] || fail "needs a Debian machine (apt, debootstrap)"
+mkdir -p "$CACHE/logs" "$CACHE/work"
+
+# ---------------------------------------------------------------- 1. packages
+step "1/5 buildah, podman, runc, debootstrap from Debian's packages"
+missing=()
+for tool in buildah podman runc debootstrap; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq > "$CACHE/logs/apt.log" 2>&1 || { tail -20 "$CACHE/logs/apt.log" >&2; fail "apt-get update"; }
+    apt-get install -y -qq "${missing[@]}" >> "$CACHE/logs/apt.log" 2>&1 \
+        || { tail -20 "$CACHE/logs/apt.log" >&2; fail "apt-get install ${missing[*]}"; }
+fi
+say "$(buildah --version | head -1); $(podman --version); $(runc --version | head -1)"
+
+# Storage (vfs: works on any file system, no fuse-overlayfs) and engine settings of our
+# own, so whatever else uses podman on this machine is left alone.
+GRAPHROOT="$CACHE/storage"
+RUNROOT="/run/tapeline-containers/$(printf '%s' "$GRAPHROOT" | sha256sum | cut -c1-12)"
+mkdir -p "$GRAPHROOT" "$RUNROOT"
+cat > "$CACHE/storage.conf" <<EOF
+[storage]
+driver = "vfs"
+graphroot = "$GRAPHROOT"
+runroot = "$RUNROOT"
+EOF
+cat > "$CACHE/containers.conf" <<EOF
+[containers]
+default_ulimits = []
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOF
+export CONTAINERS_STORAGE_CONF="$CACHE/storage.conf"
+export CONTAINERS_CONF="$CACHE/containers.conf"
+
+# ---------------------------------------------------------------- 2. base image
+CODENAME=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+[[ -n "$CODENAME" ]] || fail "no VERSION_CODENAME in /etc/os-release"
+BASE_KEY=$(printf '%s|%s|%s|%s' "$CODENAME" "$BASE_PACKAGES" "$BASE_RECIPE_VERSION" "$(dpkg --print-architecture)" \
+    | sha256sum | cut -c1-12)
+BASE_IMAGE="localhost/tapeline-base:$CODENAME-$BASE_KEY"
+BASE_TAR="$CACHE/base-$CODENAME-$BASE_KEY.tar"
+step "2/5 base image $BASE_IMAGE (debootstrap --variant=minbase, Python from Debian)"
+if pod image exists "$BASE_IMAGE"; then
+    say "cached in container storage"
+else
+    if [[ -s "$BASE_TAR" ]]; then
+        say "cached tarball $BASE_TAR"
+    else
+        MIRROR=$(python3 "$HERE/apt_mirror.py" "$CODENAME") || fail "could not read the Debian mirror from apt sources"
+        say "debootstrap $CODENAME from the machine's apt mirror ($BASE_PACKAGES)"
+        rootfs="$CACHE/rootfs.tmp"
+        rm -rf "$rootfs"
+        t=$(date +%s)
+        debootstrap --variant=minbase --include="$BASE_PACKAGES" "$CODENAME" "$rootfs" "$MIRROR" \
+            > "$CACHE/logs/debootstrap.log" 2>&1 \
+            || { tail -30 "$CACHE/logs/debootstrap.log" >&2; fail "debootstrap"; }
+        # Slim it: no apt lists or caches, docs (but copyright files), man pages or locales.
+        rm -rf "$rootfs"/var/cache/apt/* "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/* \
+               "$rootfs"/usr/share/locale/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
+               "$rootfs"/tmp/* "$rootfs"/etc/resolv.conf "$rootfs"/etc/hostname
+        find "$rootfs/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
+        find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete
+        : > "$rootfs/etc/machine-id"
+        ln -sf python3 "$rootfs/usr/bin/python"      # like the official images
+        chroot "$rootfs" python3 -c 'import venv, ensurepip, ssl, sqlite3' \
+            || fail "python3 in the base root file system cannot make a venv"
+        tar --numeric-owner --xattrs -C "$rootfs" -cf "$BASE_TAR.tmp" .
+        mv "$BASE_TAR.tmp" "$BASE_TAR"
+        rm -rf "$rootfs"
+        say "debootstrap + tarball took $(( $(date +%s) - t ))s"
+    fi
+    pod import --change 'CMD=["python3"]' \
+        --change 'ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV=LANG=C.UTF-8' \
+        "$BASE_TAR" "$BASE_IMAGE" > "$CACHE/logs/import.log" 2>&1 \
+        || { cat "$CACHE/logs/import.log" >&2; fail "podman import $BASE_TAR"; }
+fi
+say "base image: $(pod image inspect --format '{{.Size}}' "$BASE_IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
+
+# ---------------------------------------------------------------- 3. build
+step "3/5 buildah bud the Dockerfile (BASE_IMAGE=$BASE_IMAGE)"
+build_args=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+# pip inside the build uses the same package index as this machine's pip, if that is a
+# network index (file:// indexes of the host are of no use in the build); read at run time.
+pip_setting() {  # $1: env var, $2: pip config key
+    local v=${!1:-}
+    [[ -n "$v" ]] || v=$(python3 -m pip config get "$2" 2>/dev/null || true)
+    local out=() u
+    for u in $v; do [[ $u == http://* || $u == https://* ]] && out+=("$u"); done
+    echo "${out[*]}"
+}
+idx=$(pip_setting PIP_INDEX_URL global.index-url)
+extra=$(pip_setting PIP_EXTRA_INDEX_URL global.extra-index-url)
+[[ -n "$idx" ]] && build_args+=(--build-arg "PIP_INDEX_URL=$idx") && say "pip index from this machine's pip settings"
+[[ -n "$extra" ]] && build_args+=(--build-arg "PIP_EXTRA_INDEX_URL=$extra")
+# The machine's CA bundle (it may hold a proxy's CA) so pip in the build can reach the index.
+volumes=()
+if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
+    volumes+=(--volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
+fi
+t=$(date +%s)
+bud bud --isolation chroot --format docker --layers \
+    "${build_args[@]}" "${volumes[@]}" \
+    --tag "$IMAGE" --file "$ROOT/Dockerfile" "$ROOT" > "$CACHE/logs/build.log" 2>&1 \
+    || { tail -60 "$CACHE/logs/build.log" >&2; fail "buildah bud (full log: $CACHE/logs/build.log)"; }
+BUILD_SECONDS=$(( $(date +%s) - t ))
+IMAGE_BYTES=$(pod image inspect --format '{{.Size}}' "$IMAGE")
+IMAGE_MB=$(awk -v b="$IMAGE_BYTES" 'BEGIN{printf "%.0f", b/1e6}')
+say "built $IMAGE in ${BUILD_SECONDS}s: ${IMAGE_MB} MB"
+
+# Keep vfs storage (a full copy per layer) from growing without bound across many builds.
+if (( $(du -s -B1G "$GRAPHROOT" | cut -f1) > 12 )); then
+    say "container storage over 12 GB: pruning dangling images"
+    pod image prune --force > /dev/null || true
+fi
+
+# The image's own configuration.
+cfg=$(pod image inspect --format '{{.Config.User}}|{{json .Config.ExposedPorts}}|{{json .Config.Volumes}}|{{json .HealthCheck}}|{{json .Config.Cmd}}' "$IMAGE")
+IFS='|' read -r img_user img_ports img_volumes img_health img_cmd <<< "$cfg"
+[[ -n "$img_user" && "$img_user" != root && "$img_user" != 0 && "$img_user" != 0:* ]] || fail "image USER is '$img_user', not a non-root user"
+[[ "$img_ports" == *'"8000/tcp"'* ]] || fail "image does not EXPOSE 8000: $img_ports"
+[[ "$img_volumes" == *'"/data"'* ]] || fail "image has no VOLUME /data: $img_volumes"
+[[ "$img_health" == *healthz* ]] || fail "image has no HEALTHCHECK on /healthz (build with --format docker): $img_health"
+[[ "$img_cmd" == '["'*'tapeline","serve"]' ]] || fail "image CMD is not exec-form tapeline serve: $img_cmd"
+say "image config: USER $img_user, EXPOSE 8000, VOLUME /data, HEALTHCHECK, CMD $img_cmd"
+
+# ---------------------------------------------------------------- 4. run it
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+BASE_URL="http://127.0.0.1:$PORT"
+VOLUME="tapeline-ct-data-$$"
+STATE="$CACHE/work/state-$$.json"
+pod volume create "$VOLUME" > /dev/null
+
+start_container() {  # $1: name; the service on $PORT with the data volume
+    CONTAINERS+=("$1")
+    pod run --detach --name "$1" --runtime runc --network host \
+        --health-interval disable \
+        --env TAPELINE_PORT="$PORT" --env TAPELINE_LOG_LEVEL=info \
+        --volume "$VOLUME:/data" "$IMAGE" > /dev/null
+}
+
+wait_healthy() {  # $1: name. Podman's own health timer needs systemd: run the check here.
+    local deadline=$(( $(date +%s) + HEALTH_TIMEOUT )) state
+    while :; do
+        state=$(pod inspect --format '{{.State.Status}}' "$1")
+        [[ "$state" == running ]] || fail "container $1 is $state before it became healthy"
+        if pod healthcheck run "$1" > /dev/null 2>&1; then
+            say "$1 healthy ($(pod inspect --format '{{.State.Health.Status}}' "$1"))"
+            return 0
+        fi
+        (( $(date +%s) < deadline )) || fail "container $1 not healthy within ${HEALTH_TIMEOUT}s"
+        sleep 1
+    done
+}
+
+check_non_root() {  # $1: name
+    local uid host_pid host_uid
+    uid=$(pod exec "$1" sh -c 'awk "/^Uid:/ {print \$2}" /proc/1/status')
+    [[ "$uid" =~ ^[0-9]+$ && "$uid" -ne 0 ]] || fail "PID 1 of $1 runs as uid '$uid'"
+    host_pid=$(pod inspect --format '{{.State.Pid}}' "$1")
+    host_uid=$(awk '/^Uid:/ {print $2}' "/proc/$host_pid/status")
+    [[ "$host_uid" -ne 0 ]] || fail "the service process (host pid $host_pid) runs as root"
+    pod exec "$1" sh -c 'touch /opt/venv/probe 2>/dev/null && exit 1 || exit 0' \
+        || fail "the service user can write into /opt/venv"
+    pod exec "$1" sh -c 'touch /data/.probe && rm /data/.probe' || fail "the service user cannot write /data"
+    say "$1 runs as uid $uid (host pid $host_pid, uid $host_uid); /opt/venv read-only to it, /data writable"
+}
+
+sigterm_stop() {  # $1: name. SIGTERM must end it with exit 0 within SIGTERM_LIMIT seconds.
+    local t rc elapsed_ms code
+    t=$(date +%s%N)
+    pod kill --signal TERM "$1" > /dev/null
+    rc=0
+    code=$(timeout $(( SIGTERM_LIMIT + 5 )) podman --storage-driver vfs wait "$1" 2>/dev/null) || rc=$?
+    elapsed_ms=$(( ($(date +%s%N) - t) / 1000000 ))
+    [[ $rc -eq 0 ]] || fail "container $1 still running $(( SIGTERM_LIMIT + 5 ))s after SIGTERM"
+    (( elapsed_ms <= SIGTERM_LIMIT * 1000 )) || fail "SIGTERM took ${elapsed_ms} ms (limit ${SIGTERM_LIMIT}s)"
+    [[ "$code" == 0 ]] || fail "container $1 exited with code $code after SIGTERM (want 0)"
+    pod logs "$1" 2>&1 | grep -q 'Finished server process' || fail "no clean uvicorn shutdown in $1's log"
+    say "SIGTERM stopped $1 in ${elapsed_ms} ms, exit code 0, clean shutdown logged"
+}
+
+step "4/5 podman run (runc, host network, port $PORT, volume $VOLUME) and wait for the health check"
+start_container "tapeline-ct-$$-1"
+wait_healthy "tapeline-ct-$$-1"
+check_non_root "tapeline-ct-$$-1"
+
+step "4/5 the tutorial's workflow through the container (tests/container/workflow.py drive)"
+python3 "$HERE/workflow.py" drive --base-url "$BASE_URL" --state "$STATE"
+
+step "5/5 SIGTERM with a live event stream open"
+python3 "$HERE/workflow.py" hold-stream --base-url "$BASE_URL" --state "$STATE" \
+    > "$CACHE/logs/hold-stream.log" 2>&1 &
+HOLD_PID=$!
+BG_PIDS+=("$HOLD_PID")
+for _ in $(seq 1 100); do  # wait until the stream has delivered live epochs
+    grep -q '^streaming' "$CACHE/logs/hold-stream.log" 2>/dev/null && break
+    kill -0 "$HOLD_PID" 2>/dev/null || { cat "$CACHE/logs/hold-stream.log" >&2; fail "stream reader ended early"; }
+    sleep 0.2
+done
+grep -q '^streaming' "$CACHE/logs/hold-stream.log" || { cat "$CACHE/logs/hold-stream.log" >&2; fail "no live stream after 20s"; }
+sigterm_stop "tapeline-ct-$$-1"
+for _ in $(seq 1 50); do kill -0 "$HOLD_PID" 2>/dev/null || break; sleep 0.2; done
+if kill -0 "$HOLD_PID" 2>/dev/null; then fail "the stream reader was still connected 10s after the server stopped"; fi
+wait "$HOLD_PID" || { cat "$CACHE/logs/hold-stream.log" >&2; fail "stream reader failed"; }
+BG_PIDS=()
+sed 's/^/    /' "$CACHE/logs/hold-stream.log"
+
+step "5/5 a new container on the same volume has every model and history row"
+start_container "tapeline-ct-$$-2"
+wait_healthy "tapeline-ct-$$-2"
+check_non_root "tapeline-ct-$$-2"
+python3 "$HERE/workflow.py" verify --base-url "$BASE_URL" --state "$STATE"
+sigterm_stop "tapeline-ct-$$-2"
+
+TOTAL=$(( $(date +%s) - T0 ))
+cat <<EOF
+==> summary
+    image            $IMAGE (base $BASE_IMAGE)
+    image size       ${IMAGE_MB} MB ($IMAGE_BYTES bytes)
+    build time       ${BUILD_SECONDS}s (buildah bud, vfs storage; layer cache in $GRAPHROOT)
+    total time       ${TOTAL}s
+EOF
+rm -f "$STATE"

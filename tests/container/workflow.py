@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+"""Drive the tutorial's workflow through a running Tapeline container (stdlib only).
+
+Used by tests/container/run.sh on the host, against the HTTP contract of
+shared/API.md; every check that fails exits non-zero with a line saying what.
+
+  workflow.py drive       --base-url URL --state FILE  synthesize the default dataset,
+                          create the default model, train 10 epochs with `Prefer: wait=30`,
+                          read history as rows and columns, read events as SSE and JSON
+                          Lines; save the raw bytes of every resource to FILE
+  workflow.py hold-stream --base-url URL --state FILE  start a long run on a second model
+                          and follow its event stream until the server goes away (run.sh
+                          sends SIGTERM meanwhile); record what the stream delivered
+  workflow.py verify      --base-url URL --state FILE  (a new container, same volume) every
+                          saved resource is byte-identical, and the interrupted run kept
+                          every row its stream delivered and ended in a final state
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import math
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+FINAL = {"succeeded", "failed", "cancelled", "diverged"}
+EPOCHS = 10
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(cond: Any, what: str) -> None:
+    if not cond:
+        raise CheckFailed(what)
+
+
+def ok(msg: str) -> None:
+    print(f"    ok  {msg}", flush=True)
+
+
+class Client:
+    def __init__(self, base_url: str) -> None:
+        self.base = base_url.rstrip("/")
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> tuple[int, dict[str, str], bytes]:
+        data = None
+        hdrs = {"Accept": "application/json"}
+        hdrs.update(headers or {})
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+
+    def json(
+        self, method: str, path: str, body: Any = None, expect: int | tuple[int, ...] = 200, **kw: Any
+    ) -> tuple[Any, dict[str, str], bytes]:
+        status, headers, raw = self.request(method, path, body, **kw)
+        wanted = (expect,) if isinstance(expect, int) else expect
+        check(
+            status in wanted,
+            f"{method} {path}: status {status}, want {wanted}: {raw[:600].decode(errors='replace')}",
+        )
+        ctype = headers.get("content-type", "")
+        check("json" in ctype, f"{method} {path}: content-type {ctype!r} is not JSON")
+        return json.loads(raw), headers, raw
+
+    def open_stream(self, path: str, accept: str, timeout: float = 60.0):
+        req = urllib.request.Request(self.base + path, headers={"Accept": accept})
+        resp = urllib.request.urlopen(req, timeout=timeout)
+        check(resp.status == 200, f"GET {path} ({accept}): status {resp.status}")
+        ctype = resp.headers.get("content-type", "")
+        check(ctype.startswith(accept), f"GET {path}: content-type {ctype!r}, want {accept}")
+        return resp
+
+
+def sse_events(resp):
+    """Yield (event, id, data) from an SSE response until the server closes it."""
+    event, ev_id, data = None, None, []
+    while True:
+        raw = resp.readline()
+        if not raw:
+            return
+        line = raw.decode().rstrip("\r\n")
+        if line == "":
+            if data or event:
+                yield event or "message", ev_id, "\n".join(data)
+            event, ev_id, data = None, None, []
+            continue
+        if line.startswith(":"):
+            continue  # comment / keep-alive
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            event = value
+        elif field == "id":
+            ev_id = value
+        elif field == "data":
+            data.append(value)
+
+
+def jsonl_objects(resp):
+    while True:
+        raw = resp.readline()
+        if not raw:
+            return
+        if raw.strip():
+            yield json.loads(raw)
+
+
+def finite_tree(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(finite_tree(v) for v in value)
+    if isinstance(value, dict):
+        return all(finite_tree(v) for v in value.values())
+    return True
+
+
+def same_row(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("epoch", "W", "b", "loss"))
+
+
+# Resources whose raw bytes must survive a restart unchanged.
+def snapshot_paths(st: dict) -> list[str]:
+    m, r, d = st["model_id"], st["run_id"], st["dataset_id"]
+    return [
+        f"/v1/datasets/{d}",
+        f"/v1/models/{m}",
+        f"/v1/models/{m}/history?format=rows",
+        f"/v1/models/{m}/history?format=columns",
+        f"/v1/runs/{r}",
+        f"/v1/runs/{r}/history?format=rows",
+        f"/v1/runs/{r}/history?format=columns",
+    ]
+
+
+def cmd_drive(c: Client, state_path: str) -> None:
+    body, _, _ = c.json("GET", "/healthz")
+    ok(f"GET /healthz {body}")
+    c.json("GET", "/readyz")
+    ok("GET /readyz 200")
+    spec, _, _ = c.json("GET", "/openapi.json")
+    check("/v1/datasets/synthetic" in spec.get("paths", {}), "the image's OpenAPI has no /v1 API")
+    ok(f"GET /openapi.json: {len(spec['paths'])} paths")
+
+    ds, hdrs, _ = c.json("POST", "/v1/datasets/synthetic", {}, expect=201)
+    check(ds.get("num_examples") == 1000 and ds.get("features") == 1, f"dataset: {ds}")
+    check(ds.get("source") == "synthetic", f"dataset source: {ds.get('source')}")
+    ok(f"POST /v1/datasets/synthetic -> 201 {ds['id']} (1000 examples, 1 feature)")
+
+    model, hdrs, _ = c.json("POST", "/v1/models", {"kind": "linear", "features": 1}, expect=201)
+    check(model.get("W") == [5.0] and model.get("b") == 0.0, f"default model W/b: {model}")
+    ok(f"POST /v1/models -> 201 {model['id']} (W=[5.0], b=0.0)")
+
+    t = time.monotonic()
+    run, hdrs, _ = c.json(
+        "POST",
+        f"/v1/models/{model['id']}/runs",
+        {"dataset_id": ds["id"]},
+        expect=200,
+        headers={"Prefer": "wait=30"},
+        timeout=60,
+    )
+    check(run.get("status") == "succeeded", f"run status {run.get('status')}: {run}")
+    check(run.get("epochs_completed") == EPOCHS, f"epochs_completed {run.get('epochs_completed')}")
+    check(run.get("final") and finite_tree(run["final"]), f"run final: {run.get('final')}")
+    ok(
+        f"POST /v1/models/{{id}}/runs Prefer: wait=30 -> 200 succeeded in "
+        f"{time.monotonic() - t:.2f}s, final W={run['final']['W']} b={run['final']['b']}"
+    )
+
+    run_path = f"/v1/runs/{run['id']}"
+    rows, _, _ = c.json("GET", f"{run_path}/history?format=rows")
+    items = rows.get("items")
+    check(isinstance(items, list) and len(items) == EPOCHS, f"history rows: {rows}")
+    epochs = [r["epoch"] for r in items]
+    check(epochs == sorted(epochs) and len(set(epochs)) == EPOCHS, f"epochs {epochs}")
+    check(items[0]["W"] == [5.0] and items[0]["b"] == 0.0, f"first row {items[0]}")
+    check(items[-1]["loss"] < items[0]["loss"], "loss did not go down")
+    check(all(finite_tree(r) for r in items), "non-finite history")
+    ok(
+        f"GET history?format=rows: {EPOCHS} rows, loss {items[0]['loss']:.4f} -> "
+        f"{items[-1]['loss']:.4f}"
+    )
+
+    cols, _, _ = c.json("GET", f"{run_path}/history?format=columns")
+    for key in ("epoch", "W", "b", "loss"):
+        check(len(cols.get(key, [])) == EPOCHS, f"columns[{key}]: {cols.get(key)}")
+    check(cols["epoch"] == epochs, "columns epochs differ from rows")
+    check(cols["loss"] == [r["loss"] for r in items], "columns loss differs from rows")
+    check(cols["W"] == [r["W"] for r in items], "columns W differs from rows")
+    ok("GET history?format=columns matches the rows")
+
+    # SSE: one `event: epoch` per row (id = epoch), then `event: end` with the final run.
+    resp = c.open_stream(f"{run_path}/events", "text/event-stream")
+    events = list(sse_events(resp))
+    names = [e[0] for e in events]
+    check(names == ["epoch"] * EPOCHS + ["end"], f"SSE events {names}")
+    for (_, ev_id, data), row in zip(events, items):
+        check(ev_id == str(row["epoch"]), f"SSE id {ev_id} for epoch {row['epoch']}")
+        check(same_row(json.loads(data), row), f"SSE epoch {data} differs from row {row}")
+    end = json.loads(events[-1][2])
+    end_run = end.get("run", end)
+    check(end_run.get("status") == "succeeded", f"SSE end: {end}")
+    ok(f"GET events (text/event-stream): {EPOCHS} x event: epoch, then event: end (succeeded)")
+
+    resp = c.open_stream(f"{run_path}/events", "application/jsonl")
+    objs = list(jsonl_objects(resp))
+    check([o.get("type") for o in objs] == ["epoch"] * EPOCHS + ["end"], f"JSONL {objs}")
+    for obj, row in zip(objs, items):
+        check(same_row(obj, row), f"JSONL epoch {obj} differs from row {row}")
+    ok(f"GET events (application/jsonl): {EPOCHS} epoch lines, then end")
+
+    # Resume: SSE with Last-Event-ID replays only later epochs.
+    req = urllib.request.Request(
+        c.base + f"{run_path}/events",
+        headers={"Accept": "text/event-stream", "Last-Event-ID": str(epochs[4])},
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        resumed = [e for e in sse_events(resp) if e[0] == "epoch"]
+    check([e[1] for e in resumed] == [str(e) for e in epochs[5:]], f"resumed {resumed}")
+    ok(f"GET events Last-Event-ID: {epochs[4]} resumes at epoch {epochs[5]}")
+
+    mh, _, _ = c.json("GET", f"/v1/models/{model['id']}/history?format=rows")
+    check(len(mh.get("items", [])) == EPOCHS, f"model history {mh}")
+    m2, _, _ = c.json("GET", f"/v1/models/{model['id']}")
+    check(m2["W"] == run["final"]["W"] and m2["b"] == run["final"]["b"], "model W/b != run final")
+    check(m2.get("epochs_trained") == EPOCHS, f"epochs_trained {m2.get('epochs_trained')}")
+    ok("the model holds the run's final W/b and its 10-epoch history")
+
+    prob, hdrs, _ = c.json("GET", "/v1/runs/no-such-run", expect=404)
+    check(hdrs.get("content-type", "").startswith("application/problem+json"), f"404 {hdrs}")
+    ok("unknown id -> 404 application/problem+json")
+
+    st = {"dataset_id": ds["id"], "model_id": model["id"], "run_id": run["id"]}
+    st["snapshot"] = {p: c.request("GET", p)[2].decode() for p in snapshot_paths(st)}
+    with open(state_path, "w", encoding="utf-8") as fh:
+        json.dump(st, fh)
+    ok(f"saved {len(st['snapshot'])} resources for the restart check")
+
+
+def cmd_hold_stream(c: Client, state_path: str) -> None:
+    with open(state_path, encoding="utf-8") as fh:
+        st = json.load(fh)
+    model, _, _ = c.json("POST", "/v1/models", {"kind": "linear", "features": 1}, expect=201)
+    run, _, _ = c.json(
+        "POST",
+        f"/v1/models/{model['id']}/runs",
+        {"dataset_id": st["dataset_id"], "epochs": 100000},
+        expect=202,
+    )
+    print(f"long run {run['id']} (100000 epochs) on model {model['id']}", flush=True)
+    rows: list[dict] = []
+    how = "eof"
+    end = None
+    try:
+        resp = c.open_stream(f"/v1/runs/{run['id']}/events", "application/jsonl", timeout=30)
+        announced = False
+        for obj in jsonl_objects(resp):
+            if obj.get("type") == "end":
+                how, end = "end", obj
+                break
+            rows.append(obj)
+            if not announced and len(rows) >= 3:
+                status = c.json("GET", f"/v1/runs/{run['id']}")[0]["status"]
+                check(status == "running", f"long run is {status} while streaming")
+                print(f"streaming run {run['id']}: live epochs arriving", flush=True)
+                announced = True
+    except (http.client.IncompleteRead, ConnectionError, OSError) as err:
+        how = f"connection closed ({type(err).__name__})"
+    print(
+        f"stream ended by {how} after {len(rows)} epochs"
+        + (f", end event status {end.get('status') or end.get('run', {}).get('status')}" if end else ""),
+        flush=True,
+    )
+    check(rows, "the stream delivered no epoch")
+    st["long"] = {"model_id": model["id"], "run_id": run["id"], "rows": rows}
+    with open(state_path, "w", encoding="utf-8") as fh:
+        json.dump(st, fh)
+
+
+def cmd_verify(c: Client, state_path: str) -> None:
+    with open(state_path, encoding="utf-8") as fh:
+        st = json.load(fh)
+    for path, before in st["snapshot"].items():
+        status, _, raw = c.request("GET", path)
+        check(status == 200, f"GET {path} after restart: {status} {raw[:300]!r}")
+        check(raw.decode() == before, f"GET {path} changed across restart:\n  {before}\n  {raw.decode()}")
+    ok(f"{len(st['snapshot'])} resources byte-identical after restart (model, runs, history)")
+
+    long = st.get("long")
+    check(long, "no long run recorded by hold-stream")
+    run, _, _ = c.json("GET", f"/v1/runs/{long['run_id']}")
+    check(run["status"] in FINAL, f"interrupted run is {run['status']} after restart")
+    seen = long["rows"]
+    hist, _, _ = c.json(
+        "GET", f"/v1/runs/{long['run_id']}/history?format=rows&limit={max(1, len(seen))}"
+    )
+    stored = hist["items"]
+    check(len(stored) >= len(seen), f"{len(stored)} stored rows < {len(seen)} streamed")
+    for a, b in zip(seen, stored):
+        check(same_row(a, b), f"streamed row {a} differs from stored row {b}")
+    model, _, _ = c.json("GET", f"/v1/models/{long['model_id']}")
+    check(model["status"] == "idle", f"model of the interrupted run is {model['status']}")
+    ok(
+        f"interrupted run is {run['status']} ({(run.get('error') or {}).get('reason', '-')}); "
+        f"all {len(seen)} streamed rows are stored"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["drive", "hold-stream", "verify"])
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--state", required=True)
+    args = parser.parse_args()
+    client = Client(args.base_url)
+    fn = {"drive": cmd_drive, "hold-stream": cmd_hold_stream, "verify": cmd_verify}[args.command]
+    try:
+        fn(client, args.state)
+    except CheckFailed as err:
+        print(f"CHECK FAILED ({args.command}): {err}", file=sys.stderr, flush=True)
+        return 1
+    except (urllib.error.URLError, OSError) as err:
+        print(f"CHECK FAILED ({args.command}): {args.base_url}: {err}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
