@@ -147,11 +147,15 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         tags=app.openapi_tags,
         separate_input_output_schemas=False,
     )
+    problem = {problems.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for path in spec.get("paths", {}).values():
         for operation in path.values():
             for status, answer in operation.get("responses", {}).items():
-                content = answer.get("content", {})
-                if status[0] in "45" and problems.MEDIA_TYPE in content:
-                    content.pop("application/json", None)
+                if status[0] in "45":
+                    answer["content"] = problem
+                    if status == "422":
+                        answer["description"] = "Invalid input"
+    for unused in ("HTTPValidationError", "ValidationError"):
+        spec["components"]["schemas"].pop(unused, None)
     app.openapi_schema = spec
     return spec

@@ -98,14 +98,13 @@ def test_one_active_run_per_model_is_enforced_by_the_database(
                         optimizer={"kind": "sgd", "learning_rate": 0.1}, batch_size=None,
                         shuffle_seed=None, dtype="float32")
         model_id, dataset_id = model.id, dataset.id
-    with sessions.begin() as session:
-        with pytest.raises(repo.Conflict):
-            repo.create_run(session, model=repo.get_model(session, model_id),
-                            dataset=repo.get_dataset(session, dataset_id), epochs=3,
-                            optimizer={"kind": "sgd"}, batch_size=None, shuffle_seed=None,
-                            dtype="float32")
+    with sessions.begin() as session, pytest.raises(repo.Conflict):
+        repo.create_run(session, model=repo.get_model(session, model_id),
+                        dataset=repo.get_dataset(session, dataset_id), epochs=3,
+                        optimizer={"kind": "sgd"}, batch_size=None, shuffle_seed=None,
+                        dtype="float32")
     # Bypassing the check, the partial unique index still refuses a second active run.
-    with sessions() as session, pytest.raises(Exception, match="(?i)unique|duplicate"):
+    with sessions() as session, pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         session.add(RunRow(
             id="run_dup", model_id=model_id, dataset_id=dataset_id, status="queued",
             epochs=1, epochs_completed=0, optimizer={}, dtype="float32", history_base=0,

@@ -17,8 +17,9 @@ def synthesize(
     """``x ~ N(0, 1)`` of shape (num_examples, features) and ``y = x @ true_W + true_b + noise``,
     float32 like the tutorial, fully determined by ``seed``."""
     rng = np.random.default_rng(seed)
-    weights = np.asarray(true_W, dtype=np.float32)
-    x = rng.standard_normal((num_examples, weights.shape[0]), dtype=np.float32)
-    noise = rng.standard_normal(num_examples, dtype=np.float32) * np.float32(noise_stddev)
-    y = x @ weights + np.float32(true_b) + noise
+    with np.errstate(over="ignore", invalid="ignore"):  # callers check finiteness
+        weights = np.asarray(true_W, dtype=np.float32)
+        x = rng.standard_normal((num_examples, weights.shape[0]), dtype=np.float32)
+        noise = rng.standard_normal(num_examples, dtype=np.float32) * np.float32(noise_stddev)
+        y = x @ weights + np.float32(true_b) + noise
     return x, y.astype(np.float32)

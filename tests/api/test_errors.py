@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -125,8 +126,8 @@ def test_bad_runs(app_client: TestClient, unchanged: None, ids: dict[str, str],
 
 
 def test_nan_learning_rate(app_client: TestClient, unchanged: None, ids: dict[str, str]) -> None:
-    body = ('{"dataset_id": "%s", "optimizer": {"kind": "sgd", "learning_rate": NaN}}'
-            % ids["dataset"]).encode()
+    body = json.dumps({"dataset_id": ids["dataset"], "optimizer": {"kind": "sgd"}}).replace(
+        '"sgd"}', '"sgd", "learning_rate": NaN}').encode()
     answer = app_client.post(f"/v1/models/{ids['model']}/runs", content=body, headers=JSON)
     assert_problem(answer, 422, "finite")
 
