@@ -1,0 +1,84 @@
+"""Tapeline's reverse-mode automatic differentiation engine, shaped like TensorFlow 2 eager.
+
+    from service import engine as tg
+
+    W = tg.Variable(5.0)
+    with tg.GradientTape() as tape:
+        loss = tg.reduce_mean(tg.square(y - W * x))
+    dW = tape.gradient(loss, W)
+
+Ops run eagerly on NumPy; outside a tape they do no bookkeeping at all.
+"""
+
+import numpy as np
+
+from service.engine import nn, random
+from service.engine import vjps as vjps  # fills the gradient-rule table
+from service.engine.ops import (
+    abs,
+    add,
+    broadcast_to,
+    cast,
+    clip_by_value,
+    concat,
+    constant,
+    convert_to_tensor,
+    divide,
+    equal,
+    exp,
+    expand_dims,
+    gather,
+    greater,
+    greater_equal,
+    less,
+    less_equal,
+    log,
+    matmul,
+    maximum,
+    minimum,
+    multiply,
+    negative,
+    not_equal,
+    ones,
+    ones_like,
+    pow,
+    reduce_max,
+    reduce_mean,
+    reduce_min,
+    reduce_sum,
+    relu,
+    reshape,
+    sigmoid,
+    sign,
+    softplus,
+    sqrt,
+    square,
+    squeeze,
+    stack,
+    stop_gradient,
+    subtract,
+    tanh,
+    transpose,
+    where,
+    zeros,
+    zeros_like,
+)
+from service.engine.tape import GradientTape, UnconnectedGradients
+from service.engine.tensor import Tensor, Variable
+
+float32 = np.dtype(np.float32)
+float64 = np.dtype(np.float64)
+int32 = np.dtype(np.int32)
+int64 = np.dtype(np.int64)
+bool = np.dtype(np.bool_)  # tf.bool
+
+__all__ = [
+    "GradientTape", "Tensor", "UnconnectedGradients", "Variable",
+    "abs", "add", "bool", "broadcast_to", "cast", "clip_by_value", "concat", "constant",
+    "convert_to_tensor", "divide", "equal", "exp", "expand_dims", "float32", "float64", "gather",
+    "greater", "greater_equal", "int32", "int64", "less", "less_equal", "log", "matmul",
+    "maximum", "minimum", "multiply", "negative", "nn", "not_equal", "ones", "ones_like", "pow",
+    "random", "reduce_max", "reduce_mean", "reduce_min", "reduce_sum", "relu", "reshape",
+    "sigmoid", "sign", "softplus", "sqrt", "square", "squeeze", "stack", "stop_gradient",
+    "subtract", "tanh", "transpose", "where", "zeros", "zeros_like",
+]

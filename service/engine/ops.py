@@ -1,0 +1,511 @@
+"""The ops: each primitive's forward computation in NumPy, and the sugar built on them.
+
+Primitives report themselves to the recording tapes under their name; vjps.py
+holds one gradient rule per primitive. Sugar (stack, gather, clip_by_value, ...)
+is written with primitives and needs no rule of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+from numpy.lib.array_utils import normalize_axis_tuple
+
+from service.engine.tensor import (
+    Array,
+    DTypeLike,
+    Shape,
+    Tensor,
+    Variable,
+    as_value,
+    binary,
+    finish,
+    operand,
+    raise_if_not_broadcastable,
+    read,
+    unary,
+    wrap,
+)
+
+float32 = np.dtype(np.float32)
+
+
+# Creation
+
+
+def constant(value: Any, dtype: DTypeLike | None = None, shape: Any = None) -> Tensor:
+    """A tensor holding a copy of value (Python floats as float32), reshaped or filled to shape."""
+    value = as_value(value, dtype, copy=True)
+    if shape is not None:
+        shape = _shape(shape)
+        value = np.full(shape, value) if value.size == 1 else value.reshape(shape)
+    return wrap(value)
+
+
+def convert_to_tensor(value: Any, dtype: DTypeLike | None = None) -> Tensor:
+    """value as a Tensor: tensors as they are, a variable's current value, else a constant."""
+    if isinstance(value, Variable):
+        value = read(value)
+    if isinstance(value, Tensor):
+        as_value(value, dtype)  # checks the dtype
+        return value
+    return constant(value, dtype)
+
+
+def zeros(shape: Any, dtype: DTypeLike = float32) -> Tensor:
+    """A tensor of zeros."""
+    return wrap(np.zeros(_shape(shape), dtype))
+
+
+def ones(shape: Any, dtype: DTypeLike = float32) -> Tensor:
+    """A tensor of ones."""
+    return wrap(np.ones(_shape(shape), dtype))
+
+
+def zeros_like(x: Any, dtype: DTypeLike | None = None) -> Tensor:
+    """Zeros with x's shape, and its dtype unless given."""
+    value = as_value(x)
+    return wrap(np.zeros(value.shape, value.dtype if dtype is None else dtype))
+
+
+def ones_like(x: Any, dtype: DTypeLike | None = None) -> Tensor:
+    """Ones with x's shape, and its dtype unless given."""
+    value = as_value(x)
+    return wrap(np.ones(value.shape, value.dtype if dtype is None else dtype))
+
+
+def _shape(shape: Any) -> Shape:
+    """A shape given as an int, a sequence or a tensor, as a tuple of ints."""
+    return tuple(int(n) for n in np.reshape(as_value(shape), -1))
+
+
+# Elementwise arithmetic
+
+
+def add(x: Any, y: Any) -> Tensor:
+    """x + y, broadcasting."""
+    return binary("add", np.add, x, y)
+
+
+def subtract(x: Any, y: Any) -> Tensor:
+    """x - y, broadcasting."""
+    return binary("subtract", np.subtract, x, y)
+
+
+def multiply(x: Any, y: Any) -> Tensor:
+    """x * y, broadcasting."""
+    return binary("multiply", np.multiply, x, y)
+
+
+def divide(x: Any, y: Any) -> Tensor:
+    """x / y, broadcasting."""
+    return binary("divide", np.true_divide, x, y)
+
+
+def pow(x: Any, y: Any) -> Tensor:
+    """x ** y, broadcasting."""
+    return binary("pow", np.power, x, y)
+
+
+def maximum(x: Any, y: Any) -> Tensor:
+    """The larger of x and y, elementwise (ties send the gradient to x)."""
+    return binary("maximum", np.maximum, x, y)
+
+
+def minimum(x: Any, y: Any) -> Tensor:
+    """The smaller of x and y, elementwise (ties send the gradient to x)."""
+    return binary("minimum", np.minimum, x, y)
+
+
+def negative(x: Any) -> Tensor:
+    """-x."""
+    return unary("negative", np.negative, x)
+
+
+def square(x: Any) -> Tensor:
+    """x * x."""
+    return unary("square", np.square, x)
+
+
+def abs(x: Any) -> Tensor:
+    """|x| (its gradient at 0 is 0)."""
+    return unary("abs", np.abs, x)
+
+
+def sign(x: Any) -> Tensor:
+    """-1, 0 or 1 by the sign of x (its gradient is 0)."""
+    return unary("sign", np.sign, x)
+
+
+def sqrt(x: Any) -> Tensor:
+    """The square root."""
+    return unary("sqrt", np.sqrt, x, floating=True)
+
+
+def exp(x: Any) -> Tensor:
+    """e ** x."""
+    return unary("exp", np.exp, x, floating=True)
+
+
+def log(x: Any) -> Tensor:
+    """The natural logarithm."""
+    return unary("log", np.log, x, floating=True)
+
+
+def tanh(x: Any) -> Tensor:
+    """The hyperbolic tangent."""
+    return unary("tanh", np.tanh, x, floating=True)
+
+
+def sigmoid(x: Any) -> Tensor:
+    """1 / (1 + e ** -x), computed without overflow."""
+    return unary("sigmoid", _sigmoid, x, floating=True)
+
+
+def _sigmoid(x: Array) -> Array:
+    return 0.5 + 0.5 * np.tanh(0.5 * x)
+
+
+def relu(x: Any) -> Tensor:
+    """max(x, 0) (its gradient at 0 is 0)."""
+    return unary("relu", _relu, x)
+
+
+def _relu(x: Array) -> Array:
+    return np.maximum(x, 0)
+
+
+def softplus(x: Any) -> Tensor:
+    """log(1 + e ** x), computed without overflow."""
+    return unary("softplus", _softplus, x, floating=True)
+
+
+def _softplus(x: Array) -> Array:
+    return np.logaddexp(0, x)
+
+
+def clip_by_value(x: Any, clip_value_min: Any, clip_value_max: Any) -> Tensor:
+    """x limited to [clip_value_min, clip_value_max]."""
+    return minimum(maximum(x, clip_value_min), clip_value_max)
+
+
+def where(condition: Any, x: Any = None, y: Any = None) -> Tensor:
+    """x where condition holds, else y (broadcasting); with x and y omitted, the true indices."""
+    condition = operand(condition)
+    if condition.dtype.kind != "b":
+        raise TypeError(f"where needs a bool condition, got {condition.dtype}")
+    if x is None and y is None:
+        return wrap(np.argwhere(condition._value).astype(np.int64))
+    x, y = _same_dtype("where", [x, y])
+    try:
+        value = np.where(condition._value, x._value, y._value)
+    except ValueError:
+        raise_if_not_broadcastable("where", condition.shape, x.shape, y.shape)
+        raise
+    return finish("where", value, (condition, x, y))
+
+
+# Comparisons (not differentiable: their results are bool)
+
+
+def equal(x: Any, y: Any) -> Tensor:
+    """x == y, elementwise."""
+    return _compare(np.equal, x, y)
+
+
+def not_equal(x: Any, y: Any) -> Tensor:
+    """x != y, elementwise."""
+    return _compare(np.not_equal, x, y)
+
+
+def less(x: Any, y: Any) -> Tensor:
+    """x < y, elementwise."""
+    return _compare(np.less, x, y)
+
+
+def less_equal(x: Any, y: Any) -> Tensor:
+    """x <= y, elementwise."""
+    return _compare(np.less_equal, x, y)
+
+
+def greater(x: Any, y: Any) -> Tensor:
+    """x > y, elementwise."""
+    return _compare(np.greater, x, y)
+
+
+def greater_equal(x: Any, y: Any) -> Tensor:
+    """x >= y, elementwise."""
+    return _compare(np.greater_equal, x, y)
+
+
+def _compare(fn: Any, x: Any, y: Any) -> Tensor:
+    x, y = _same_dtype(fn.__name__, [x, y])
+    try:
+        return wrap(fn(x._value, y._value))
+    except ValueError:
+        raise_if_not_broadcastable(fn.__name__, x.shape, y.shape)
+        raise
+
+
+def _same_dtype(name: str, values: list[Any]) -> list[Tensor]:
+    """values as tensors of one dtype: that of the first tensor or variable among them."""
+    first = next((v for v in values if isinstance(v, Tensor | Variable)), values[0])
+    dtype = as_value(first).dtype
+    tensors = []
+    for v in values:
+        if isinstance(v, Tensor | Variable) and v.dtype != dtype:
+            raise TypeError(f"{name}: mixed dtypes {dtype} and {v.dtype}; use tg.cast")
+        tensors.append(operand(v) if isinstance(v, Tensor | Variable) else constant(v, dtype))
+    return tensors
+
+
+# Linear algebra
+
+
+def matmul(a: Any, b: Any) -> Tensor:
+    """The matrix product, batched over leading dimensions (NumPy's matmul rules)."""
+    a, b = _same_dtype("matmul", [a, b])
+    try:
+        value = np.matmul(a._value, b._value)
+    except ValueError:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned") from None
+    return finish("matmul", value, (a, b))
+
+
+# Reductions
+
+
+def reduce_sum(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
+    """The sum over axis (an int, a sequence, or None for all axes)."""
+    x = operand(x)
+    value = x._value
+    axes = _axes(axis, value.ndim)
+    return finish("reduce_sum", _reduce(np.add, value, axes, keepdims), (x, axes, keepdims))
+
+
+def reduce_mean(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
+    """The mean over axis (an int, a sequence, or None for all axes)."""
+    x = operand(x)
+    value = x._value
+    axes = _axes(axis, value.ndim)
+    total = _reduce(np.add, value, axes, keepdims)
+    count = _count(value.shape, axes)
+    mean = total / count if value.dtype.kind in "fc" else (total / count).astype(value.dtype)
+    return finish("reduce_mean", mean, (x, axes, keepdims))
+
+
+def reduce_max(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
+    """The maximum over axis (ties share the gradient equally)."""
+    x = operand(x)
+    axes = _axes(axis, x.ndim)
+    return finish("reduce_max", _reduce(np.maximum, x._value, axes, keepdims), (x, axes, keepdims))
+
+
+def reduce_min(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
+    """The minimum over axis (ties share the gradient equally)."""
+    x = operand(x)
+    axes = _axes(axis, x.ndim)
+    return finish("reduce_min", _reduce(np.minimum, x._value, axes, keepdims), (x, axes, keepdims))
+
+
+def _reduce(ufunc: np.ufunc, value: Array, axes: tuple[int, ...], keepdims: bool) -> Array:
+    """ufunc folded over axes in the value's own dtype (NumPy sums pairwise)."""
+    return ufunc.reduce(value, axis=axes, dtype=value.dtype, keepdims=keepdims)
+
+
+def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    """axis as a tuple of non-negative axes (all of them for None)."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        axis = (axis,)
+    return normalize_axis_tuple(tuple(int(a) for a in np.reshape(as_value(axis), -1)), ndim)
+
+
+def _count(shape: Shape, axes: tuple[int, ...]) -> int:
+    count = 1
+    for axis in axes:
+        count *= shape[axis]
+    return count
+
+
+# Shapes
+
+
+def reshape(x: Any, shape: Any) -> Tensor:
+    """x with a new shape of the same size (one dimension may be -1)."""
+    x = operand(x)
+    shape = _shape(shape)
+    if x.shape == shape:
+        return x
+    try:
+        value = x._value.reshape(shape)
+    except ValueError:
+        raise ValueError(f"reshape: cannot reshape shape {x.shape} into shape {shape}") from None
+    return finish("reshape", value, (x, shape))
+
+
+def transpose(x: Any, perm: Any = None) -> Tensor:
+    """x with its axes permuted (reversed by default)."""
+    x = operand(x)
+    perm = tuple(reversed(range(x.ndim))) if perm is None else _shape(perm)
+    return finish("transpose", np.transpose(x._value, perm), (x, perm))
+
+
+def expand_dims(x: Any, axis: int) -> Tensor:
+    """x with a new dimension of size 1 inserted at axis."""
+    x = operand(x)
+    shape = x.shape
+    axis = normalize_axis_tuple(axis, len(shape) + 1)[0]
+    return reshape(x, (*shape[:axis], 1, *shape[axis:]))
+
+
+def squeeze(x: Any, axis: Any = None) -> Tensor:
+    """x without its size-1 dimensions (or only those in axis)."""
+    x = operand(x)
+    shape = x.shape
+    axes = {i for i, n in enumerate(shape) if n == 1} if axis is None else set(_axes(axis, x.ndim))
+    if any(shape[i] != 1 for i in axes):
+        raise ValueError(f"squeeze: cannot squeeze axes {sorted(axes)} of shape {shape}")
+    return reshape(x, [n for i, n in enumerate(shape) if i not in axes])
+
+
+def broadcast_to(x: Any, shape: Any) -> Tensor:
+    """x broadcast to shape (a read-only view, no copies)."""
+    x = operand(x)
+    shape = _shape(shape)
+    if x.shape == shape:
+        return x
+    try:
+        value = np.broadcast_to(x._value, shape)
+    except ValueError:
+        raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {shape}") from None
+    return finish("broadcast_to", value, (x, shape))
+
+
+def concat(values: Any, axis: int) -> Tensor:
+    """The tensors in values joined along an existing axis."""
+    tensors = _same_dtype("concat", list(values))
+    try:
+        value = np.concatenate([t._value for t in tensors], axis)
+    except ValueError:
+        shapes = ", ".join(str(t.shape) for t in tensors)
+        raise ValueError(f"concat: shapes {shapes} do not match off axis {axis}") from None
+    axis = normalize_axis_tuple(axis, value.ndim)[0]
+    return finish("concat", value, (axis, *tensors))
+
+
+def stack(values: Any, axis: int = 0) -> Tensor:
+    """The tensors in values (all of one shape) joined along a new axis."""
+    tensors = _same_dtype("stack", list(values))
+    shapes = {t.shape for t in tensors}
+    if len(shapes) > 1:
+        raise ValueError(f"stack: shapes {' and '.join(map(str, shapes))} differ")
+    return concat([expand_dims(t, axis) for t in tensors], axis)
+
+
+# Indexing
+
+
+def getitem(x: Any, index: Any) -> Tensor:
+    """x[index] with NumPy's basic and advanced indexing (what tensor[...] does)."""
+    x = operand(x)
+    index = _index(index)
+    return finish("getitem", x._value[index], (x, index))
+
+
+def gather(params: Any, indices: Any, axis: int = 0) -> Tensor:
+    """The slices of params at indices along axis."""
+    params = operand(params)
+    axis = normalize_axis_tuple(axis, params.ndim)[0]
+    return getitem(params, (*(slice(None),) * axis, as_value(indices)))
+
+
+def _index(index: Any) -> Any:
+    """An index with tensors and lists turned into NumPy arrays."""
+    if isinstance(index, tuple):
+        return tuple(_index(part) for part in index)
+    if isinstance(index, Tensor | Variable | list):
+        return as_value(index)
+    return index
+
+
+def index_add(updates: Any, index: Any, shape: Shape) -> Tensor:
+    """Zeros of shape plus updates at index, repeats accumulating (the adjoint of getitem)."""
+    updates = operand(updates)
+    value = np.zeros(shape, updates.dtype)
+    if _is_basic(index):
+        value[index] = updates._value
+    else:
+        np.add.at(value, index, updates._value)
+    return finish("index_add", value, (updates, index, shape))
+
+
+def _is_basic(index: Any) -> bool:
+    """Whether an index has only ints, slices, None and Ellipsis (so no element repeats)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(p, int | np.integer | slice) or p is None or p is Ellipsis for p in parts)
+
+
+# Types and gradient control
+
+
+def cast(x: Any, dtype: DTypeLike) -> Tensor:
+    """x converted to dtype (the gradient flows between floating dtypes only)."""
+    x = operand(x)
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype:
+        return x
+    value = x._value.astype(dtype)
+    return finish("cast", value, (x, dtype)) if dtype.kind == "f" else wrap(value)
+
+
+def stop_gradient(x: Any) -> Tensor:
+    """x's value, as a tensor no gradient flows through."""
+    return wrap(operand(x)._value)
+
+
+# Gradient plumbing: the shared unbroadcast, and its fused form for products
+
+
+def unbroadcast(g: Tensor, out_shape: Shape, shape: Shape) -> Tensor:
+    """Sum g, the gradient of a result broadcast to out_shape, back to an input of shape."""
+    axes = _broadcast_axes(out_shape, shape)
+    if not axes:
+        return g  # g already broadcasts to shape
+    value = g._value
+    if value.shape != out_shape:
+        value = np.broadcast_to(value, out_shape)
+    return finish("unbroadcast", _sum_to(value, axes, shape), (g, out_shape, shape))
+
+
+def unbroadcast_mul(g: Tensor, y: Tensor, out_shape: Shape, shape: Shape) -> Tensor:
+    """unbroadcast(g * y, out_shape, shape), a dot product when the sum is over everything."""
+    axes = _broadcast_axes(out_shape, shape)
+    if not axes:
+        return multiply(g, y)
+    gv, yv = g._value, y._value
+    if not shape and gv.shape == out_shape and yv.shape == out_shape:
+        value = np.vdot(gv, yv)
+    else:
+        product = gv * yv
+        if product.shape != out_shape:
+            product = np.broadcast_to(product, out_shape)
+        value = _sum_to(product, axes, shape)
+    return finish("unbroadcast_mul", value, (g, y, out_shape, shape))
+
+
+@functools.lru_cache(maxsize=1024)
+def _broadcast_axes(out_shape: Shape, shape: Shape) -> tuple[int, ...]:
+    """The axes of out_shape along which an input of shape was broadcast."""
+    lead = len(out_shape) - len(shape)
+    return tuple(range(lead)) + tuple(
+        i for i in range(lead, len(out_shape)) if shape[i - lead] == 1 and out_shape[i] != 1
+    )
+
+
+def _sum_to(value: Array, axes: tuple[int, ...], shape: Shape) -> Array:
+    total = np.add.reduce(value, axes, value.dtype)
+    return total if total.shape == shape else total.reshape(shape)

@@ -1,0 +1,67 @@
+"""Random tensors, as tg.random.normal and tg.random.uniform.
+
+With a seed, an op draws from its own generator seeded with it, so the same
+seed gives the same numbers on every call; without one, ops share a generator
+that set_seed() makes reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from service.engine.ops import _shape, float32
+from service.engine.tensor import DTypeLike, Tensor, wrap
+
+_generator = np.random.default_rng()
+
+
+def set_seed(seed: int) -> None:
+    """Make the unseeded random ops reproducible from here on."""
+    global _generator
+    _generator = np.random.default_rng(seed)
+
+
+def normal(
+    shape: Any,
+    mean: float = 0.0,
+    stddev: float = 1.0,
+    dtype: DTypeLike = float32,
+    seed: int | None = None,
+) -> Tensor:
+    """Samples from a normal distribution."""
+    dtype = _floating(dtype)
+    values = _rng(seed).standard_normal(_shape(shape), dtype)
+    return wrap((values * dtype.type(stddev) + dtype.type(mean)).astype(dtype, copy=False))
+
+
+def uniform(
+    shape: Any,
+    minval: float = 0,
+    maxval: float | None = None,
+    dtype: DTypeLike = float32,
+    seed: int | None = None,
+) -> Tensor:
+    """Samples from [minval, maxval): maxval defaults to 1, and must be given for integers."""
+    dtype = np.dtype(dtype)
+    rng = _rng(seed)
+    if dtype.kind in "iu":
+        if maxval is None:
+            raise ValueError("uniform needs maxval for an integer dtype")
+        return wrap(rng.integers(int(minval), int(maxval), _shape(shape), dtype))
+    dtype = _floating(dtype)
+    low, high = dtype.type(minval), dtype.type(1 if maxval is None else maxval)
+    values = rng.random(_shape(shape), dtype)
+    return wrap((values * (high - low) + low).astype(dtype, copy=False))
+
+
+def _floating(dtype: DTypeLike) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"random floats come as float32 or float64, not {dtype}")
+    return dtype
+
+
+def _rng(seed: int | None) -> np.random.Generator:
+    return _generator if seed is None else np.random.default_rng(seed)

@@ -1,0 +1,375 @@
+"""Tensors, variables and the way every op reports itself to the recording tapes.
+
+A Tensor wraps a private NumPy value that nothing ever writes to; a Variable
+holds a Tensor and swaps in a new one when assigned. Ops compute with NumPy,
+wrap the result and report ``(name, output, args)`` to each recording tape;
+with no tape recording, that report is a loop over an empty list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from service.engine.tape import GradientTape
+
+Array: TypeAlias = Any  # a tensor's value: an np.ndarray, or a NumPy scalar at rank 0
+Shape: TypeAlias = tuple[int, ...]
+DTypeLike: TypeAlias = Any  # anything np.dtype() accepts: "float64", np.float32, tg.float32
+
+active_tapes: list[GradientTape] = []  # the tapes recording right now, innermost last
+
+_DEFAULT_DTYPES = {"f": np.dtype(np.float32), "i": np.dtype(np.int32), "u": np.dtype(np.int32)}
+
+
+def as_value(value: Any, dtype: DTypeLike | None = None, copy: bool = False) -> Array:
+    """Convert value to a NumPy value the way tf.constant does.
+
+    Python floats and ints become float32 and int32 unless dtype says otherwise;
+    NumPy arrays keep their dtype. Tensors and Variables must already have the
+    requested dtype: only tg.cast changes a tensor's dtype.
+    """
+    if isinstance(value, Variable):
+        value = value._tensor
+    if isinstance(value, Tensor):
+        v = value._value
+        if dtype is not None and np.dtype(dtype) != v.dtype:
+            raise TypeError(f"expected a {np.dtype(dtype)} tensor, got {v.dtype}; use tg.cast")
+        return v
+    array = np.array(value, copy=True if copy else None)
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"cannot convert {type(value).__name__} of dtype {array.dtype} to a tensor")
+    if dtype is None:
+        if isinstance(value, np.ndarray | np.generic):
+            return array
+        dtype = _DEFAULT_DTYPES.get(array.dtype.kind, array.dtype)
+    dtype = np.dtype(dtype)
+    if array.dtype.kind in "fc" and dtype.kind in "biu":
+        raise TypeError(f"cannot convert floating-point values to {dtype}; use tg.cast")
+    return array.astype(dtype, copy=False)
+
+
+def wrap(value: Array) -> Tensor:
+    """Make a Tensor of a freshly computed value that nothing else may write to."""
+    out = _new_tensor(Tensor)
+    out._value = value
+    return out
+
+
+_new_tensor = object.__new__
+
+
+def finish(name: str, value: Array, args: tuple[Any, ...]) -> Tensor:
+    """Wrap an op's result and report the op to every recording tape."""
+    out = _new_tensor(Tensor)
+    out._value = value
+    for tape in active_tapes:
+        tape.record(name, out, args)
+    return out
+
+
+def read(variable: Variable) -> Tensor:
+    """Return a variable's current value, letting recording tapes watch the read."""
+    tensor = variable._tensor
+    for tape in active_tapes:
+        tape.read(variable, tensor)
+    return tensor
+
+
+def operand(x: Any) -> Tensor:
+    """Return x as a Tensor: a Tensor itself, a Variable's value, anything else as a constant."""
+    kind = type(x)
+    if kind is Tensor:
+        return x  # type: ignore[no-any-return]
+    if kind is Variable:
+        return read(x)
+    return wrap(as_value(x, copy=True))
+
+
+def _coerce(x: Any, dtype: np.dtype) -> Any:
+    """Give a non-tensor operand the dtype of the tensor it meets (Python numbers stay numbers)."""
+    kind = type(x)
+    if (kind is float and dtype.kind in "fc") or (kind is int and dtype.kind in "iufc"):
+        return x  # NumPy keeps the array's dtype when a Python number meets it
+    if kind is float or kind is int:
+        raise TypeError(f"cannot use the Python {kind.__name__} {x!r} with a {dtype} tensor")
+    return as_value(x, dtype)
+
+
+def _tensor_of(x: Any, value: Any, dtype: np.dtype) -> Tensor:
+    """The Tensor a tape saves for an operand: a copy, immune to later writes to the source."""
+    return x if type(x) is Tensor else wrap(np.array(value, dtype=dtype))
+
+
+def binary(name: str, fn: Callable[[Any, Any], Array], x: Any, y: Any) -> Tensor:
+    """Apply an elementwise NumPy function to two broadcast operands of one dtype."""
+    if type(x) is Variable:
+        x = read(x)
+    if type(y) is Variable:
+        y = read(y)
+    if type(x) is Tensor:
+        xv = x._value
+        if type(y) is Tensor:
+            yv = y._value
+            if xv.dtype is not yv.dtype and xv.dtype != yv.dtype:
+                raise TypeError(f"{name}: mixed dtypes {xv.dtype} and {yv.dtype}; use tg.cast")
+        else:
+            yv = _coerce(y, xv.dtype)
+    elif type(y) is Tensor:
+        yv = y._value
+        xv = _coerce(x, yv.dtype)
+    else:
+        xv = as_value(x)
+        yv = _coerce(y, xv.dtype)
+    try:
+        value = fn(xv, yv)
+    except ValueError:
+        raise_if_not_broadcastable(name, np.shape(xv), np.shape(yv))
+        raise
+    out = _new_tensor(Tensor)
+    out._value = value
+    if active_tapes and (type(x) is Tensor or type(y) is Tensor):
+        dtype = xv.dtype if type(x) is Tensor else yv.dtype
+        args = (_tensor_of(x, xv, dtype), _tensor_of(y, yv, dtype))
+        for tape in active_tapes:
+            tape.record(name, out, args)
+    return out
+
+
+def raise_if_not_broadcastable(name: str, *shapes: Shape) -> None:
+    """Raise ValueError naming the shapes when they do not broadcast together."""
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        listed = " and ".join(str(tuple(s)) for s in shapes)
+        raise ValueError(f"{name}: shapes {listed} do not broadcast together") from None
+
+
+def unary(name: str, fn: Callable[[Array], Array], x: Any, floating: bool = False) -> Tensor:
+    """Apply an elementwise NumPy function to one operand (floating: it needs a float dtype)."""
+    x = operand(x)
+    value = x._value
+    if floating and value.dtype.kind not in "fc":
+        raise TypeError(f"{name} needs a floating-point tensor, got {value.dtype}; use tg.cast")
+    return finish(name, fn(value), (x,))
+
+
+def _show(value: Array) -> str:
+    return repr(value) if isinstance(value, np.ndarray) else str(value)
+
+
+class _Operand:
+    """What Tensors and Variables share: NumPy-style accessors and the operators."""
+
+    __slots__ = ()
+    __array_ufunc__ = None  # ndarray <op> tensor defers to the tensor's reflected operator
+    __hash__ = None  # type: ignore[assignment]  # == is elementwise, as in TensorFlow
+
+    def _current(self) -> Array:
+        raise NotImplementedError
+
+    @property
+    def shape(self) -> Shape:
+        """The shape, a tuple of ints."""
+        return self._current().shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The NumPy dtype."""
+        return self._current().dtype
+
+    @property
+    def ndim(self) -> int:
+        """The rank."""
+        return self._current().ndim
+
+    def numpy(self) -> Array:
+        """The value as a read-only NumPy array (a NumPy scalar at rank 0), without copying."""
+        value = self._current()
+        if type(value) is np.ndarray:
+            value.flags.writeable = False
+            if not value.ndim:
+                return value[()]  # type: ignore[no-any-return]
+        return value
+
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
+        value = np.asarray(self.numpy(), dtype=dtype)
+        return value.copy() if copy else value
+
+    def __float__(self) -> float:
+        return float(self._current())
+
+    def __int__(self) -> int:
+        return int(self._current())
+
+    def __index__(self) -> int:
+        return self._current().__index__()  # type: ignore[union-attr]
+
+    def __bool__(self) -> bool:
+        return bool(self._current())
+
+    def __len__(self) -> int:
+        shape = self.shape
+        if not shape:
+            raise TypeError("len() of a scalar tensor")
+        return shape[0]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for i in range(len(self)):
+            yield self[i]  # type: ignore[index]
+
+    def __format__(self, spec: str) -> str:
+        return format(self.numpy(), spec)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return ops.getitem(self, index)
+
+    def __neg__(self) -> Tensor:
+        return ops.negative(self)
+
+    def __abs__(self) -> Tensor:
+        return ops.abs(self)
+
+    def __add__(self, other: Any) -> Tensor:
+        return ops.add(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return ops.add(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return ops.subtract(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return ops.subtract(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return ops.multiply(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return ops.multiply(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return ops.divide(self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return ops.divide(other, self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        return ops.pow(self, other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return ops.pow(other, self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return ops.matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return ops.matmul(other, self)
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return ops.equal(self, other)
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return ops.not_equal(self, other)
+
+    def __lt__(self, other: Any) -> Tensor:
+        return ops.less(self, other)
+
+    def __le__(self, other: Any) -> Tensor:
+        return ops.less_equal(self, other)
+
+    def __gt__(self, other: Any) -> Tensor:
+        return ops.greater(self, other)
+
+    def __ge__(self, other: Any) -> Tensor:
+        return ops.greater_equal(self, other)
+
+
+class Tensor(_Operand):
+    """An immutable n-dimensional array; tapes record the ops applied to watched tensors."""
+
+    __slots__ = ("_value",)
+    _value: Array
+
+    def __init__(self, value: Any, dtype: DTypeLike | None = None) -> None:
+        self._value = as_value(value, dtype, copy=True)
+
+    def _current(self) -> Array:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"<tg.Tensor: shape={self.shape}, dtype={self.dtype}, numpy={_show(self.numpy())}>"
+
+
+class Variable(_Operand):
+    """A named, mutable holder of a tensor value, watched by tapes when trainable."""
+
+    __slots__ = ("_tensor", "name", "trainable")
+
+    def __init__(
+        self,
+        value: Any,
+        trainable: bool = True,
+        name: str | None = None,
+        dtype: DTypeLike | None = None,
+    ) -> None:
+        if callable(value):
+            value = value()
+        self._tensor = wrap(as_value(value, dtype, copy=True))
+        self.trainable = trainable
+        self.name = "Variable" if name is None else name
+
+    def _current(self) -> Array:
+        return self._tensor._value
+
+    def value(self) -> Tensor:
+        """The current value as a Tensor (a read that recording tapes may watch)."""
+        return read(self)
+
+    read_value = value
+
+    def assign(self, value: Any) -> Variable:
+        """Replace the value; the shape and dtype stay the same."""
+        current = self._tensor._value
+        new = as_value(value, current.dtype, copy=True)
+        if new.shape != current.shape:
+            raise ValueError(f"cannot assign a value of shape {new.shape} to a variable of shape "
+                             f"{current.shape}")
+        self._tensor = wrap(new)
+        return self
+
+    def assign_add(self, delta: Any) -> Variable:
+        """Add delta to the value (not recorded on any tape)."""
+        return self._update(np.add, delta)
+
+    def assign_sub(self, delta: Any) -> Variable:
+        """Subtract delta from the value (not recorded on any tape)."""
+        return self._update(np.subtract, delta)
+
+    def _update(self, fn: Callable[[Any, Any], Array], delta: Any) -> Variable:
+        current = self._tensor._value
+        kind = type(delta)
+        if kind is Tensor:
+            delta = delta._value
+            if delta.dtype != current.dtype:
+                raise TypeError(f"cannot update a {current.dtype} variable with a {delta.dtype} "
+                                "tensor; use tg.cast")
+        else:
+            delta = _coerce(delta, current.dtype)
+        new = fn(current, delta)
+        if new.shape != current.shape:
+            raise ValueError(f"cannot update a variable of shape {current.shape} with a value of "
+                             f"shape {np.shape(delta)}")
+        self._tensor = wrap(new)
+        return self
+
+    def __repr__(self) -> str:
+        return (f"<tg.Variable '{self.name}' shape={self.shape} dtype={self.dtype}, "
+                f"numpy={_show(self.numpy())}>")
+
+
+# ops builds on this module; imported last so that either module may be imported first.
+from service.engine import ops  # noqa: E402
