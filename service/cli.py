@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
 from service.config import get_settings
 
 
+def _exit_after_shutdown(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    # uvicorn shuts down gracefully on SIGTERM / SIGINT, restores the previous handlers and
+    # raises the signal again; these handlers turn that into a clean exit (status 0).
+    signal.signal(signal.SIGTERM, _exit_after_shutdown)
+    signal.signal(signal.SIGINT, _exit_after_shutdown)
 
     from service.app import create_app
 

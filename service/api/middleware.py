@@ -6,6 +6,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import MutableMapping
 from typing import Any
 
 from fastapi import HTTPException
@@ -137,7 +138,7 @@ class RequestContextMiddleware:
             )
 
 
-def _route_template(scope: dict[str, Any]) -> str:
+def _route_template(scope: MutableMapping[str, Any]) -> str:
     route = scope.get("route")
     path = getattr(route, "path_format", None) or getattr(route, "path", None)
     return str(path) if path else "unmatched"

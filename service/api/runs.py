@@ -44,8 +44,6 @@ def _start(runtime: Runtime, model_id: str, body: RunCreate) -> str:
                 f"feature(s) but the model has {model.features}",
                 [{"loc": ["body", "dataset_id"], "msg": "feature count mismatch"}],
             )
-        if body.batch_size is not None and body.batch_size > dataset.num_examples:
-            body = body.model_copy(update={"batch_size": None})
         row = repo.create_run(
             session,
             model=model,

@@ -41,12 +41,14 @@ def _worker_main(
         if task is None:
             break
         token, run_id = task
-        status = execute_run(
-            sessions,
-            run_id,
-            cancelled=lambda token=token: cancel_tokens[index] == token,
-            announce=lambda rid: events.put(("news", index, rid, None)),
-        )
+
+        def cancelled(token: int = token) -> bool:
+            return bool(cancel_tokens[index] == token)
+
+        def announce(news_of: str) -> None:
+            events.put(("news", index, news_of, None))
+
+        status = execute_run(sessions, run_id, cancelled=cancelled, announce=announce)
         events.put(("done", index, run_id, status))
     engine.dispose()
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
+
+# Runs whose version is remembered; readers of a forgotten run fall back to polling the store.
+REMEMBERED_RUNS = 4096
 
 
 class Progress:
@@ -10,7 +14,7 @@ class Progress:
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._versions: dict[str, int] = {}
+        self._versions: OrderedDict[str, int] = OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -28,6 +32,9 @@ class Progress:
 
     def _notify(self, run_id: str) -> None:
         self._versions[run_id] = self._versions.get(run_id, 0) + 1
+        self._versions.move_to_end(run_id)
+        if len(self._versions) > REMEMBERED_RUNS:
+            self._versions.popitem(last=False)
         for waiter in self._waiters.pop(run_id, ()):
             if not waiter.done():
                 waiter.set_result(None)

@@ -28,7 +28,8 @@ class LinearModel:
 
     def parameters(self) -> tuple[list[float], float]:
         """W as a list and b as a float, for records and storage."""
-        return self.W.numpy().astype(np.float64).tolist(), float(self.b.numpy())
+        weights: list[float] = self.W.numpy().astype(np.float64).tolist()
+        return weights, float(self.b.numpy())
 
 
 def mean_squared_error(target: tg.Tensor, predicted: tg.Tensor) -> tg.Tensor:

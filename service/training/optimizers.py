@@ -20,7 +20,7 @@ class SGD:
     def apply(self, grads: Sequence[tg.Tensor], variables: Sequence[tg.Variable]) -> None:
         """Update each variable from its gradient."""
         for grad, var in zip(grads, variables, strict=True):
-            var.assign_sub(self.learning_rate * grad.numpy())
+            var.assign_sub(self.learning_rate * np.asarray(grad.numpy()))
 
 
 class Momentum:
@@ -39,7 +39,7 @@ class Momentum:
         dtype = variables[0].numpy().dtype
         lr, mu = dtype.type(self.learning_rate), dtype.type(self.momentum)
         for i, (grad, var) in enumerate(zip(grads, variables, strict=True)):
-            g = grad.numpy()
+            g = np.asarray(grad.numpy())
             velocity = mu * self._velocity[i] - lr * g
             self._velocity[i] = velocity
             var.assign_add(mu * velocity - lr * g if self.nesterov else velocity)
@@ -74,7 +74,7 @@ class Adam:
         )
         eps = dtype(self.epsilon)
         for i, (grad, var) in enumerate(zip(grads, variables, strict=True)):
-            g = grad.numpy()
+            g = np.asarray(grad.numpy())
             self._m[i] = self._m[i] + (g - self._m[i]) * (1 - b1)
             self._v[i] = self._v[i] + (g * g - self._v[i]) * (1 - b2)
             var.assign_sub(alpha * self._m[i] / (np.sqrt(self._v[i]) + eps))
