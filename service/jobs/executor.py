@@ -2,8 +2,9 @@
 
 Training never runs in the server process, so the event loop stays responsive and runs use
 every core. Each worker owns a store connection and writes history itself; the parent only
-dispatches run ids, relays cancel requests through shared memory, and turns the workers'
-announcements into wake-ups for waiting readers.
+dispatches run ids over one pipe per worker, relays cancel requests through shared memory,
+and turns the workers' announcements into wake-ups for waiting readers. One thread waits on
+every pipe and every process sentinel, so news and a worker's death are seen at once.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
-import queue
 import signal
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 log = logging.getLogger("tapeline.jobs")
@@ -25,9 +25,7 @@ log = logging.getLogger("tapeline.jobs")
 NO_TOKEN = 0
 
 
-def _worker_main(
-    index: int, database_url: str, tasks: Connection, events: Any, cancel_tokens: Any
-) -> None:
+def _worker_main(index: int, database_url: str, conn: Connection, cancel_tokens: Any) -> None:
     """A worker process: train each run id it is sent until it is sent ``None``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from service.jobs.runner import execute_run
@@ -35,9 +33,9 @@ def _worker_main(
 
     engine = make_engine(database_url)
     sessions = make_sessionmaker(engine)
-    events.put(("ready", index, None, None))
+    conn.send(("ready", None, None))
     while True:
-        task = tasks.recv()
+        task = conn.recv()
         if task is None:
             break
         token, run_id = task
@@ -46,17 +44,17 @@ def _worker_main(
             return bool(cancel_tokens[index] == token)
 
         def announce(news_of: str) -> None:
-            events.put(("news", index, news_of, None))
+            conn.send(("news", news_of, None))
 
         status = execute_run(sessions, run_id, cancelled=cancelled, announce=announce)
-        events.put(("done", index, run_id, status))
+        conn.send(("done", run_id, status))
     engine.dispose()
 
 
 @dataclass
 class _Worker:
     process: Any
-    tasks: Connection
+    conn: Connection
     run_id: str | None = None
     token: int = NO_TOKEN
     ready: bool = False
@@ -66,7 +64,6 @@ class _Worker:
 class ExecutorStats:
     """Counters the metrics endpoint reads."""
 
-    epochs_announced: int = 0
     runs_finished: dict[str, int] = field(default_factory=dict)
 
 
@@ -85,27 +82,27 @@ class ProcessExecutor:
         self._on_news = on_news
         self._on_crash = on_crash
         self._ctx = mp.get_context("spawn")
-        self._events: Any = self._ctx.Queue()
         self._cancel_tokens: Any = self._ctx.RawArray("q", workers)
         self._workers: list[_Worker] = []
         self._queue: deque[str] = deque()
         self._lock = threading.Lock()
         self._next_token = NO_TOKEN
         self._stopping = threading.Event()
+        self._wake_read, self._wake_write = self._ctx.Pipe(duplex=False)
         self._collector: threading.Thread | None = None
         self.stats = ExecutorStats()
 
     def _spawn(self, index: int) -> _Worker:
-        parent_end, child_end = self._ctx.Pipe(duplex=False)
+        parent_end, child_end = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=_worker_main,
             name=f"tapeline-worker-{index}",
             daemon=True,
-            args=(index, self._url, parent_end, self._events, self._cancel_tokens),
+            args=(index, self._url, child_end, self._cancel_tokens),
         )
         process.start()
-        parent_end.close()
-        return _Worker(process=process, tasks=child_end)
+        child_end.close()
+        return _Worker(process=process, conn=parent_end)
 
     def start(self) -> None:
         """Start the worker processes and the thread that listens to them."""
@@ -149,56 +146,65 @@ class ProcessExecutor:
                 run_id = self._queue.popleft()
                 self._next_token += 1
                 worker.run_id, worker.token = run_id, self._next_token
-                worker.tasks.send((worker.token, run_id))
+                worker.conn.send((worker.token, run_id))
 
     def _collect(self) -> None:
+        """Wait on every worker's pipe and process at once: messages and deaths alike."""
         while not self._stopping.is_set():
-            try:
-                kind, index, run_id, status = self._events.get(timeout=0.5)
-            except queue.Empty:
-                self._check_liveness()
-                continue
-            except (EOFError, OSError):
-                return
-            if kind == "news":
-                self.stats.epochs_announced += 1
-                self._on_news(run_id)
-                continue
             with self._lock:
-                worker = self._workers[index]
-                if kind == "ready":
-                    worker.ready = True
-                elif kind == "done":
-                    worker.run_id, worker.token = None, NO_TOKEN
-                    if status is not None:
-                        finished = self.stats.runs_finished
-                        finished[status] = finished.get(status, 0) + 1
-                self._dispatch()
-            if kind == "done":
-                self._on_news(run_id)
+                by_handle: dict[Any, tuple[int, str]] = {self._wake_read: (-1, "wake")}
+                for index, worker in enumerate(self._workers):
+                    by_handle[worker.conn] = (index, "message")
+                    by_handle[worker.process.sentinel] = (index, "exit")
+            for handle in wait(list(by_handle)):
+                index, kind = by_handle[handle]
+                if kind == "wake" or self._stopping.is_set():
+                    return
+                if kind == "message":
+                    try:
+                        message = self._workers[index].conn.recv()
+                    except (EOFError, OSError):
+                        continue  # the sentinel reports the death
+                    self._handle(index, *message)
+                else:
+                    self._replace_dead(index)
 
-    def _check_liveness(self) -> None:
-        crashed: list[str] = []
+    def _handle(self, index: int, kind: str, run_id: str | None, status: str | None) -> None:
         with self._lock:
-            for index, worker in enumerate(self._workers):
-                if self._stopping.is_set() or worker.process.is_alive():
-                    continue
-                log.error(
-                    "worker %d died (exit code %s); starting another",
-                    index,
-                    worker.process.exitcode,
-                )
-                if worker.run_id is not None:
-                    crashed.append(worker.run_id)
-                self._workers[index] = self._spawn(index)
-        for run_id in crashed:
-            self._on_crash(run_id)
+            worker = self._workers[index]
+            if kind == "ready":
+                worker.ready = True
+            elif kind == "done":
+                worker.run_id, worker.token = None, NO_TOKEN
+                if status is not None:
+                    finished = self.stats.runs_finished
+                    finished[status] = finished.get(status, 0) + 1
+            self._dispatch()
+        if kind == "news" and run_id is not None:
             self._on_news(run_id)
+
+    def _replace_dead(self, index: int) -> None:
+        with self._lock:
+            worker = self._workers[index]
+            if worker.process.is_alive():
+                return
+            log.error(
+                "worker %d died (exit code %s); starting another", index, worker.process.exitcode
+            )
+            crashed = worker.run_id
+            worker.conn.close()
+            self._workers[index] = self._spawn(index)
+        if crashed is not None:
+            self._on_crash(crashed)
+            self._on_news(crashed)
 
     def stop(self, timeout: float = 3.0) -> list[str]:
         """Stop every worker (a run in progress is abandoned) and return the abandoned run ids
         together with the runs still queued."""
         self._stopping.set()
+        self._wake_write.send(None)
+        if self._collector is not None:
+            self._collector.join(timeout)
         with self._lock:
             abandoned = [w.run_id for w in self._workers if w.run_id is not None]
             abandoned.extend(self._queue)
@@ -206,15 +212,11 @@ class ProcessExecutor:
             for worker in self._workers:
                 if worker.run_id is None:
                     with contextlib.suppress(OSError):
-                        worker.tasks.send(None)
+                        worker.conn.send(None)
         for worker in self._workers:
             worker.process.join(timeout if worker.run_id is None else 0)
             if worker.process.is_alive():
                 worker.process.terminate()
                 worker.process.join(timeout)
-            worker.tasks.close()
-        if self._collector is not None:
-            self._collector.join(timeout)
-        self._events.close()
-        self._events.join_thread()
+            worker.conn.close()
         return abandoned

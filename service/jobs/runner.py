@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,21 +44,28 @@ def execute_run(
         spec = dict(run.optimizer)
         model = LinearModel(unpack_vector(run.initial_W), run.initial_b, dtype=run.dtype)
         epochs, batch_size, shuffle_seed = run.epochs, run.batch_size, run.shuffle_seed
-    announce(run_id)
 
     pending: list[EpochRecord] = []
     completed = 0
     last_flush = last_poll = time.monotonic()
     status_says_stop = False
 
-    def flush() -> None:
+    def flush(session: Session | None = None) -> None:
         nonlocal last_flush
         if pending:
-            with sessions.begin() as session:
+            if session is None:
+                with sessions.begin() as own:
+                    repo.append_epochs(own, run, pending)
+                announce(run_id)
+            else:
                 repo.append_epochs(session, run, pending)
             pending.clear()
-            announce(run_id)
         last_flush = time.monotonic()
+
+    def finish(status: str, **outcome: Any) -> None:
+        with sessions.begin() as session:
+            flush(session)
+            repo.finish_run(session, run_id, status, completed=completed, **outcome)
 
     def should_stop() -> bool:
         nonlocal last_poll, status_says_stop
@@ -82,39 +90,31 @@ def execute_run(
             should_stop=should_stop,
         ):
             if isinstance(item, Outcome):
-                flush()
-                with sessions.begin() as session:
-                    if item.cancelled:
-                        status = "cancelled"
-                        repo.finish_run(
-                            session,
-                            run_id,
-                            status,
-                            error=(
-                                "cancelled",
-                                f"cancelled on request after {completed} epochs",
-                                completed,
-                            ),
-                        )
-                    else:
-                        status = "succeeded"
-                        repo.finish_run(session, run_id, status, final=(item.W, item.b, item.loss))
+                if item.cancelled:
+                    status = "cancelled"
+                    finish(
+                        status,
+                        error=(
+                            "cancelled",
+                            f"cancelled on request after {completed} epochs",
+                            completed,
+                        ),
+                    )
+                else:
+                    status = "succeeded"
+                    finish(status, final=(item.W, item.b, item.loss))
                 break
             pending.append(item)
             completed += 1
             if time.monotonic() - last_flush >= FLUSH_SECONDS:
                 flush()
     except Diverged as diverged:
-        flush()
         status = "diverged"
-        with sessions.begin() as session:
-            repo.finish_run(
-                session, run_id, status, error=("diverged", diverged.detail, diverged.epoch)
-            )
+        finish(status, error=("diverged", diverged.detail, diverged.epoch))
     except Exception as error:  # any other failure ends the run, never the worker
         log.exception("run %s failed", run_id)
-        pending.clear()
         status = "failed"
+        pending.clear()
         with sessions.begin() as session:
             repo.finish_run(
                 session,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -302,18 +302,21 @@ def append_epochs(session: Session, run: RunRow, records: Sequence[EpochRecord])
     """Add history rows to a run and count them as completed epochs."""
     if not records:
         return
-    session.add_all(
-        EpochRow(
-            run_id=run.id,
-            epoch=r.epoch,
-            model_id=run.model_id,
-            step=run.history_base + r.epoch,
-            W=pack_vector(r.W),
-            b=r.b,
-            loss=r.loss,
-            elapsed_ms=r.elapsed_ms,
-        )
-        for r in records
+    session.execute(
+        insert(EpochRow),
+        [
+            {
+                "run_id": run.id,
+                "epoch": r.epoch,
+                "model_id": run.model_id,
+                "step": run.history_base + r.epoch,
+                "W": pack_vector(r.W),
+                "b": r.b,
+                "loss": r.loss,
+                "elapsed_ms": r.elapsed_ms,
+            }
+            for r in records
+        ],
     )
     session.execute(
         update(RunRow).where(RunRow.id == run.id).values(epochs_completed=records[-1].epoch + 1)
@@ -327,14 +330,17 @@ def finish_run(
     *,
     final: tuple[list[float], float, float] | None = None,
     error: tuple[str, str, int | None] | None = None,
+    completed: int | None = None,
 ) -> None:
-    """End a run; a succeeded run's final W / b / loss become its model's parameters."""
+    """End a run; a succeeded run's final W / b / loss become its model's parameters.
+    ``completed`` is the number of history rows the run has (counted when not given)."""
     run = get_run(session, run_id)
     model = get_model(session, run.model_id)
     stamp = now()
     run.status = status
     run.finished_at = stamp
-    completed = session.scalar(select(func.count()).where(EpochRow.run_id == run_id)) or 0
+    if completed is None:
+        completed = session.scalar(select(func.count()).where(EpochRow.run_id == run_id)) or 0
     run.epochs_completed = completed
     if final is not None:
         run.final_W, run.final_b, run.final_loss = pack_vector(final[0]), final[1], final[2]
