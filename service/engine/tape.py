@@ -1,30 +1,33 @@
 """GradientTape: what it records, and the backward pass over the record.
 
-A tape keeps, in execution order, one entry ``(op name, output, args)`` per op
-that read a tensor it watches; that order is already topological, so the
-backward pass is a plain loop over the entries in reverse (no recursion, any
-depth). Each op's gradient comes from the rule table filled by vjps.py.
+A tape follows the tensors it watches and every tensor computed from them. For
+each op that reads a followed tensor it keeps one entry, in execution order:
+the op's name, the keys of its output and of its followed inputs, and what the
+op's gradient rule reads (values the rule does not read are kept as shapes, so
+the tape does not hold every intermediate array alive). Execution order is
+topological, so the backward pass is a plain loop over the entries in reverse:
+no recursion, any depth.
 
 A gradient flowing into a tensor may have any shape that broadcasts to the
 tensor's shape and stands for its broadcast: the gradient of a mean is a scalar,
-not an array of copies. Only what is handed back to the caller is broadcast.
+not an array of copies. Only what gradient() hands back is broadcast.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 
 from service.engine import ops
-from service.engine.tensor import Tensor, Variable, active_tapes, as_value, wrap
+from service.engine.tensor import Shape, Tensor, Variable, active_tapes, as_value, wrap
 
 Rule: TypeAlias = Callable[..., Tensor]  # rule(g, ans, *args) -> gradient for one argument
-Entry: TypeAlias = tuple[str, Tensor, tuple[Any, ...]]
 
 
 class _RulePerIndex:
@@ -37,17 +40,71 @@ class _RulePerIndex:
         return functools.partial(self.rule, index)
 
 
+class _Reads(NamedTuple):
+    """Which values an op's gradient rules read: its arguments, its output."""
+
+    args: bool
+    ans: bool
+
+
 VJPS: dict[str, Sequence[Rule | None] | _RulePerIndex] = {}  # op name -> a rule per argument
+READS: dict[str, _Reads] = {}
+_READS_ALL = _Reads(True, True)  # for an op without rules, which gradient() reports
 
 
-def defvjp(name: str, *rules: Rule | None) -> None:
-    """Register op `name`'s gradient rules, one per positional argument (None: no gradient)."""
+def defvjp(name: str, *rules: Rule | None, reads_args: bool = False,
+           reads_ans: bool = False) -> None:
+    """Register op `name`'s gradient rules, one per positional argument (None: no gradient).
+
+    A rule is called as rule(g, ans, *args). Unless the row says the rules read
+    the arguments' or the output's values, they get only shapes and dtypes.
+    """
     VJPS[name] = rules
+    READS[name] = _Reads(reads_args, reads_ans)
 
 
-def defvjp_argnum(name: str, rule: Callable[..., Tensor]) -> None:
+def defvjp_argnum(name: str, rule: Callable[..., Tensor], reads_args: bool = False) -> None:
     """Register a variadic op's gradient rule, called as rule(index, g, ans, *args)."""
     VJPS[name] = _RulePerIndex(rule)
+    READS[name] = _Reads(reads_args, False)
+
+
+class Spec:
+    """The shape and dtype of a tensor whose value no gradient rule reads."""
+
+    __slots__ = ("dtype", "shape")
+
+    def __init__(self, shape: Shape, dtype: np.dtype) -> None:
+        self.shape = shape
+        self.dtype = dtype
+
+    @property
+    def ndim(self) -> int:
+        """The rank."""
+        return len(self.shape)
+
+
+@functools.lru_cache(maxsize=4096)
+def _spec(shape: Shape, dtype: np.dtype) -> Spec:
+    return Spec(shape, dtype)
+
+
+def _without_value(arg: Any) -> Any:
+    if type(arg) is Tensor:
+        value = arg._value
+        return _spec(value.shape, value.dtype)
+    return arg
+
+
+_keys = itertools.count()
+
+
+class _Entry(NamedTuple):
+    name: str
+    key: int  # the output's
+    parents: tuple[int | None, ...]  # each argument's key, if the tape followed it
+    ans: Tensor | Spec
+    args: tuple[Any, ...]
 
 
 class UnconnectedGradients(StrEnum):
@@ -65,11 +122,11 @@ class GradientTape:
         self._watch_accessed = watch_accessed_variables
         self._in_context = False
         self._used = False
-        self._entries: list[Entry] = []
-        self._watched: set[int] = set()  # ids of the tensors the tape follows
-        self._leaves: dict[int, Tensor] = {}  # tensors watched directly, kept alive for their ids
-        self._variables: dict[int, tuple[Variable, list[Tensor]]] = {}  # watched, with their reads
-        self._watched_by_name: set[int] = set()  # ids of variables passed to watch()
+        self._entries: list[_Entry] = []
+        self._followed: set[int] = set()  # keys of the tensors the tape follows
+        self._leaves: set[int] = set()  # keys of the tensors watched directly
+        self._variables: dict[int, tuple[Variable, list[int]]] = {}  # watched, with read keys
+        self._by_name: set[int] = set()  # ids of the variables passed to watch()
 
     def __enter__(self) -> GradientTape:
         self._in_context = True
@@ -82,34 +139,48 @@ class GradientTape:
             active_tapes.remove(self)
 
     def record(self, name: str, out: Tensor, args: tuple[Any, ...]) -> None:
-        """Keep an op if it read a tensor this tape follows; its output is then followed too."""
-        watched = self._watched
-        for arg in args:
-            if id(arg) in watched:
-                self._entries.append((name, out, args))
-                watched.add(id(out))
-                return
+        """Keep an op that read a followed tensor; its output is then followed too."""
+        followed = self._followed
+        parents = tuple(
+            arg._key if type(arg) is Tensor and arg._key in followed else None for arg in args
+        )
+        if parents.count(None) == len(parents):
+            return
+        key = out._key
+        if key is None:
+            key = out._key = next(_keys)
+        followed.add(key)
+        reads = READS.get(name, _READS_ALL)
+        saved = args if reads.args else tuple(map(_without_value, args))
+        ans = out if reads.ans else _without_value(out)
+        self._entries.append(_Entry(name, key, parents, ans, saved))
 
     def read(self, variable: Variable, tensor: Tensor) -> None:
-        """Watch a variable's value as it is read, if the tape watches that variable."""
-        if id(tensor) in self._watched or tensor._value.dtype.kind != "f":
+        """Follow a variable's value as it is read, if the tape watches that variable."""
+        if tensor._value.dtype.kind != "f" or (tensor._key is not None
+                                               and tensor._key in self._followed):
             return
-        key = id(variable)
-        if key in self._watched_by_name or (self._watch_accessed and variable.trainable):
-            self._variables.setdefault(key, (variable, []))[1].append(tensor)
-            self._leaves[id(tensor)] = tensor
-            self._watched.add(id(tensor))
+        if id(variable) in self._by_name or (self._watch_accessed and variable.trainable):
+            key = self._follow(tensor)
+            self._variables.setdefault(id(variable), (variable, []))[1].append(key)
+
+    def _follow(self, tensor: Tensor) -> int:
+        key = tensor._key
+        if key is None:
+            key = tensor._key = next(_keys)
+        self._followed.add(key)
+        self._leaves.add(key)
+        return key
 
     def watch(self, tensor: Any) -> None:
         """Follow a Tensor, or every read of a Variable, or each item of a list, tuple or dict."""
         for item in _flatten(tensor):
             if isinstance(item, Variable):
-                self._watched_by_name.add(id(item))
+                self._by_name.add(id(item))
                 self._variables.setdefault(id(item), (item, []))
             elif isinstance(item, Tensor):
                 if item._value.dtype.kind == "f":  # integers have no gradient
-                    self._leaves[id(item)] = item
-                    self._watched.add(id(item))
+                    self._follow(item)
             else:
                 raise TypeError(f"watch() takes tensors and variables, not {type(item).__name__}")
 
@@ -133,10 +204,10 @@ class GradientTape:
         """Forget everything recorded and watched, as if this were a new tape."""
         self._used = False
         self._entries = []
-        self._watched = set()
-        self._leaves = {}
+        self._followed = set()
+        self._leaves = set()
         self._variables = {}
-        self._watched_by_name = set()
+        self._by_name = set()
 
     def gradient(
         self,
@@ -161,11 +232,11 @@ class GradientTape:
             if self in active_tapes:  # the backward pass is not recorded on the tape it reads
                 active_tapes.remove(self)
         flat_sources = _flatten(sources)
-        reads = [self._tensors_of(source) for source in flat_sources]
-        grads = self._backward(target, output_gradients, reads)
+        keys = [self._keys_of(source) for source in flat_sources]
+        grads = self._backward(target, output_gradients, keys)
         results = []
-        for source, tensors in zip(flat_sources, reads, strict=True):
-            found = [grads[id(t)] for t in tensors if id(t) in grads]
+        for source, source_keys in zip(flat_sources, keys, strict=True):
+            found = [grads[key] for key in source_keys if key in grads]
             if not found:
                 floating = as_value(source).dtype.kind == "f"
                 zero = unconnected is UnconnectedGradients.ZERO and floating
@@ -180,24 +251,23 @@ class GradientTape:
             self._used = True
         return _pack(sources, iter(results))
 
-    def _tensors_of(self, source: Any) -> list[Tensor]:
-        """The recorded tensors standing for a source: a Variable's reads, or the tensor itself."""
+    def _keys_of(self, source: Any) -> list[int]:
+        """The keys standing for a source: a Variable's reads, or the tensor's own key."""
         if isinstance(source, Variable):
             entry = self._variables.get(id(source))
             return [] if entry is None else entry[1]
         if isinstance(source, Tensor):
-            return [source] if id(source) in self._watched else []
+            return [source._key] if source._key in self._followed else []  # type: ignore[list-item]
         raise TypeError(f"gradient() sources must be tensors or variables, not "
                         f"{type(source).__name__}")
 
-    def _backward(
-        self, target: Any, output_gradients: Any, reads: list[list[Tensor]]
-    ) -> dict[int, Tensor]:
-        """Run the recorded ops backwards; return gradients keyed by tensor id."""
-        sources = {id(t) for tensors in reads for t in tensors}
+    def _backward(self, target: Any, output_gradients: Any,
+                  keys: list[list[int]]) -> dict[int, Tensor]:
+        """Run the recorded ops backwards; return the gradients by key."""
+        sources = {key for source_keys in keys for key in source_keys}
         entries = list(self._entries)  # a persistent tape may record while we run backwards
         # Follow only what depends on a source (all of the tape when every leaf is a source).
-        reach = self._watched if self._leaves.keys() <= sources else _reach(entries, sources)
+        reach = self._followed if self._leaves <= sources else _reach(entries, sources)
         grads: dict[int, Tensor] = {}
         targets = _flatten(target)
         seeds = [None] * len(targets) if output_gradients is None else _flatten(output_gradients)
@@ -205,21 +275,20 @@ class GradientTape:
             raise ValueError(f"{len(seeds)} output_gradients for {len(targets)} targets")
         for t, seed in zip(targets, seeds, strict=True):
             t = t._tensor if isinstance(t, Variable) else t
-            if id(t) in reach:
-                _accumulate(grads, id(t), _seed(t, seed))
-        for name, out, args in reversed(entries):
-            key = id(out)
+            if t._key in reach:
+                _accumulate(grads, t._key, _seed(t, seed))
+        for name, key, parents, ans, args in reversed(entries):
             g = grads.get(key) if key in sources else grads.pop(key, None)
             if g is None:
                 continue
             rules = VJPS.get(name)
             if rules is None:
                 raise LookupError(f"no gradient rule is registered for op {name!r}")
-            for i, arg in enumerate(args):
-                if id(arg) in reach:
+            for i, parent in enumerate(parents):
+                if parent in reach:
                     rule = rules[i]
                     if rule is not None:
-                        _accumulate(grads, id(arg), rule(g, out, *args))
+                        _accumulate(grads, parent, rule(g, ans, *args))  # type: ignore[arg-type]
         return grads
 
 
@@ -240,14 +309,12 @@ def _accumulate(grads: dict[int, Tensor], key: int, g: Tensor) -> None:
     grads[key] = g if previous is None else previous + g
 
 
-def _reach(entries: list[Entry], sources: set[int]) -> set[int]:
-    """Ids of the sources and of every recorded tensor computed from one."""
+def _reach(entries: list[_Entry], sources: set[int]) -> set[int]:
+    """The keys of the sources and of every recorded tensor computed from one."""
     reach = set(sources)
-    for _, out, args in entries:
-        for arg in args:
-            if id(arg) in reach:
-                reach.add(id(out))
-                break
+    for entry in entries:
+        if not reach.isdisjoint(entry.parents):
+            reach.add(entry.key)
     return reach
 
 

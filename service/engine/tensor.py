@@ -3,7 +3,8 @@
 A Tensor wraps a private NumPy value that nothing ever writes to; a Variable
 holds a Tensor and swaps in a new one when assigned. Ops compute with NumPy,
 wrap the result and report ``(name, output, args)`` to each recording tape;
-with no tape recording, that report is a loop over an empty list.
+with no tape recording, that report is a loop over an empty list. A tensor a
+tape follows gets a key, unique for the life of the process.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def wrap(value: Array) -> Tensor:
     """Make a Tensor of a freshly computed value that nothing else may write to."""
     out = _new_tensor(Tensor)
     out._value = value
+    out._key = None
     return out
 
 
@@ -66,6 +68,7 @@ def finish(name: str, value: Array, args: tuple[Any, ...]) -> Tensor:
     """Wrap an op's result and report the op to every recording tape."""
     out = _new_tensor(Tensor)
     out._value = value
+    out._key = None
     for tape in active_tapes:
         tape.record(name, out, args)
     return out
@@ -131,6 +134,7 @@ def binary(name: str, fn: Callable[[Any, Any], Array], x: Any, y: Any) -> Tensor
         raise
     out = _new_tensor(Tensor)
     out._value = value
+    out._key = None
     if active_tapes and (type(x) is Tensor or type(y) is Tensor):
         dtype = xv.dtype if type(x) is Tensor else yv.dtype
         args = (_tensor_of(x, xv, dtype), _tensor_of(y, yv, dtype))
@@ -291,11 +295,13 @@ class _Operand:
 class Tensor(_Operand):
     """An immutable n-dimensional array; tapes record the ops applied to watched tensors."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_key", "_value")
     _value: Array
+    _key: int | None  # set once a tape follows the tensor
 
     def __init__(self, value: Any, dtype: DTypeLike | None = None) -> None:
         self._value = as_value(value, dtype, copy=True)
+        self._key = None
 
     def _current(self) -> Array:
         return self._value

@@ -4,7 +4,9 @@ A rule gets g (the gradient of the op's output, which may have a smaller shape
 that broadcasts to it), ans (the output) and the op's arguments, and returns
 the gradient for one argument. Rules are written with engine ops, so a tape
 recording around gradient() can differentiate them again. unbroadcast sums a
-gradient back to the shape of an input that was broadcast.
+gradient back to the shape of an input that was broadcast. A row says whether
+its rules read the arguments' or the output's values; otherwise they see only
+shapes and dtypes, and the tape need not keep the arrays.
 """
 
 from __future__ import annotations
@@ -42,35 +44,41 @@ defvjp("subtract",
        lambda g, ans, x, y: -unbroadcast(g, ans.shape, y.shape))
 defvjp("multiply",
        lambda g, ans, x, y: unbroadcast_mul(g, y, ans.shape, x.shape),
-       lambda g, ans, x, y: unbroadcast_mul(g, x, ans.shape, y.shape))
+       lambda g, ans, x, y: unbroadcast_mul(g, x, ans.shape, y.shape),
+       reads_args=True)
 defvjp("divide",
        lambda g, ans, x, y: unbroadcast(g / y, ans.shape, x.shape),
-       lambda g, ans, x, y: -unbroadcast_mul(g, ans / y, ans.shape, y.shape))
+       lambda g, ans, x, y: -unbroadcast_mul(g, ans / y, ans.shape, y.shape),
+       reads_args=True, reads_ans=True)
 defvjp("pow",
        lambda g, ans, x, y: unbroadcast_mul(g, y * x ** (y - 1), ans.shape, x.shape),
-       lambda g, ans, x, y: unbroadcast_mul(g, ans * log(where(x > 0, x, 1)), ans.shape, y.shape))
+       lambda g, ans, x, y: unbroadcast_mul(g, ans * log(where(x > 0, x, 1)), ans.shape, y.shape),
+       reads_args=True, reads_ans=True)
 defvjp("maximum",
        lambda g, ans, x, y: unbroadcast(where(x >= y, g, 0), ans.shape, x.shape),
-       lambda g, ans, x, y: unbroadcast(where(x >= y, 0, g), ans.shape, y.shape))
+       lambda g, ans, x, y: unbroadcast(where(x >= y, 0, g), ans.shape, y.shape),
+       reads_args=True)
 defvjp("minimum",
        lambda g, ans, x, y: unbroadcast(where(x <= y, g, 0), ans.shape, x.shape),
-       lambda g, ans, x, y: unbroadcast(where(x <= y, 0, g), ans.shape, y.shape))
+       lambda g, ans, x, y: unbroadcast(where(x <= y, 0, g), ans.shape, y.shape),
+       reads_args=True)
 defvjp("where",
        None,
        lambda g, ans, c, x, y: unbroadcast(where(c, g, 0), ans.shape, x.shape),
-       lambda g, ans, c, x, y: unbroadcast(where(c, 0, g), ans.shape, y.shape))
+       lambda g, ans, c, x, y: unbroadcast(where(c, 0, g), ans.shape, y.shape),
+       reads_args=True)
 
 defvjp("negative", lambda g, ans, x: -g)
-defvjp("square", lambda g, ans, x: g * 2 * x)
-defvjp("abs", lambda g, ans, x: g * sign(x))
+defvjp("square", lambda g, ans, x: g * 2 * x, reads_args=True)
+defvjp("abs", lambda g, ans, x: g * sign(x), reads_args=True)
 defvjp("sign", lambda g, ans, x: zeros_like(g))
-defvjp("sqrt", lambda g, ans, x: g / (2 * ans))
-defvjp("exp", lambda g, ans, x: g * ans)
-defvjp("log", lambda g, ans, x: g / x)
-defvjp("tanh", lambda g, ans, x: g * (1 - square(ans)))
-defvjp("sigmoid", lambda g, ans, x: g * (ans * (1 - ans)))
-defvjp("softplus", lambda g, ans, x: g * sigmoid(x))
-defvjp("relu", lambda g, ans, x: where(x > 0, g, 0))
+defvjp("sqrt", lambda g, ans, x: g / (2 * ans), reads_ans=True)
+defvjp("exp", lambda g, ans, x: g * ans, reads_ans=True)
+defvjp("log", lambda g, ans, x: g / x, reads_args=True)
+defvjp("tanh", lambda g, ans, x: g * (1 - square(ans)), reads_ans=True)
+defvjp("sigmoid", lambda g, ans, x: g * (ans * (1 - ans)), reads_ans=True)
+defvjp("softplus", lambda g, ans, x: g * sigmoid(x), reads_args=True)
+defvjp("relu", lambda g, ans, x: where(x > 0, g, 0), reads_args=True)
 
 
 def _matmul_grad(g: Tensor, ans: Tensor, a: Tensor, b: Tensor, of_a: bool) -> Tensor:
@@ -94,7 +102,8 @@ def _swap_last(x: Tensor) -> Tensor:
 
 defvjp("matmul",
        lambda g, ans, a, b: _matmul_grad(g, ans, a, b, of_a=True),
-       lambda g, ans, a, b: _matmul_grad(g, ans, a, b, of_a=False))
+       lambda g, ans, a, b: _matmul_grad(g, ans, a, b, of_a=False),
+       reads_args=True)
 
 
 def _unreduce(g: Tensor, ans: Tensor, x: Tensor, axes: tuple[int, ...], keepdims: bool) -> Tensor:
@@ -115,8 +124,8 @@ def _extremum_grad(g: Tensor, ans: Tensor, x: Tensor, axes: tuple[int, ...],
 defvjp("reduce_sum", _unreduce)
 defvjp("reduce_mean", lambda g, ans, x, axes, keepdims:
        _unreduce(g, ans, x, axes, keepdims) / (math.prod(x.shape) // math.prod(ans.shape)))
-defvjp("reduce_max", _extremum_grad)
-defvjp("reduce_min", _extremum_grad)
+defvjp("reduce_max", _extremum_grad, reads_args=True, reads_ans=True)
+defvjp("reduce_min", _extremum_grad, reads_args=True, reads_ans=True)
 
 defvjp("reshape", lambda g, ans, x, shape: reshape(broadcast_to(g, ans.shape), x.shape))
 defvjp("transpose",
@@ -140,5 +149,6 @@ defvjp_argnum("concat", _concat_grad)
 defvjp("unbroadcast", lambda g, ans, x, out_shape, shape: unbroadcast(g, out_shape, x.shape))
 defvjp("unbroadcast_mul",
        lambda g, ans, x, y, out_shape, shape: unbroadcast_mul(g, y, out_shape, x.shape),
-       lambda g, ans, x, y, out_shape, shape: unbroadcast_mul(g, x, out_shape, y.shape))
+       lambda g, ans, x, y, out_shape, shape: unbroadcast_mul(g, x, out_shape, y.shape),
+       reads_args=True)
 

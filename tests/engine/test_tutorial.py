@@ -1,4 +1,4 @@
-"""TensorFlow's "Custom training: basics" loop, verbatim but for the import, against TF's numbers."""
+"""The "Custom training: basics" loop, verbatim but for the import, against TensorFlow's numbers."""
 
 import json
 from pathlib import Path
