@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             abandoned = await asyncio.to_thread(executor.stop)
             if abandoned:
                 with sessions.begin() as session:
-                    repo.resolve_interrupted(session, "fail")
+                    repo.resolve_interrupted(session, settings.on_interrupted, abandoned)
             engine.dispose()
             log.info("stopped", extra={"fields": {"abandoned_runs": len(abandoned)}})
 

@@ -354,11 +354,15 @@ def finish_run(
     session.flush()
 
 
-def resolve_interrupted(session: Session, policy: str) -> list[str]:
-    """Runs a crash left active: fail them (``fail``), or re-queue them from scratch."""
-    rows = session.scalars(
-        select(RunRow).where(RunRow.status.in_(ACTIVE_STATUSES)).order_by(RunRow.seq)
-    ).all()
+def resolve_interrupted(
+    session: Session, policy: str, only: Sequence[str] | None = None
+) -> list[str]:
+    """Active runs that a stop or crash interrupted (all of them, or ``only`` these): fail them
+    (``fail``), or re-queue them from scratch (``requeue``); returns the re-queued ids."""
+    query = select(RunRow).where(RunRow.status.in_(ACTIVE_STATUSES)).order_by(RunRow.seq)
+    if only is not None:
+        query = query.where(RunRow.id.in_(only))
+    rows = session.scalars(query).all()
     requeued: list[str] = []
     for row in rows:
         if policy == "requeue" and row.status != "cancelling":
