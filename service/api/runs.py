@@ -27,7 +27,7 @@ def prefer_wait(prefer: str | None, limit: float) -> float:
     return min(float(match.group(1)), limit) if match else 0.0
 
 
-def _start(runtime: Runtime, model_id: str, body: RunCreate) -> str:
+def _start(runtime: Runtime, model_id: str, body: RunCreate) -> Run:
     if runtime.executor.queued >= runtime.settings.max_queued_runs:
         raise ProblemError(
             429,
@@ -54,7 +54,7 @@ def _start(runtime: Runtime, model_id: str, body: RunCreate) -> str:
             shuffle_seed=body.shuffle_seed,
             dtype=body.dtype,
         )
-        return row.id
+        return views.run(row)
 
 
 def read_run(runtime: Runtime, run_id: str) -> Run:
@@ -63,16 +63,18 @@ def read_run(runtime: Runtime, run_id: str) -> Run:
         return views.run(repo.get_run(session, run_id))
 
 
-async def wait_for_end(runtime: Runtime, run_id: str, seconds: float) -> Run:
-    """The run once it is final, or as it is after ``seconds``."""
+async def wait_for_end(runtime: Runtime, run: Run, seen: int, seconds: float) -> Run:
+    """The run once it is final, or as it is after ``seconds``; ``run`` is how it was when the
+    run's news version was ``seen``, so the store is read only after news (or each second)."""
     deadline = time.monotonic() + seconds
-    while True:
-        seen = runtime.progress.version(run_id)
-        run = await run_in_threadpool(read_run, runtime, run_id)
+    while run.status not in FINAL_STATUSES:
         remaining = deadline - time.monotonic()
-        if run.status in FINAL_STATUSES or remaining <= 0:
-            return run
-        await runtime.progress.wait(run_id, seen, min(remaining, 1.0))
+        if remaining <= 0:
+            break
+        await runtime.progress.wait(run.id, seen, min(remaining, 1.0))
+        seen = runtime.progress.version(run.id)
+        run = await run_in_threadpool(read_run, runtime, run.id)
+    return run
 
 
 @router.post(
@@ -82,7 +84,7 @@ async def wait_for_end(runtime: Runtime, run_id: str, seconds: float) -> Run:
     dependencies=[JsonBody],
     responses={
         200: {"model": Run, "description": "The run finished within `Prefer: wait`."},
-        **responses(404, 409, 413, 415, 422, 429),
+        **responses(400, 404, 409, 413, 415, 422, 429),
     },
 )
 async def create(
@@ -101,11 +103,13 @@ async def create(
 ) -> Run:
     """Queue a run (one active run per model; 409 otherwise). It trains as soon as a worker is
     free; watch it with `GET /v1/runs/{id}/events`."""
-    run_id = await run_in_threadpool(_start, runtime, model_id, body)
-    runtime.executor.submit(run_id)
-    response.headers["Location"] = f"/v1/runs/{run_id}"
+    run = await run_in_threadpool(_start, runtime, model_id, body)
+    seen = runtime.progress.version(run.id)
+    runtime.executor.submit(run.id)
+    response.headers["Location"] = f"/v1/runs/{run.id}"
     wait = prefer_wait(prefer, runtime.settings.max_wait_seconds)
-    run = await wait_for_end(runtime, run_id, wait)
+    if wait:
+        run = await wait_for_end(runtime, run, seen, wait)
     if run.status in FINAL_STATUSES:
         response.status_code = 200
     if wait:
