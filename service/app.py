@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy import func, select
 
 from service import __version__
 from service.api import datasets, events, history, models, problems, runs
 from service.api import service as service_routes
-from service.api.deps import Runtime
+from service.api.deps import Runtime, no_nul_in_path
 from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.api.telemetry import Metrics, configure_logging
 from service.config import Settings, get_settings
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
         separate_input_output_schemas=False,
+        dependencies=[Depends(no_nul_in_path)],
         openapi_tags=[
             {"name": "datasets", "description": "Data to train on: inline, synthetic, uploaded."},
             {"name": "models", "description": "Models and their current parameters."},
@@ -133,8 +134,18 @@ def _store_metrics(runtime: Runtime) -> tuple[dict[str, int], int, int, int]:
     return by_status, int(epochs or 0), runtime.executor.busy, runtime.executor.queued
 
 
+def _not_null(schema: dict[str, Any]) -> None:
+    """Drop the ``null`` branch of an optional parameter: a query or header value is absent or
+    a string, never JSON null (generators would otherwise type it ``T | None`` or send "null")."""
+    options = [s for s in schema.get("anyOf", []) if s != {"type": "null"}]
+    if len(options) == 1 and len(schema["anyOf"]) == 2:
+        del schema["anyOf"]
+        schema.update(options[0])
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's spec, with error answers described only as problem+json."""
+    """FastAPI's spec, with error answers described only as problem+json and each request body
+    showing its schema's example (what `/docs` pre-fills and generated docs display)."""
     if app.openapi_schema:
         return app.openapi_schema
     from fastapi.openapi.utils import get_openapi
@@ -148,8 +159,21 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         separate_input_output_schemas=False,
     )
     problem = {problems.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    schemas = spec["components"]["schemas"]
     for path in spec.get("paths", {}).values():
         for operation in path.values():
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                refs = [media["schema"], *media["schema"].get("anyOf", [])]
+                examples = [
+                    example
+                    for ref in refs
+                    if "$ref" in ref
+                    for example in schemas[ref["$ref"].rsplit("/", 1)[-1]].get("examples", [])
+                ]
+                if examples and "example" not in media:
+                    media["example"] = examples[0]
+            for parameter in operation.get("parameters", []):
+                _not_null(parameter["schema"])
             for status, answer in operation.get("responses", {}).items():
                 if status[0] in "45":
                     answer["content"] = problem

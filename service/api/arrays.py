@@ -72,6 +72,12 @@ def check_dataset(
     for name, array in zip(loc, (x, y), strict=True):
         if not np.isfinite(array).all():
             raise _invalid([name], "values must be finite numbers (no NaN or Infinity)")
+        with np.errstate(over="ignore", invalid="ignore"):
+            spread = array.std(axis=0, dtype=np.float64)  # overflows whenever the mean would
+        if not np.isfinite(spread).all():
+            raise _invalid(
+                [name], "values are too large: their mean or standard deviation is not finite"
+            )
     return x, y
 
 

@@ -16,7 +16,14 @@ from service.api.arrays import check_dataset, matrix, parse_upload
 from service.api.deps import JsonBody, PageDep, RuntimeDep, encode_cursor
 from service.api.negotiation import choose
 from service.api.problems import ProblemError, responses
-from service.api.schemas import Dataset, DatasetCreate, DatasetPage, SyntheticCreate
+from service.api.schemas import (
+    NO_NUL,
+    Dataset,
+    DatasetCreate,
+    DatasetData,
+    DatasetPage,
+    SyntheticCreate,
+)
 from service.store import repo
 from service.store.tables import DatasetRow
 from service.training.data import synthesize
@@ -45,7 +52,7 @@ def _store(
     status_code=201,
     summary="Create a dataset from inline JSON",
     dependencies=[JsonBody],
-    responses=responses(413, 415, 422),
+    responses=responses(400, 413, 415, 422),
 )
 def create(body: DatasetCreate, runtime: RuntimeDep, response: Response) -> Dataset:
     """Store `x` (a list of numbers for one feature, or a list of rows) and `y`."""
@@ -61,7 +68,7 @@ def create(body: DatasetCreate, runtime: RuntimeDep, response: Response) -> Data
     status_code=201,
     summary="Synthesize the tutorial's noisy line",
     dependencies=[JsonBody],
-    responses=responses(413, 415, 422),
+    responses=responses(400, 413, 415, 422),
 )
 def create_synthetic(
     runtime: RuntimeDep,
@@ -81,7 +88,7 @@ def create_synthetic(
         raise ProblemError(
             422, f"body.num_examples: exceeds the limit of {runtime.settings.max_examples}"
         )
-    seed = spec.seed if spec.seed is not None else secrets.randbits(63)
+    seed = spec.seed if spec.seed is not None else secrets.randbits(53)
     x, y = synthesize(spec.num_examples, spec.true_W, spec.true_b, spec.noise_stddev, seed)
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ProblemError(422, "body: these parameters give values that are not finite")
@@ -99,7 +106,16 @@ def create_synthetic(
     "/upload",
     status_code=201,
     summary="Upload a .csv, .npy or .npz file",
-    responses=responses(413, 415, 422),
+    responses=responses(400, 413, 415, 422),
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "example": {"file": "x,y\n0.0,2.1\n1.0,4.9\n2.0,8.2\n", "target": "y"}
+                }
+            }
+        }
+    },
 )
 async def upload(
     runtime: RuntimeDep,
@@ -108,11 +124,15 @@ async def upload(
         UploadFile,
         File(
             description=".csv with a header row, .npy (last column "
-            "is y) or .npz (arrays x and the target)"
+            "is y) or .npz (arrays x and the target)",
+            json_schema_extra={"format": "binary"},
         ),
     ],
     target: Annotated[str, Form(max_length=200, description="CSV column or npz key of y")] = "y",
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    name: Annotated[
+        str | None,
+        Form(max_length=200, pattern=NO_NUL, description="A label; the file's name by default."),
+    ] = None,
 ) -> Dataset:
     """Store a dataset from a file; every other CSV column (or the npz `x`) is a feature."""
     from starlette.concurrency import run_in_threadpool
@@ -120,7 +140,8 @@ async def upload(
     content = await file.read()
     x, y = parse_upload(file.filename or "", file.content_type, content, target)
     x, y = check_dataset(x, y, runtime.settings, ("file", target))
-    return await run_in_threadpool(_store, runtime, response, x, y, "upload", name or file.filename)
+    label = name or (file.filename or "").replace("\x00", "")[:200] or None
+    return await run_in_threadpool(_store, runtime, response, x, y, "upload", label)
 
 
 @router.get("", summary="List datasets", responses=responses(422))
@@ -146,6 +167,7 @@ DATA_TYPES = ("application/json", "text/csv", "application/octet-stream")
     summary="Download a dataset's arrays",
     responses={
         200: {
+            "model": DatasetData,
             "description": "The arrays as JSON `{x, y}`, CSV (`x0..,y` header) or `.npz`.",
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/DatasetData"}},

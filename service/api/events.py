@@ -22,7 +22,7 @@ from service.api import views
 from service.api.deps import Runtime, RuntimeDep
 from service.api.negotiation import choose
 from service.api.problems import ProblemError, responses
-from service.api.schemas import EndEvent, EpochEvent, StreamItem
+from service.api.schemas import SAFE_INT_END, EndEvent, EpochEvent, StreamItem
 from service.store import repo
 from service.store.tables import FINAL_STATUSES
 
@@ -91,10 +91,15 @@ async def follow(
         await runtime.progress.wait(run_id, seen, min(POLL_SECONDS, ping))
 
 
-After = Annotated[int | None, Query(ge=-1, description="Start after this epoch.")]
+After = Annotated[
+    int | None, Query(ge=-1, lt=SAFE_INT_END, description="Start after this epoch.")
+]
 LastEventId = Annotated[
     str | None,
-    Header(max_length=20, description="SSE resume: the `id` of the last event received."),
+    Header(
+        pattern=r"^-?[0-9]{1,18}$",
+        description="SSE resume: the `id` of the last event received.",
+    ),
 ]
 
 
@@ -114,15 +119,8 @@ async def stream_start(
     if choose(request.headers.get("accept"), OFFERS) is None:
         raise ProblemError(406, f"can stream only {SSE} or {JSONL}")
     await run_in_threadpool(_check_run, runtime, run_id)
-    if last_event_id is not None and last_event_id.strip():
-        try:
-            return max(int(last_event_id), -1)
-        except ValueError as error:
-            raise ProblemError(
-                422,
-                "Last-Event-ID: must be an epoch number",
-                [{"loc": ["header", "Last-Event-ID"], "msg": "not an integer"}],
-            ) from error
+    if last_event_id is not None:
+        return max(int(last_event_id), -1)
     return -1 if after is None else after
 
 

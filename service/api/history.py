@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from service.api import views
 from service.api.deps import RuntimeDep
 from service.api.problems import responses
-from service.api.schemas import LIMITS, HistoryColumns, HistoryPage
+from service.api.schemas import LIMITS, SAFE_INT_END, HistoryColumns, HistoryPage
 from service.store import repo
 
 router = APIRouter(tags=["history"])
@@ -28,7 +28,9 @@ def run(
     run_id: str,
     runtime: RuntimeDep,
     format: Format = "rows",
-    after: Annotated[int | None, Query(ge=-1, description="Only epochs after this one.")] = None,
+    after: Annotated[
+        int | None, Query(ge=-1, lt=SAFE_INT_END, description="Only epochs after this one.")
+    ] = None,
     limit: Limit = LIMITS.max_page_size,
 ) -> HistoryPage | HistoryColumns:
     """W and b at the start of each epoch and the loss there, as the tutorial logs them."""
@@ -47,7 +49,9 @@ def model(
     model_id: str,
     runtime: RuntimeDep,
     format: Format = "rows",
-    after: Annotated[int | None, Query(ge=-1, description="Only rows after this `step`.")] = None,
+    after: Annotated[
+        int | None, Query(ge=-1, lt=SAFE_INT_END, description="Only rows after this `step`.")
+    ] = None,
     limit: Limit = LIMITS.max_page_size,
 ) -> HistoryPage | HistoryColumns:
     """Every epoch of every run of the model in order; `step` numbers them across runs."""

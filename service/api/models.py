@@ -50,7 +50,7 @@ def _initial(spec: ModelCreate) -> tuple[np.ndarray, float]:
     status_code=201,
     summary="Create a model",
     dependencies=[JsonBody],
-    responses=responses(413, 415, 422),
+    responses=responses(400, 413, 415, 422),
 )
 def create(
     runtime: RuntimeDep, response: Response, body: Annotated[ModelCreate | None, Body()] = None
@@ -100,7 +100,7 @@ def delete(model_id: str, runtime: RuntimeDep) -> Response:
     "/{model_id}/predict",
     summary="Predict with a model",
     dependencies=[JsonBody],
-    responses=responses(404, 413, 415, 422),
+    responses=responses(400, 404, 413, 415, 422),
 )
 def predict(model_id: str, body: PredictRequest, runtime: RuntimeDep) -> Prediction:
     """`y = x @ W + b` for each row of `x` (a flat list when the model has one feature)."""

@@ -6,7 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainSerializer, Tag
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+)
 
 from service.config import get_settings
 
@@ -19,9 +27,10 @@ RFC3339 = Annotated[
 
 
 class Request(BaseModel):
-    """Base of request bodies: unknown fields and NaN / Infinity are errors."""
+    """Base of request bodies: unknown fields, NaN / Infinity and values of the wrong JSON type
+    (``true`` for a number, ``"3"`` for an integer, ``1`` for a boolean) are errors."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class Public(BaseModel):
@@ -30,7 +39,21 @@ class Public(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
 
 
-Name = Annotated[str | None, Field(max_length=200, description="A label of your choice.")]
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# JSON Schema counts 2.0 as an integer, so strict requests still take integral floats. (Bounds
+# go inside the Annotated, before the validator: else an optional field's spec shows `ge`/`le`.)
+Integer = Annotated[int, BeforeValidator(_integral)]
+# Integers below 2**53 survive every JSON parser (JavaScript's numbers are doubles), so seeds
+# and positions stay under it; the bound is also exact where the spec writes it as a float.
+SAFE_INT_END = 2**53
+# NUL is the one character PostgreSQL cannot store or compare.
+NO_NUL = r"^[^\x00]*$"
+Name = Annotated[
+    str | None, Field(max_length=200, pattern=NO_NUL, description="A label of your choice.")
+]
 Values = Annotated[list[float], Field(min_length=1, max_length=LIMITS.max_examples)]
 Rows = Annotated[
     list[Annotated[list[float], Field(min_length=1, max_length=LIMITS.max_features)]],
@@ -48,7 +71,7 @@ Inputs = Annotated[
     Field(description="A flat list (one feature) or a list of rows, one per example."),
 ]
 Weights = Annotated[list[float], Field(min_length=1, max_length=LIMITS.max_features)]
-Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Seed = Annotated[int, Field(ge=0, lt=SAFE_INT_END), BeforeValidator(_integral)]
 
 
 # ---------------------------------------------------------------- datasets
@@ -73,7 +96,7 @@ class DatasetCreate(Request):
 class SyntheticCreate(Request):
     """The tutorial's synthetic data: ``y = x @ true_W + true_b + noise_stddev * N(0, 1)``."""
 
-    num_examples: int = Field(1000, ge=1, le=LIMITS.max_examples)
+    num_examples: Integer = Field(1000, ge=1, le=LIMITS.max_examples)
     true_W: Weights = Field(default_factory=lambda: [3.0])
     true_b: float = 2.0
     noise_stddev: float = Field(1.0, ge=0)
@@ -162,7 +185,7 @@ class ModelCreate(Request):
     """A new model; with no ``initial`` it starts at the tutorial's W = 5, b = 0."""
 
     kind: Literal["linear"] = "linear"
-    features: int = Field(1, ge=1, le=LIMITS.max_features)
+    features: Integer = Field(1, ge=1, le=LIMITS.max_features)
     initial: InitialParams | RandomInit | None = None
     name: Name = None
 
@@ -255,13 +278,13 @@ OptimizerSpec = Annotated[SGD | Momentum | Adam, Field(discriminator="kind")]
 class RunCreate(Request):
     """Train a model on a dataset; with no other field, the tutorial's ten epochs of SGD."""
 
-    dataset_id: str = Field(max_length=40)
-    epochs: int = Field(10, ge=1, le=LIMITS.max_epochs)
+    dataset_id: str = Field(max_length=40, pattern=NO_NUL)
+    epochs: Integer = Field(10, ge=1, le=LIMITS.max_epochs)
     optimizer: OptimizerSpec = Field(default_factory=SGD)
-    batch_size: int | None = Field(
+    batch_size: (
+        Annotated[int, Field(ge=1, le=LIMITS.max_examples), BeforeValidator(_integral)] | None
+    ) = Field(
         None,
-        ge=1,
-        le=LIMITS.max_examples,
         description="Examples per gradient step; null means the whole dataset (full batch).",
     )
     shuffle_seed: Seed | None = Field(
