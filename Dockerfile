@@ -16,34 +16,28 @@ ARG BASE_IMAGE=python:3.12-slim
 FROM ${BASE_IMAGE} AS build
 
 # Optional package index for pip (empty: pip's default). Only this stage sees them.
-ARG PIP_INDEX_URL=""
-ARG PIP_EXTRA_INDEX_URL=""
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DEFAULT_TIMEOUT=120 \
-    PIP_ROOT_USER_ACTION=ignore
+ARG PIP_INDEX_URL="" PIP_EXTRA_INDEX_URL=""
 
-RUN python3 -m venv /opt/venv
-
-WORKDIR /src
-
-# Dependencies first, in their own layer: it is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml ./
+# Dependencies first, in their own layer: rebuilt only when pyproject.toml changes.
+COPY pyproject.toml /src/
 RUN set -eu; \
+    export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_DEFAULT_TIMEOUT=120 PIP_ROOT_USER_ACTION=ignore; \
     [ -n "$PIP_INDEX_URL" ] || unset PIP_INDEX_URL; \
     [ -n "$PIP_EXTRA_INDEX_URL" ] || unset PIP_EXTRA_INDEX_URL; \
     if [ -f /etc/ssl/certs/ca-certificates.crt ]; then export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi; \
-    python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt; \
-    /opt/venv/bin/pip install --requirement /tmp/requirements.txt
+    python3 -m venv /opt/venv; \
+    python3 -m venv /opt/buildtools; \
+    /opt/buildtools/bin/pip install "setuptools>=69" wheel; \
+    python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' > /src/requirements.txt; \
+    /opt/venv/bin/pip install --requirement /src/requirements.txt
 
-# Then the project itself, as a wheel installed without its (already present) dependencies.
-COPY README.md ./
-COPY service ./service
+# Then the project itself (the context is only what .dockerignore lets through): a wheel,
+# installed into the environment without its (already present) dependencies.
+COPY . /src/
 RUN set -eu; \
-    [ -n "$PIP_INDEX_URL" ] || unset PIP_INDEX_URL; \
-    [ -n "$PIP_EXTRA_INDEX_URL" ] || unset PIP_EXTRA_INDEX_URL; \
-    if [ -f /etc/ssl/certs/ca-certificates.crt ]; then export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi; \
-    /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels .; \
+    export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore; \
+    cd /src; \
+    /opt/buildtools/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .; \
     /opt/venv/bin/pip install --no-deps /wheels/tapeline-*.whl; \
     /opt/venv/bin/pip check; \
     /opt/venv/bin/tapeline --help > /dev/null; \
@@ -52,22 +46,21 @@ RUN set -eu; \
 ############################################################ runtime
 FROM ${BASE_IMAGE} AS runtime
 
-LABEL org.opencontainers.image.title="tapeline" \
-      org.opencontainers.image.description="REST training microservice on its own NumPy autodiff engine" \
-      org.opencontainers.image.licenses="Apache-2.0"
-
-ARG TAPELINE_UID=10001
-
-# A plain passwd/group entry works on any base (minimal ones have no useradd).
+# The service's user, uid/gid 10001. A plain passwd/group entry works on any base (minimal
+# ones have no useradd). /data belongs to it; /opt/venv stays root's, read-only to it.
 RUN set -eu; \
-    grep -q '^tapeline:' /etc/group || echo "tapeline:x:${TAPELINE_UID}:" >> /etc/group; \
+    grep -q '^tapeline:' /etc/group || echo "tapeline:x:10001:" >> /etc/group; \
     grep -q '^tapeline:' /etc/passwd || \
-        echo "tapeline:x:${TAPELINE_UID}:${TAPELINE_UID}:Tapeline:/data:/usr/sbin/nologin" >> /etc/passwd; \
+        echo "tapeline:x:10001:10001:Tapeline:/data:/usr/sbin/nologin" >> /etc/passwd; \
     mkdir -p /data; \
-    chown "${TAPELINE_UID}:${TAPELINE_UID}" /data; \
+    chown 10001:10001 /data; \
     chmod 0750 /data
 
 COPY --from=build /opt/venv /opt/venv
+
+LABEL org.opencontainers.image.title="tapeline" \
+      org.opencontainers.image.description="REST training microservice on its own NumPy autodiff engine" \
+      org.opencontainers.image.licenses="Apache-2.0"
 
 # Every setting is a TAPELINE_* variable (see service/config.py); these are the image's defaults.
 ENV PATH="/opt/venv/bin:${PATH}" \
@@ -75,12 +68,11 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     TAPELINE_HOST=0.0.0.0 \
     TAPELINE_PORT=8000 \
-    TAPELINE_DATABASE_URL=sqlite:////data/tapeline.db \
-    TAPELINE_LOG_LEVEL=info
+    TAPELINE_DATABASE_URL=sqlite:////data/tapeline.db
 
 VOLUME ["/data"]
 WORKDIR /data
-USER ${TAPELINE_UID}:${TAPELINE_UID}
+USER 10001:10001
 EXPOSE 8000
 
 # No curl in the image: the health check is the image's own Python.
@@ -88,6 +80,6 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/opt/venv/bin/python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('TAPELINE_PORT', '8000'), timeout=3)"]
 
 # `tapeline serve` binds TAPELINE_HOST:TAPELINE_PORT, trusts X-Forwarded-* headers
-# (proxy_headers) and gives open requests 5 s to finish on SIGTERM before it exits.
-STOPSIGNAL SIGTERM
+# (proxy_headers) and, on SIGTERM (the default stop signal), gives open requests 5 s
+# to finish, then exits.
 CMD ["/opt/venv/bin/tapeline", "serve"]
