@@ -16,7 +16,8 @@
 # containers and the volume are removed on every exit (KEEP_CONTAINERS=1 keeps them).
 #
 # Knobs (environment): TAPELINE_CONTAINER_CACHE (default <repo>/.cache/container),
-# TAPELINE_IMAGE (default localhost/tapeline:test), KEEP_CONTAINERS=1.
+# TAPELINE_IMAGE (default localhost/tapeline:test), KEEP_CONTAINERS=1,
+# TAPELINE_CONTAINER_REBUILD=1 (build even when the build inputs are unchanged).
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -185,21 +186,36 @@ volumes=()
 if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
     volumes+=(--volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
 fi
-t=$(date +%s)
-bud bud --isolation chroot --format docker --layers \
-    "${build_args[@]}" "${volumes[@]}" \
-    --tag "$IMAGE" --file "$ROOT/Dockerfile" "$ROOT" > "$CACHE/logs/build.log" 2>&1 \
-    || { tail -60 "$CACHE/logs/build.log" >&2; fail "buildah bud (full log: $CACHE/logs/build.log)"; }
-BUILD_SECONDS=$(( $(date +%s) - t ))
+# Even a fully cached build takes a minute on vfs storage, so the image carries a hash of
+# everything the build reads and is rebuilt only when that changes.
+INPUTS=$(python3 "$HERE/context_hash.py" "$ROOT" "$(cat "$ROOT/Dockerfile")" \
+    "$(pod image inspect --format '{{.Id}}' "$BASE_IMAGE")" "${build_args[*]}")
+have=$(pod image inspect --format '{{index .Labels "tapeline.build-inputs"}}' "$IMAGE" 2>/dev/null || true)
+if [[ "$have" == "$INPUTS" && "${TAPELINE_CONTAINER_REBUILD:-0}" != 1 ]]; then
+    BUILD_SECONDS="skipped"
+    say "$IMAGE is up to date (build inputs ${INPUTS:0:12} unchanged): no build"
+else
+    t=$(date +%s)
+    bud bud --isolation chroot --format docker --layers \
+        "${build_args[@]}" "${volumes[@]}" --label "tapeline.build-inputs=$INPUTS" \
+        --tag "$IMAGE" --file "$ROOT/Dockerfile" "$ROOT" > "$CACHE/logs/build.log" 2>&1 \
+        || { tail -60 "$CACHE/logs/build.log" >&2; fail "buildah bud (full log: $CACHE/logs/build.log)"; }
+    BUILD_SECONDS="$(( $(date +%s) - t ))s"
+    # vfs keeps a full copy per layer: drop the untagged images this build did not use
+    # (earlier builds' steps), keeping this build's steps as the next build's cache.
+    keep=$(grep -oE '^--> [0-9a-f]{11,}|Using cache [0-9a-f]{64}' "$CACHE/logs/build.log" | awk '{print $NF}')
+    for _pass in 1 2 3; do  # children first: a parent goes once its children are gone
+        for id in $(pod images --all --no-trunc --format '{{.ID}} {{.Repository}}' \
+                    | awk '$2 == "<none>" {sub(/^sha256:/, "", $1); print $1}'); do
+            used=0
+            for k in $keep; do [[ $id == "$k"* ]] && { used=1; break; }; done
+            [[ $used == 1 ]] || pod rmi "$id" > /dev/null 2>&1 || true
+        done
+    done
+fi
 IMAGE_BYTES=$(pod image inspect --format '{{.Size}}' "$IMAGE")
 IMAGE_MB=$(awk -v b="$IMAGE_BYTES" 'BEGIN{printf "%.0f", b/1e6}')
-say "built $IMAGE in ${BUILD_SECONDS}s: ${IMAGE_MB} MB"
-
-# Keep vfs storage (a full copy per layer) from growing without bound across many builds.
-if (( $(du -s -B1G "$GRAPHROOT" | cut -f1) > 12 )); then
-    say "container storage over 12 GB: pruning dangling images"
-    pod image prune --force > /dev/null || true
-fi
+say "$IMAGE: ${IMAGE_MB} MB, build ${BUILD_SECONDS}; container storage $(du -sh "$GRAPHROOT" | cut -f1)"
 
 # The image's own configuration.
 cfg=$(pod image inspect --format '{{.Config.User}}|{{json .Config.ExposedPorts}}|{{json .Config.Volumes}}|{{json .HealthCheck}}|{{json .Config.Cmd}}' "$IMAGE")
@@ -305,7 +321,7 @@ cat <<EOF
 ==> summary
     image            $IMAGE (base $BASE_IMAGE)
     image size       ${IMAGE_MB} MB ($IMAGE_BYTES bytes)
-    build time       ${BUILD_SECONDS}s (buildah bud, vfs storage; layer cache in $GRAPHROOT)
+    build time       ${BUILD_SECONDS} (buildah bud, vfs storage; layer cache in $GRAPHROOT)
     total time       ${TOTAL}s
 EOF
 rm -f "$STATE"
