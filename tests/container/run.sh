@@ -234,10 +234,12 @@ VOLUME="tapeline-ct-data-$$"
 STATE="$CACHE/work/state-$$.json"
 pod volume create "$VOLUME" > /dev/null
 
-start_container() {  # $1: name; the service on $PORT with the data volume
-    CONTAINERS+=("$1")
-    pod run --detach --name "$1" --runtime runc --network host \
-        --health-interval disable \
+start_container() {  # $1: name, then extra podman run options; the service on $PORT, data volume
+    local name=$1
+    shift
+    CONTAINERS+=("$name")
+    pod run --detach --name "$name" --runtime runc --network host \
+        --health-interval disable "$@" \
         --env TAPELINE_PORT="$PORT" --env TAPELINE_LOG_LEVEL=info \
         --volume "$VOLUME:/data" "$IMAGE" > /dev/null
 }
@@ -284,7 +286,9 @@ sigterm_stop() {  # $1: name. SIGTERM must end it with exit 0 within SIGTERM_LIM
 }
 
 step "4/5 podman run (runc, host network, port $PORT, volume $VOLUME) and wait for the health check"
-start_container "tapeline-ct-$$-1"
+# The first container runs hardened (read-only root file system, no capabilities, no
+# privilege escalation), the second one plain, as `docker run` would by default.
+start_container "tapeline-ct-$$-1" --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges
 wait_healthy "tapeline-ct-$$-1"
 check_non_root "tapeline-ct-$$-1"
 
