@@ -111,7 +111,10 @@ def create_synthetic(
         "requestBody": {
             "content": {
                 "multipart/form-data": {
-                    "example": {"file": "x,y\n0.0,2.1\n1.0,4.9\n2.0,8.2\n", "target": "y"}
+                    "example": {"file": "x,y\n0.0,2.1\n1.0,4.9\n2.0,8.2\n", "target": "y"},
+                    # A text/csv part is read as CSV whatever its name; any other needs a
+                    # file name ending in .csv, .npy or .npz.
+                    "encoding": {"file": {"contentType": "text/csv, application/octet-stream"}},
                 }
             }
         }

@@ -22,7 +22,7 @@ from service.api import views
 from service.api.deps import Runtime, RuntimeDep
 from service.api.negotiation import choose
 from service.api.problems import ProblemError, responses
-from service.api.schemas import SAFE_INT_END, EndEvent, EpochEvent, StreamItem
+from service.api.schemas import INT32_END, EndEvent, EpochEvent, StreamItem
 from service.store import repo
 from service.store.tables import FINAL_STATUSES
 
@@ -92,12 +92,12 @@ async def follow(
 
 
 After = Annotated[
-    int | None, Query(ge=-1, lt=SAFE_INT_END, description="Start after this epoch.")
+    int | None, Query(ge=-1, lt=INT32_END, description="Start after this epoch.")
 ]
 LastEventId = Annotated[
     str | None,
     Header(
-        pattern=r"^-?[0-9]{1,18}$",
+        pattern=r"^-?[0-9]{1,9}$",
         description="SSE resume: the `id` of the last event received.",
     ),
 ]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from service.api import views
 from service.api.deps import RuntimeDep
 from service.api.problems import responses
-from service.api.schemas import LIMITS, SAFE_INT_END, HistoryColumns, HistoryPage
+from service.api.schemas import INT32_END, LIMITS, HistoryColumns, HistoryPage
 from service.store import repo
 
 router = APIRouter(tags=["history"])
@@ -29,7 +29,7 @@ def run(
     runtime: RuntimeDep,
     format: Format = "rows",
     after: Annotated[
-        int | None, Query(ge=-1, lt=SAFE_INT_END, description="Only epochs after this one.")
+        int | None, Query(ge=-1, lt=INT32_END, description="Only epochs after this one.")
     ] = None,
     limit: Limit = LIMITS.max_page_size,
 ) -> HistoryPage | HistoryColumns:
@@ -50,7 +50,7 @@ def model(
     runtime: RuntimeDep,
     format: Format = "rows",
     after: Annotated[
-        int | None, Query(ge=-1, lt=SAFE_INT_END, description="Only rows after this `step`.")
+        int | None, Query(ge=-1, lt=INT32_END, description="Only rows after this `step`.")
     ] = None,
     limit: Limit = LIMITS.max_page_size,
 ) -> HistoryPage | HistoryColumns:

@@ -49,6 +49,8 @@ Integer = Annotated[int, BeforeValidator(_integral)]
 # Integers below 2**53 survive every JSON parser (JavaScript's numbers are doubles), so seeds
 # and positions stay under it; the bound is also exact where the spec writes it as a float.
 SAFE_INT_END = 2**53
+# Epochs and steps are 32-bit integers in the store.
+INT32_END = 2**31
 # NUL is the one character PostgreSQL cannot store or compare.
 NO_NUL = r"^[^\x00]*$"
 Name = Annotated[
@@ -249,7 +251,7 @@ Decay = Annotated[float, Field(ge=0, lt=1)]
 class SGD(Request):
     """Plain gradient descent, ``W -= learning_rate * dW`` (the tutorial's update)."""
 
-    kind: Literal["sgd"] = "sgd"
+    kind: Literal["sgd"]  # required like every discriminator: `{}` would not say which optimizer
     learning_rate: LearningRate = 0.1
 
 
@@ -280,7 +282,7 @@ class RunCreate(Request):
 
     dataset_id: str = Field(max_length=40, pattern=NO_NUL)
     epochs: Integer = Field(10, ge=1, le=LIMITS.max_epochs)
-    optimizer: OptimizerSpec = Field(default_factory=SGD)
+    optimizer: OptimizerSpec = Field(default_factory=lambda: SGD(kind="sgd"))
     batch_size: (
         Annotated[int, Field(ge=1, le=LIMITS.max_examples), BeforeValidator(_integral)] | None
     ) = Field(
