@@ -14,6 +14,7 @@ import logging
 import multiprocessing as mp
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 log = logging.getLogger("tapeline.jobs")
 
 NO_TOKEN = 0
+RESPAWN_BACKOFF_SECONDS = 2.0
 
 
 def _worker_main(index: int, database_url: str, conn: Connection, cancel_tokens: Any) -> None:
@@ -58,6 +60,7 @@ class _Worker:
     run_id: str | None = None
     token: int = NO_TOKEN
     ready: bool = False
+    born: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -184,9 +187,12 @@ class ProcessExecutor:
             self._on_news(run_id)
 
     def _replace_dead(self, index: int) -> None:
+        worker = self._workers[index]
+        if time.monotonic() - worker.born < RESPAWN_BACKOFF_SECONDS:
+            # It died young (a broken install, say): don't spin; queued runs wait meanwhile.
+            self._stopping.wait(RESPAWN_BACKOFF_SECONDS)
         with self._lock:
-            worker = self._workers[index]
-            if worker.process.is_alive():
+            if worker.process.is_alive() or self._stopping.is_set():
                 return
             log.error(
                 "worker %d died (exit code %s); starting another", index, worker.process.exitcode
