@@ -375,6 +375,8 @@ def squeeze(x: Any, axis: Any = None) -> Tensor:
 def broadcast_to(x: Any, shape: Any) -> Tensor:
     """x broadcast to shape (a read-only view, no copies)."""
     x = operand(x)
+    if x.shape == shape:
+        return x
     shape = _shape(shape)
     if x.shape == shape:
         return x

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, TypeAlias
 import numpy as np
 
 from service.engine import ops
-from service.engine.tensor import Shape, Tensor, Variable, active_tapes, as_value, wrap
+from service.engine.tensor import Shape, Tensor, Variable, active_tapes, wrap
 
 Rule: TypeAlias = Callable[..., Tensor]  # rule(g, ans, *args) -> gradient for one argument
 
@@ -96,15 +96,11 @@ def _without_value(arg: Any) -> Any:
     return arg
 
 
-_keys = itertools.count()
+_keys = itertools.count(1)
 
-
-class _Entry(NamedTuple):
-    name: str
-    key: int  # the output's
-    parents: tuple[int | None, ...]  # each argument's key, if the tape followed it
-    ans: Tensor | Spec
-    args: tuple[Any, ...]
+# What a tape keeps of one op: its name, its output's key, each argument's key if
+# the tape followed it (else None), and the output and arguments for its rules.
+_Entry: TypeAlias = tuple[str, int, list[int | None], Tensor | Spec, tuple[Any, ...]]
 
 
 class UnconnectedGradients(StrEnum):
@@ -141,10 +137,15 @@ class GradientTape:
     def record(self, name: str, out: Tensor, args: tuple[Any, ...]) -> None:
         """Keep an op that read a followed tensor; its output is then followed too."""
         followed = self._followed
-        parents = tuple(
-            arg._key if type(arg) is Tensor and arg._key in followed else None for arg in args
-        )
-        if parents.count(None) == len(parents):
+        parents: list[int | None] = []
+        connected = False
+        for arg in args:
+            if type(arg) is Tensor and arg._key in followed:
+                parents.append(arg._key)
+                connected = True
+            else:
+                parents.append(None)
+        if not connected:
             return
         key = out._key
         if key is None:
@@ -153,7 +154,7 @@ class GradientTape:
         reads = READS.get(name, _READS_ALL)
         saved = args if reads.args else tuple(map(_without_value, args))
         ans = out if reads.ans else _without_value(out)
-        self._entries.append(_Entry(name, key, parents, ans, saved))
+        self._entries.append((name, key, parents, ans, saved))
 
     def read(self, variable: Variable, tensor: Tensor) -> None:
         """Follow a variable's value as it is read, if the tape watches that variable."""
@@ -226,26 +227,28 @@ class GradientTape:
         if self._used:
             raise RuntimeError("a non-persistent GradientTape can compute gradients only once; "
                                "use GradientTape(persistent=True) to call gradient() again")
-        unconnected = UnconnectedGradients(unconnected_gradients)
+        if unconnected_gradients not in (UnconnectedGradients.NONE, UnconnectedGradients.ZERO):
+            raise ValueError(f"unconnected_gradients must be 'none' or 'zero', not "
+                             f"{unconnected_gradients!r}")
         if not self._persistent:
             self._used = True
             if self in active_tapes:  # the backward pass is not recorded on the tape it reads
                 active_tapes.remove(self)
         flat_sources = _flatten(sources)
         keys = [self._keys_of(source) for source in flat_sources]
-        grads = self._backward(target, output_gradients, keys)
-        results = []
+        grads = self._backward(_flatten(target), output_gradients, keys)
+        results: list[Tensor | None] = []
         for source, source_keys in zip(flat_sources, keys, strict=True):
             found = [grads[key] for key in source_keys if key in grads]
-            if not found:
-                floating = as_value(source).dtype.kind == "f"
-                zero = unconnected is UnconnectedGradients.ZERO and floating
-                results.append(ops.zeros_like(source) if zero else None)
-                continue
-            total = found[0]
-            for more in found[1:]:
-                total = total + more
-            results.append(ops.broadcast_to(total, source.shape))
+            if found:
+                total = found[0]
+                for more in found[1:]:
+                    total = total + more
+                results.append(ops.broadcast_to(total, source.shape))
+            elif unconnected_gradients == UnconnectedGradients.ZERO and source.dtype.kind == "f":
+                results.append(ops.zeros_like(source))
+            else:
+                results.append(None)
         if not self._persistent:
             self.reset()
             self._used = True
@@ -261,23 +264,27 @@ class GradientTape:
         raise TypeError(f"gradient() sources must be tensors or variables, not "
                         f"{type(source).__name__}")
 
-    def _backward(self, target: Any, output_gradients: Any,
+    def _backward(self, targets: list[Any], output_gradients: Any,
                   keys: list[list[int]]) -> dict[int, Tensor]:
         """Run the recorded ops backwards; return the gradients by key."""
-        sources = {key for source_keys in keys for key in source_keys}
-        entries = list(self._entries)  # a persistent tape may record while we run backwards
+        sources: set[int] = set()
+        for source_keys in keys:
+            sources.update(source_keys)
+        entries = self._entries
         # Follow only what depends on a source (all of the tape when every leaf is a source).
         reach = self._followed if self._leaves <= sources else _reach(entries, sources)
-        grads: dict[int, Tensor] = {}
-        targets = _flatten(target)
         seeds = [None] * len(targets) if output_gradients is None else _flatten(output_gradients)
         if len(seeds) != len(targets):
             raise ValueError(f"{len(seeds)} output_gradients for {len(targets)} targets")
-        for t, seed in zip(targets, seeds, strict=True):
-            t = t._tensor if isinstance(t, Variable) else t
+        grads: dict[int, Tensor] = {}
+        for target, seed in zip(targets, seeds, strict=True):
+            t = target._tensor if isinstance(target, Variable) else target
             if t._key in reach:
                 _accumulate(grads, t._key, _seed(t, seed))
-        for name, key, parents, ans, args in reversed(entries):
+        # A persistent tape keeps its entries (reversed() ignores what it records meanwhile);
+        # any other tape lets each entry's saved values go as soon as its rules have run.
+        backwards = reversed(entries) if self._persistent else _popping(entries)
+        for name, key, parents, ans, args in backwards:
             g = grads.get(key) if key in sources else grads.pop(key, None)
             if g is None:
                 continue
@@ -309,22 +316,33 @@ def _accumulate(grads: dict[int, Tensor], key: int, g: Tensor) -> None:
     grads[key] = g if previous is None else previous + g
 
 
+def _popping(entries: list[_Entry]) -> Iterator[_Entry]:
+    while entries:
+        yield entries.pop()
+
+
 def _reach(entries: list[_Entry], sources: set[int]) -> set[int]:
     """The keys of the sources and of every recorded tensor computed from one."""
     reach = set(sources)
-    for entry in entries:
-        if not reach.isdisjoint(entry.parents):
-            reach.add(entry.key)
+    for _, key, parents, _, _ in entries:
+        if not reach.isdisjoint(parents):
+            reach.add(key)
     return reach
 
 
 def _flatten(nest: Any) -> list[Any]:
     """The leaves of nested lists, tuples and dicts, in order."""
-    if isinstance(nest, list | tuple):
-        return [leaf for item in nest for leaf in _flatten(item)]
     if isinstance(nest, dict):
-        return [leaf for value in nest.values() for leaf in _flatten(value)]
-    return [nest]
+        nest = list(nest.values())
+    elif not isinstance(nest, list | tuple):
+        return [nest]
+    leaves = []
+    for item in nest:
+        if isinstance(item, list | tuple | dict):
+            leaves.extend(_flatten(item))
+        else:
+            leaves.append(item)
+    return leaves
 
 
 def _pack(nest: Any, leaves: Iterator[Any]) -> Any:

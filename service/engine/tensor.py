@@ -9,6 +9,8 @@ tape follows gets a key, unique for the life of the process.
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -107,8 +109,8 @@ def _tensor_of(x: Any, value: Any, dtype: np.dtype) -> Tensor:
     return x if type(x) is Tensor else wrap(np.array(value, dtype=dtype))
 
 
-def binary(name: str, fn: Callable[[Any, Any], Array], x: Any, y: Any) -> Tensor:
-    """Apply an elementwise NumPy function to two broadcast operands of one dtype."""
+def binary(name: str, fn: np.ufunc, x: Any, y: Any) -> Tensor:
+    """Apply a two-argument NumPy ufunc to two broadcast operands of one dtype."""
     if type(x) is Variable:
         x = read(x)
     if type(y) is Variable:
@@ -128,7 +130,11 @@ def binary(name: str, fn: Callable[[Any, Any], Array], x: Any, y: Any) -> Tensor
         xv = as_value(x)
         yv = _coerce(y, xv.dtype)
     try:
-        value = fn(xv, yv)
+        if ((type(xv) is np.ndarray and xv.size >= _RECYCLED_SIZE)
+                or (type(yv) is np.ndarray and yv.size >= _RECYCLED_SIZE)):
+            value = fn(xv, yv, out=_buffers.for_result(xv, yv))
+        else:
+            value = fn(xv, yv)
     except ValueError:
         raise_if_not_broadcastable(name, np.shape(xv), np.shape(yv))
         raise
@@ -141,6 +147,58 @@ def binary(name: str, fn: Callable[[Any, Any], Array], x: Any, y: Any) -> Tensor
         for tape in active_tapes:
             tape.record(name, out, args)
     return out
+
+
+_RECYCLED_SIZE = 1 << 16  # elements: results at least this large may reuse released buffers
+
+
+class _Buffers:
+    """Recycles the memory of large results that nothing references any more.
+
+    The first write to a fresh multi-megabyte array costs a page fault per 4 KiB
+    page, and glibc hands freed memory that large back to the kernel, so a loop
+    that allocates and frees the same few large arrays every step pays those
+    faults every step. Keeping a few buffers, and handing out again the ones no
+    tensor, view or caller references any more, avoids them.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._buffers: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def for_result(self, x: Any, y: Any) -> np.ndarray | None:
+        """A buffer for the elementwise result of x and y, or None (NumPy allocates) when
+        their shapes or dtypes differ (broadcasting, mixed kinds)."""
+        big, other = (x, y) if type(x) is np.ndarray and x.size >= _RECYCLED_SIZE else (y, x)
+        kind = type(other)
+        if big.dtype.kind != "f" or not (
+            kind is float or kind is int
+            or (other.shape in ((), big.shape) and other.dtype == big.dtype)
+        ):
+            return None
+        return self._take(big.shape, big.dtype)
+
+    def _take(self, shape: Shape, dtype: np.dtype) -> np.ndarray:
+        with self._lock:
+            buffers = self._buffers
+            released = None
+            for i in range(len(buffers)):
+                if sys.getrefcount(buffers[i]) == 2:  # only this list refers to it
+                    buffer = buffers[i]
+                    if buffer.shape == shape and buffer.dtype == dtype:
+                        buffer.flags.writeable = True  # numpy() may have locked it
+                        return buffer
+                    released = i
+            fresh = np.empty(shape, dtype)
+            if len(buffers) < self._capacity:
+                buffers.append(fresh)
+            elif released is not None:
+                buffers[released] = fresh  # forget a released buffer of another shape
+            return fresh
+
+
+_buffers = _Buffers(capacity=8)
 
 
 def raise_if_not_broadcastable(name: str, *shapes: Shape) -> None:
@@ -158,6 +216,8 @@ def unary(name: str, fn: Callable[[Array], Array], x: Any, floating: bool = Fals
     value = x._value
     if floating and value.dtype.kind not in "fc":
         raise TypeError(f"{name} needs a floating-point tensor, got {value.dtype}; use tg.cast")
+    if type(value) is np.ndarray and value.size >= _RECYCLED_SIZE and isinstance(fn, np.ufunc):
+        return finish(name, fn(value, out=_buffers.for_result(value, value)), (x,))
     return finish(name, fn(value), (x,))
 
 
