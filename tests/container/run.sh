@@ -34,6 +34,8 @@ STEP="start"
 CONTAINERS=()
 VOLUME=""
 BG_PIDS=()
+PG_CREATED=""
+PG_RESULT="not run"
 
 say()  { printf '==> [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 step() { STEP=$*; say "$*"; }
@@ -61,6 +63,9 @@ cleanup() {
             for c in "${CONTAINERS[@]}"; do pod rm --force --time 2 "$c" >/dev/null 2>&1; done
             [[ -n "$VOLUME" ]] && pod volume rm --force "$VOLUME" >/dev/null 2>&1
         fi
+    fi
+    if [[ -n "$PG_CREATED" && "${KEEP_CONTAINERS:-0}" != 1 ]]; then
+        pg_db drop "$PG_URL" "$PG_DB" >/dev/null 2>&1
     fi
     if [[ $rc -eq 0 ]]; then
         say "test-container: all steps passed"
@@ -320,12 +325,42 @@ check_non_root "tapeline-ct-$$-2"
 python3 "$HERE/workflow.py" verify --base-url "$BASE_URL" --state "$STATE"
 sigterm_stop "tapeline-ct-$$-2"
 
+# ---------------------------------------------------------------- extra: PostgreSQL
+# The same image with TAPELINE_DATABASE_URL pointing at PostgreSQL, when one answers at
+# TAPELINE_TEST_POSTGRES_URL (the test suite's default otherwise): a scratch database made
+# by the image's own psycopg, the workflow, a restart, the byte-identical check.
+PG_URL=${TAPELINE_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}
+PG_DB="tapeline_ct_$$"
+pg_db() { pod run --rm --runtime runc --network host --volume "$HERE:/ct:ro" \
+            --entrypoint /opt/venv/bin/python "$IMAGE" /ct/pg_db.py "$@"; }
+step "extra: the image on PostgreSQL (TAPELINE_DATABASE_URL=postgresql+psycopg://...)"
+rc=0
+DB_URL=$(pg_db create "$PG_URL" "$PG_DB" 2> "$CACHE/logs/pg.log") || rc=$?
+if [[ $rc -eq 3 ]]; then
+    PG_RESULT="skipped: no PostgreSQL answered at TAPELINE_TEST_POSTGRES_URL"
+    say "SKIPPED: no PostgreSQL answers at TAPELINE_TEST_POSTGRES_URL ($(tail -1 "$CACHE/logs/pg.log"))"
+else
+    [[ $rc -eq 0 && -n "$DB_URL" ]] || { cat "$CACHE/logs/pg.log" >&2; fail "could not create database $PG_DB"; }
+    PG_CREATED=1
+    say "scratch database $PG_DB created"
+    start_container "tapeline-ct-$$-pg1" --env TAPELINE_DATABASE_URL="$DB_URL"
+    wait_healthy "tapeline-ct-$$-pg1"
+    python3 "$HERE/workflow.py" drive --base-url "$BASE_URL" --state "$STATE.pg"
+    sigterm_stop "tapeline-ct-$$-pg1"
+    start_container "tapeline-ct-$$-pg2" --env TAPELINE_DATABASE_URL="$DB_URL"
+    wait_healthy "tapeline-ct-$$-pg2"
+    python3 "$HERE/workflow.py" verify --base-url "$BASE_URL" --state "$STATE.pg"
+    sigterm_stop "tapeline-ct-$$-pg2"
+    PG_RESULT="workflow and restart check passed"
+fi
+
 TOTAL=$(( $(date +%s) - T0 ))
 cat <<EOF
 ==> summary
     image            $IMAGE (base $BASE_IMAGE)
     image size       ${IMAGE_MB} MB ($IMAGE_BYTES bytes)
     build time       ${BUILD_SECONDS} (buildah bud, vfs storage; layer cache in $GRAPHROOT)
+    PostgreSQL       $PG_RESULT
     total time       ${TOTAL}s
 EOF
-rm -f "$STATE"
+rm -f "$STATE" "$STATE.pg"

@@ -322,7 +322,9 @@ def cmd_verify(c: Client, state_path: str) -> None:
     ok(f"{len(st['snapshot'])} resources byte-identical after restart (model, runs, history)")
 
     long = st.get("long")
-    check(long, "no long run recorded by hold-stream")
+    if not long:
+        ok("(no interrupted run to check: hold-stream was not run on this store)")
+        return
     run, _, _ = c.json("GET", f"/v1/runs/{long['run_id']}")
     check(run["status"] in FINAL, f"interrupted run is {run['status']} after restart")
     check(
