@@ -1,0 +1,45 @@
+"""Fixtures of the contract tests: clients generated from the committed spec."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = ROOT / "openapi" / "openapi.json"
+BIN = Path(sys.executable).parent
+CLIENT_PACKAGE = "tapeline_client"
+
+
+def operation_ids() -> list[str]:
+    """Every operationId of the committed spec."""
+    spec = json.loads(SPEC.read_text())
+    return [op["operationId"] for path in spec["paths"].values() for op in path.values()]
+
+
+def generate_python_client(folder: Path) -> Path:
+    """Generate the client package from the committed spec into ``folder``, the way
+    ``make client`` does, failing on any generator warning; return the package's folder."""
+    package = folder / CLIENT_PACKAGE
+    result = subprocess.run(
+        [BIN / "openapi-python-client", "generate", "--path", SPEC, "--fail-on-warning",
+         "--meta", "none", "--output-path", package, "--overwrite"],
+        capture_output=True, text=True, timeout=120, cwd=folder,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
+    )
+    assert result.returncode == 0, f"generator failed:\n{result.stdout}\n{result.stderr}"
+    assert "Warning" not in result.stdout + result.stderr, result.stdout + result.stderr
+    return package
+
+
+@pytest.fixture(scope="session")
+def python_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the freshly generated ``tapeline_client`` package (for PYTHONPATH)."""
+    folder = tmp_path_factory.mktemp("python-client")
+    generate_python_client(folder)
+    return folder
