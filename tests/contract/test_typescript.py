@@ -1,0 +1,62 @@
+"""openapi-typescript turns the committed spec into types; a typed script using them compiles
+with tsc and runs the tutorial against a live server (node must be present in CI)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI, LiveServer
+from tests.contract.conftest import ROOT, SPEC
+
+pytestmark = pytest.mark.live
+
+HERE = Path(__file__).parent / "typescript"
+NODE_BIN = ROOT / "node_modules" / ".bin"
+# Fields with defaults stay optional: the same schemas describe request bodies.
+GENERATOR_FLAGS = ["--default-non-nullable", "false"]
+
+
+def run(command: list[str | Path], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run a command; fail the test with its output if it fails."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, **kwargs)
+    assert result.returncode == 0, f"{command[0]} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def node_tools() -> Path:
+    """node_modules/.bin with the pinned openapi-typescript and tsc (``npm ci`` if needed)."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        if IN_CI:
+            pytest.fail("node and npm are required in CI for the TypeScript contract test")
+        pytest.skip("node/npm not installed")
+    installed = ROOT / "node_modules" / ".package-lock.json"
+    lock = ROOT / "package-lock.json"
+    tools = [NODE_BIN / "openapi-typescript", NODE_BIN / "tsc"]
+    if not (all(t.exists() for t in tools) and installed.exists()
+            and installed.stat().st_mtime >= lock.stat().st_mtime):
+        run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ROOT)
+    return NODE_BIN
+
+
+def test_types_generate_compile_and_run(node_tools: Path, live_server: LiveServer,
+                                        tmp_path: Path) -> None:
+    for name in ("tsconfig.json", "tutorial.ts"):
+        shutil.copy(HERE / name, tmp_path / name)
+    generated = run([node_tools / "openapi-typescript", SPEC, *GENERATOR_FLAGS,
+                     "--output", tmp_path / "tapeline.ts"], cwd=ROOT)
+    assert "error" not in generated.stderr.lower() and "warn" not in generated.stderr.lower(), (
+        generated.stderr)
+    types = (tmp_path / "tapeline.ts").read_text()
+    for operation in ("datasets-upload", "events-stream", "runs-cancel", "history-model"):
+        assert f'"{operation}": {{' in types
+
+    run([node_tools / "tsc", "-p", tmp_path / "tsconfig.json"], cwd=tmp_path)
+    answer = run(["node", tmp_path / "out" / "tutorial.js"], cwd=tmp_path,
+                 env={**os.environ, "TAPELINE": live_server.url})
+    assert answer.stdout.count("ok: ") == 8, answer.stdout
