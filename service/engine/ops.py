@@ -78,6 +78,8 @@ def ones_like(x: Any, dtype: DTypeLike | None = None) -> Tensor:
 
 def _shape(shape: Any) -> Shape:
     """A shape given as an int, a sequence or a tensor, as a tuple of ints."""
+    if type(shape) is tuple or type(shape) is list:
+        return tuple(map(int, shape))
     return tuple(int(n) for n in np.reshape(as_value(shape), -1))
 
 
@@ -251,14 +253,21 @@ def _compare(fn: Any, x: Any, y: Any) -> Tensor:
 
 def _same_dtype(name: str, values: list[Any]) -> list[Tensor]:
     """values as tensors of one dtype: that of the first tensor or variable among them."""
-    first = next((v for v in values if isinstance(v, Tensor | Variable)), values[0])
-    dtype = as_value(first).dtype
-    tensors = []
+    tensors: list[Tensor | None] = []
+    dtype = None
     for v in values:
-        if isinstance(v, Tensor | Variable) and v.dtype != dtype:
-            raise TypeError(f"{name}: mixed dtypes {dtype} and {v.dtype}; use tg.cast")
-        tensors.append(operand(v) if isinstance(v, Tensor | Variable) else constant(v, dtype))
-    return tensors
+        if type(v) is Tensor or type(v) is Variable:
+            t = operand(v)
+            if dtype is None:
+                dtype = t._value.dtype
+            elif t._value.dtype != dtype:
+                raise TypeError(f"{name}: mixed dtypes {dtype} and {t.dtype}; use tg.cast")
+            tensors.append(t)
+        else:
+            tensors.append(None)
+    if dtype is None:
+        dtype = as_value(values[0]).dtype
+    return [constant(v, dtype) if t is None else t for t, v in zip(tensors, values, strict=True)]
 
 
 # Linear algebra

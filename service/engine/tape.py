@@ -3,8 +3,8 @@
 A tape follows the tensors it watches and every tensor computed from them. For
 each op that reads a followed tensor it keeps one entry, in execution order:
 the op's name, the keys of its output and of its followed inputs, and what the
-op's gradient rule reads (values the rule does not read are kept as shapes, so
-the tape does not hold every intermediate array alive). Execution order is
+op's gradient rule reads (of large values the rule does not read it keeps only
+the shape, so it does not hold every intermediate array alive). Execution order is
 topological, so the backward pass is a plain loop over the entries in reverse:
 no recursion, any depth.
 
@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, TypeAlias
 import numpy as np
 
 from service.engine import ops
-from service.engine.tensor import Shape, Tensor, Variable, active_tapes, wrap
+from service.engine.tensor import LARGE, Shape, Tensor, Variable, active_tapes, wrap
 
 Rule: TypeAlias = Callable[..., Tensor]  # rule(g, ans, *args) -> gradient for one argument
 
@@ -70,7 +70,7 @@ def defvjp_argnum(name: str, rule: Callable[..., Tensor], reads_args: bool = Fal
 
 
 class Spec:
-    """The shape and dtype of a tensor whose value no gradient rule reads."""
+    """The shape and dtype of a tensor, standing for it where no gradient rule reads its value."""
 
     __slots__ = ("dtype", "shape")
 
@@ -89,10 +89,12 @@ def _spec(shape: Shape, dtype: np.dtype) -> Spec:
     return Spec(shape, dtype)
 
 
-def _without_value(arg: Any) -> Any:
+def _lean(arg: Any) -> Any:
+    """arg, or only the shape and dtype of a large tensor (so the tape does not hold its memory)."""
     if type(arg) is Tensor:
         value = arg._value
-        return _spec(value.shape, value.dtype)
+        if value.size >= LARGE:
+            return _spec(value.shape, value.dtype)
     return arg
 
 
@@ -152,8 +154,8 @@ class GradientTape:
             key = out._key = next(_keys)
         followed.add(key)
         reads = READS.get(name, _READS_ALL)
-        saved = args if reads.args else tuple(map(_without_value, args))
-        ans = out if reads.ans else _without_value(out)
+        saved = args if reads.args else tuple(map(_lean, args))
+        ans = out if reads.ans else _lean(out)
         self._entries.append((name, key, parents, ans, saved))
 
     def read(self, variable: Variable, tensor: Tensor) -> None:
@@ -227,7 +229,7 @@ class GradientTape:
         if self._used:
             raise RuntimeError("a non-persistent GradientTape can compute gradients only once; "
                                "use GradientTape(persistent=True) to call gradient() again")
-        if unconnected_gradients not in (UnconnectedGradients.NONE, UnconnectedGradients.ZERO):
+        if unconnected_gradients != "none" and unconnected_gradients != "zero":
             raise ValueError(f"unconnected_gradients must be 'none' or 'zero', not "
                              f"{unconnected_gradients!r}")
         if not self._persistent:
@@ -236,23 +238,24 @@ class GradientTape:
                 active_tapes.remove(self)
         flat_sources = _flatten(sources)
         keys = [self._keys_of(source) for source in flat_sources]
-        grads = self._backward(_flatten(target), output_gradients, keys)
+        targets = [target] if type(target) is Tensor else _flatten(target)
+        grads = self._backward(targets, output_gradients, keys)
         results: list[Tensor | None] = []
         for source, source_keys in zip(flat_sources, keys, strict=True):
-            found = [grads[key] for key in source_keys if key in grads]
-            if found:
-                total = found[0]
-                for more in found[1:]:
-                    total = total + more
+            total = None
+            for key in source_keys:
+                grad = grads.get(key)
+                if grad is not None:
+                    total = grad if total is None else total + grad
+            if total is not None:
                 results.append(ops.broadcast_to(total, source.shape))
-            elif unconnected_gradients == UnconnectedGradients.ZERO and source.dtype.kind == "f":
+            elif unconnected_gradients == "zero" and source.dtype.kind == "f":
                 results.append(ops.zeros_like(source))
             else:
                 results.append(None)
         if not self._persistent:
-            self.reset()
-            self._used = True
-        return _pack(sources, iter(results))
+            self._forget()
+        return _pack(sources, results)
 
     def _keys_of(self, source: Any) -> list[int]:
         """The keys standing for a source: a Variable's reads, or the tensor's own key."""
@@ -264,6 +267,13 @@ class GradientTape:
         raise TypeError(f"gradient() sources must be tensors or variables, not "
                         f"{type(source).__name__}")
 
+    def _forget(self) -> None:
+        """Drop what a used non-persistent tape still holds."""
+        self._entries.clear()
+        self._followed.clear()
+        self._leaves.clear()
+        self._variables.clear()
+
     def _backward(self, targets: list[Any], output_gradients: Any,
                   keys: list[list[int]]) -> dict[int, Tensor]:
         """Run the recorded ops backwards; return the gradients by key."""
@@ -273,27 +283,28 @@ class GradientTape:
         entries = self._entries
         # Follow only what depends on a source (all of the tape when every leaf is a source).
         reach = self._followed if self._leaves <= sources else _reach(entries, sources)
+        grads: dict[int, Tensor] = {}
         seeds = [None] * len(targets) if output_gradients is None else _flatten(output_gradients)
         if len(seeds) != len(targets):
             raise ValueError(f"{len(seeds)} output_gradients for {len(targets)} targets")
-        grads: dict[int, Tensor] = {}
         for target, seed in zip(targets, seeds, strict=True):
-            t = target._tensor if isinstance(target, Variable) else target
+            t = target._tensor if type(target) is Variable else target
             if t._key in reach:
                 _accumulate(grads, t._key, _seed(t, seed))
-        # A persistent tape keeps its entries (reversed() ignores what it records meanwhile);
-        # any other tape lets each entry's saved values go as soon as its rules have run.
-        backwards = reversed(entries) if self._persistent else _popping(entries)
-        for name, key, parents, ans, args in backwards:
+        persistent = self._persistent
+        for i in range(len(entries) - 1, -1, -1):
+            # A persistent tape keeps its entries (and may append to them meanwhile); any
+            # other tape lets each entry's saved values go as soon as its rules have run.
+            name, key, parents, ans, args = entries[i] if persistent else entries.pop()
             g = grads.get(key) if key in sources else grads.pop(key, None)
             if g is None:
                 continue
             rules = VJPS.get(name)
             if rules is None:
                 raise LookupError(f"no gradient rule is registered for op {name!r}")
-            for i, parent in enumerate(parents):
+            for j, parent in enumerate(parents):
                 if parent in reach:
-                    rule = rules[i]
+                    rule = rules[j]
                     if rule is not None:
                         _accumulate(grads, parent, rule(g, ans, *args))  # type: ignore[arg-type]
         return grads
@@ -316,11 +327,6 @@ def _accumulate(grads: dict[int, Tensor], key: int, g: Tensor) -> None:
     grads[key] = g if previous is None else previous + g
 
 
-def _popping(entries: list[_Entry]) -> Iterator[_Entry]:
-    while entries:
-        yield entries.pop()
-
-
 def _reach(entries: list[_Entry], sources: set[int]) -> set[int]:
     """The keys of the sources and of every recorded tensor computed from one."""
     reach = set(sources)
@@ -328,6 +334,9 @@ def _reach(entries: list[_Entry], sources: set[int]) -> set[int]:
         if not reach.isdisjoint(parents):
             reach.add(key)
     return reach
+
+
+_NESTS = (list, tuple, dict)
 
 
 def _flatten(nest: Any) -> list[Any]:
@@ -338,19 +347,29 @@ def _flatten(nest: Any) -> list[Any]:
         return [nest]
     leaves = []
     for item in nest:
-        if isinstance(item, list | tuple | dict):
+        if isinstance(item, _NESTS):
             leaves.extend(_flatten(item))
         else:
             leaves.append(item)
     return leaves
 
 
-def _pack(nest: Any, leaves: Iterator[Any]) -> Any:
-    """Rebuild nest's structure with the next leaves."""
+def _pack(nest: Any, leaves: list[Any]) -> Any:
+    """Rebuild nest's structure around leaves, in order."""
+    if type(nest) is list:
+        for item in nest:
+            if isinstance(item, _NESTS):
+                break
+        else:
+            return leaves  # a flat list, the common case
+    return _pack_next(nest, iter(leaves))
+
+
+def _pack_next(nest: Any, leaves: Iterator[Any]) -> Any:
     if isinstance(nest, list):
-        return [_pack(item, leaves) for item in nest]
+        return [_pack_next(item, leaves) for item in nest]
     if isinstance(nest, tuple):
-        return tuple(_pack(item, leaves) for item in nest)
+        return tuple(_pack_next(item, leaves) for item in nest)
     if isinstance(nest, dict):
-        return {key: _pack(value, leaves) for key, value in nest.items()}
+        return {key: _pack_next(value, leaves) for key, value in nest.items()}
     return next(leaves)

@@ -25,6 +25,10 @@ DTypeLike: TypeAlias = Any  # anything np.dtype() accepts: "float64", np.float32
 
 active_tapes: list[GradientTape] = []  # the tapes recording right now, innermost last
 
+# Arrays with this many elements are worth the bookkeeping that saves their memory:
+# recycled result buffers, and tapes holding only the shape of values no rule reads.
+LARGE = 1 << 16
+
 _DEFAULT_DTYPES = {"f": np.dtype(np.float32), "i": np.dtype(np.int32), "u": np.dtype(np.int32)}
 
 
@@ -130,8 +134,8 @@ def binary(name: str, fn: np.ufunc, x: Any, y: Any) -> Tensor:
         xv = as_value(x)
         yv = _coerce(y, xv.dtype)
     try:
-        if ((type(xv) is np.ndarray and xv.size >= _RECYCLED_SIZE)
-                or (type(yv) is np.ndarray and yv.size >= _RECYCLED_SIZE)):
+        if ((type(xv) is np.ndarray and xv.size >= LARGE)
+                or (type(yv) is np.ndarray and yv.size >= LARGE)):
             value = fn(xv, yv, out=_buffers.for_result(xv, yv))
         else:
             value = fn(xv, yv)
@@ -147,9 +151,6 @@ def binary(name: str, fn: np.ufunc, x: Any, y: Any) -> Tensor:
         for tape in active_tapes:
             tape.record(name, out, args)
     return out
-
-
-_RECYCLED_SIZE = 1 << 16  # elements: results at least this large may reuse released buffers
 
 
 class _Buffers:
@@ -170,7 +171,7 @@ class _Buffers:
     def for_result(self, x: Any, y: Any) -> np.ndarray | None:
         """A buffer for the elementwise result of x and y, or None (NumPy allocates) when
         their shapes or dtypes differ (broadcasting, mixed kinds)."""
-        big, other = (x, y) if type(x) is np.ndarray and x.size >= _RECYCLED_SIZE else (y, x)
+        big, other = (x, y) if type(x) is np.ndarray and x.size >= LARGE else (y, x)
         kind = type(other)
         if big.dtype.kind != "f" or not (
             kind is float or kind is int
@@ -216,7 +217,7 @@ def unary(name: str, fn: Callable[[Array], Array], x: Any, floating: bool = Fals
     value = x._value
     if floating and value.dtype.kind not in "fc":
         raise TypeError(f"{name} needs a floating-point tensor, got {value.dtype}; use tg.cast")
-    if type(value) is np.ndarray and value.size >= _RECYCLED_SIZE and isinstance(fn, np.ufunc):
+    if type(value) is np.ndarray and value.size >= LARGE and isinstance(fn, np.ufunc):
         return finish(name, fn(value, out=_buffers.for_result(value, value)), (x,))
     return finish(name, fn(value), (x,))
 
@@ -232,27 +233,26 @@ class _Operand:
     __array_ufunc__ = None  # ndarray <op> tensor defers to the tensor's reflected operator
     __hash__ = None  # type: ignore[assignment]  # == is elementwise, as in TensorFlow
 
-    def _current(self) -> Array:
-        raise NotImplementedError
+    _value: Array  # the current value
 
     @property
     def shape(self) -> Shape:
         """The shape, a tuple of ints."""
-        return self._current().shape
+        return self._value.shape
 
     @property
     def dtype(self) -> np.dtype:
         """The NumPy dtype."""
-        return self._current().dtype
+        return self._value.dtype
 
     @property
     def ndim(self) -> int:
         """The rank."""
-        return self._current().ndim
+        return self._value.ndim
 
     def numpy(self) -> Array:
         """The value as a read-only NumPy array (a NumPy scalar at rank 0), without copying."""
-        value = self._current()
+        value = self._value
         if type(value) is np.ndarray:
             value.flags.writeable = False
             if not value.ndim:
@@ -264,16 +264,16 @@ class _Operand:
         return value.copy() if copy else value
 
     def __float__(self) -> float:
-        return float(self._current())
+        return float(self._value)
 
     def __int__(self) -> int:
-        return int(self._current())
+        return int(self._value)
 
     def __index__(self) -> int:
-        return self._current().__index__()  # type: ignore[union-attr]
+        return self._value.__index__()  # type: ignore[union-attr]
 
     def __bool__(self) -> bool:
-        return bool(self._current())
+        return bool(self._value)
 
     def __len__(self) -> int:
         shape = self.shape
@@ -363,9 +363,6 @@ class Tensor(_Operand):
         self._value = as_value(value, dtype, copy=True)
         self._key = None
 
-    def _current(self) -> Array:
-        return self._value
-
     def __repr__(self) -> str:
         return f"<tg.Tensor: shape={self.shape}, dtype={self.dtype}, numpy={_show(self.numpy())}>"
 
@@ -388,7 +385,8 @@ class Variable(_Operand):
         self.trainable = trainable
         self.name = "Variable" if name is None else name
 
-    def _current(self) -> Array:
+    @property
+    def _value(self) -> Array:  # type: ignore[override]
         return self._tensor._value
 
     def value(self) -> Tensor:

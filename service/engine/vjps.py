@@ -85,7 +85,7 @@ def _matmul_grad(g: Tensor, ans: Tensor, a: Tensor, b: Tensor, of_a: bool) -> Te
     """The gradient for a or b of a @ b, with vectors treated as NumPy's matmul treats them."""
     a2 = reshape(a, (1, -1)) if a.ndim == 1 else a
     b2 = reshape(b, (-1, 1)) if b.ndim == 1 else b
-    batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) if ans.ndim > 2 else ()
     g2 = reshape(broadcast_to(g, ans.shape), (*batch, a2.shape[-2], b2.shape[-1]))
     if of_a:
         grad = matmul(g2, _swap_last(b2))
