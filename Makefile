@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint openapi bench test-container clean
+.PHONY: run test lint openapi client client-ts bench test-container clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ lint: $(STAMP)
 
 openapi: $(STAMP)  ## regenerate openapi/openapi.json
 	$(BIN)/tapeline openapi --output openapi/openapi.json
+
+client: $(STAMP)  ## generate the Python client from openapi/openapi.json into clients/python/
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/openapi-python-client generate --path openapi/openapi.json \
+		--fail-on-warning --meta none --output-path clients/python/tapeline_client --overwrite
+
+client-ts:  ## generate TypeScript types into clients/typescript/tapeline.ts (needs node + npm)
+	npm ci --no-audit --no-fund
+	npm run --silent types
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
