@@ -14,6 +14,8 @@ figure is the median over repeats of the mean epoch time within a repeat.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import statistics
 import sys
 import time
@@ -118,6 +120,7 @@ def torch_epoch(x_data: np.ndarray, y_data: np.ndarray) -> Callable[[], object] 
         import torch
     except ImportError:
         return None
+    torch.set_num_threads(1)  # like NumPy's elementwise loops; idle OpenMP threads spin otherwise
     W = torch.tensor(5.0, requires_grad=True)
     b = torch.tensor(0.0, requires_grad=True)
     x, y = torch.from_numpy(x_data), torch.from_numpy(y_data)
@@ -153,6 +156,15 @@ def measure(epochs: dict[str, Callable[[], object]], n: int, repeats: int) -> di
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
+def keep_freed_memory() -> None:
+    """Set glibc's trim and mmap thresholds to 1 GiB, as MALLOC_TRIM_THRESHOLD_ would."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    for parameter in (m_trim_threshold, m_mmap_threshold):
+        if not libc.mallopt(parameter, 1 << 30):
+            raise OSError("mallopt failed")
+
+
 def show(seconds: float) -> str:
     return f"{seconds * 1e6:9.1f} µs" if seconds < 1e-3 else f"{seconds * 1e3:9.3f} ms"
 
@@ -161,7 +173,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 1_000_000])
     parser.add_argument("--repeats", type=int, default=41)
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="stop glibc returning freed memory to the kernel, so that no "
+                             "contender pays page faults for fresh large arrays")
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        keep_freed_memory()
     for n in args.sizes:
         x, y = make_data(n)
         epochs = {"engine": engine_epoch(x, y), "numpy": numpy_epoch(x, y),
@@ -172,8 +189,8 @@ def main() -> None:
         times = measure(epochs, n, args.repeats)
         print(f"N = {n:,}: median time per epoch over {args.repeats} repeats")
         for name, seconds in times.items():
-            ratios = f"{seconds / times['numpy']:5.2f} x numpy, {seconds / times['numpy-tuned']:5.2f} x tuned"
-            print(f"  {name:<12}{show(seconds)}   {ratios}")
+            numpy, tuned = seconds / times["numpy"], seconds / times["numpy-tuned"]
+            print(f"  {name:<12}{show(seconds)}   {numpy:5.2f} x numpy  {tuned:5.2f} x numpy-tuned")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@
 Ops run eagerly on NumPy; outside a tape they do no bookkeeping at all.
 """
 
-import numpy as np
-
 from service.engine import nn, random
 from service.engine import vjps as vjps  # fills the gradient-rule table
+from service.engine.dtypes import bool, float32, float64, int32, int64
 from service.engine.ops import (
     abs,
     add,
@@ -65,12 +64,6 @@ from service.engine.ops import (
 )
 from service.engine.tape import GradientTape, UnconnectedGradients
 from service.engine.tensor import Tensor, Variable
-
-float32 = np.dtype(np.float32)
-float64 = np.dtype(np.float64)
-int32 = np.dtype(np.int32)
-int64 = np.dtype(np.int64)
-bool = np.dtype(np.bool_)  # tf.bool
 
 __all__ = [
     "GradientTape", "Tensor", "UnconnectedGradients", "Variable",

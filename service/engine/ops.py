@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_tuple
 
+from service.engine.dtypes import float32
 from service.engine.tensor import (
     Array,
     DTypeLike,
@@ -29,9 +30,6 @@ from service.engine.tensor import (
     wrap,
 )
 
-float32 = np.dtype(np.float32)
-
-
 # Creation
 
 
@@ -39,7 +37,7 @@ def constant(value: Any, dtype: DTypeLike | None = None, shape: Any = None) -> T
     """A tensor holding a copy of value (Python floats as float32), reshaped or filled to shape."""
     value = as_value(value, dtype, copy=True)
     if shape is not None:
-        shape = _shape(shape)
+        shape = as_shape(shape)
         value = np.full(shape, value) if value.size == 1 else value.reshape(shape)
     return wrap(value)
 
@@ -56,12 +54,12 @@ def convert_to_tensor(value: Any, dtype: DTypeLike | None = None) -> Tensor:
 
 def zeros(shape: Any, dtype: DTypeLike = float32) -> Tensor:
     """A tensor of zeros."""
-    return wrap(np.zeros(_shape(shape), dtype))
+    return wrap(np.zeros(as_shape(shape), dtype))
 
 
 def ones(shape: Any, dtype: DTypeLike = float32) -> Tensor:
     """A tensor of ones."""
-    return wrap(np.ones(_shape(shape), dtype))
+    return wrap(np.ones(as_shape(shape), dtype))
 
 
 def zeros_like(x: Any, dtype: DTypeLike | None = None) -> Tensor:
@@ -76,7 +74,7 @@ def ones_like(x: Any, dtype: DTypeLike | None = None) -> Tensor:
     return wrap(np.ones(value.shape, value.dtype if dtype is None else dtype))
 
 
-def _shape(shape: Any) -> Shape:
+def as_shape(shape: Any) -> Shape:
     """A shape given as an int, a sequence or a tensor, as a tuple of ints."""
     if type(shape) is tuple or type(shape) is list:
         return tuple(map(int, shape))
@@ -346,7 +344,7 @@ def _count(shape: Shape, axes: tuple[int, ...]) -> int:
 def reshape(x: Any, shape: Any) -> Tensor:
     """x with a new shape of the same size (one dimension may be -1)."""
     x = operand(x)
-    shape = _shape(shape)
+    shape = as_shape(shape)
     if x.shape == shape:
         return x
     try:
@@ -359,7 +357,7 @@ def reshape(x: Any, shape: Any) -> Tensor:
 def transpose(x: Any, perm: Any = None) -> Tensor:
     """x with its axes permuted (reversed by default)."""
     x = operand(x)
-    perm = tuple(reversed(range(x.ndim))) if perm is None else _shape(perm)
+    perm = tuple(reversed(range(x.ndim))) if perm is None else as_shape(perm)
     return finish("transpose", np.transpose(x._value, perm), (x, perm))
 
 
@@ -386,7 +384,7 @@ def broadcast_to(x: Any, shape: Any) -> Tensor:
     x = operand(x)
     if x.shape == shape:
         return x
-    shape = _shape(shape)
+    shape = as_shape(shape)
     if x.shape == shape:
         return x
     try:

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from service.engine.ops import _shape, float32
+from service.engine.dtypes import float32
+from service.engine.ops import as_shape
 from service.engine.tensor import DTypeLike, Tensor, wrap
 
 _generator = np.random.default_rng()
@@ -32,7 +33,7 @@ def normal(
 ) -> Tensor:
     """Samples from a normal distribution."""
     dtype = _floating(dtype)
-    values = _rng(seed).standard_normal(_shape(shape), dtype)
+    values = _rng(seed).standard_normal(as_shape(shape), dtype)
     return wrap((values * dtype.type(stddev) + dtype.type(mean)).astype(dtype, copy=False))
 
 
@@ -49,10 +50,10 @@ def uniform(
     if dtype.kind in "iu":
         if maxval is None:
             raise ValueError("uniform needs maxval for an integer dtype")
-        return wrap(rng.integers(int(minval), int(maxval), _shape(shape), dtype))
+        return wrap(rng.integers(int(minval), int(maxval), as_shape(shape), dtype))
     dtype = _floating(dtype)
     low, high = dtype.type(minval), dtype.type(1 if maxval is None else maxval)
-    values = rng.random(_shape(shape), dtype)
+    values = rng.random(as_shape(shape), dtype)
     return wrap((values * (high - low) + low).astype(dtype, copy=False))
 
 

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, TypeAlias
 import numpy as np
 
 from service.engine import ops
-from service.engine.tensor import LARGE, Shape, Tensor, Variable, active_tapes, wrap
+from service.engine.tensor import LARGE, Shape, Tensor, Variable, recording_tapes, wrap
 
 Rule: TypeAlias = Callable[..., Tensor]  # rule(g, ans, *args) -> gradient for one argument
 
@@ -63,10 +63,11 @@ def defvjp(name: str, *rules: Rule | None, reads_args: bool = False,
     READS[name] = _Reads(reads_args, reads_ans)
 
 
-def defvjp_argnum(name: str, rule: Callable[..., Tensor], reads_args: bool = False) -> None:
-    """Register a variadic op's gradient rule, called as rule(index, g, ans, *args)."""
+def defvjp_argnum(name: str, rule: Callable[..., Tensor]) -> None:
+    """Register a variadic op's gradient rule, called as rule(index, g, ans, *args) with only
+    the shapes and dtypes of the arguments and output."""
     VJPS[name] = _RulePerIndex(rule)
-    READS[name] = _Reads(reads_args, False)
+    READS[name] = _Reads(False, False)
 
 
 class Spec:
@@ -118,7 +119,7 @@ class GradientTape:
     def __init__(self, persistent: bool = False, watch_accessed_variables: bool = True) -> None:
         self._persistent = persistent
         self._watch_accessed = watch_accessed_variables
-        self._in_context = False
+        self._tapes: list[GradientTape] | None = None  # its thread's recording tapes, in context
         self._used = False
         self._entries: list[_Entry] = []
         self._followed: set[int] = set()  # keys of the tensors the tape follows
@@ -127,14 +128,17 @@ class GradientTape:
         self._by_name: set[int] = set()  # ids of the variables passed to watch()
 
     def __enter__(self) -> GradientTape:
-        self._in_context = True
-        active_tapes.append(self)
+        self._tapes = recording_tapes()
+        self._tapes.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._in_context = False
-        if self in active_tapes:
-            active_tapes.remove(self)
+        self._stop()
+        self._tapes = None
+
+    def _stop(self) -> None:
+        if self._tapes is not None and self in self._tapes:
+            self._tapes.remove(self)
 
     def record(self, name: str, out: Tensor, args: tuple[Any, ...]) -> None:
         """Keep an op that read a followed tensor; its output is then followed too."""
@@ -194,14 +198,15 @@ class GradientTape:
     @contextlib.contextmanager
     def stop_recording(self) -> Iterator[None]:
         """Within this context, ops are not recorded on this tape."""
-        if self not in active_tapes:
+        tapes = self._tapes
+        if tapes is None or self not in tapes:
             raise RuntimeError("stop_recording() needs a tape that is recording")
-        active_tapes.remove(self)
+        tapes.remove(self)
         try:
             yield
         finally:
-            if self._in_context:
-                active_tapes.append(self)
+            if self._tapes is tapes:
+                tapes.append(self)
 
     def reset(self) -> None:
         """Forget everything recorded and watched, as if this were a new tape."""
@@ -234,8 +239,7 @@ class GradientTape:
                              f"{unconnected_gradients!r}")
         if not self._persistent:
             self._used = True
-            if self in active_tapes:  # the backward pass is not recorded on the tape it reads
-                active_tapes.remove(self)
+            self._stop()  # the backward pass is not recorded on the tape it reads
         flat_sources = _flatten(sources)
         keys = [self._keys_of(source) for source in flat_sources]
         targets = [target] if type(target) is Tensor else _flatten(target)

@@ -24,7 +24,22 @@ Array: TypeAlias = Any  # a tensor's value: an np.ndarray, or a NumPy scalar at 
 Shape: TypeAlias = tuple[int, ...]
 DTypeLike: TypeAlias = Any  # anything np.dtype() accepts: "float64", np.float32, tg.float32
 
-active_tapes: list[GradientTape] = []  # the tapes recording right now, innermost last
+
+
+class _Recording(threading.local):
+    """Each thread's recording tapes, innermost last (as in TensorFlow, tapes are per thread)."""
+
+    def __init__(self) -> None:
+        self.tapes: list[GradientTape] = []
+
+
+_recording = _Recording()
+
+
+def recording_tapes() -> list[GradientTape]:
+    """The tapes recording in the calling thread, innermost last."""
+    return _recording.tapes
+
 
 # Arrays with this many elements are worth the bookkeeping that saves their memory:
 # recycled result buffers, and tapes holding only the shape of values no rule reads.
@@ -76,7 +91,7 @@ def finish(name: str, value: Array, args: tuple[Any, ...]) -> Tensor:
     out = _new_tensor(Tensor)
     out._value = value
     out._key = None
-    for tape in active_tapes:
+    for tape in _recording.tapes:
         tape.record(name, out, args)
     return out
 
@@ -84,7 +99,7 @@ def finish(name: str, value: Array, args: tuple[Any, ...]) -> Tensor:
 def read(variable: Variable) -> Tensor:
     """Return a variable's current value, letting recording tapes watch the read."""
     tensor = variable._tensor
-    for tape in active_tapes:
+    for tape in _recording.tapes:
         tape.read(variable, tensor)
     return tensor
 
@@ -156,10 +171,11 @@ def binary(name: str, fn: np.ufunc, x: Any, y: Any) -> Tensor:
     out = _new_tensor(Tensor)
     out._value = value
     out._key = None
-    if active_tapes and (type(x) is Tensor or type(y) is Tensor):
+    tapes = _recording.tapes
+    if tapes and (type(x) is Tensor or type(y) is Tensor):
         dtype = xv.dtype if type(x) is Tensor else yv.dtype
         args = (_tensor_of(x, xv, dtype), _tensor_of(y, yv, dtype))
-        for tape in active_tapes:
+        for tape in tapes:
             tape.record(name, out, args)
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import time
 import weakref
 
@@ -360,3 +361,22 @@ def test_ops_no_tape_follows_leave_no_trace() -> None:
 def test_watch_rejects_what_is_not_a_tensor() -> None:
     with tg.GradientTape() as tape, pytest.raises(TypeError, match="str"):
         tape.watch("x")
+
+
+def test_tapes_record_only_their_own_thread() -> None:
+    x = tg.Variable(3.0)
+    other: dict[str, object] = {}
+
+    def elsewhere() -> None:
+        other["y"] = x * x  # while the main thread's tape records
+        with tg.GradientTape() as tape:
+            z = x * x * x
+        other["dz"] = tape.gradient(z, x)
+
+    with tg.GradientTape() as tape:
+        worker = threading.Thread(target=elsewhere)
+        worker.start()
+        worker.join()
+        y = x * 2.0
+    assert float(tape.gradient(y, x)) == 2.0  # the worker's x * x is not on this tape
+    assert float(other["dz"]) == 27.0  # type: ignore[arg-type]

@@ -291,3 +291,34 @@ def test_wrong_shapes_raise_value_error_naming_them(action: Callable[[], object]
 def test_numpy_errors_that_are_not_about_shapes_pass_through() -> None:
     with pytest.raises(ValueError, match="negative integer powers"):
         tg.constant([2, 3]) ** tg.constant([-1, 1])
+
+
+def test_tensor_constructor_is_constant() -> None:
+    t = tg.Tensor([1.0, 2.0])
+    assert t.dtype == tg.float32 and t.numpy().tolist() == [1.0, 2.0]
+    assert tg.Tensor(3, dtype="float64").dtype == tg.float64
+
+
+def test_large_results_never_share_memory_that_is_still_referenced() -> None:
+    """Large results reuse released buffers; none may be reused while anything refers to it."""
+    x = tg.constant(np.arange(200_000, dtype=np.float32))
+    kept = [x * float(i) for i in range(12)]
+    view = (x + 1.0)[:10]
+    array = (x - 1.0).numpy()
+    for _ in range(3):
+        scratch = [tg.square(x) for _ in range(12)]
+        del scratch
+    for i, t in enumerate(kept):
+        np.testing.assert_array_equal(t.numpy(), np.arange(200_000, dtype=np.float32) * i)
+    np.testing.assert_array_equal(view.numpy(), np.arange(10) + 1.0)
+    np.testing.assert_array_equal(array, np.arange(200_000, dtype=np.float32) - 1.0)
+
+
+def test_released_large_results_are_reused() -> None:
+    x = tg.constant(np.ones(200_000, dtype=np.float32))
+    first = x * 2.0
+    address = first.numpy().__array_interface__["data"][0]
+    del first
+    second = x * 3.0
+    assert second.numpy().__array_interface__["data"][0] == address
+    np.testing.assert_array_equal(second.numpy(), 3.0)
