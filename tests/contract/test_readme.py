@@ -1,0 +1,137 @@
+"""The README is true: its shell examples run against a live server as written, its Python
+example runs through the generated client, and its settings table matches ``Settings``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter
+
+from service.config import Settings
+from tests.conftest import LiveServer
+from tests.contract.conftest import ROOT
+
+pytestmark = pytest.mark.live
+
+README = (ROOT / "README.md").read_text()
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
+DOCUMENTED_BASE = "http://127.0.0.1:8000"
+
+
+def documents(text: str) -> list[Any]:
+    """The JSON values printed one after another (curl adds no newline after a body)."""
+    decoder, values, position = json.JSONDecoder(), [], 0
+    while (position := len(text) - len(text[position:].lstrip())) < len(text):
+        value, position = decoder.raw_decode(text, position)
+        values.append(value)
+    return values
+
+
+def blocks(language: str) -> list[str]:
+    """The README's fenced blocks of one language, in order."""
+    return [body for lang, body in FENCE.findall(README) if lang == language]
+
+
+def test_sh_blocks_run_as_written(live_server: LiveServer, tmp_path: Path) -> None:
+    scripts = blocks("sh")
+    assert scripts[0].startswith(f"export TAPELINE={DOCUMENTED_BASE}\n")
+    # The one substitution: the live server's port for the documented one.
+    scripts[0] = scripts[0].replace(DOCUMENTED_BASE, live_server.url, 1)
+    marked = "".join(f"echo '=== block {i}'\n{body}\necho\n" for i, body in enumerate(scripts))
+    result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + marked], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, f"a README block failed:\n{result.stdout}\n{result.stderr}"
+    outputs = {int(m[1]): m[2] for m in re.finditer(r"^=== block (\d+)\n(.*?)(?=^=== block|\Z)",
+                                                    result.stdout, re.M | re.S)}
+    assert len(outputs) == len(scripts)
+
+    def output_of(command: str) -> str:
+        [index] = [i for i, body in enumerate(scripts) if command in body]
+        return outputs[index]
+
+    [dataset] = documents(output_of("/v1/datasets/synthetic"))
+    assert dataset["num_examples"] == 1000 and dataset["synthetic"]["seed"] == 42
+    assert documents(output_of("/v1/datasets/upload"))[0]["num_examples"] == 3
+    [run] = documents(output_of("Prefer: wait=30"))
+    assert run["status"] == "succeeded" and run["epochs_completed"] == 10
+    rows, columns = documents(output_of("?format=columns"))
+    assert [r["epoch"] for r in rows["items"]] == [0, 1]
+    assert columns["epoch"] == list(range(10))
+    assert len(documents(output_of("/predict"))[0]["y"]) == 3
+
+    sse = output_of("text/event-stream")
+    assert sse.count("event: epoch") == 30 and "event: end" in sse
+    lines = [json.loads(line) for line in output_of("application/jsonl").splitlines() if line]
+    assert [line["type"] for line in lines] == ["epoch", "epoch", "end"]
+    assert documents(output_of("/cancel"))[0]["status"] in ("cancelling", "cancelled")
+    errors = output_of("mdl_00000000000000000000")
+    assert "HTTP/1.1 404" in errors and "content-type: application/problem+json" in errors
+    assert '"status":422' in errors and "x has 3 examples but y has 2" in errors
+
+
+def test_every_other_curl_line_runs(live_server: LiveServer) -> None:
+    """The curl lines of the non-runnable blocks (deployment) hit ``localhost:8000``: each
+    runs against the live server, and its answer matches the JSON in its comment."""
+    others = [line.strip() for lang, body in FENCE.findall(README) if lang != "sh"
+              for line in body.splitlines() if line.strip().startswith("curl ")]
+    assert others, "expected curl lines in the deployment section"
+    port = live_server.url.rsplit(":", 1)[1]
+    for line in others:
+        command, _, comment = line.partition("#")
+        args = [a.replace("localhost:8000", f"127.0.0.1:{port}") for a in shlex.split(command)]
+        result = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, (line, result.stderr)
+        expected = re.search(r"\{.*?\}", comment)
+        if expected:
+            assert json.loads(result.stdout) == json.loads(expected[0]), line
+
+
+def test_python_example_runs(python_client: Path, live_server: LiveServer) -> None:
+    [example] = blocks("python")
+    code = example.replace(DOCUMENTED_BASE, live_server.url)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(python_client)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("succeeded ")
+
+
+def settings_rows() -> dict[str, list[str]]:
+    """The settings table: variable name -> its cells."""
+    rows = {}
+    for line in README.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and re.fullmatch(r"`TAPELINE_[A-Z_]+`", cells[0]):
+            rows[cells[0].strip("`")] = cells
+    return rows
+
+
+def test_settings_table_matches_the_settings() -> None:
+    rows = settings_rows()
+    fields = Settings.model_fields
+    assert set(rows) == {f"TAPELINE_{name.upper()}" for name in fields}
+    for name, field in fields.items():
+        _, default, meaning = rows[f"TAPELINE_{name.upper()}"]
+        value: Any = TypeAdapter(field.annotation).validate_python(default.strip("`"),
+                                                                    strict=False)
+        assert value == field.default, (name, default, field.default)
+        assert meaning, name
+
+
+def test_quick_start_is_the_two_commands() -> None:
+    quick_start = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    [commands] = blocks_in(quick_start)
+    assert [line.split("#")[0].strip() for line in commands.splitlines()] == [
+        "make run", "make test"]
+
+
+def blocks_in(text: str) -> list[str]:
+    """Fenced blocks of any language inside ``text``."""
+    return [body for _, body in FENCE.findall(text)]
