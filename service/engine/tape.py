@@ -49,7 +49,7 @@ class _Reads(NamedTuple):
 
 VJPS: dict[str, Sequence[Rule | None] | _RulePerIndex] = {}  # op name -> a rule per argument
 READS: dict[str, _Reads] = {}
-_READS_ALL = _Reads(True, True)  # for an op without rules, which gradient() reports
+_READS_ALL = _Reads(True, True)  # an op without rules: gradient() raises if it gets there
 
 
 def defvjp(name: str, *rules: Rule | None, reads_args: bool = False,
@@ -277,6 +277,7 @@ class GradientTape:
         self._followed.clear()
         self._leaves.clear()
         self._variables.clear()
+        self._by_name.clear()
 
     def _backward(self, targets: list[Any], output_gradients: Any,
                   keys: list[list[int]]) -> dict[int, Tensor]:

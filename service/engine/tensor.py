@@ -25,7 +25,6 @@ Shape: TypeAlias = tuple[int, ...]
 DTypeLike: TypeAlias = Any  # anything np.dtype() accepts: "float64", np.float32, tg.float32
 
 
-
 class _Recording(threading.local):
     """Each thread's recording tapes, innermost last (as in TensorFlow, tapes are per thread)."""
 
