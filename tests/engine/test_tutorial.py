@@ -12,38 +12,56 @@ FIXTURE = Path(__file__).parent.parent / "fixtures" / "tf_reference_trajectories
 CASES = json.loads(FIXTURE.read_text())["cases"]
 
 
-class Model:
-    def __init__(self, W: float, b: float) -> None:
-        self.W = tg.Variable(W)
-        self.b = tg.Variable(b)
+class MyModel:
+    def __init__(self):
+        # Initialize the weights to `5.0` and the bias to `0.0`
+        # In practice, these should be randomly initialized
+        self.W = tg.Variable(5.0)
+        self.b = tg.Variable(0.0)
 
-    def __call__(self, x: tg.Tensor) -> tg.Tensor:
+    def __call__(self, x):
         return self.W * x + self.b
 
 
-def loss(target_y: tg.Tensor, predicted_y: tg.Tensor) -> tg.Tensor:
+# This computes a single loss value for an entire batch
+def loss(target_y, predicted_y):
     return tg.reduce_mean(tg.square(target_y - predicted_y))
 
 
-def train(model: Model, inputs: tg.Tensor, outputs: tg.Tensor, learning_rate: float) -> None:
+# Given a callable model, inputs, outputs, and a learning rate...
+def train(model, x, y, learning_rate):
     with tg.GradientTape() as t:
-        current_loss = loss(outputs, model(inputs))
-    dW, db = t.gradient(current_loss, [model.W, model.b])
-    model.W.assign_sub(learning_rate * dW)
+        # Trainable variables are automatically tracked by GradientTape
+        current_loss = loss(y, model(x))
+
+    # Use GradientTape to calculate the gradients with respect to W and b
+    dw, db = t.gradient(current_loss, [model.W, model.b])
+
+    # Subtract the gradient scaled by the learning rate
+    model.W.assign_sub(learning_rate * dw)
     model.b.assign_sub(learning_rate * db)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_tutorial_reproduces_tensorflow(name: str) -> None:
+def test_tutorial_reproduces_tensorflow(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     case = CASES[name]
-    inputs, outputs = tg.constant(case["x"]), tg.constant(case["y"])
-    model = Model(case["initial"]["W"], case["initial"]["b"])
+    x, y = tg.constant(case["x"]), tg.constant(case["y"])
+    model = MyModel()
+    model.W.assign(case["initial"]["W"])  # the second case starts elsewhere
+    model.b.assign(case["initial"]["b"])
+
+    # Collect the history of W-values and b-values to plot later
     Ws, bs, losses = [], [], []
-    for _ in range(case["epochs"]):
+    epochs = range(case["epochs"])
+    for epoch in epochs:
         Ws.append(model.W.numpy())
         bs.append(model.b.numpy())
-        losses.append(float(loss(outputs, model(inputs))))
-        train(model, inputs, outputs, learning_rate=case["learning_rate"])
+        current_loss = loss(y, model(x))
+        losses.append(current_loss.numpy())
+
+        train(model, x, y, learning_rate=case["learning_rate"])
+        print("Epoch %2d: W=%1.2f b=%1.2f, loss=%2.5f" %  # noqa: UP031
+              (epoch, Ws[-1], bs[-1], current_loss))
 
     history = case["history"]
     np.testing.assert_allclose(Ws, history["W"], rtol=1e-5)
@@ -51,4 +69,7 @@ def test_tutorial_reproduces_tensorflow(name: str) -> None:
     np.testing.assert_allclose(losses, history["loss"], rtol=1e-5)
     np.testing.assert_allclose(model.W.numpy(), case["final"]["W"], rtol=1e-5)
     np.testing.assert_allclose(model.b.numpy(), case["final"]["b"], rtol=1e-5)
-    assert model.W.dtype == tg.float32 and model.b.dtype == tg.float32
+    assert {np.asarray(v).dtype for v in Ws + bs + losses} == {np.dtype(np.float32)}
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (f"Epoch  0: W={history['W'][0]:1.2f} b={history['b'][0]:1.2f}, "
+                     f"loss={history['loss'][0]:2.5f}")
