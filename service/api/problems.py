@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -11,7 +12,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
 
 from service.store.repo import Conflict, NotFound
 
@@ -130,8 +130,9 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         headers = dict(exc.headers) if exc.headers else None
-        if exc.status_code == 405:
-            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        allowed = _allowed_methods(request) if exc.status_code == 405 else None
+        if allowed:
+            headers = {**(headers or {}), "Allow": allowed}
         return problem_response(request, exc.status_code, detail, headers=headers)
 
     @app.exception_handler(Exception)
@@ -141,12 +142,18 @@ def install(app: FastAPI) -> None:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method some route serves at this path (Starlette names only the first route's)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
+    """The methods the spec documents at this path, for ``Allow`` (Starlette's 405 names only
+    those of the first route matching the path, not its siblings'). As in OpenAPI, the path
+    template with the fewest parameters wins: /v1/datasets/synthetic over /v1/datasets/{id}."""
+    matches = []
+    for template, operations in request.app.openapi()["paths"].items():
+        parts = re.split(r"(\{[^/]+\})", template)
+        pattern = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+        if re.fullmatch(pattern, request.url.path):
+            matches.append((template.count("{"), {method.upper() for method in operations}))
+    methods = min(matches, key=lambda match: match[0])[1] if matches else set()
+    if "GET" in methods:
+        methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 
