@@ -43,6 +43,19 @@ def _dataset(session: Session, n: int = 5, features: int = 2) -> repo.DatasetRow
     return repo.create_dataset(session, x=x, y=x.sum(axis=1), source="inline", name="d")
 
 
+def _queued_run(sessions: sessionmaker[Session], model_id: str | None = None,
+                dataset_id: str | None = None, epochs: int = 3) -> tuple[str, str, str]:
+    """A queued run (on a new two-feature model and dataset unless given); its three ids."""
+    with sessions.begin() as session:
+        dataset = repo.get_dataset(session, dataset_id) if dataset_id else _dataset(session)
+        model = repo.get_model(session, model_id) if model_id else repo.create_model(
+            session, kind="linear", features=2, W=np.zeros(2), b=0.0, name=None)
+        run = repo.create_run(session, model=model, dataset=dataset, epochs=epochs,
+                              optimizer={"kind": "sgd", "learning_rate": 0.1}, batch_size=None,
+                              shuffle_seed=None, dtype="float32")
+        return run.id, model.id, dataset.id
+
+
 def test_codec_round_trips_arrays_and_vectors_exactly() -> None:
     matrix = np.random.default_rng(1).standard_normal((7, 3)).astype(np.float32)
     back = unpack_array(pack_array(matrix))
@@ -90,19 +103,9 @@ def test_unknown_ids_raise_not_found(sessions: sessionmaker[Session]) -> None:
 
 def test_one_active_run_per_model_is_enforced_by_the_database(
         sessions: sessionmaker[Session]) -> None:
-    with sessions.begin() as session:
-        dataset = _dataset(session)
-        model = repo.create_model(session, kind="linear", features=2, W=np.ones(2), b=0.0,
-                                  name=None)
-        repo.create_run(session, model=model, dataset=dataset, epochs=3,
-                        optimizer={"kind": "sgd", "learning_rate": 0.1}, batch_size=None,
-                        shuffle_seed=None, dtype="float32")
-        model_id, dataset_id = model.id, dataset.id
-    with sessions.begin() as session, pytest.raises(repo.Conflict):
-        repo.create_run(session, model=repo.get_model(session, model_id),
-                        dataset=repo.get_dataset(session, dataset_id), epochs=3,
-                        optimizer={"kind": "sgd"}, batch_size=None, shuffle_seed=None,
-                        dtype="float32")
+    _, model_id, dataset_id = _queued_run(sessions)
+    with pytest.raises(repo.Conflict):
+        _queued_run(sessions, model_id, dataset_id)
     # Bypassing the check, the partial unique index still refuses a second active run.
     with sessions() as session, pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         session.add(RunRow(
@@ -145,18 +148,9 @@ def test_run_lifecycle_history_and_model_update(sessions: sessionmaker[Session])
 
 
 def test_model_history_spans_runs_in_order(sessions: sessionmaker[Session]) -> None:
-    with sessions.begin() as session:
-        dataset = _dataset(session)
-        model = repo.create_model(session, kind="linear", features=2, W=np.zeros(2), b=0.0,
-                                  name=None)
-        model_id, dataset_id = model.id, dataset.id
+    model_id = dataset_id = None
     for _ in range(2):
-        with sessions.begin() as session:
-            run_id = repo.create_run(
-                session, model=repo.get_model(session, model_id),
-                dataset=repo.get_dataset(session, dataset_id), epochs=3,
-                optimizer={"kind": "sgd"}, batch_size=None, shuffle_seed=None,
-                dtype="float32").id
+        run_id, model_id, dataset_id = _queued_run(sessions, model_id, dataset_id)
         with sessions.begin() as session:
             run = repo.start_run(session, run_id)
             assert run is not None
@@ -173,14 +167,7 @@ def test_model_history_spans_runs_in_order(sessions: sessionmaker[Session]) -> N
 
 
 def test_cancel_deletion_conflicts_and_interrupted_runs(sessions: sessionmaker[Session]) -> None:
-    with sessions.begin() as session:
-        dataset = _dataset(session)
-        model = repo.create_model(session, kind="linear", features=2, W=np.zeros(2), b=0.0,
-                                  name=None)
-        run_id = repo.create_run(session, model=model, dataset=dataset, epochs=3,
-                                 optimizer={"kind": "sgd"}, batch_size=None, shuffle_seed=None,
-                                 dtype="float32").id
-        model_id, dataset_id = model.id, dataset.id
+    run_id, model_id, dataset_id = _queued_run(sessions)
     with sessions.begin() as session:
         with pytest.raises(repo.Conflict):
             repo.delete_dataset(session, dataset_id)
@@ -203,13 +190,7 @@ def test_cancel_deletion_conflicts_and_interrupted_runs(sessions: sessionmaker[S
 
 
 def test_requeue_policy_restarts_interrupted_runs(sessions: sessionmaker[Session]) -> None:
-    with sessions.begin() as session:
-        dataset = _dataset(session)
-        model = repo.create_model(session, kind="linear", features=2, W=np.zeros(2), b=0.0,
-                                  name=None)
-        run_id = repo.create_run(session, model=model, dataset=dataset, epochs=3,
-                                 optimizer={"kind": "sgd"}, batch_size=None, shuffle_seed=None,
-                                 dtype="float32").id
+    run_id, _, _ = _queued_run(sessions)
     with sessions.begin() as session:
         run = repo.start_run(session, run_id)
         assert run is not None
@@ -223,21 +204,11 @@ def test_requeue_policy_restarts_interrupted_runs(sessions: sessionmaker[Session
 
 
 def test_request_cancel_of_queued_and_running_runs(sessions: sessionmaker[Session]) -> None:
-    with sessions.begin() as session:
-        dataset = _dataset(session)
-        model = repo.create_model(session, kind="linear", features=2, W=np.zeros(2), b=0.0,
-                                  name=None)
-        run_id = repo.create_run(session, model=model, dataset=dataset, epochs=3,
-                                 optimizer={"kind": "sgd"}, batch_size=None, shuffle_seed=None,
-                                 dtype="float32").id
+    run_id, model_id, dataset_id = _queued_run(sessions)
     with sessions.begin() as session:
         assert repo.request_cancel(session, run_id).status == "cancelled"
         assert repo.start_run(session, run_id) is None
-    with sessions.begin() as session:
-        model = repo.get_model(session, model.id)
-        second = repo.create_run(session, model=model, dataset=repo.get_dataset(
-            session, dataset.id), epochs=3, optimizer={"kind": "sgd"}, batch_size=None,
-            shuffle_seed=None, dtype="float32").id
+    second, _, _ = _queued_run(sessions, model_id, dataset_id)
     with sessions.begin() as session:
         repo.start_run(session, second)
         assert repo.request_cancel(session, second).status == "cancelling"

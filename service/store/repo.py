@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select, update
@@ -25,6 +25,8 @@ from service.store.tables import (
     RunRow,
 )
 from service.training.records import EpochRecord
+
+Row = TypeVar("Row", DatasetRow, ModelRow, RunRow)
 
 
 class NotFound(LookupError):
@@ -104,12 +106,16 @@ def create_dataset(
     return row
 
 
+def _by_id(session: Session, table: type[Row], kind: str, resource_id: str) -> Row:
+    row = session.scalar(select(table).where(table.id == resource_id))  # type: ignore[attr-defined]
+    if row is None:
+        raise NotFound(kind, resource_id)
+    return row
+
+
 def get_dataset(session: Session, dataset_id: str) -> DatasetRow:
     """The dataset with this id, or :class:`NotFound`."""
-    row = session.scalar(select(DatasetRow).where(DatasetRow.id == dataset_id))
-    if row is None:
-        raise NotFound("dataset", dataset_id)
-    return row
+    return _by_id(session, DatasetRow, "dataset", dataset_id)
 
 
 def dataset_arrays(row: DatasetRow) -> tuple[np.ndarray, np.ndarray]:
@@ -171,10 +177,7 @@ def create_model(
 
 def get_model(session: Session, model_id: str) -> ModelRow:
     """The model with this id, or :class:`NotFound`."""
-    row = session.scalar(select(ModelRow).where(ModelRow.id == model_id))
-    if row is None:
-        raise NotFound("model", model_id)
-    return row
+    return _by_id(session, ModelRow, "model", model_id)
 
 
 def active_run_id(session: Session, model_id: str) -> str | None:
@@ -253,10 +256,7 @@ def create_run(
 
 def get_run(session: Session, run_id: str) -> RunRow:
     """The run with this id, or :class:`NotFound`."""
-    row = session.scalar(select(RunRow).where(RunRow.id == run_id))
-    if row is None:
-        raise NotFound("run", run_id)
-    return row
+    return _by_id(session, RunRow, "run", run_id)
 
 
 def queued_run_ids(session: Session) -> list[str]:
