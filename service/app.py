@@ -143,6 +143,15 @@ def _not_null(schema: dict[str, Any]) -> None:
         schema.update(options[0])
 
 
+def _describe(answer: dict[str, Any], schemas: dict[str, Any]) -> str:
+    """A success answer's description: its schema's (FastAPI writes "Successful Response")."""
+    schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+    names = [ref["$ref"].rsplit("/", 1)[-1] for ref in [schema, *schema.get("anyOf", [])]
+             if "$ref" in ref]
+    texts = [schemas[name].get("description", name).rstrip(".") for name in names]
+    return "; or ".join(texts) + "." if texts else "Done; no content."
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's spec, with error answers described only as problem+json and each request body
     showing its schema's example (what `/docs` pre-fills and generated docs display)."""
@@ -174,7 +183,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     media["example"] = examples[0]
             for parameter in operation.get("parameters", []):
                 _not_null(parameter["schema"])
+                if parameter["in"] == "path" and parameter["name"].endswith("_id"):
+                    parameter.setdefault("description", f"Id of the {parameter['name'][:-3]}.")
             for status, answer in operation.get("responses", {}).items():
+                if answer.get("description") == "Successful Response":
+                    answer["description"] = _describe(answer, schemas)
                 if status[0] in "45":
                     answer["content"] = problem
                     if status == "422":

@@ -22,7 +22,10 @@ Limit = Annotated[int, Query(ge=1, le=LIMITS.max_page_size, description="Rows pe
 
 
 @router.get(
-    "/v1/runs/{run_id}/history", summary="A run's per-epoch history", responses=responses(404, 422)
+    "/v1/runs/{run_id}/history",
+    summary="A run's per-epoch history",
+    response_description="Rows (`HistoryPage`, the default) or columns (`HistoryColumns`).",
+    responses=responses(404, 422),
 )
 def run(
     run_id: str,
@@ -43,6 +46,7 @@ def run(
 @router.get(
     "/v1/models/{model_id}/history",
     summary="A model's history across its runs",
+    response_description="Rows (`HistoryPage`, the default) or columns (`HistoryColumns`).",
     responses=responses(404, 422),
 )
 def model(

@@ -81,6 +81,7 @@ async def wait_for_end(runtime: Runtime, run: Run, seen: int, seconds: float) ->
     "/v1/models/{model_id}/runs",
     status_code=202,
     summary="Start a training run",
+    response_description="The run, queued or training; `Location` names it.",
     dependencies=[JsonBody],
     responses={
         200: {"model": Run, "description": "The run finished within `Prefer: wait`."},
@@ -137,7 +138,11 @@ def get(run_id: str, runtime: RuntimeDep) -> Run:
 
 
 @router.post(
-    "/v1/runs/{run_id}/cancel", status_code=202, summary="Cancel a run", responses=responses(404)
+    "/v1/runs/{run_id}/cancel",
+    status_code=202,
+    summary="Cancel a run",
+    response_description="The run: `cancelling`, `cancelled`, or as it ended if already final.",
+    responses=responses(404),
 )
 def cancel(run_id: str, runtime: RuntimeDep) -> Run:
     """A queued run is cancelled at once; a running one stops at its next epoch boundary and
