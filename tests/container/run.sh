@@ -14,6 +14,7 @@
 #
 # Any failed step stops the script with a non-zero exit and a "FAILED" line naming it;
 # containers and the volume are removed on every exit (KEEP_CONTAINERS=1 keeps them).
+# With CI=true (a fresh clone each time) the layer store is removed at the end too.
 #
 # Knobs (environment): TAPELINE_CONTAINER_CACHE (default <repo>/.cache/container),
 # TAPELINE_IMAGE (default localhost/tapeline:test), KEEP_CONTAINERS=1,
@@ -34,6 +35,8 @@ DRIVER=${TAPELINE_CONTAINER_STORAGE_DRIVER:-vfs}
 
 T0=$(date +%s)
 STEP="start"
+GRAPHROOT=""
+RUNROOT=""
 CONTAINERS=()
 VOLUME=""
 BG_PIDS=()
@@ -69,6 +72,13 @@ cleanup() {
     fi
     if [[ -n "$PG_CREATED" && "${KEEP_CONTAINERS:-0}" != 1 ]]; then
         pg_db drop "$PG_URL" "$PG_DB" >/dev/null 2>&1
+    fi
+    # CI works in a fresh clone each time, so its layer store (~2 GB on vfs) is never
+    # reused: drop it. The base image tarball stays with the clone.
+    if [[ "${CI:-}" =~ ^(1|true|yes)$ && "${KEEP_CONTAINERS:-0}" != 1 && -n "${GRAPHROOT:-}" \
+          && -d "$GRAPHROOT" ]] && ! grep -q " $GRAPHROOT/" /proc/mounts; then
+        rm -rf "$GRAPHROOT" "$RUNROOT"
+        say "CI: removed the container storage $GRAPHROOT"
     fi
     if [[ $rc -eq 0 ]]; then
         say "test-container: all steps passed"
