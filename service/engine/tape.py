@@ -10,7 +10,9 @@ no recursion, any depth.
 
 A gradient flowing into a tensor may have any shape that broadcasts to the
 tensor's shape and stands for its broadcast: the gradient of a mean is a scalar,
-not an array of copies. Only what gradient() hands back is broadcast.
+not an array of copies. Likewise a gradient may be a Scaled, a tensor times a
+scalar not yet multiplied out, so that negating or doubling a large gradient
+costs no pass over it. Only what gradient() hands back is broadcast and multiplied out.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import numpy as np
 from service.engine import ops
 from service.engine.tensor import LARGE, Shape, Tensor, Variable, recording_tapes, wrap
 
-Rule: TypeAlias = Callable[..., Tensor]  # rule(g, ans, *args) -> gradient for one argument
+Gradient: TypeAlias = Tensor | ops.Scaled  # what flows backwards: a tensor, maybe still scaled
+Rule: TypeAlias = Callable[..., Gradient]  # rule(g, ans, *args) -> gradient for one argument
 
 
 class _RulePerIndex:
@@ -250,6 +253,7 @@ class GradientTape:
             for key in source_keys:
                 grad = grads.get(key)
                 if grad is not None:
+                    grad = ops.materialize(grad)
                     total = grad if total is None else total + grad
             if total is not None:
                 results.append(ops.broadcast_to(total, source.shape))
@@ -280,7 +284,7 @@ class GradientTape:
         self._by_name.clear()
 
     def _backward(self, targets: list[Any], output_gradients: Any,
-                  keys: list[list[int]]) -> dict[int, Tensor]:
+                  keys: list[list[int]]) -> dict[int, Gradient]:
         """Run the recorded ops backwards; return the gradients by key."""
         sources: set[int] = set()
         for source_keys in keys:
@@ -288,7 +292,7 @@ class GradientTape:
         entries = self._entries
         # Follow only what depends on a source (all of the tape when every leaf is a source).
         reach = self._followed if self._leaves <= sources else _reach(entries, sources)
-        grads: dict[int, Tensor] = {}
+        grads: dict[int, Gradient] = {}
         seeds = [None] * len(targets) if output_gradients is None else _flatten(output_gradients)
         if len(seeds) != len(targets):
             raise ValueError(f"{len(seeds)} output_gradients for {len(targets)} targets")
@@ -310,8 +314,14 @@ class GradientTape:
             for j, parent in enumerate(parents):
                 if parent in reach:
                     rule = rules[j]
-                    if rule is not None:
-                        _accumulate(grads, parent, rule(g, ans, *args))  # type: ignore[arg-type]
+                    if rule is None:
+                        continue
+                    # Rules are linear in g: apply one to a Scaled's tensor, then scale.
+                    if type(g) is ops.Scaled:
+                        grad = ops.scale(rule(g.tensor, ans, *args), g.factor)  # type: ignore[arg-type]
+                    else:
+                        grad = rule(g, ans, *args)  # type: ignore[arg-type]
+                    _accumulate(grads, parent, grad)
         return grads
 
 
@@ -327,9 +337,9 @@ def _seed(target: Tensor, seed: Any) -> Tensor:
     return seed
 
 
-def _accumulate(grads: dict[int, Tensor], key: int, g: Tensor) -> None:
+def _accumulate(grads: dict[int, Gradient], key: int, g: Gradient) -> None:
     previous = grads.get(key)
-    grads[key] = g if previous is None else previous + g
+    grads[key] = g if previous is None else ops.materialize(previous) + ops.materialize(g)
 
 
 def _reach(entries: list[_Entry], sources: set[int]) -> set[int]:

@@ -6,7 +6,8 @@ the gradient for one argument. Rules are written with engine ops, so a tape
 recording around gradient() can differentiate them again. unbroadcast sums a
 gradient back to the shape of an input that was broadcast. A row says whether
 its rules read the arguments' or the output's values; otherwise they see only
-shapes and dtypes, and the tape need not keep the arrays.
+shapes and dtypes, and the tape need not keep the arrays. A rule that multiplies
+by a scalar says scale(x, factor), which defers the pass over x (see ops.Scaled).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from service.engine.ops import (
     matmul,
     reduce_sum,
     reshape,
+    scale,
     sigmoid,
     sign,
     square,
@@ -41,7 +43,7 @@ defvjp("add",
        lambda g, ans, x, y: unbroadcast(g, ans.shape, y.shape))
 defvjp("subtract",
        lambda g, ans, x, y: unbroadcast(g, ans.shape, x.shape),
-       lambda g, ans, x, y: -unbroadcast(g, ans.shape, y.shape))
+       lambda g, ans, x, y: scale(unbroadcast(g, ans.shape, y.shape), -1))
 defvjp("multiply",
        lambda g, ans, x, y: unbroadcast_mul(g, y, ans.shape, x.shape),
        lambda g, ans, x, y: unbroadcast_mul(g, x, ans.shape, y.shape),
@@ -68,8 +70,8 @@ defvjp("where",
        lambda g, ans, c, x, y: unbroadcast(where(c, 0, g), ans.shape, y.shape),
        reads_args=True)
 
-defvjp("negative", lambda g, ans, x: -g)
-defvjp("square", lambda g, ans, x: g * 2 * x, reads_args=True)
+defvjp("negative", lambda g, ans, x: scale(g, -1))
+defvjp("square", lambda g, ans, x: scale(x, g * 2), reads_args=True)
 defvjp("abs", lambda g, ans, x: g * sign(x), reads_args=True)
 defvjp("sign", lambda g, ans, x: zeros_like(g))
 defvjp("sqrt", lambda g, ans, x: g / (2 * ans), reads_ans=True)
