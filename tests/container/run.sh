@@ -44,7 +44,8 @@ PG_CREATED=""
 PG_RESULT="not run"
 
 say()  { printf '==> [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
-step() { STEP=$*; say "$*"; }
+STEPS=0
+step() { STEP=$*; STEPS=$(( STEPS + 1 )); say "$*"; }
 fail() { printf '\nFAILED: %s: %s\n' "$STEP" "$*" >&2; exit 1; }
 
 on_error() {
@@ -81,9 +82,11 @@ cleanup() {
         say "CI: removed the container storage $GRAPHROOT"
     fi
     if [[ $rc -eq 0 ]]; then
-        say "test-container: all steps passed"
+        say "all steps passed"
+        echo "test-container: $STEPS passed, 0 failed"
     else
         echo "test-container: FAILED (exit $rc) during: $STEP" >&2
+        echo "test-container: $(( STEPS > 0 ? STEPS - 1 : 0 )) passed, 1 failed"
     fi
     exit "$rc"
 }
