@@ -45,6 +45,7 @@ PG_RESULT="not run"
 
 say()  { printf '==> [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 STEPS=0
+SKIPPED=""
 step() { STEP=$*; STEPS=$(( STEPS + 1 )); say "$*"; }
 fail() { printf '\nFAILED: %s: %s\n' "$STEP" "$*" >&2; exit 1; }
 
@@ -83,7 +84,7 @@ cleanup() {
     fi
     if [[ $rc -eq 0 ]]; then
         say "all steps passed"
-        echo "test-container: $STEPS passed, 0 failed"
+        echo "test-container: $STEPS passed, 0 failed${SKIPPED:+, $SKIPPED skipped}"
     else
         echo "test-container: FAILED (exit $rc) during: $STEP" >&2
         echo "test-container: $(( STEPS > 0 ? STEPS - 1 : 0 )) passed, 1 failed"
@@ -354,6 +355,8 @@ rc=0
 DB_URL=$(pg_db create "$PG_URL" "$PG_DB" 2> "$CACHE/logs/pg.log") || rc=$?
 if [[ $rc -eq 3 ]]; then
     PG_RESULT="skipped: no PostgreSQL answered at TAPELINE_TEST_POSTGRES_URL"
+    STEPS=$(( STEPS - 1 ))
+    SKIPPED=1
     say "SKIPPED: no PostgreSQL answers at TAPELINE_TEST_POSTGRES_URL ($(tail -1 "$CACHE/logs/pg.log"))"
 else
     [[ $rc -eq 0 && -n "$DB_URL" ]] || { cat "$CACHE/logs/pg.log" >&2; fail "could not create database $PG_DB"; }
