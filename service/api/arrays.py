@@ -46,37 +46,37 @@ def matrix(
 
 
 def check_dataset(
-    x: np.ndarray, y: np.ndarray, settings: Settings, loc: tuple[str, str] = ("x", "y")
+    x: np.ndarray,
+    y: np.ndarray,
+    settings: Settings,
+    loc: tuple[list[str | int], list[str | int]] = (["x"], ["y"]),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Check shapes, sizes and finiteness of a dataset's arrays against the limits."""
+    """Check shapes, sizes and finiteness of a dataset's arrays against the limits; ``loc``
+    says where x and y came from, for the problem's ``errors``."""
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise _invalid(
-            [loc[0]],
+            loc[0],
             f"x must hold at least one example with at least one feature, "
             f"got shape {list(x.shape)}",
         )
     if y.ndim != 1:
-        raise _invalid([loc[1]], f"y must be a flat list of numbers, got shape {list(y.shape)}")
+        raise _invalid(loc[1], f"y must be a flat list of numbers, got shape {list(y.shape)}")
     if x.shape[0] != y.shape[0]:
-        raise _invalid([loc[1]], f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+        raise _invalid(loc[1], f"x has {x.shape[0]} examples but y has {y.shape[0]}")
     if x.shape[0] > settings.max_examples:
-        raise _invalid(
-            [loc[0]], f"{x.shape[0]} examples exceed the limit of {settings.max_examples}"
-        )
+        raise _invalid(loc[0], f"{x.shape[0]} examples exceed the limit of {settings.max_examples}")
     if x.shape[1] > settings.max_features:
-        raise _invalid(
-            [loc[0]], f"{x.shape[1]} features exceed the limit of {settings.max_features}"
-        )
+        raise _invalid(loc[0], f"{x.shape[1]} features exceed the limit of {settings.max_features}")
     if x.size > settings.max_values:
-        raise _invalid([loc[0]], f"{x.size} values exceed the limit of {settings.max_values}")
+        raise _invalid(loc[0], f"{x.size} values exceed the limit of {settings.max_values}")
     for name, array in zip(loc, (x, y), strict=True):
         if not np.isfinite(array).all():
-            raise _invalid([name], "values must be finite numbers (no NaN or Infinity)")
+            raise _invalid(name, "values must be finite numbers (no NaN or Infinity)")
         with np.errstate(over="ignore", invalid="ignore"):
             spread = array.std(axis=0, dtype=np.float64)  # overflows whenever the mean would
         if not np.isfinite(spread).all():
             raise _invalid(
-                [name], "values are too large: their mean or standard deviation is not finite"
+                name, "values are too large: their mean or standard deviation is not finite"
             )
     return x, y
 

@@ -58,7 +58,7 @@ def create(body: DatasetCreate, runtime: RuntimeDep, response: Response) -> Data
     """Store `x` (a list of numbers for one feature, or a list of rows) and `y`."""
     x = matrix(body.x, ["body", "x"])
     x, y = check_dataset(
-        x, np.asarray(body.y, dtype=np.float64), runtime.settings, ("body.x", "body.y")
+        x, np.asarray(body.y, dtype=np.float64), runtime.settings, (["body", "x"], ["body", "y"])
     )
     return _store(runtime, response, x, y, "inline", body.name)
 
@@ -142,7 +142,7 @@ async def upload(
 
     content = await file.read()
     x, y = parse_upload(file.filename or "", file.content_type, content, target)
-    x, y = check_dataset(x, y, runtime.settings, ("file", target))
+    x, y = check_dataset(x, y, runtime.settings, (["file"], ["file", target]))
     label = name or (file.filename or "").replace("\x00", "")[:200] or None
     return await run_in_threadpool(_store, runtime, response, x, y, "upload", label)
 

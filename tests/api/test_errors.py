@@ -231,3 +231,9 @@ def test_bad_paging(app_client: TestClient, unchanged: None, query: str) -> None
 def test_bad_history_queries(app_client: TestClient, unchanged: None, ids: dict[str, str],
                              query: str) -> None:
     assert_problem(app_client.get(f"/v1/models/{ids['model']}/history?{query}"), 422)
+
+
+def test_mismatched_lengths_name_the_field(app_client: TestClient, unchanged: None) -> None:
+    answer = app_client.post("/v1/datasets", json={"x": [1, 2, 3], "y": [1, 2]})
+    problem = assert_problem(answer, 422, "3 examples but y has 2")
+    assert problem["errors"] == [{"loc": ["body", "y"], "msg": "x has 3 examples but y has 2"}]

@@ -17,7 +17,8 @@ from tests.conftest import LiveServer, sqlite_url, start_server
 
 pytestmark = pytest.mark.live
 
-# Mini-batches of 4 over 20,000 points: roughly a second an epoch, so streams see progress.
+# Mini-batches of 4 over 40,000 points: a fraction of a second an epoch, so streams see
+# progress arrive over time.
 SLOW = {"epochs": 30, "batch_size": 4, "shuffle_seed": 0}
 
 
@@ -72,7 +73,7 @@ def api(server: LiveServer) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def slow_dataset(api: httpx.Client) -> str:
-    return str(api.post("/v1/datasets/synthetic", json={"num_examples": 20000,
+    return str(api.post("/v1/datasets/synthetic", json={"num_examples": 40000,
                                                         "seed": 1}).json()["id"])
 
 
@@ -127,12 +128,24 @@ def test_sse_streams_epochs_while_the_run_trains(api: httpx.Client, slow_dataset
 
 
 def test_keep_alive_comments_while_idle(api: httpx.Client, slow_dataset: str) -> None:
-    run_id = start_slow(api, slow_dataset, epochs=2)
-    comments = 0
-    with api.stream("GET", f"/v1/runs/{run_id}/events") as response:
-        for event in sse(response):
-            comments += len(event.comments)
-    assert comments >= 1
+    # Both workers busy, so a third run waits queued and its stream is idle for sure.
+    busy = [start_slow(api, slow_dataset) for _ in range(2)]
+    waiting = start_slow(api, slow_dataset)
+    comments, events = 0, []
+    try:
+        with api.stream("GET", f"/v1/runs/{waiting}/events") as response:
+            for event in sse(response):
+                comments += len(event.comments)
+                if event.data:
+                    events.append(event)
+                elif comments >= 2 and not events:
+                    api.post(f"/v1/runs/{waiting}/cancel")
+    finally:
+        for run_id in [*busy, waiting]:
+            cancel_and_wait(api, run_id)
+    assert comments >= 2  # one each 0.3 s (TAPELINE_SSE_PING_SECONDS) while nothing happened
+    assert [e.event for e in events] == ["end"]
+    assert events[0].json()["status"] == "cancelled"
 
 
 def test_jsonl_stream(api: httpx.Client, slow_dataset: str) -> None:
