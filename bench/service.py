@@ -26,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import sqlite_url, start_server  # noqa: E402
+from tests.servers import sqlite_url, start_server  # noqa: E402
 
 
 def workflow(client: httpx.Client) -> None:

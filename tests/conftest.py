@@ -5,20 +5,15 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from tests.servers import LiveServer, sqlite_url, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "tf_reference_trajectories.json"
@@ -33,11 +28,6 @@ def tf_cases() -> dict[str, dict]:
     return json.loads(FIXTURE.read_text())["cases"]
 
 
-def sqlite_url(folder: Path) -> str:
-    """A fresh SQLite database file in ``folder``."""
-    return f"sqlite:///{folder / 'tapeline.db'}"
-
-
 @pytest.fixture(scope="module")
 def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """An in-process app with its own SQLite file and worker processes, shared by a module."""
@@ -45,56 +35,6 @@ def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]
     settings = Settings(database_url=sqlite_url(folder), workers=2, max_body_bytes=1_000_000)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class LiveServer:
-    """A real ``tapeline serve`` process on a loopback port."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self, timeout: float = 15) -> int:
-        """SIGTERM the server and wait for it; return its exit code."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return int(self.process.returncode)
-
-
-def start_server(database_url: str, log: Path, **env: str) -> LiveServer:
-    """Start ``tapeline serve`` on a free port and wait until ``/healthz`` answers."""
-    port = free_port()
-    environment = {**os.environ, "TAPELINE_DATABASE_URL": database_url,
-                   "TAPELINE_PORT": str(port), "TAPELINE_HOST": "127.0.0.1", **env}
-    handle = log.open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT,
-                               env=environment, stdout=handle, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return LiveServer(url, process, log)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"server did not become ready:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from service.store.codec import pack_array, pack_vector, unpack_array, unpack_ve
 from service.store.db import make_engine, make_sessionmaker, migrate
 from service.store.tables import Base, EpochRow, RunRow
 from service.training.records import EpochRecord
-from tests.conftest import sqlite_url
+from tests.servers import sqlite_url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, sqlite_url, start_server
+from tests.servers import LiveServer, sqlite_url, start_server
 
 pytestmark = pytest.mark.live
 

@@ -1,0 +1,70 @@
+"""Real servers for tests and benchmarks: ``tapeline serve`` on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sqlite_url(folder: Path) -> str:
+    """A fresh SQLite database file in ``folder``."""
+    return f"sqlite:///{folder / 'tapeline.db'}"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    """A real ``tapeline serve`` process on a loopback port."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM the server and wait for it; return its exit code."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def start_server(database_url: str, log: Path, **env: str) -> LiveServer:
+    """Start ``tapeline serve`` on a free port and wait until ``/healthz`` answers."""
+    port = free_port()
+    environment = {**os.environ, "TAPELINE_DATABASE_URL": database_url,
+                   "TAPELINE_PORT": str(port), "TAPELINE_HOST": "127.0.0.1", **env}
+    handle = log.open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT,
+                               env=environment, stdout=handle, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return LiveServer(url, process, log)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"server did not become ready:\n{log.read_text()}")
