@@ -502,11 +502,12 @@ def scale(x: Tensor | Scaled, factor: Any) -> Tensor | Scaled:
     """x * factor for a gradient x, left as a Scaled when factor is a scalar and x is large."""
     if isinstance(factor, Tensor) and factor.dtype != x.dtype:
         factor = cast(factor, x.dtype)
+    if type(x) is Tensor and x._value.size < LARGE:
+        return multiply(x, factor)  # below LARGE a pass costs less than carrying the factor
     if isinstance(x, Scaled):
         factor = x.factor * factor
         x = x.tensor
-    # Below LARGE a pass costs less than carrying the factor through the next rules.
-    if (isinstance(factor, Tensor) and factor.ndim) or x._value.size < LARGE:
+    if isinstance(factor, Tensor) and factor.ndim:
         return multiply(x, factor)
     return Scaled(x, factor)
 
