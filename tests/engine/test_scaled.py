@@ -67,3 +67,24 @@ def test_scaled_gradients_differentiate_again() -> None:
         total = tg.reduce_sum(grad * x)
     np.testing.assert_allclose(grad.numpy(), -2 * x.numpy(), rtol=1e-12)
     np.testing.assert_allclose(outer.gradient(total, x).numpy(), -4 * x.numpy(), rtol=1e-12)
+
+
+def test_an_intermediate_source_gets_its_scaled_gradient_multiplied_out() -> None:
+    x = tg.constant(_data()[0])
+    with tg.GradientTape() as tape:
+        tape.watch(x)
+        z = -x
+        loss = tg.reduce_sum(tg.square(z))
+    dz, dx = tape.gradient(loss, [z, x])
+    np.testing.assert_allclose(dz.numpy(), -2 * x.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(dx.numpy(), 2 * x.numpy(), rtol=1e-12)
+
+
+def test_a_persistent_tape_gives_the_same_scaled_gradients_twice() -> None:
+    x = tg.constant(_data()[0])
+    with tg.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        loss = tg.reduce_mean(-tg.square(x - 1.0))
+    first, second = tape.gradient(loss, x), tape.gradient(loss, x)
+    np.testing.assert_array_equal(first.numpy(), second.numpy())
+    np.testing.assert_allclose(first.numpy(), -2 * (x.numpy() - 1.0) / N, rtol=1e-12)
