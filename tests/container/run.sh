@@ -218,7 +218,7 @@ if [[ "$have" == "$INPUTS" && "${TAPELINE_CONTAINER_REBUILD:-0}" != 1 ]]; then
     say "$IMAGE is up to date (build inputs ${INPUTS:0:12} unchanged): no build"
 else
     t=$(date +%s)
-    bud bud --isolation chroot --format docker --layers \
+    bud bud --isolation chroot --format docker --layers --force-rm \
         "${build_args[@]}" "${volumes[@]}" --label "tapeline.build-inputs=$INPUTS" \
         --tag "$IMAGE" --file "$ROOT/Dockerfile" "$ROOT" > "$CACHE/logs/build.log" 2>&1 \
         || { tail -60 "$CACHE/logs/build.log" >&2; fail "buildah bud (full log: $CACHE/logs/build.log)"; }
