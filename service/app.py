@@ -127,6 +127,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def begin_shutdown(app: FastAPI) -> None:
+    """Called when the server is told to stop: end live streams now rather than make the
+    graceful shutdown wait out its timeout on them. Safe from a signal handler."""
+    runtime: Runtime | None = getattr(app.state, "runtime", None)
+    if runtime is not None:
+        runtime.progress.close_threadsafe()
+
+
 def _store_metrics(runtime: Runtime) -> tuple[dict[str, int], int, int, int]:
     with runtime.sessions() as session:
         by_status = repo.count_runs_by_status(session)

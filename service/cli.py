@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from service.config import get_settings
 
@@ -18,16 +19,22 @@ def _exit_after_shutdown(signum: int, frame: object) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.app import begin_shutdown, create_app
+
+    settings = get_settings()
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            begin_shutdown(app)
+            super().handle_exit(sig, frame)
+
     # uvicorn shuts down gracefully on SIGTERM / SIGINT, restores the previous handlers and
     # raises the signal again; these handlers turn that into a clean exit (status 0).
     signal.signal(signal.SIGTERM, _exit_after_shutdown)
     signal.signal(signal.SIGINT, _exit_after_shutdown)
-
-    from service.app import create_app
-
-    settings = get_settings()
-    uvicorn.run(
-        create_app(settings),
+    config = uvicorn.Config(
+        app,
         host=args.host or settings.host,
         port=args.port if args.port is not None else settings.port,
         log_level=settings.log_level,
@@ -36,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         access_log=False,
     )
+    Server(config).run()
     return 0
 
 

@@ -89,6 +89,8 @@ async def follow(
             last_sent = time.monotonic()
             yield None
         await runtime.progress.wait(run_id, seen, min(POLL_SECONDS, ping))
+        if runtime.progress.closed:
+            return  # the service is stopping: end here; clients resume with Last-Event-ID
 
 
 After = Annotated[

@@ -72,6 +72,8 @@ async def wait_for_end(runtime: Runtime, run: Run, seen: int, seconds: float) ->
         if remaining <= 0:
             break
         await runtime.progress.wait(run.id, seen, min(remaining, 1.0))
+        if runtime.progress.closed:
+            break  # the service is stopping: answer with the run as it is
         seen = runtime.progress.version(run.id)
         run = await run_in_threadpool(read_run, runtime, run.id)
     return run

@@ -16,6 +16,7 @@ class Progress:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._versions: OrderedDict[str, int] = OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.closed = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach to the event loop that readers wait on."""
@@ -30,6 +31,18 @@ class Progress:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._notify, run_id)
 
+    def close_threadsafe(self) -> None:
+        """The service is stopping: wake every waiter now and let none wait from here on."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._close)
+
+    def _close(self) -> None:
+        self.closed = True
+        for run_id in list(self._waiters):
+            for waiter in self._waiters.pop(run_id):
+                if not waiter.done():
+                    waiter.set_result(None)
+
     def _notify(self, run_id: str) -> None:
         self._versions[run_id] = self._versions.get(run_id, 0) + 1
         self._versions.move_to_end(run_id)
@@ -41,7 +54,7 @@ class Progress:
 
     async def wait(self, run_id: str, seen: int, timeout: float) -> None:
         """Return when the run's version differs from ``seen``, or after ``timeout`` seconds."""
-        if self.version(run_id) != seen or timeout <= 0:
+        if self.closed or self.version(run_id) != seen or timeout <= 0:
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, []).append(waiter)

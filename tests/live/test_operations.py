@@ -129,3 +129,32 @@ def test_requeue_policy_resumes_interrupted_runs_after_a_restart(tmp_path: Path)
             assert epochs == [0, 1, 2]
     finally:
         second.stop()
+
+
+def test_sigterm_ends_open_streams_and_stops_promptly(tmp_path: Path) -> None:
+    server = start_server(sqlite_url(tmp_path), tmp_path / "stop.log")
+    lines: list[str] = []
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as api:
+            dataset = api.post("/v1/datasets/synthetic", json={"num_examples": 20000,
+                                                               "seed": 1}).json()
+            model = api.post("/v1/models").json()
+            run_id = api.post(f"/v1/models/{model['id']}/runs",
+                              json={"dataset_id": dataset["id"], **SLOW}).json()["id"]
+            with api.stream("GET", f"/v1/runs/{run_id}/events",
+                            headers={"accept": "application/jsonl"}) as response:
+                for line in response.iter_lines():
+                    lines.append(line)
+                    if len(lines) == 1:
+                        server.process.terminate()
+                        stopped_at = time.monotonic()
+        ended_after = time.monotonic() - stopped_at
+        assert server.process.wait(10) == 0
+        assert time.monotonic() - stopped_at < 3  # not the 5 s graceful-shutdown timeout
+    finally:
+        server.stop()
+    assert ended_after < 3
+    kinds = [json.loads(line)["type"] for line in lines if line]
+    assert kinds and set(kinds) == {"epoch"}  # ended early, without an end event
+    log = (tmp_path / "stop.log").read_text()
+    assert "Traceback" not in log and "CancelledError" not in log
