@@ -87,7 +87,7 @@ def test_dataset_round_trip_and_summary(sessions: sessionmaker[Session]) -> None
         dataset_id = _dataset(session).id
     with sessions() as session:
         row = repo.get_dataset(session, dataset_id)
-        x, y = repo.dataset_arrays(row)
+        x, y = repo.load_arrays(session, dataset_id)
         summary = repo.dataset_summary(row)
     assert x.shape == (5, 2) and x.dtype == np.float32
     assert summary["x_mean"] == pytest.approx([4.0, 5.0])

@@ -188,7 +188,7 @@ def download(dataset_id: str, runtime: RuntimeDep, request: Request) -> Response
     if media_type is None:
         raise ProblemError(406, f"can send only {', '.join(DATA_TYPES)}")
     with runtime.sessions() as session:
-        x, y = repo.dataset_arrays(repo.get_dataset(session, dataset_id))
+        x, y = repo.load_arrays(session, dataset_id)
     if media_type == "application/json":
         return JSONResponse(
             {"x": x.astype(np.float64).tolist(), "y": y.astype(np.float64).tolist()}

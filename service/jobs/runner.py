@@ -39,8 +39,7 @@ def execute_run(
         run = repo.start_run(session, run_id)
         if run is None:
             return None
-        dataset = repo.get_dataset(session, run.dataset_id)
-        x, y = repo.dataset_arrays(dataset)
+        x, y = repo.load_arrays(session, run.dataset_id)
         spec = dict(run.optimizer)
         model = LinearModel(unpack_vector(run.initial_W), run.initial_b, dtype=run.dtype)
         epochs, batch_size, shuffle_seed = run.epochs, run.batch_size, run.shuffle_seed

@@ -118,9 +118,14 @@ def get_dataset(session: Session, dataset_id: str) -> DatasetRow:
     return _by_id(session, DatasetRow, "dataset", dataset_id)
 
 
-def dataset_arrays(row: DatasetRow) -> tuple[np.ndarray, np.ndarray]:
-    """The stored ``x`` and ``y`` arrays of a dataset."""
-    return unpack_array(row.x), unpack_array(row.y)
+def load_arrays(session: Session, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """A dataset's ``x`` and ``y`` arrays, in one query."""
+    found = session.execute(
+        select(DatasetRow.x, DatasetRow.y).where(DatasetRow.id == dataset_id)
+    ).one_or_none()
+    if found is None:
+        raise NotFound("dataset", dataset_id)
+    return unpack_array(found.x), unpack_array(found.y)
 
 
 def delete_dataset(session: Session, dataset_id: str) -> None:
@@ -280,17 +285,23 @@ def request_cancel(session: Session, run_id: str) -> RunRow:
 
 
 def start_run(session: Session, run_id: str) -> RunRow | None:
-    """Mark a queued run running; ``None`` if it is no longer queued (cancelled meanwhile)."""
-    row = session.scalar(select(RunRow).where(RunRow.id == run_id).with_for_update())
-    if row is None or row.status != "queued":
-        return None
-    model = get_model(session, row.model_id)
-    row.status = "running"
-    row.started_at = now()
-    row.history_base = model.history_rows
-    row.initial_W, row.initial_b = model.W, model.b
-    session.flush()
-    return row
+    """Mark a queued run running, taking its initial parameters and history position from its
+    model now; ``None`` if it is no longer queued (cancelled meanwhile). One atomic UPDATE."""
+    of_model = ModelRow.id == RunRow.model_id
+    started = (
+        update(RunRow)
+        .where(RunRow.id == run_id, RunRow.status == "queued")
+        .values(
+            status="running",
+            started_at=now(),
+            history_base=select(ModelRow.history_rows).where(of_model).scalar_subquery(),
+            initial_W=select(ModelRow.W).where(of_model).scalar_subquery(),
+            initial_b=select(ModelRow.b).where(of_model).scalar_subquery(),
+        )
+        .returning(RunRow)
+        .execution_options(synchronize_session=False)
+    )
+    return session.scalars(started).one_or_none()
 
 
 def run_status(session: Session, run_id: str) -> str | None:
@@ -334,24 +345,36 @@ def finish_run(
 ) -> None:
     """End a run; a succeeded run's final W / b / loss become its model's parameters.
     ``completed`` is the number of history rows the run has (counted when not given)."""
-    run = get_run(session, run_id)
-    model = get_model(session, run.model_id)
-    stamp = now()
-    run.status = status
-    run.finished_at = stamp
+    found = session.execute(
+        select(RunRow.model_id, RunRow.history_base).where(RunRow.id == run_id)
+    ).one_or_none()
+    if found is None:
+        raise NotFound("run", run_id)
     if completed is None:
         completed = session.scalar(select(func.count()).where(EpochRow.run_id == run_id)) or 0
-    run.epochs_completed = completed
+    stamp = now()
+    run: dict[str, Any] = {"status": status, "finished_at": stamp, "epochs_completed": completed}
+    model: dict[str, Any] = {"history_rows": found.history_base + completed, "updated_at": stamp}
     if final is not None:
-        run.final_W, run.final_b, run.final_loss = pack_vector(final[0]), final[1], final[2]
+        W = pack_vector(final[0])
+        run |= {"final_W": W, "final_b": final[1], "final_loss": final[2]}
+        if status == "succeeded":
+            model |= {
+                "W": W,
+                "b": final[1],
+                "last_loss": final[2],
+                "epochs_trained": ModelRow.epochs_trained + completed,
+            }
     if error is not None:
-        run.error_reason, run.error_detail, run.error_epoch = error
-    model.history_rows = run.history_base + completed
-    if status == "succeeded" and final is not None:
-        model.W, model.b, model.last_loss = pack_vector(final[0]), final[1], final[2]
-        model.epochs_trained += completed
-    model.updated_at = stamp
-    session.flush()
+        run |= {"error_reason": error[0], "error_detail": error[1], "error_epoch": error[2]}
+    sync = {"synchronize_session": False}
+    session.execute(update(RunRow).where(RunRow.id == run_id).values(run).execution_options(**sync))
+    session.execute(
+        update(ModelRow)
+        .where(ModelRow.id == found.model_id)
+        .values(model)
+        .execution_options(**sync)
+    )
 
 
 def resolve_interrupted(
