@@ -1,8 +1,7 @@
-"""Dependencies shared by the routers: the runtime, a database session, paging parameters."""
+"""Dependencies shared by the routers: the runtime, paging parameters, request checks."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -36,12 +35,6 @@ def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-def get_session(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
-    """A session for one request, committed when the request's work succeeds."""
-    with runtime.sessions.begin() as session:
-        yield session
-
-
 def no_nul_in_path(request: Request) -> None:
     """404 for a path id holding NUL: no id has one, and PostgreSQL cannot even compare it."""
     if any("\x00" in str(value) for value in request.path_params.values()):
@@ -49,7 +42,6 @@ def no_nul_in_path(request: Request) -> None:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-SessionDep = Annotated[Session, Depends(get_session)]
 
 
 # Every string of this shape is a cursor (a creation-order position), so the spec's pattern is

@@ -74,7 +74,10 @@ async def follow(
     last_sent = time.monotonic()
     while True:
         seen = runtime.progress.version(run_id)
-        events, end = await run_in_threadpool(_read, runtime, run_id, after)
+        try:
+            events, end = await run_in_threadpool(_read, runtime, run_id, after)
+        except repo.NotFound:
+            return  # deleted (with its model) while streaming: nothing more will come
         for event in events:
             yield event
             after = event.epoch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -269,3 +270,20 @@ def test_metrics_count_runs_and_epochs(app_client: TestClient) -> None:
     assert app_client.get("/readyz").json() == {"status": "ok"}
     answer = app_client.get("/healthz", headers={"x-request-id": "abc-123"})
     assert answer.headers["x-request-id"] == "abc-123"
+
+
+def test_a_stream_of_a_deleted_run_just_ends(app_client: TestClient) -> None:
+    from service.api.events import follow
+
+    dataset = app_client.post("/v1/datasets/synthetic", json={"seed": 3}).json()
+    model = app_client.post("/v1/models").json()
+    run = app_client.post(f"/v1/models/{model['id']}/runs", headers=WAIT,
+                          json={"dataset_id": dataset["id"]}).json()
+    runtime = app_client.app.state.runtime  # type: ignore[attr-defined]
+
+    async def items() -> list[Any]:
+        return [item async for item in follow(runtime, run["id"], -1, ping=60)]
+
+    assert len(asyncio.run(items())) == 11  # ten epochs and the end
+    assert app_client.delete(f"/v1/models/{model['id']}").status_code == 204
+    assert asyncio.run(items()) == []  # ends, rather than failing mid-response

@@ -274,3 +274,4 @@ def test_restart_keeps_everything_byte_for_byte(tmp_path: Path) -> None:
                 interrupted["epochs_completed"]
     finally:
         second.stop()
+
