@@ -43,6 +43,15 @@ def wait_for(api: httpx.Client, run_id: str, predicate: Any, timeout: float = 60
         time.sleep(0.05)
 
 
+def start_slow(api: httpx.Client, **overrides: Any) -> tuple[str, str]:
+    """A slow mini-batch run on a new model; its run and model ids."""
+    dataset = api.post("/v1/datasets/synthetic", json={"num_examples": 20000, "seed": 1}).json()
+    model = api.post("/v1/models").json()
+    run = api.post(f"/v1/models/{model['id']}/runs",
+                   json={"dataset_id": dataset["id"], **SLOW, **overrides}).json()
+    return str(run["id"]), str(model["id"])
+
+
 def tutorial(api: httpx.Client) -> dict[str, Any]:
     dataset = api.post("/v1/datasets/synthetic", json={"seed": 4}).json()
     model = api.post("/v1/models").json()
@@ -77,11 +86,7 @@ def test_the_service_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
 
 def test_a_killed_worker_fails_its_run_and_is_replaced(live_server: LiveServer) -> None:
     with httpx.Client(base_url=live_server.url, timeout=60) as api:
-        dataset = api.post("/v1/datasets/synthetic", json={"num_examples": 20000,
-                                                           "seed": 1}).json()
-        model = api.post("/v1/models").json()
-        run_id = api.post(f"/v1/models/{model['id']}/runs",
-                          json={"dataset_id": dataset["id"], **SLOW}).json()["id"]
+        run_id, model_id = start_slow(api)
         wait_for(api, run_id, lambda r: r["epochs_completed"] >= 1)
         workers = children(live_server.process.pid)
         assert len(workers) >= 2
@@ -89,7 +94,7 @@ def test_a_killed_worker_fails_its_run_and_is_replaced(live_server: LiveServer) 
             os.kill(pid, signal.SIGKILL)
         run = wait_for(api, run_id, lambda r: r["status"] != "running", timeout=10)
         assert run["status"] == "failed" and run["error"]["reason"] == "worker_crashed"
-        assert api.get(f"/v1/models/{model['id']}").json()["status"] == "idle"
+        assert api.get(f"/v1/models/{model_id}").json()["status"] == "idle"
         # The replacements train the next run as usual.
         assert tutorial(api)["status"] == "succeeded"
         assert api.get("/healthz").status_code == 200
@@ -112,11 +117,7 @@ def test_requeue_policy_resumes_interrupted_runs_after_a_restart(tmp_path: Path)
     first = start_server(url, tmp_path / "a.log", **env)
     try:
         with httpx.Client(base_url=first.url, timeout=60) as api:
-            dataset = api.post("/v1/datasets/synthetic", json={"num_examples": 20000,
-                                                               "seed": 1}).json()
-            model = api.post("/v1/models").json()
-            run_id = api.post(f"/v1/models/{model['id']}/runs", json={
-                "dataset_id": dataset["id"], **SLOW, "epochs": 3}).json()["id"]
+            run_id, _ = start_slow(api, epochs=3)
             wait_for(api, run_id, lambda r: r["epochs_completed"] >= 1)
     finally:
         first.stop()
@@ -136,11 +137,7 @@ def test_sigterm_ends_open_streams_and_stops_promptly(tmp_path: Path) -> None:
     lines: list[str] = []
     try:
         with httpx.Client(base_url=server.url, timeout=60) as api:
-            dataset = api.post("/v1/datasets/synthetic", json={"num_examples": 20000,
-                                                               "seed": 1}).json()
-            model = api.post("/v1/models").json()
-            run_id = api.post(f"/v1/models/{model['id']}/runs",
-                              json={"dataset_id": dataset["id"], **SLOW}).json()["id"]
+            run_id, _ = start_slow(api)
             with api.stream("GET", f"/v1/runs/{run_id}/events",
                             headers={"accept": "application/jsonl"}) as response:
                 for line in response.iter_lines():
