@@ -41,7 +41,7 @@ def choose(accept: str | None, offers: Sequence[str]) -> str | None:
     if not accept or not accept.strip():
         return offers[0]
     ranges = _parse(accept)
-    best: tuple[float, int, int] | None = None
+    best: tuple[float, int] | None = None
     chosen = None
     for position, offer in enumerate(offers):
         matches = [
@@ -52,7 +52,7 @@ def choose(accept: str | None, offers: Sequence[str]) -> str | None:
         quality = max(matches)[1]
         if quality <= 0:
             continue
-        key = (quality, -position, 0)
+        key = (quality, -position)
         if best is None or key > best:
             best, chosen = key, offer
     return chosen

@@ -63,13 +63,6 @@ class _Worker:
     born: float = field(default_factory=time.monotonic)
 
 
-@dataclass
-class ExecutorStats:
-    """Counters the metrics endpoint reads."""
-
-    runs_finished: dict[str, int] = field(default_factory=dict)
-
-
 class ProcessExecutor:
     """Runs queued runs on ``workers`` processes; at most that many train at once."""
 
@@ -93,7 +86,6 @@ class ProcessExecutor:
         self._stopping = threading.Event()
         self._wake_read, self._wake_write = self._ctx.Pipe(duplex=False)
         self._collector: threading.Thread | None = None
-        self.stats = ExecutorStats()
 
     def _spawn(self, index: int) -> _Worker:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
@@ -179,9 +171,6 @@ class ProcessExecutor:
                 worker.ready = True
             elif kind == "done":
                 worker.run_id, worker.token = None, NO_TOKEN
-                if status is not None:
-                    finished = self.stats.runs_finished
-                    finished[status] = finished.get(status, 0) + 1
             self._dispatch()
         if kind == "news" and run_id is not None:
             self._on_news(run_id)
