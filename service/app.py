@@ -16,6 +16,7 @@ from service import __version__
 from service.api import datasets, events, history, models, problems, runs
 from service.api import service as service_routes
 from service.api.deps import Runtime, no_nul_in_path
+from service.api.limits import bind_settings, bound
 from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.api.telemetry import Metrics, configure_logging
 from service.config import Settings, get_settings
@@ -27,8 +28,9 @@ from service.store.tables import RunRow
 
 log = logging.getLogger("tapeline.app")
 
-DESCRIPTION = """Train models over HTTP on Tapeline's own NumPy autodiff engine, and read or
-stream the per-epoch W / b / loss history. With its defaults it reproduces TensorFlow's
+DESCRIPTION = """Train models over HTTP on Tapeline's own NumPy autodiff engine — linear and
+logistic regression, softmax classifiers, small neural networks — and read or stream the
+per-epoch parameters, loss and metrics. With its defaults it reproduces TensorFlow's
 "Custom training: basics" tutorial: 1000 noisy points around W = 3, b = 2, a linear model
 starting at W = 5, b = 0, ten epochs of gradient descent at learning rate 0.1.
 
@@ -105,16 +107,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
         separate_input_output_schemas=False,
-        dependencies=[Depends(no_nul_in_path)],
+        dependencies=[Depends(bind_settings), Depends(no_nul_in_path)],
         openapi_tags=[
             {"name": "datasets", "description": "Data to train on: inline, synthetic, uploaded."},
             {"name": "models", "description": "Models and their current parameters."},
             {"name": "runs", "description": "Training runs: start, watch, cancel."},
-            {"name": "history", "description": "Per-epoch W / b / loss, as rows or columns."},
+            {"name": "history", "description": "Per-epoch params, loss and metrics, as rows or "
+                                               "columns."},
             {"name": "events", "description": "Live streams of a run's epochs."},
             {"name": "service", "description": "Health, readiness and metrics."},
         ],
     )
+    app.state.settings = settings
     problems.install(app)
     for module in (datasets, models, runs, history):
         app.include_router(module.router)
@@ -160,6 +164,15 @@ def _describe(answer: dict[str, Any], schemas: dict[str, Any]) -> str:
     return "; or ".join(texts) + "." if texts else "Done; no content."
 
 
+def _alternatives(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """A schema and the alternatives of its unions, depth first (the first one first)."""
+    found = [schema]
+    for key in ("anyOf", "oneOf"):
+        for option in schema.get(key, []):
+            found.extend(_alternatives(option))
+    return found
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's spec, with error answers described only as problem+json and each request body
     showing its schema's example (what `/docs` pre-fills and generated docs display)."""
@@ -167,20 +180,21 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         return app.openapi_schema
     from fastapi.openapi.utils import get_openapi
 
-    spec = get_openapi(
-        title=app.title,
-        version=app.version,
-        description=app.description,
-        routes=app.routes,
-        tags=app.openapi_tags,
-        separate_input_output_schemas=False,
-    )
+    with bound(app.state.settings):  # limits show as this app's constraints
+        spec = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+            separate_input_output_schemas=False,
+        )
     problem = {problems.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     schemas = spec["components"]["schemas"]
     for path in spec.get("paths", {}).values():
         for operation in path.values():
             for media in operation.get("requestBody", {}).get("content", {}).values():
-                refs = [media["schema"], *media["schema"].get("anyOf", [])]
+                refs = _alternatives(media["schema"])
                 examples = [
                     example
                     for ref in refs

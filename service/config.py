@@ -33,6 +33,15 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=1, description="Most numbers (examples x features) in one dataset."
     )
     max_epochs: int = Field(100_000, ge=1, description="Most epochs in one run.")
+    max_params: int = Field(1_000_000, ge=1, description="Most parameters of one model.")
+    max_classes: int = Field(1000, ge=2, description="Most classes of a classifier or dataset.")
+    max_hidden_layers: int = Field(16, ge=1, description="Most hidden layers of an MLP.")
+    max_layer_width: int = Field(4096, ge=1, description="Most units in one hidden layer.")
+    history_params_max: int = Field(
+        4096,
+        ge=0,
+        description="Models with at most this many parameters log them in every history row.",
+    )
     max_page_size: int = Field(1000, ge=1, description="Largest `limit` of a page.")
     max_queued_runs: int = Field(1000, ge=1, description="Most runs waiting in the queue.")
     max_wait_seconds: float = Field(

@@ -101,6 +101,8 @@ def _from_csv(content: bytes, target: str) -> tuple[np.ndarray, np.ndarray]:
         raise _invalid(["target"], f"column {target!r} is not in the CSV header {header}")
     if len(header) < 2:
         raise _invalid(["file"], "CSV needs at least one feature column besides the target")
+    column = header.index(target)
+    labels = _labels(rows[1:], column)
     values = np.empty((len(rows) - 1, len(header)), dtype=np.float64)
     for i, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
@@ -108,6 +110,8 @@ def _from_csv(content: bytes, target: str) -> tuple[np.ndarray, np.ndarray]:
                 ["file", f"line {i}"], f"has {len(row)} fields, the header has {len(header)}"
             )
         for j, cell in enumerate(row):
+            if j == column and labels is not None:
+                continue
             try:
                 value = float(cell)
             except ValueError as error:
@@ -117,8 +121,19 @@ def _from_csv(content: bytes, target: str) -> tuple[np.ndarray, np.ndarray]:
             if not math.isfinite(value):
                 raise _invalid(["file", f"line {i}", header[j]], "values must be finite")
             values[i - 2, j] = value
-    column = header.index(target)
-    return np.delete(values, column, axis=1), values[:, column]
+    y = labels if labels is not None else values[:, column]
+    return np.delete(values, column, axis=1), y
+
+
+def _labels(rows: list[list[str]], column: int) -> np.ndarray | None:
+    """The target column as strings (class names) when some cell is not a number."""
+    cells = [row[column].strip() if column < len(row) else "" for row in rows]
+    for cell in cells:
+        try:
+            float(cell)
+        except ValueError:
+            return np.asarray(cells, dtype=str)
+    return None
 
 
 def _from_npy(content: bytes) -> tuple[np.ndarray, np.ndarray]:

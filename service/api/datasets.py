@@ -14,19 +14,25 @@ from fastapi.responses import JSONResponse
 from service.api import views
 from service.api.arrays import check_dataset, matrix, parse_upload
 from service.api.deps import JsonBody, PageDep, RuntimeDep, encode_cursor
+from service.api.labels import encode
 from service.api.negotiation import choose
 from service.api.problems import ProblemError, responses
 from service.api.schemas import (
     NO_NUL,
+    BlobsSynthetic,
+    CirclesSynthetic,
     Dataset,
     DatasetCreate,
     DatasetData,
     DatasetPage,
+    LinearSynthetic,
+    MoonsSynthetic,
     SyntheticCreate,
 )
+from service.config import Settings
 from service.store import repo
 from service.store.tables import DatasetRow
-from service.training.data import synthesize
+from service.training.data import blobs, circles, moons, synthesize
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -39,9 +45,11 @@ def _store(
     source: str,
     name: str | None,
     synthetic: dict[str, object] | None = None,
+    classes: list[str] | None = None,
 ) -> Dataset:
     with runtime.sessions.begin() as session:
-        row = repo.create_dataset(session, x=x, y=y, source=source, name=name, synthetic=synthetic)
+        row = repo.create_dataset(session, x=x, y=y, source=source, name=name,
+                                  synthetic=synthetic, classes=classes)
         view = views.dataset(row)
     response.headers["Location"] = f"/v1/datasets/{view.id}"
     return view
@@ -55,12 +63,21 @@ def _store(
     responses=responses(400, 413, 415, 422),
 )
 def create(body: DatasetCreate, runtime: RuntimeDep, response: Response) -> Dataset:
-    """Store `x` (a list of numbers for one feature, or a list of rows) and `y`."""
+    """Store `x` (a list of numbers for one feature, or a list of rows) and `y`: numbers, or
+    class names (stored as indices into the sorted names, reported as `classes`)."""
     x = matrix(body.x, ["body", "x"])
-    x, y = check_dataset(
-        x, np.asarray(body.y, dtype=np.float64), runtime.settings, (["body", "x"], ["body", "y"])
-    )
-    return _store(runtime, response, x, y, "inline", body.name)
+    y, classes = _targets(body.y, ["body", "y"], runtime.settings)
+    x, y = check_dataset(x, y, runtime.settings, (["body", "x"], ["body", "y"]))
+    return _store(runtime, response, x, y, "inline", body.name, classes=classes)
+
+
+def _targets(y: list[float] | list[str] | np.ndarray, loc: list[str | int],
+             settings: Settings) -> tuple[np.ndarray, list[str] | None]:
+    """y as numbers, and the class names when it held strings."""
+    array = np.asarray(y)
+    if array.dtype.kind in "UO":
+        return encode(array, loc, settings)
+    return array.astype(np.float64, copy=False), None
 
 
 @router.post(
@@ -75,31 +92,36 @@ def create_synthetic(
     response: Response,
     body: Annotated[SyntheticCreate | None, Body()] = None,
 ) -> Dataset:
-    """`y = x @ true_W + true_b + noise`, seeded; with no body, the tutorial's 1000 points."""
-    spec = body or SyntheticCreate()
-    features = len(spec.true_W)
+    """Seeded synthetic data of a `kind`: `linear` (the default: `y = x @ true_W + true_b +
+    noise`; with no body, the tutorial's 1000 points), or for classification `blobs`,
+    `moons` and `circles` (labels 0, 1, ...)."""
+    spec = body or LinearSynthetic()
+    features = len(spec.true_W) if isinstance(spec, LinearSynthetic) else (
+        spec.features if isinstance(spec, BlobsSynthetic) else 2)
     if spec.num_examples * features > runtime.settings.max_values:
         raise ProblemError(
             422,
             f"body.num_examples: {spec.num_examples} x {features} values "
             f"exceed the limit of {runtime.settings.max_values}",
         )
-    if spec.num_examples > runtime.settings.max_examples:
-        raise ProblemError(
-            422, f"body.num_examples: exceeds the limit of {runtime.settings.max_examples}"
-        )
     seed = spec.seed if spec.seed is not None else secrets.randbits(53)
-    x, y = synthesize(spec.num_examples, spec.true_W, spec.true_b, spec.noise_stddev, seed)
+    x, y = _synthesize(spec, seed)
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ProblemError(422, "body: these parameters give values that are not finite")
-    params = {
-        "num_examples": spec.num_examples,
-        "true_W": spec.true_W,
-        "true_b": spec.true_b,
-        "noise_stddev": spec.noise_stddev,
-        "seed": seed,
-    }
+    params = {**spec.model_dump(exclude={"name"}), "seed": seed}
+    if isinstance(spec, LinearSynthetic):
+        del params["kind"]  # v1 stored the line's parameters alone; absent kind means linear
     return _store(runtime, response, x, y, "synthetic", spec.name, params)
+
+
+def _synthesize(spec: SyntheticCreate, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(spec, BlobsSynthetic):
+        return blobs(spec.num_examples, spec.features, spec.classes, spec.spread, seed)
+    if isinstance(spec, MoonsSynthetic):
+        return moons(spec.num_examples, spec.noise, seed)
+    if isinstance(spec, CirclesSynthetic):
+        return circles(spec.num_examples, spec.noise, seed)
+    return synthesize(spec.num_examples, spec.true_W, spec.true_b, spec.noise_stddev, seed)
 
 
 @router.post(
@@ -142,9 +164,11 @@ async def upload(
 
     content = await file.read()
     x, y = parse_upload(file.filename or "", file.content_type, content, target)
+    y, classes = _targets(y, ["file", target], runtime.settings)
     x, y = check_dataset(x, y, runtime.settings, (["file"], ["file", target]))
     label = name or (file.filename or "").replace("\x00", "")[:200] or None
-    return await run_in_threadpool(_store, runtime, response, x, y, "upload", label)
+    return await run_in_threadpool(_store, runtime, response, x, y, "upload", label, None,
+                                   classes)
 
 
 @router.get("", summary="List datasets", responses=responses(422))
@@ -188,24 +212,29 @@ def download(dataset_id: str, runtime: RuntimeDep, request: Request) -> Response
     if media_type is None:
         raise ProblemError(406, f"can send only {', '.join(DATA_TYPES)}")
     with runtime.sessions() as session:
+        classes = repo.get_dataset(session, dataset_id).classes
         x, y = repo.load_arrays(session, dataset_id)
+    named = np.asarray(classes)[y.astype(np.int64)] if classes else None
     if media_type == "application/json":
-        return JSONResponse(
-            {"x": x.astype(np.float64).tolist(), "y": y.astype(np.float64).tolist()}
-        )
+        return JSONResponse({"x": x.astype(np.float64).tolist(),
+                             "y": named.tolist() if named is not None
+                             else y.astype(np.float64).tolist()})
     if media_type == "text/csv":
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         names = ["x"] if x.shape[1] == 1 else [f"x{i}" for i in range(x.shape[1])]
         writer.writerow([*names, "y"])
-        writer.writerows(np.column_stack([x, y]).astype(np.float64).tolist())
+        labels = named.tolist() if named is not None else y.astype(np.float64).tolist()
+        writer.writerows([*row, label] for row, label in zip(x.astype(np.float64).tolist(),
+                                                               labels, strict=True))
         return Response(
             text.getvalue(),
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{dataset_id}.csv"'},
         )
     buffer = io.BytesIO()
-    np.savez(buffer, x=x, y=y)
+    arrays = {"x": x, "y": y} | ({"classes": np.asarray(classes)} if classes else {})
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
     return Response(
         buffer.getvalue(),
         media_type="application/octet-stream",

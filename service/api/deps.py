@@ -9,8 +9,8 @@ from fastapi import Depends, Query, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.api.limits import Limit
 from service.api.problems import ProblemError
-from service.api.schemas import LIMITS
 from service.api.telemetry import Metrics
 from service.config import Settings
 from service.jobs.executor import ProcessExecutor
@@ -54,6 +54,9 @@ def encode_cursor(seq: int | None) -> str | None:
     return None if seq is None else str(seq)
 
 
+PageSize = Annotated[int, Limit("max_page_size")]
+
+
 @dataclass(frozen=True)
 class PageParams:
     """``limit`` and the decoded ``cursor`` of a list request."""
@@ -63,7 +66,7 @@ class PageParams:
 
 
 def page_params(
-    limit: Annotated[int, Query(ge=1, le=LIMITS.max_page_size, description="Page size.")] = 100,
+    limit: Annotated[PageSize, Query(ge=1, description="Page size.")] = 100,
     cursor: Annotated[
         str | None,
         Query(pattern=CURSOR, description="`next_cursor` of the previous page."),

@@ -1,4 +1,4 @@
-"""History: per-epoch W / b / loss of a run, or of a model across its runs."""
+"""History: per-epoch params, loss and metrics of a run, or of a model across its runs."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from service.api import views
-from service.api.deps import RuntimeDep
+from service.api.deps import PageSize, RuntimeDep
 from service.api.problems import responses
-from service.api.schemas import INT32_END, LIMITS, HistoryColumns, HistoryPage
+from service.api.schemas import INT32_END, HistoryColumns, HistoryPage
 from service.store import repo
 
 router = APIRouter(tags=["history"])
@@ -18,7 +18,9 @@ Format = Annotated[
     Literal["rows", "columns"],
     Query(description="`rows`: a list of row objects; `columns`: one list per field."),
 ]
-Limit = Annotated[int, Query(ge=1, le=LIMITS.max_page_size, description="Rows per page.")]
+Limit = Annotated[
+    PageSize | None, Query(ge=1, description="Rows per page (by default the largest page).")
+]
 
 
 @router.get(
@@ -34,12 +36,14 @@ def run(
     after: Annotated[
         int | None, Query(ge=-1, lt=INT32_END, description="Only epochs after this one.")
     ] = None,
-    limit: Limit = LIMITS.max_page_size,
+    limit: Limit = None,
 ) -> HistoryPage | HistoryColumns:
-    """W and b at the start of each epoch and the loss there, as the tutorial logs them."""
+    """The model at the start of each epoch (params; W and b where the kind has them) and the
+    loss and metrics there, as the tutorial logs W, b and the loss."""
+    settings = runtime.settings
     with runtime.sessions() as session:
         repo.get_run(session, run_id)
-        rows, more = repo.run_history(session, run_id, after, limit)
+        rows, more = repo.run_history(session, run_id, after, limit or settings.max_page_size)
         return views.history(rows, more, format, "epoch")
 
 
@@ -56,10 +60,12 @@ def model(
     after: Annotated[
         int | None, Query(ge=-1, lt=INT32_END, description="Only rows after this `step`.")
     ] = None,
-    limit: Limit = LIMITS.max_page_size,
+    limit: Limit = None,
 ) -> HistoryPage | HistoryColumns:
     """Every epoch of every run of the model in order; `step` numbers them across runs."""
+    settings = runtime.settings
     with runtime.sessions() as session:
         repo.get_model(session, model_id)
-        rows, more = repo.model_history(session, model_id, after, limit)
+        rows, more = repo.model_history(session, model_id, after,
+                                        limit or settings.max_page_size)
         return views.history(rows, more, format, "step")

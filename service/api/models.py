@@ -2,47 +2,95 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import secrets
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Body, Response
 
+from service import engine as tg
 from service.api import views
 from service.api.arrays import matrix
 from service.api.deps import JsonBody, PageDep, RuntimeDep, encode_cursor
-from service.api.problems import ProblemError, responses
+from service.api.problems import ProblemError, invalid, responses
 from service.api.schemas import (
+    ClassPrediction,
     InitialParams,
+    LinearModelCreate,
     Model,
     ModelCreate,
     ModelPage,
+    NamedInit,
     Prediction,
     PredictRequest,
     RandomInit,
 )
+from service.config import Settings
 from service.store import repo
-from service.store.codec import unpack_vector
+from service.store.codec import unpack_params
 from service.store.tables import ModelRow
+from service.training.kinds import Kind, make_kind, probabilities
+from service.training.kinds import Model as Trainable
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-TUTORIAL_W, TUTORIAL_b = 5.0, 0.0
+
+def kind_of(spec: Any, settings: Settings) -> Kind:
+    """The model kind a create request describes, checked against the size limit."""
+    config = spec.model_dump(exclude={"kind", "initial", "name"})
+    if spec.kind == "mlp":
+        if spec.task == "regression" and spec.classes is not None:
+            raise invalid(["body", "classes"], "applies to classification only")
+        config["classes"] = spec.classes or 2
+    kind = make_kind(spec.kind, config)
+    if kind.param_count() > settings.max_params:
+        raise invalid(["body", kind.size_field],
+                      f"the model would have {kind.param_count()} parameters, more than the "
+                      f"limit of {settings.max_params} (TAPELINE_MAX_PARAMS)")
+    return kind
 
 
-def _initial(spec: ModelCreate) -> tuple[np.ndarray, float]:
-    if isinstance(spec.initial, InitialParams):
-        if len(spec.initial.W) != spec.features:
-            raise ProblemError(
-                422,
-                f"body.initial.W: has {len(spec.initial.W)} weights but the "
-                f"model has {spec.features} feature(s)",
-                [{"loc": ["body", "initial", "W"], "msg": f"expected {spec.features} weights"}],
-            )
-        return np.asarray(spec.initial.W, dtype=np.float64), spec.initial.b
-    if isinstance(spec.initial, RandomInit):
-        rng = np.random.default_rng(spec.initial.random_seed)
-        return rng.standard_normal(spec.features, dtype=np.float32), 0.0
-    return np.full(spec.features, TUTORIAL_W), TUTORIAL_b
+def initial_params(kind: Kind, initial: Any) -> tuple[dict[str, np.ndarray], int | None]:
+    """The starting params a request asks for and the random seed used, if any; 422 naming
+    the offending param when a name or shape is wrong."""
+    shapes = kind.shapes()
+    if isinstance(initial, InitialParams):
+        if set(shapes) != {"W", "b"} or shapes["b"] != ():
+            raise invalid(["body", "initial", "W"],
+                          f"a {kind.name} model with these settings has params "
+                          f"{', '.join(shapes)}: give them as initial.params")
+        if len(initial.W) != kind.features:
+            raise invalid(["body", "initial", "W"],
+                          f"has {len(initial.W)} weights but the model has {kind.features} "
+                          "feature(s)")
+        return {"W": np.asarray(initial.W, dtype=np.float64), "b": np.array(initial.b)}, None
+    if isinstance(initial, NamedInit):
+        return _named(shapes, initial.params), None
+    seed = initial.random_seed if isinstance(initial, RandomInit) else None
+    if seed is None and kind.random_default:
+        seed = secrets.randbits(53)
+    return kind.initial(seed), seed
+
+
+def _named(shapes: dict[str, tuple[int, ...]], given: dict[str, Any]) -> dict[str, np.ndarray]:
+    for name in given:
+        if name not in shapes:
+            raise invalid(["body", "initial", "params", name],
+                          f"the model has no param {name!r} (it has {', '.join(shapes)})")
+    params = {}
+    for name, shape in shapes.items():
+        if name not in given:
+            raise invalid(["body", "initial", "params", name], f"missing: shape {list(shape)}")
+        try:
+            value = np.asarray(given[name], dtype=np.float64)
+        except ValueError as error:  # ragged nested lists
+            raise invalid(["body", "initial", "params", name],
+                          f"expected shape {list(shape)}, got ragged lists") from error
+        if value.shape != shape:
+            raise invalid(["body", "initial", "params", name],
+                          f"expected shape {list(shape)}, got {list(value.shape)}")
+        params[name] = value
+    return params
 
 
 @router.post(
@@ -55,16 +103,18 @@ def _initial(spec: ModelCreate) -> tuple[np.ndarray, float]:
 def create(
     runtime: RuntimeDep, response: Response, body: Annotated[ModelCreate | None, Body()] = None
 ) -> Model:
-    """A linear model `x @ W + b`; with no `initial`, W = 5 for every feature and b = 0."""
-    spec = body or ModelCreate()
-    W, b = _initial(spec)
+    """A model of a `kind`: `linear` (`x @ W + b`; with no `initial`, W = 5 for every feature
+    and b = 0, the tutorial's start), `logistic` (2 classes: a sigmoid; more: a softmax) or
+    `mlp` (dense layers). Initial values may be given by name (`initial.params`)."""
+    spec = body or LinearModelCreate()
+    kind = kind_of(spec, runtime.settings)
+    params, seed = initial_params(kind, spec.initial)
     with runtime.sessions.begin() as session:
-        row = repo.create_model(
-            session, kind=spec.kind, features=spec.features, W=W, b=b, name=spec.name
-        )
+        row = repo.create_model(session, kind=kind.name, config=kind.config(), params=params,
+                                name=spec.name, random_seed=seed)
         view = views.model(row, training=False)
     response.headers["Location"] = f"/v1/models/{view.id}"
-    return view
+    return view  # type: ignore[no-any-return]
 
 
 @router.get("", summary="List models", responses=responses(422))
@@ -80,10 +130,11 @@ def list_(runtime: RuntimeDep, page: PageDep) -> ModelPage:
 
 @router.get("/{model_id}", summary="Get a model and its parameters", responses=responses(404))
 def get(model_id: str, runtime: RuntimeDep) -> Model:
-    """Current W and b, epochs trained, last loss and whether it is training."""
+    """Current params (W and b where the kind has them), epochs trained, last loss and whether
+    it is training."""
     with runtime.sessions() as session:
         row = repo.get_model(session, model_id)
-        return views.model(row, repo.active_run_id(session, model_id) is not None)
+        return views.model(row, repo.active_run_id(session, model_id) is not None)  # type: ignore[no-any-return]
 
 
 @router.delete(
@@ -102,15 +153,28 @@ def delete(model_id: str, runtime: RuntimeDep) -> Response:
     dependencies=[JsonBody],
     responses=responses(400, 404, 413, 415, 422),
 )
-def predict(model_id: str, body: PredictRequest, runtime: RuntimeDep) -> Prediction:
-    """`y = x @ W + b` for each row of `x` (a flat list when the model has one feature)."""
+def predict(model_id: str, body: PredictRequest,
+            runtime: RuntimeDep) -> Prediction | ClassPrediction:
+    """The model's forward pass for each row of `x` (a flat list when the model has one
+    feature): values `y` for regression; for a classifier, the most probable class `y`, each
+    class's `probabilities`, and `labels` when the classes have names."""
     with runtime.sessions() as session:
         row = repo.get_model(session, model_id)
-        W, b = np.asarray(unpack_vector(row.W)), row.b
-        features = row.features
-    x = matrix(body.x, ["body", "x"], features)
+        kind = make_kind(row.kind, row.config)
+        params, names = unpack_params(row.params), row.class_names
+    x = matrix(body.x, ["body", "x"], kind.features)
+    model = Trainable(kind, params, dtype="float64")
     with np.errstate(all="ignore"):
-        y = x @ W + b
-    if not np.isfinite(y).all():
+        outputs = model(tg.constant(x))
+        found = outputs if kind.task == "regression" else probabilities(outputs)
+        values = found.numpy()
+    if not np.isfinite(values).all():
         raise ProblemError(422, "body.x: inputs this large give predictions that are not finite")
-    return Prediction(y=y.tolist())
+    if kind.task == "regression":
+        return Prediction(y=values.tolist())
+    classes = np.argmax(values, axis=1)
+    return ClassPrediction(
+        y=classes.tolist(),
+        probabilities=values.tolist(),
+        labels=[names[c] if c < len(names) else str(c) for c in classes] if names else None,
+    )

@@ -52,6 +52,12 @@ class ProblemError(Exception):
         self.status, self.detail, self.errors, self.headers = status, detail, errors, headers
 
 
+def invalid(loc: list[str | int], msg: str) -> ProblemError:
+    """A 422 naming one field: ``invalid(["body", "loss"], "fits regression only")``."""
+    where = ".".join(str(p) for p in loc)
+    return ProblemError(422, f"{where}: {msg}", [{"loc": loc, "msg": msg}])
+
+
 def _slug(status: int) -> str:
     return HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
 

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.api import views
 from service.api.deps import JsonBody, PageDep, Runtime, RuntimeDep, encode_cursor
-from service.api.problems import ProblemError, responses
-from service.api.schemas import Run, RunCreate, RunPage
+from service.api.problems import ProblemError, invalid, responses
+from service.api.schemas import Run, RunCreate, RunPage, ValidationDataset, ValidationFraction
 from service.store import repo
-from service.store.tables import FINAL_STATUSES, RunRow
+from service.store.tables import FINAL_STATUSES, DatasetRow, ModelRow, RunRow
+from service.training.kinds import Kind, make_kind
+from service.training.losses import LOSSES
+from service.training.metrics import METRICS
+from service.training.metrics import names as metric_names
 
 router = APIRouter(tags=["runs"])
 
@@ -27,6 +32,63 @@ def prefer_wait(prefer: str | None, limit: float) -> float:
     return min(float(match.group(1)), limit) if match else 0.0
 
 
+def _check_data(kind: Kind, model: ModelRow, dataset: DatasetRow,
+                loc: list[str | int]) -> None:
+    """422 (naming ``loc``) unless the dataset fits the model: its features, and for a
+    classifier labels that are class indices in [0, K) (names, if both have them, alike)."""
+    if dataset.features != model.features:
+        raise invalid(loc, f"the dataset has {dataset.features} feature(s) but the model has "
+                           f"{model.features}")
+    classes = kind.num_classes
+    if classes is None:
+        if dataset.classes is not None:
+            raise invalid(loc, "the dataset's labels are strings but the model does "
+                               "regression (use a logistic or classification model)")
+        return
+    if not (dataset.y_integral and dataset.y_min >= 0 and dataset.y_max < classes):
+        raise invalid(loc, f"labels must be class indices in [0, {classes}) for the model's "
+                           f"{classes} classes; the dataset's y spans [{dataset.y_min:g}, "
+                           f"{dataset.y_max:g}]{'' if dataset.y_integral else ' with fractions'}")
+    if model.class_names and dataset.classes and model.class_names != dataset.classes:
+        raise invalid(loc, f"the dataset's classes {dataset.classes} differ from those the "
+                           f"model was trained on {model.class_names}")
+
+
+def _options(kind: Kind, body: RunCreate, dataset: DatasetRow) -> dict[str, Any]:
+    """The run's loss, penalty, validation, early stopping and shuffling, resolved and
+    checked (422 naming the field)."""
+    loss = body.loss or kind.default_loss
+    if LOSSES[loss].task != kind.task:
+        raise invalid(["body", "loss"], f"{loss} fits {LOSSES[loss].task}; this model does "
+                                        f"{kind.task} ({kind.default_loss} fits it)")
+    validation = body.validation
+    if isinstance(validation, ValidationFraction):
+        cut = math.ceil(dataset.num_examples * (1 - validation.fraction))
+        if cut == 0 or cut == dataset.num_examples:
+            side = "training" if cut == 0 else "validation"
+            raise invalid(["body", "validation", "fraction"],
+                          f"leaves no {side} row of the dataset's {dataset.num_examples}")
+    stopping = None
+    if body.early_stopping is not None:
+        monitor = body.early_stopping.monitor or ("val_loss" if validation else "loss")
+        where: list[str | int] = ["body", "early_stopping", "monitor"]
+        if monitor.startswith("val_") and validation is None:
+            raise invalid(where, f"{monitor} needs validation (set `validation`)")
+        name = monitor.removeprefix("val_")
+        if name != "loss" and METRICS[name].task != kind.task:
+            raise invalid(where, f"{name} is a {METRICS[name].task} metric; this model does "
+                                 f"{kind.task} ({', '.join(metric_names(kind.task))})")
+        stopping = {**body.early_stopping.model_dump(), "monitor": monitor}
+    return {
+        "loss": loss,
+        "huber_delta": body.huber_delta,
+        "regularization": body.regularization.model_dump(),
+        "validation": None if validation is None else validation.model_dump(),
+        "early_stopping": stopping,
+        "shuffle": body.shuffle,
+    }
+
+
 def _start(runtime: Runtime, model_id: str, body: RunCreate) -> Run:
     if runtime.executor.queued >= runtime.settings.max_queued_runs:
         raise ProblemError(
@@ -36,14 +98,14 @@ def _start(runtime: Runtime, model_id: str, body: RunCreate) -> Run:
         )
     with runtime.sessions.begin() as session:
         model = repo.get_model(session, model_id)
+        kind = make_kind(model.kind, model.config)
         dataset = repo.get_dataset(session, body.dataset_id)
-        if dataset.features != model.features:
-            raise ProblemError(
-                422,
-                f"body.dataset_id: the dataset has {dataset.features} "
-                f"feature(s) but the model has {model.features}",
-                [{"loc": ["body", "dataset_id"], "msg": "feature count mismatch"}],
-            )
+        _check_data(kind, model, dataset, ["body", "dataset_id"])
+        validation_id = None
+        if isinstance(body.validation, ValidationDataset):
+            validation_id = body.validation.dataset_id
+            _check_data(kind, model, repo.get_dataset(session, validation_id),
+                        ["body", "validation", "dataset_id"])
         row = repo.create_run(
             session,
             model=model,
@@ -53,6 +115,9 @@ def _start(runtime: Runtime, model_id: str, body: RunCreate) -> Run:
             batch_size=body.batch_size,
             shuffle_seed=body.shuffle_seed,
             dtype=body.dtype,
+            options=_options(kind, body, dataset),
+            record_params=kind.param_count() <= runtime.settings.history_params_max,
+            validation_dataset_id=validation_id,
         )
         return views.run(row)
 

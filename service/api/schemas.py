@@ -1,5 +1,7 @@
 """Pydantic schemas of the HTTP API: request bodies reject unknown fields and non-finite
-numbers; limits come from the settings and show as constraints in the OpenAPI spec."""
+numbers; limits come from the answering app's settings (``limits.Limit``) and show as
+constraints in the OpenAPI spec it serves. Every "kind of thing" is a discriminated union:
+model kinds, synthetic datasets, optimizers, stream items."""
 
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ from pydantic import (
     Tag,
 )
 
-from service.config import get_settings
-
-LIMITS = get_settings()
+from service.api.limits import Limit
+from service.store.tables import RunStatus
+from service.training.metrics import METRICS
 
 RFC3339 = Annotated[
     datetime,
@@ -56,10 +58,11 @@ NO_NUL = r"^[^\x00]*$"
 Name = Annotated[
     str | None, Field(max_length=200, pattern=NO_NUL, description="A label of your choice.")
 ]
-Values = Annotated[list[float], Field(min_length=1, max_length=LIMITS.max_examples)]
+Values = Annotated[list[float], Field(min_length=1), Limit("max_examples")]
 Rows = Annotated[
-    list[Annotated[list[float], Field(min_length=1, max_length=LIMITS.max_features)]],
-    Field(min_length=1, max_length=LIMITS.max_examples),
+    list[Annotated[list[float], Field(min_length=1), Limit("max_features")]],
+    Field(min_length=1),
+    Limit("max_examples"),
 ]
 
 
@@ -72,18 +75,48 @@ Inputs = Annotated[
     Discriminator(_shape_of),
     Field(description="A flat list (one feature) or a list of rows, one per example."),
 ]
-Weights = Annotated[list[float], Field(min_length=1, max_length=LIMITS.max_features)]
+Weights = Annotated[list[float], Field(min_length=1), Limit("max_features")]
 Seed = Annotated[int, Field(ge=0, lt=SAFE_INT_END), BeforeValidator(_integral)]
+Features = Annotated[int, Field(ge=1), Limit("max_features"), BeforeValidator(_integral)]
+Examples = Annotated[int, Field(ge=1), Limit("max_examples"), BeforeValidator(_integral)]
+Classes = Annotated[int, Field(ge=2), Limit("max_classes"), BeforeValidator(_integral)]
+Label = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
+Labels = Annotated[list[Label], Field(min_length=1), Limit("max_examples")]
+
+
+def _labels_or_values(value: Any) -> str:
+    return "labels" if isinstance(value, list) and value and isinstance(value[0], str) else "values"
+
+
+Targets = Annotated[
+    Annotated[Values, Tag("values")] | Annotated[Labels, Tag("labels")],
+    Discriminator(_labels_or_values),
+    Field(description="Numbers (values, or class indices), or class names: strings, stored as "
+                      "indices into the dataset's `classes` (the names, sorted)."),
+]
+
+
+def _kind_or(default: str) -> Any:
+    """A discriminator reading ``kind``, which may be left out for ``default``."""
+
+    def kind(value: Any) -> str | None:
+        if isinstance(value, dict):
+            found = value.get("kind", default)
+            return found if isinstance(found, str) else None
+        return getattr(value, "kind", None)
+
+    return kind
 
 
 # ---------------------------------------------------------------- datasets
 
 
 class DatasetCreate(Request):
-    """Inline data: ``x`` is a list of numbers (one feature) or of rows (one per example)."""
+    """Inline data: ``x`` is a list of numbers (one feature) or of rows (one per example);
+    ``y`` holds numbers, or class names."""
 
     x: Inputs
-    y: Values
+    y: Targets
     name: Name = None
 
     model_config = ConfigDict(
@@ -95,10 +128,11 @@ class DatasetCreate(Request):
     )
 
 
-class SyntheticCreate(Request):
+class LinearSynthetic(Request):
     """The tutorial's synthetic data: ``y = x @ true_W + true_b + noise_stddev * N(0, 1)``."""
 
-    num_examples: Integer = Field(1000, ge=1, le=LIMITS.max_examples)
+    kind: Literal["linear"] = "linear"
+    num_examples: Examples = 1000
     true_W: Weights = Field(default_factory=lambda: [3.0])
     true_b: float = 2.0
     noise_stddev: float = Field(1.0, ge=0)
@@ -120,14 +154,93 @@ class SyntheticCreate(Request):
     )
 
 
-class SyntheticParams(Public):
-    """The parameters a synthetic dataset was made with, seed included."""
+class BlobsSynthetic(Request):
+    """Gaussian blobs for classification: ``classes`` centers drawn in [-10, 10]^features,
+    examples spread around them by ``spread``, labels 0..classes-1."""
 
+    kind: Literal["blobs"]
+    num_examples: Examples = 300
+    features: Features = 2
+    classes: Classes = 3
+    spread: float = Field(1.0, gt=0, le=1e6)
+    seed: Seed | None = Field(None, description="Omit for a random seed (reported back).")
+    name: Name = None
+
+
+class MoonsSynthetic(Request):
+    """Two interleaving half circles in 2-D (labels 0 and 1), with Gaussian ``noise``."""
+
+    kind: Literal["moons"]
+    num_examples: Examples = 200
+    noise: float = Field(0.1, ge=0, le=1e6)
+    seed: Seed | None = Field(None, description="Omit for a random seed (reported back).")
+    name: Name = None
+
+
+class CirclesSynthetic(Request):
+    """A circle of radius 1 (label 0) around one of radius 0.5 (label 1) in 2-D, with
+    Gaussian ``noise``."""
+
+    kind: Literal["circles"]
+    num_examples: Examples = 200
+    noise: float = Field(0.1, ge=0, le=1e6)
+    seed: Seed | None = Field(None, description="Omit for a random seed (reported back).")
+    name: Name = None
+
+
+SyntheticCreate = Annotated[
+    Annotated[LinearSynthetic, Tag("linear")]
+    | Annotated[BlobsSynthetic, Tag("blobs")]
+    | Annotated[MoonsSynthetic, Tag("moons")]
+    | Annotated[CirclesSynthetic, Tag("circles")],
+    Discriminator(_kind_or("linear")),
+]
+
+
+class LinearSyntheticParams(Public):
+    """The parameters a synthetic line was made with, seed included."""
+
+    kind: Literal["linear"] = "linear"
     num_examples: int
     true_W: list[float]
     true_b: float
     noise_stddev: float
     seed: int
+
+
+class BlobsSyntheticParams(Public):
+    """The parameters synthetic blobs were made with, seed included."""
+
+    kind: Literal["blobs"]
+    num_examples: int
+    features: int
+    classes: int
+    spread: float
+    seed: int
+
+
+class MoonsSyntheticParams(Public):
+    """The parameters synthetic moons were made with, seed included."""
+
+    kind: Literal["moons"]
+    num_examples: int
+    noise: float
+    seed: int
+
+
+class CirclesSyntheticParams(Public):
+    """The parameters synthetic circles were made with, seed included."""
+
+    kind: Literal["circles"]
+    num_examples: int
+    noise: float
+    seed: int
+
+
+SyntheticMade = Annotated[
+    LinearSyntheticParams | BlobsSyntheticParams | MoonsSyntheticParams | CirclesSyntheticParams,
+    Field(discriminator="kind"),
+]
 
 
 class DatasetSummary(Public):
@@ -150,7 +263,10 @@ class Dataset(Public):
     created_at: RFC3339
     summary: DatasetSummary
     source: Literal["inline", "synthetic", "upload"]
-    synthetic: SyntheticParams | None = None
+    synthetic: SyntheticMade | None = None
+    classes: list[str] | None = Field(
+        None, description="The class names, when y held strings (y holds their indices)."
+    )
 
 
 class DatasetPage(Public):
@@ -161,34 +277,63 @@ class DatasetPage(Public):
 
 
 class DatasetData(Public):
-    """A dataset's arrays: ``x`` as rows (one per example) and ``y``."""
+    """A dataset's arrays: ``x`` as rows (one per example) and ``y`` (class names, when the
+    dataset has them)."""
 
     x: list[list[float]]
-    y: list[float]
+    y: list[float] | list[str]
 
 
 # ------------------------------------------------------------------ models
 
 
+ParamArray = Annotated[
+    float | list[float] | list[list[float]],
+    Field(description="A number (a scalar), a vector, or a matrix as a list of rows."),
+]
+NamedArrays = Annotated[
+    dict[Annotated[str, Field(max_length=40, pattern=NO_NUL)], ParamArray],
+    Field(description="Every parameter by name (W, b; W1, b1, ..., Wn, bn)."),
+]
+
+
 class InitialParams(Request):
-    """Explicit starting parameters: one weight per feature and a bias."""
+    """Explicit starting parameters of a linear or 2-class logistic model: one weight per
+    feature and a bias."""
 
     W: Weights
     b: float = 0.0
 
 
 class RandomInit(Request):
-    """Seeded random starting parameters: ``W ~ N(0, 1)`` per feature, ``b = 0``."""
+    """Seeded random starting parameters: for a linear model ``W ~ N(0, 1)`` per feature; for
+    the others Glorot-uniform kernels; zero biases."""
 
     random_seed: Seed
 
 
-class ModelCreate(Request):
-    """A new model; with no ``initial`` it starts at the tutorial's W = 5, b = 0."""
+class NamedInit(Request):
+    """Explicit starting values of every parameter, by name (shapes as the model's
+    ``params``)."""
+
+    params: NamedArrays
+
+
+Initial = Annotated[
+    InitialParams | RandomInit | NamedInit | None,
+    Field(description="Starting parameters; the kind's defaults when left out."),
+]
+Task = Literal["regression", "classification"]
+Width = Annotated[int, Field(ge=1), Limit("max_layer_width"), BeforeValidator(_integral)]
+
+
+class LinearModelCreate(Request):
+    """A linear model ``x @ W + b``; with no ``initial`` it starts at the tutorial's W = 5,
+    b = 0."""
 
     kind: Literal["linear"] = "linear"
-    features: Integer = Field(1, ge=1, le=LIMITS.max_features)
-    initial: InitialParams | RandomInit | None = None
+    features: Features = 1
+    initial: Initial = None
     name: Name = None
 
     model_config = ConfigDict(
@@ -205,20 +350,107 @@ class ModelCreate(Request):
     )
 
 
-class Model(Public):
-    """A model and its current parameters."""
+class LogisticModelCreate(Request):
+    """Logistic regression: a sigmoid over ``x @ W + b`` for 2 classes, a softmax over
+    ``x @ W + b`` with W of shape (features, classes) for more; starts at zeros."""
+
+    kind: Literal["logistic"]
+    features: Features = 1
+    classes: Classes = 2
+    initial: Initial = None
+    name: Name = None
+
+
+class MLPModelCreate(Request):
+    """A multi-layer perceptron: dense layers of the ``hidden`` widths with ``activation``
+    between them, then 1 output (regression) or ``classes`` logits under a softmax
+    (classification). Starts from Glorot-uniform kernels and zero biases, seeded by
+    ``initial.random_seed`` (random when left out, reported back)."""
+
+    kind: Literal["mlp"]
+    features: Features = 1
+    hidden: Annotated[list[Width], Field(min_length=1), Limit("max_hidden_layers")] = Field(
+        default_factory=lambda: [16]
+    )
+    activation: Literal["relu", "tanh", "sigmoid"] = "relu"
+    task: Task = "regression"
+    classes: Classes | None = Field(None, description="K, for classification only (2 if left "
+                                                      "out).")
+    initial: Initial = None
+    name: Name = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "mlp",
+                    "features": 2,
+                    "hidden": [16, 16],
+                    "activation": "relu",
+                    "task": "classification",
+                    "classes": 2,
+                }
+            ]
+        }
+    )
+
+
+ModelCreate = Annotated[
+    Annotated[LinearModelCreate, Tag("linear")]
+    | Annotated[LogisticModelCreate, Tag("logistic")]
+    | Annotated[MLPModelCreate, Tag("mlp")],
+    Discriminator(_kind_or("linear")),
+]
+
+
+class ModelBase(Public):
+    """What every model resource has."""
 
     id: str
     name: str | None
-    kind: Literal["linear"]
+    kind: str
     features: int
-    W: list[float]
-    b: float
+    W: list[float] | None = Field(description="The weights of a linear or 2-class logistic "
+                                              "model (null for other kinds).")
+    b: float | None = Field(description="The bias of a linear or 2-class logistic model.")
+    params: NamedArrays
+    param_count: int
+    random_seed: int | None = Field(description="The seed of random initial values, if any.")
+    class_names: list[str] | None = Field(
+        description="The class names of the dataset it last trained on, if its labels had "
+                    "names (predictions then carry `labels`)."
+    )
     epochs_trained: int
     last_loss: float | None
     status: Literal["idle", "training"]
     created_at: RFC3339
     updated_at: RFC3339
+
+
+class LinearModel(ModelBase):
+    """A linear model and its current parameters."""
+
+    kind: Literal["linear"]
+
+
+class LogisticModel(ModelBase):
+    """A logistic regression model and its current parameters."""
+
+    kind: Literal["logistic"]
+    classes: int
+
+
+class MLPModel(ModelBase):
+    """A multi-layer perceptron and its current parameters."""
+
+    kind: Literal["mlp"]
+    hidden: list[int]
+    activation: Literal["relu", "tanh", "sigmoid"]
+    task: Task
+    classes: int | None = None
+
+
+Model = Annotated[LinearModel | LogisticModel | MLPModel, Field(discriminator="kind")]
 
 
 class ModelPage(Public):
@@ -237,9 +469,19 @@ class PredictRequest(Request):
 
 
 class Prediction(Public):
-    """One prediction per input row."""
+    """A regression model's prediction for each input row."""
 
     y: list[float]
+
+
+class ClassPrediction(Public):
+    """A classifier's predicted class for each input row, with every class's probability."""
+
+    y: list[int] = Field(description="The most probable class of each row.")
+    probabilities: list[list[float]] = Field(description="Per row, each class's probability.")
+    labels: list[str] | None = Field(
+        None, description="The predicted classes' names, when the model has `class_names`."
+    )
 
 
 # -------------------------------------------------------------------- runs
@@ -277,15 +519,51 @@ class Adam(Request):
 OptimizerSpec = Annotated[SGD | Momentum | Adam, Field(discriminator="kind")]
 
 
+LossName = Literal["mse", "mae", "huber", "cross_entropy"]
+MONITORS = ("loss", "val_loss", *METRICS, *(f"val_{name}" for name in METRICS))
+Monitor: Any = Literal.__getitem__(MONITORS)  # type: ignore[attr-defined]
+
+
+class Regularization(Request):
+    """``l1 Σ|w| + l2 Σw²`` over the kernels (W, W1...Wn; not biases), added to the
+    objective."""
+
+    l1: float = Field(0.0, ge=0, le=1e6)
+    l2: float = Field(0.0, ge=0, le=1e6)
+
+
+class ValidationFraction(Request):
+    """Validate on the last rows: the first ceil(n (1 - fraction)) rows train, the rest
+    validate, in order (Keras' ``validation_split``)."""
+
+    fraction: float = Field(gt=0, lt=1)
+
+
+class ValidationDataset(Request):
+    """Validate on another dataset (same features)."""
+
+    dataset_id: str = Field(max_length=40, pattern=NO_NUL)
+
+
+class EarlyStoppingSpec(Request):
+    """Stop once ``monitor`` has not improved by more than ``min_delta`` for ``patience``
+    epochs (Keras' EarlyStopping). ``monitor`` is ``loss``, ``val_loss`` or a metric, with
+    ``val_`` for its value on the validation rows; ``accuracy`` and ``r2`` improve upwards,
+    the others downwards."""
+
+    monitor: Monitor | None = Field(None, description="`val_loss` with validation, else `loss`.")
+    patience: int = Field(5, ge=0, lt=INT32_END)
+    min_delta: float = Field(0.0, ge=0, le=1e6)
+    restore_best: bool = Field(True, description="End with the best epoch's params.")
+
+
 class RunCreate(Request):
     """Train a model on a dataset; with no other field, the tutorial's ten epochs of SGD."""
 
     dataset_id: str = Field(max_length=40, pattern=NO_NUL)
-    epochs: Integer = Field(10, ge=1, le=LIMITS.max_epochs)
+    epochs: Annotated[int, Field(ge=1), Limit("max_epochs"), BeforeValidator(_integral)] = 10
     optimizer: OptimizerSpec = Field(default_factory=lambda: SGD(kind="sgd"))
-    batch_size: (
-        Annotated[int, Field(ge=1, le=LIMITS.max_examples), BeforeValidator(_integral)] | None
-    ) = Field(
+    batch_size: Examples | None = Field(
         None,
         description="Examples per gradient step; null means the whole dataset (full batch).",
     )
@@ -293,6 +571,16 @@ class RunCreate(Request):
         None, description="Seeds the per-epoch shuffle of mini-batches."
     )
     dtype: Literal["float32", "float64"] = "float32"
+    loss: LossName | None = Field(
+        None, description="`mse` for regression, `cross_entropy` for classification if left out."
+    )
+    huber_delta: float = Field(1.0, gt=0, le=1e6, description="Huber's threshold.")
+    regularization: Regularization = Field(default_factory=Regularization)
+    validation: ValidationFraction | ValidationDataset | None = None
+    early_stopping: EarlyStoppingSpec | None = None
+    shuffle: bool = Field(
+        True, description="Mini-batches in a shuffled order each epoch, or in row order."
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -308,16 +596,19 @@ class RunCreate(Request):
 
 
 class Params(Public):
-    """A model's parameters."""
+    """A model's parameters: every named array, and W and b where the kind has them."""
 
-    W: list[float]
-    b: float
+    W: list[float] | None
+    b: float | None
+    params: NamedArrays
 
 
 class FinalParams(Params):
-    """Parameters after a run's last update and the loss over the whole dataset there."""
+    """Parameters after a run's last update (the best epoch's when early stopping restored
+    them), with the objective and metrics over the training rows there."""
 
     loss: float
+    metrics: dict[str, float]
 
 
 class RunError(Public):
@@ -328,9 +619,11 @@ class RunError(Public):
     epoch: int | None = None
 
 
-RunStatus = Literal[
-    "queued", "running", "cancelling", "succeeded", "failed", "cancelled", "diverged"
-]
+class StoppedEarly(Public):
+    """Early stopping ended the run before ``epoch``; ``best_epoch`` was the best state."""
+
+    epoch: int
+    best_epoch: int
 
 
 class Run(Public):
@@ -346,11 +639,18 @@ class Run(Public):
     batch_size: int | None
     shuffle_seed: int | None
     dtype: Literal["float32", "float64"]
+    loss: LossName
+    huber_delta: float
+    regularization: Regularization
+    validation: ValidationFraction | ValidationDataset | None
+    early_stopping: EarlyStoppingSpec | None
+    shuffle: bool
     created_at: RFC3339
     started_at: RFC3339 | None
     finished_at: RFC3339 | None
     initial: Params
     final: FinalParams | None = None
+    stopped_early: StoppedEarly | None = None
     error: RunError | None = None
 
 
@@ -365,12 +665,16 @@ class RunPage(Public):
 
 
 class HistoryRow(Public):
-    """W and b at the start of an epoch and the loss at those values over the whole dataset."""
+    """The model at the start of an epoch: the objective (``loss``) and metrics there over
+    the training rows (``val_*`` over the validation rows), the params (for models of at most
+    TAPELINE_HISTORY_PARAMS_MAX parameters), W and b where the kind has them."""
 
     epoch: int
-    W: list[float]
-    b: float
+    W: list[float] | None = None
+    b: float | None = None
     loss: float
+    metrics: dict[str, float]
+    params: NamedArrays | None = None
     elapsed_ms: float
     run_id: str
     step: int = Field(description="Position of this row in the model's whole history.")
@@ -384,12 +688,15 @@ class HistoryPage(Public):
 
 
 class HistoryColumns(Public):
-    """History as columns, one list per field; pass ``next_cursor`` as ``after``."""
+    """History as columns, one list per field (``metrics`` and ``params`` one per name); pass
+    ``next_cursor`` as ``after``."""
 
     epoch: list[int]
-    W: list[list[float]]
-    b: list[float]
+    W: list[list[float]] | None = None
+    b: list[float] | None = None
     loss: list[float]
+    metrics: dict[str, list[float | None]]
+    params: dict[str, list[ParamArray]] | None = None
     elapsed_ms: list[float]
     run_id: list[str]
     step: list[int]

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-RUN_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled", "diverged")
+from service.store.tables import RunStatus
 
 
 class _StoreCollector(Collector):
@@ -25,7 +25,7 @@ class _StoreCollector(Collector):
     def collect(self) -> Iterator[Any]:
         by_status, epochs, busy, queued = self._read()
         runs = GaugeMetricFamily("tapeline_runs", "Runs by status.", labels=["status"])
-        for status in RUN_STATUSES:
+        for status in RunStatus:
             runs.add_metric([status], by_status.get(status, 0))
         yield runs
         yield CounterMetricFamily(

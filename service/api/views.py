@@ -2,20 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import numpy as np
 from pydantic import TypeAdapter
 
 from service.api import schemas as s
 from service.store import repo
-from service.store.codec import unpack_vector
+from service.store.codec import unpack_params
 from service.store.tables import DatasetRow, EpochRow, ModelRow, RunRow
+from service.training.kinds import make_kind
 
 _optimizer = TypeAdapter[s.SGD | s.Momentum | s.Adam](s.OptimizerSpec)
+_synthetic: TypeAdapter[Any] = TypeAdapter(s.SyntheticMade)
+_model: TypeAdapter[Any] = TypeAdapter(s.Model)
+
+
+def arrays_json(params: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Named arrays as JSON-ready nested lists (a number for a scalar)."""
+    return {name: value.tolist() for name, value in params.items()}
+
+
+def v1_fields(params: Mapping[str, np.ndarray]) -> tuple[list[float] | None, float | None]:
+    """The tutorial's W (a vector) and b (a number), for the kinds that have them (linear,
+    2-class logistic); (None, None) for the others."""
+    W, b = params.get("W"), params.get("b")
+    if W is None or b is None or W.ndim != 1 or b.ndim != 0:
+        return None, None
+    return W.tolist(), float(b)
+
+
+def _params(blob: bytes) -> s.Params:
+    params = unpack_params(blob)
+    W, b = v1_fields(params)
+    return s.Params(W=W, b=b, params=arrays_json(params))
 
 
 def dataset(row: DatasetRow) -> s.Dataset:
     """A dataset's public metadata."""
+    synthetic = None
+    if row.synthetic:
+        synthetic = _synthetic.validate_python({"kind": "linear", **row.synthetic})
     return s.Dataset(
         id=row.id,
         name=row.name,
@@ -25,37 +53,50 @@ def dataset(row: DatasetRow) -> s.Dataset:
         created_at=row.created_at,
         source=row.source,  # type: ignore[arg-type]
         summary=s.DatasetSummary(**repo.dataset_summary(row)),
-        synthetic=s.SyntheticParams(**row.synthetic) if row.synthetic else None,
+        synthetic=synthetic,
+        classes=row.classes,
     )
 
 
-def model(row: ModelRow, training: bool) -> s.Model:
-    """A model's public view; ``training`` says whether it has an active run."""
-    return s.Model(
-        id=row.id,
-        name=row.name,
-        kind="linear",
-        features=row.features,
-        W=unpack_vector(row.W),
-        b=row.b,
-        epochs_trained=row.epochs_trained,
-        last_loss=row.last_loss,
-        status="training" if training else "idle",
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+def model(row: ModelRow, training: bool) -> Any:
+    """A model's public view (its kind's schema); ``training`` says whether it has an active
+    run."""
+    params = unpack_params(row.params)
+    W, b = v1_fields(params)
+    return _model.validate_python({
+        "id": row.id,
+        "name": row.name,
+        "kind": row.kind,
+        **row.config,
+        "W": W,
+        "b": b,
+        "params": arrays_json(params),
+        "param_count": make_kind(row.kind, row.config).param_count(),
+        "random_seed": row.random_seed,
+        "class_names": row.class_names,
+        "epochs_trained": row.epochs_trained,
+        "last_loss": row.last_loss,
+        "status": "training" if training else "idle",
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    })
 
 
 def run(row: RunRow) -> s.Run:
     """A run's public view."""
     final = None
-    if row.final_W is not None and row.final_b is not None and row.final_loss is not None:
-        final = s.FinalParams(W=unpack_vector(row.final_W), b=row.final_b, loss=row.final_loss)
+    if row.final_params is not None and row.final_loss is not None:
+        final = s.FinalParams(**_params(row.final_params).model_dump(), loss=row.final_loss,
+                              metrics=row.final_metrics or {})
     error = None
     if row.error_reason is not None:
         error = s.RunError(
             reason=row.error_reason, detail=row.error_detail or "", epoch=row.error_epoch
         )
+    stopped = None
+    if row.stopped_epoch is not None and row.best_epoch is not None:
+        stopped = s.StoppedEarly(epoch=row.stopped_epoch, best_epoch=row.best_epoch)
+    options = row.options
     return s.Run(
         id=row.id,
         model_id=row.model_id,
@@ -67,22 +108,36 @@ def run(row: RunRow) -> s.Run:
         batch_size=row.batch_size,
         shuffle_seed=row.shuffle_seed,
         dtype=row.dtype,  # type: ignore[arg-type]
+        loss=options["loss"],
+        huber_delta=options["huber_delta"],
+        regularization=s.Regularization(**options["regularization"]),
+        validation=options["validation"],
+        early_stopping=options["early_stopping"],
+        shuffle=options["shuffle"],
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
-        initial=s.Params(W=unpack_vector(row.initial_W), b=row.initial_b),
+        initial=_params(row.initial_params),
         final=final,
+        stopped_early=stopped,
         error=error,
     )
 
 
 def history_row(row: EpochRow) -> s.HistoryRow:
     """One epoch of history."""
+    W, b, params = None, None, None
+    if row.params is not None:
+        arrays = unpack_params(row.params)
+        W, b = v1_fields(arrays)
+        params = arrays_json(arrays)
     return s.HistoryRow(
         epoch=row.epoch,
-        W=unpack_vector(row.W),
-        b=row.b,
+        W=W,
+        b=b,
         loss=row.loss,
+        metrics=row.metrics,
+        params=params,
         elapsed_ms=row.elapsed_ms,
         run_id=row.run_id,
         step=row.step,
@@ -95,15 +150,26 @@ def history(
     """A page of history as rows or columns; the cursor is the last row's ``epoch`` or
     ``step`` (``cursor_of``)."""
     next_cursor = str(getattr(rows[-1], cursor_of)) if more and rows else None
-    if fmt == "columns":
-        return s.HistoryColumns(
-            epoch=[r.epoch for r in rows],
-            W=[unpack_vector(r.W) for r in rows],
-            b=[r.b for r in rows],
-            loss=[r.loss for r in rows],
-            elapsed_ms=[r.elapsed_ms for r in rows],
-            run_id=[r.run_id for r in rows],
-            step=[r.step for r in rows],
-            next_cursor=next_cursor,
-        )
-    return s.HistoryPage(items=[history_row(r) for r in rows], next_cursor=next_cursor)
+    items = [history_row(r) for r in rows]
+    if fmt != "columns":
+        return s.HistoryPage(items=items, next_cursor=next_cursor)
+    names = list(dict.fromkeys(name for item in items for name in item.metrics))
+    with_params = all(item.params is not None for item in items)
+    with_wb = all(item.W is not None for item in items)
+    return s.HistoryColumns(
+        epoch=[r.epoch for r in items],
+        W=[r.W for r in items] if with_wb else None,  # type: ignore[misc]
+        b=[r.b for r in items] if with_wb else None,  # type: ignore[misc]
+        loss=[r.loss for r in items],
+        metrics={name: [r.metrics.get(name) for r in items] for name in names},
+        params=_param_columns(items) if with_params and items else None,
+        elapsed_ms=[r.elapsed_ms for r in items],
+        run_id=[r.run_id for r in items],
+        step=[r.step for r in items],
+        next_cursor=next_cursor,
+    )
+
+
+def _param_columns(items: Sequence[s.HistoryRow]) -> dict[str, list[Any]]:
+    rows = [item.params or {} for item in items]
+    return {name: [row[name] for row in rows] for name in rows[0]}

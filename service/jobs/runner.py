@@ -10,11 +10,11 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.store import repo
-from service.store.codec import unpack_vector
-from service.training.loop import Diverged, fit
-from service.training.models import LinearModel
-from service.training.optimizers import make_optimizer
-from service.training.records import EpochRecord, Outcome
+from service.store.codec import unpack_params
+from service.store.tables import RunRow, RunStatus
+from service.training.kinds import Model, make_kind
+from service.training.loop import Diverged, Examples, Fit, validation_split
+from service.training.records import EarlyStopping, EpochRecord, FitSpec, Outcome
 
 log = logging.getLogger("tapeline.jobs")
 
@@ -39,10 +39,16 @@ def execute_run(
         run = repo.start_run(session, run_id)
         if run is None:
             return None
+        model_row = repo.get_model(session, run.model_id)
+        kind = make_kind(model_row.kind, model_row.config)
+        model = Model(kind, unpack_params(run.initial_params), dtype=run.dtype)
         x, y = repo.load_arrays(session, run.dataset_id)
-        spec = dict(run.optimizer)
-        model = LinearModel(unpack_vector(run.initial_W), run.initial_b, dtype=run.dtype)
-        epochs, batch_size, shuffle_seed = run.epochs, run.batch_size, run.shuffle_seed
+        train, validation = Examples(x, y), None
+        if run.validation_dataset_id is not None:
+            validation = Examples(*repo.load_arrays(session, run.validation_dataset_id))
+        elif run.options["validation"] is not None:
+            train, validation = validation_split(train, run.options["validation"]["fraction"])
+        spec = fit_spec(run)
 
     pending: list[EpochRecord] = []
     completed = 0
@@ -73,24 +79,16 @@ def execute_run(
         if time.monotonic() - last_poll >= STATUS_POLL_SECONDS:
             last_poll = time.monotonic()
             with sessions() as session:
-                status_says_stop = repo.run_status(session, run_id) in (None, "cancelling")
+                status_says_stop = repo.run_status(session, run_id) in (None,
+                                                                        RunStatus.CANCELLING)
         return status_says_stop
 
     status: str
     try:
-        for item in fit(
-            model,
-            x,
-            y,
-            epochs=epochs,
-            optimizer=make_optimizer(spec),
-            batch_size=batch_size,
-            shuffle_seed=shuffle_seed,
-            should_stop=should_stop,
-        ):
+        for item in Fit(model, train, spec, validation).run(should_stop):
             if isinstance(item, Outcome):
                 if item.cancelled:
-                    status = "cancelled"
+                    status = RunStatus.CANCELLED
                     finish(
                         status,
                         error=(
@@ -100,19 +98,19 @@ def execute_run(
                         ),
                     )
                 else:
-                    status = "succeeded"
-                    finish(status, final=(item.W, item.b, item.loss))
+                    status = RunStatus.SUCCEEDED
+                    finish(status, final=item)
                 break
             pending.append(item)
             completed += 1
             if time.monotonic() - last_flush >= FLUSH_SECONDS:
                 flush()
     except Diverged as diverged:
-        status = "diverged"
+        status = RunStatus.DIVERGED
         finish(status, error=("diverged", diverged.detail, diverged.epoch))
     except Exception as error:  # any other failure ends the run, never the worker
         log.exception("run %s failed", run_id)
-        status = "failed"
+        status = RunStatus.FAILED
         pending.clear()
         with sessions.begin() as session:
             repo.finish_run(
@@ -123,3 +121,22 @@ def execute_run(
             )
     announce(run_id)
     return status
+
+
+def fit_spec(run: RunRow) -> FitSpec:
+    """How the loop trains a stored run."""
+    options = run.options
+    stopping = options["early_stopping"]
+    return FitSpec(
+        epochs=run.epochs,
+        optimizer=dict(run.optimizer),
+        loss=options["loss"],
+        huber_delta=options["huber_delta"],
+        l1=options["regularization"]["l1"],
+        l2=options["regularization"]["l2"],
+        batch_size=run.batch_size,
+        shuffle=options["shuffle"],
+        shuffle_seed=run.shuffle_seed,
+        early_stopping=None if stopping is None else EarlyStopping(**stopping),
+        record_params=run.record_params,
+    )

@@ -43,12 +43,25 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (idempotent; run at start-up)."""
+    """Bring the schema to the newest Alembic revision (idempotent; run at start-up).
+
+    On SQLite, foreign keys are off while migrations run: a batch migration rebuilds a table
+    by copying it and dropping the original, and with foreign keys on, that drop would
+    cascade to every row referring to it.
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        with connection.begin():
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
 
 
 def ping(engine: Engine) -> None:

@@ -16,15 +16,22 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.store.codec import pack_array, pack_vector, unpack_array, unpack_vector
+from service.store.codec import (
+    pack_array,
+    pack_params,
+    pack_vector,
+    unpack_array,
+    unpack_vector,
+)
 from service.store.tables import (
     ACTIVE_STATUSES,
     DatasetRow,
     EpochRow,
     ModelRow,
     RunRow,
+    RunStatus,
 )
-from service.training.records import EpochRecord
+from service.training.records import EpochRecord, Outcome
 
 Row = TypeVar("Row", DatasetRow, ModelRow, RunRow)
 
@@ -86,8 +93,10 @@ def create_dataset(
     source: str,
     name: str | None = None,
     synthetic: dict[str, Any] | None = None,
+    classes: list[str] | None = None,
 ) -> DatasetRow:
-    """Store a dataset; ``x`` is (examples, features), ``y`` is (examples,)."""
+    """Store a dataset; ``x`` is (examples, features), ``y`` is (examples,): values, or class
+    indices into ``classes`` when the labels had names."""
     row = DatasetRow(
         id=new_id("ds"),
         name=name,
@@ -99,6 +108,10 @@ def create_dataset(
         y=pack_array(y),
         summary=_summary(x, y),
         synthetic=synthetic,
+        classes=classes,
+        y_min=float(y.min()),
+        y_max=float(y.max()),
+        y_integral=bool(np.all(y == np.round(y))),
         created_at=now(),
     )
     session.add(row)
@@ -129,12 +142,12 @@ def load_arrays(session: Session, dataset_id: str) -> tuple[np.ndarray, np.ndarr
 
 
 def delete_dataset(session: Session, dataset_id: str) -> None:
-    """Delete a dataset, or :class:`Conflict` while an active run uses it."""
+    """Delete a dataset, or :class:`Conflict` while an active run uses it (to train or to
+    validate)."""
     row = get_dataset(session, dataset_id)
+    uses = (RunRow.dataset_id == dataset_id) | (RunRow.validation_dataset_id == dataset_id)
     busy = session.scalar(
-        select(RunRow.id)
-        .where(RunRow.dataset_id == dataset_id, RunRow.status.in_(ACTIVE_STATUSES))
-        .limit(1)
+        select(RunRow.id).where(uses, RunRow.status.in_(ACTIVE_STATUSES)).limit(1)
     )
     if busy is not None:
         raise Conflict(f"dataset {dataset_id!r} is in use by active run {busy!r}")
@@ -158,17 +171,24 @@ def page(
 
 
 def create_model(
-    session: Session, *, kind: str, features: int, W: np.ndarray, b: float, name: str | None
+    session: Session,
+    *,
+    kind: str,
+    config: dict[str, Any],
+    params: dict[str, np.ndarray],
+    name: str | None,
+    random_seed: int | None = None,
 ) -> ModelRow:
-    """Store a new model with its initial parameters."""
+    """Store a new model: its kind, the kind's config and its initial parameters."""
     stamp = now()
     row = ModelRow(
         id=new_id("mdl"),
         name=name,
         kind=kind,
-        features=features,
-        W=pack_vector(W),
-        b=float(b),
+        features=config["features"],
+        config=config,
+        params=pack_params(params),
+        random_seed=random_seed,
         epochs_trained=0,
         history_rows=0,
         last_loss=None,
@@ -229,8 +249,12 @@ def create_run(
     batch_size: int | None,
     shuffle_seed: int | None,
     dtype: str,
+    options: dict[str, Any],
+    record_params: bool = True,
+    validation_dataset_id: str | None = None,
 ) -> RunRow:
-    """Queue a run of ``model`` on ``dataset``; :class:`Conflict` if the model has one active."""
+    """Queue a run of ``model`` on ``dataset``; :class:`Conflict` if the model has one active.
+    ``options`` are the run's loss, penalty, validation, early stopping and shuffling."""
     active = active_run_id(session, model.id)
     if active is not None:
         raise Conflict(f"model {model.id!r} already has an active run {active!r}")
@@ -238,16 +262,18 @@ def create_run(
         id=new_id("run"),
         model_id=model.id,
         dataset_id=dataset.id,
-        status="queued",
+        validation_dataset_id=validation_dataset_id,
+        status=RunStatus.QUEUED,
         epochs=epochs,
         epochs_completed=0,
         optimizer=optimizer,
         batch_size=batch_size,
         shuffle_seed=shuffle_seed,
         dtype=dtype,
+        options=options,
+        record_params=record_params,
         history_base=model.history_rows,
-        initial_W=model.W,
-        initial_b=model.b,
+        initial_params=model.params,
         created_at=now(),
     )
     session.add(row)
@@ -267,19 +293,21 @@ def get_run(session: Session, run_id: str) -> RunRow:
 def queued_run_ids(session: Session) -> list[str]:
     """Ids of every queued run, oldest first."""
     return list(
-        session.scalars(select(RunRow.id).where(RunRow.status == "queued").order_by(RunRow.seq))
+        session.scalars(
+            select(RunRow.id).where(RunRow.status == RunStatus.QUEUED).order_by(RunRow.seq)
+        )
     )
 
 
 def request_cancel(session: Session, run_id: str) -> RunRow:
     """Ask a run to stop: a queued run is cancelled at once, a running one becomes cancelling."""
     row = get_run(session, run_id)
-    if row.status == "queued":
-        row.status = "cancelled"
+    if row.status == RunStatus.QUEUED:
+        row.status = RunStatus.CANCELLED
         row.finished_at = now()
         row.error_reason, row.error_detail = "cancelled", "cancelled before it started"
-    elif row.status == "running":
-        row.status = "cancelling"
+    elif row.status == RunStatus.RUNNING:
+        row.status = RunStatus.CANCELLING
     session.flush()
     return row
 
@@ -290,13 +318,12 @@ def start_run(session: Session, run_id: str) -> RunRow | None:
     of_model = ModelRow.id == RunRow.model_id
     started = (
         update(RunRow)
-        .where(RunRow.id == run_id, RunRow.status == "queued")
+        .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED)
         .values(
-            status="running",
+            status=RunStatus.RUNNING,
             started_at=now(),
             history_base=select(ModelRow.history_rows).where(of_model).scalar_subquery(),
-            initial_W=select(ModelRow.W).where(of_model).scalar_subquery(),
-            initial_b=select(ModelRow.b).where(of_model).scalar_subquery(),
+            initial_params=select(ModelRow.params).where(of_model).scalar_subquery(),
         )
         .returning(RunRow)
         .execution_options(synchronize_session=False)
@@ -321,9 +348,9 @@ def append_epochs(session: Session, run: RunRow, records: Sequence[EpochRecord])
                 "epoch": r.epoch,
                 "model_id": run.model_id,
                 "step": run.history_base + r.epoch,
-                "W": pack_vector(r.W),
-                "b": r.b,
+                "params": None if r.params is None else pack_params(r.params),
                 "loss": r.loss,
+                "metrics": r.metrics,
                 "elapsed_ms": r.elapsed_ms,
             }
             for r in records
@@ -339,14 +366,17 @@ def finish_run(
     run_id: str,
     status: str,
     *,
-    final: tuple[list[float], float, float] | None = None,
+    final: Outcome | None = None,
     error: tuple[str, str, int | None] | None = None,
     completed: int | None = None,
 ) -> None:
-    """End a run; a succeeded run's final W / b / loss become its model's parameters.
-    ``completed`` is the number of history rows the run has (counted when not given)."""
+    """End a run; a succeeded run's final params and loss become its model's (with the class
+    names of its dataset, if its labels had names). ``completed`` is the number of history
+    rows the run has (counted when not given)."""
     found = session.execute(
-        select(RunRow.model_id, RunRow.history_base).where(RunRow.id == run_id)
+        select(RunRow.model_id, RunRow.history_base, DatasetRow.classes)
+        .outerjoin(DatasetRow, DatasetRow.id == RunRow.dataset_id)
+        .where(RunRow.id == run_id)
     ).one_or_none()
     if found is None:
         raise NotFound("run", run_id)
@@ -356,15 +386,19 @@ def finish_run(
     run: dict[str, Any] = {"status": status, "finished_at": stamp, "epochs_completed": completed}
     model: dict[str, Any] = {"history_rows": found.history_base + completed, "updated_at": stamp}
     if final is not None:
-        W = pack_vector(final[0])
-        run |= {"final_W": W, "final_b": final[1], "final_loss": final[2]}
-        if status == "succeeded":
+        params = pack_params(final.params)
+        run |= {"final_params": params, "final_loss": final.loss, "final_metrics": final.metrics}
+        if final.stopped_early is not None:
+            run |= {"stopped_epoch": final.stopped_early.epoch,
+                    "best_epoch": final.stopped_early.best_epoch}
+        if status == RunStatus.SUCCEEDED:
             model |= {
-                "W": W,
-                "b": final[1],
-                "last_loss": final[2],
+                "params": params,
+                "last_loss": final.loss,
                 "epochs_trained": ModelRow.epochs_trained + completed,
             }
+            if found.classes is not None:
+                model["class_names"] = found.classes
     if error is not None:
         run |= {"error_reason": error[0], "error_detail": error[1], "error_epoch": error[2]}
     sync = {"synchronize_session": False}
@@ -388,15 +422,15 @@ def resolve_interrupted(
     rows = session.scalars(query).all()
     requeued: list[str] = []
     for row in rows:
-        if policy == "requeue" and row.status != "cancelling":
+        if policy == "requeue" and row.status != RunStatus.CANCELLING:
             session.execute(delete(EpochRow).where(EpochRow.run_id == row.id))
-            row.status, row.started_at, row.epochs_completed = "queued", None, 0
+            row.status, row.started_at, row.epochs_completed = RunStatus.QUEUED, None, 0
             requeued.append(row.id)
         else:
             finish_run(
                 session,
                 row.id,
-                "failed" if row.status != "cancelling" else "cancelled",
+                RunStatus.FAILED if row.status != RunStatus.CANCELLING else RunStatus.CANCELLED,
                 error=(
                     "interrupted",
                     "the service stopped while this run was active",

@@ -1,18 +1,21 @@
 """The schema: SQLAlchemy tables of datasets, models, runs and their per-epoch history.
 
-Arrays live in binary columns (see ``codec``). Every resource carries an ``owner`` so that
-API-key tenants slot in without a schema change. ``seq`` columns give a stable creation
-order for cursors.
+Arrays live in binary columns (see ``codec``): dataset arrays as ``.npy``, a model's
+named parameters as one safetensors blob; a kind's config and a run's options are JSON.
+Every resource carries an ``owner`` so that API-key tenants slot in without a schema
+change. ``seq`` columns give a stable creation order for cursors.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -26,9 +29,24 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 DEFAULT_OWNER = "default"
-ACTIVE_STATUSES = ("queued", "running", "cancelling")
-FINAL_STATUSES = ("succeeded", "failed", "cancelled", "diverged")
-ACTIVE_SQL = "status IN ('queued', 'running', 'cancelling')"
+
+
+class RunStatus(StrEnum):
+    """A run's state: queued -> running -> succeeded | failed | cancelled | diverged, through
+    cancelling when asked to stop while running."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DIVERGED = "diverged"
+
+
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLING)
+FINAL_STATUSES = tuple(status for status in RunStatus if status not in ACTIVE_STATUSES)
+ACTIVE_SQL = f"status IN ({', '.join(repr(str(s)) for s in ACTIVE_STATUSES)})"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -75,11 +93,17 @@ class DatasetRow(Base):
     y: Mapped[bytes] = mapped_column(LargeBinary, deferred=True, deferred_group="arrays")
     summary: Mapped[bytes] = mapped_column(LargeBinary)
     synthetic: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Class names when y held strings (y then holds their indices), and y's range, for
+    # checking a classifier's labels without loading y.
+    classes: Mapped[list[str] | None] = mapped_column(JSON)
+    y_min: Mapped[float] = mapped_column(Float(precision=53))
+    y_max: Mapped[float] = mapped_column(Float(precision=53))
+    y_integral: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ModelRow(Base):
-    """A model and its current parameters."""
+    """A model: its kind and config, its current parameters, and what training did to it."""
 
     __tablename__ = "models"
 
@@ -89,8 +113,10 @@ class ModelRow(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(32))
     features: Mapped[int] = mapped_column(Integer)
-    W: Mapped[bytes] = mapped_column(LargeBinary)
-    b: Mapped[float] = mapped_column(Float(precision=53))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    params: Mapped[bytes] = mapped_column(LargeBinary)
+    random_seed: Mapped[int | None] = mapped_column(BigInteger)
+    class_names: Mapped[list[str] | None] = mapped_column(JSON)
     epochs_trained: Mapped[int] = mapped_column(Integer, default=0)
     history_rows: Mapped[int] = mapped_column(Integer, default=0)
     last_loss: Mapped[float | None] = mapped_column(Float(precision=53))
@@ -119,6 +145,7 @@ class RunRow(Base):
     owner: Mapped[str] = mapped_column(String(64), default=DEFAULT_OWNER, index=True)
     model_id: Mapped[str] = mapped_column(String(40), ForeignKey("models.id", ondelete="CASCADE"))
     dataset_id: Mapped[str] = mapped_column(String(40), index=True)
+    validation_dataset_id: Mapped[str | None] = mapped_column(String(40), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     epochs: Mapped[int] = mapped_column(Integer)
     epochs_completed: Mapped[int] = mapped_column(Integer, default=0)
@@ -126,12 +153,17 @@ class RunRow(Base):
     batch_size: Mapped[int | None] = mapped_column(Integer)
     shuffle_seed: Mapped[int | None] = mapped_column(BigInteger)
     dtype: Mapped[str] = mapped_column(String(16))
+    # loss, huber_delta, regularization, validation, early_stopping, shuffle
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Whether history rows keep params (decided from the model's size when the run is made).
+    record_params: Mapped[bool] = mapped_column(Boolean)
     history_base: Mapped[int] = mapped_column(Integer, default=0)
-    initial_W: Mapped[bytes] = mapped_column(LargeBinary)
-    initial_b: Mapped[float] = mapped_column(Float(precision=53))
-    final_W: Mapped[bytes | None] = mapped_column(LargeBinary)
-    final_b: Mapped[float | None] = mapped_column(Float(precision=53))
+    initial_params: Mapped[bytes] = mapped_column(LargeBinary)
+    final_params: Mapped[bytes | None] = mapped_column(LargeBinary)
     final_loss: Mapped[float | None] = mapped_column(Float(precision=53))
+    final_metrics: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    stopped_epoch: Mapped[int | None] = mapped_column(Integer)
+    best_epoch: Mapped[int | None] = mapped_column(Integer)
     error_reason: Mapped[str | None] = mapped_column(String(32))
     error_detail: Mapped[str | None] = mapped_column(String(1000))
     error_epoch: Mapped[int | None] = mapped_column(Integer)
@@ -141,7 +173,8 @@ class RunRow(Base):
 
 
 class EpochRow(Base):
-    """W and b at the start of one epoch, the loss there, and the epoch's wall time."""
+    """The model at the start of one epoch: its params (null for large models), the
+    objective and metrics there, and the epoch's wall time."""
 
     __tablename__ = "epochs"
     __table_args__ = (Index("ix_epochs_model_step", "model_id", "step", unique=True),)
@@ -152,7 +185,7 @@ class EpochRow(Base):
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[str] = mapped_column(String(40))
     step: Mapped[int] = mapped_column(Integer)
-    W: Mapped[bytes] = mapped_column(LargeBinary)
-    b: Mapped[float] = mapped_column(Float(precision=53))
+    params: Mapped[bytes | None] = mapped_column(LargeBinary)
     loss: Mapped[float] = mapped_column(Float(precision=53))
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON)
     elapsed_ms: Mapped[float] = mapped_column(Float(precision=53))

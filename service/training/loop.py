@@ -1,20 +1,40 @@
-"""The epoch loop: the tutorial's ``training_loop``, with mini-batches and divergence checks."""
+"""The epoch loop: the tutorial's ``training_loop`` generalised to every model kind, loss and
+optimizer, with mini-batches, validation, early stopping and divergence checks.
+
+Row e of the history is the model at the START of epoch e, measured over the training rows
+(and the validation rows), as the tutorial logs W, b and the loss before each update. One
+step function (forward pass, tape, optimizer) serves the full batch and every mini-batch; at
+full batch its own forward pass gives the row, exactly as the tutorial computes the loss it
+logs. Everything the loop carries between epochs is a :class:`LoopState`.
+"""
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from service import engine as tg
-from service.training.models import LinearModel, mean_squared_error
-from service.training.optimizers import Optimizer
-from service.training.records import EpochRecord, Outcome
+from service.training import metrics as m
+from service.training.kinds import Model
+from service.training.losses import objective
+from service.training.optimizers import make_optimizer
+from service.training.records import (
+    Best,
+    EpochRecord,
+    FitSpec,
+    LoopState,
+    Outcome,
+    Params,
+    StoppedEarly,
+)
 
 
 class Diverged(ArithmeticError):
-    """The loss or a parameter stopped being finite."""
+    """The loss, a metric or a parameter stopped being finite."""
 
     def __init__(self, epoch: int, detail: str) -> None:
         super().__init__(detail)
@@ -22,64 +42,215 @@ class Diverged(ArithmeticError):
         self.detail = detail
 
 
-def _check_finite(epoch: int, W: list[float], b: float, loss: float) -> None:
-    if not np.isfinite(loss):
-        raise Diverged(epoch, f"the loss became {loss} at epoch {epoch}")
-    if not (np.all(np.isfinite(W)) and np.isfinite(b)):
+@dataclass(frozen=True)
+class Examples:
+    """Inputs (examples, features) and their true values or class indices."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+def validation_split(examples: Examples, fraction: float) -> tuple[Examples, Examples]:
+    """The first ceil(n (1 - fraction)) rows to train on and the rest to validate on, in
+    order (as Keras' ``validation_split``, which takes the last rows)."""
+    cut = math.ceil(len(examples.y) * (1 - fraction))
+    return (Examples(examples.x[:cut], examples.y[:cut]),
+            Examples(examples.x[cut:], examples.y[cut:]))
+
+
+class _Prepared:
+    """A split as the loop uses it: engine constants of the inputs and targets, and the true
+    values in float64 for the metrics."""
+
+    def __init__(self, model: Model, examples: Examples) -> None:
+        self.x = np.asarray(examples.x, dtype=model.dtype)
+        self.targets = model.kind.targets(examples.y, model.dtype)
+        self.xs = tg.constant(self.x)
+        self.ts = tg.constant(self.targets)
+        self.y = np.asarray(examples.y, dtype=np.float64)
+        self.n = self.x.shape[0]
+
+
+class Fit:
+    """Trains ``model`` on ``train`` as ``spec`` says; iterate :meth:`run` for the records."""
+
+    def __init__(
+        self,
+        model: Model,
+        train: Examples,
+        spec: FitSpec,
+        validation: Examples | None = None,
+        state: LoopState | None = None,
+    ) -> None:
+        self.model, self.spec = model, spec
+        kind = model.kind
+        self.task = kind.task
+        self.train = _Prepared(model, train)
+        self.validation = _Prepared(model, validation) if validation is not None else None
+        self.objective = objective(spec.loss, spec.huber_delta, kind.kernels, spec.l1, spec.l2)
+        self.optimizer = make_optimizer(spec.optimizer)
+        self.rng = np.random.default_rng(spec.shuffle_seed)
+        self.epoch, self.best = 0, None
+        if state is not None:
+            self.epoch, self.best = state.epoch, state.best
+            self.optimizer.load_state(state.optimizer, model.variables)
+            if state.rng is not None:
+                self.rng.bit_generator.state = state.rng
+
+    def state(self) -> LoopState:
+        """What the loop carries into its next epoch, as plain data."""
+        return LoopState(
+            epoch=self.epoch,
+            optimizer=self.optimizer.state(),
+            rng=dict(self.rng.bit_generator.state),
+            best=None if self.best is None else replace(self.best),
+        )
+
+    def step(self, x: tg.Tensor, targets: tg.Tensor) -> tuple[tg.Tensor, tg.Tensor]:
+        """One gradient step on a batch: the objective and outputs before the update."""
+        model = self.model
+        with tg.GradientTape() as tape:
+            outputs = model(x)
+            loss = self.objective(model.named, targets, outputs)
+        self.optimizer.apply(tape.gradient(loss, model.variables), model.variables)
+        return loss, outputs
+
+    def evaluate(self, split: _Prepared) -> tuple[tg.Tensor, tg.Tensor]:
+        """The objective and outputs over a whole split, with no tape and no update."""
+        outputs = self.model(split.xs)
+        return self.objective(self.model.named, split.ts, outputs), outputs
+
+    def _measure(self, loss: tg.Tensor, outputs: tg.Tensor, split: _Prepared,
+                 prefix: str = "") -> dict[str, float]:
+        found = {f"{prefix}{k}": v for k, v in m.measure(self.task, outputs.numpy(),
+                                                          split.y).items()}
+        if prefix:
+            found = {f"{prefix}loss": float(loss.numpy()), **found}
+        return found
+
+    def _validation(self) -> dict[str, float]:
+        if self.validation is None:
+            return {}
+        return self._measure(*self.evaluate(self.validation), self.validation, "val_")
+
+    def _snapshot(self, epoch: int) -> Params | None:
+        """The params at the start of ``epoch`` when something keeps them; raises
+        :class:`Diverged` when they are not finite."""
+        keep = self.spec.record_params or self.spec.early_stopping is not None
+        params = self.model.params() if keep else None
+        _check_params(epoch, params.values() if params is not None else
+                      [v.numpy() for v in self.model.variables])
+        return params
+
+    def _check(self, epoch: int, loss: float, metrics: dict[str, float]) -> None:
+        if not np.isfinite(loss):
+            raise Diverged(epoch, f"the loss became {loss} at epoch {epoch}")
+        bad = [name for name, value in metrics.items() if not np.isfinite(value)]
+        if bad:
+            raise Diverged(epoch, f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch}")
+
+    def _stops(self, epoch: int, params: Params | None, loss: float,
+               metrics: dict[str, float]) -> bool:
+        """Early stopping's bookkeeping for the state at the start of ``epoch``; True when the
+        run should end there."""
+        rule = self.spec.early_stopping
+        if rule is None or params is None:
+            return False
+        value = loss if rule.monitor == "loss" else metrics[rule.monitor]
+        best = self.best
+        if m.higher_is_better(rule.monitor):
+            improved = best is None or value - rule.min_delta > best.value
+        else:
+            improved = best is None or value + rule.min_delta < best.value
+        if improved:
+            self.best = Best(value, epoch, params, loss, metrics)
+            return False
+        assert best is not None
+        best.wait += 1
+        return best.wait >= rule.patience
+
+    def _end(self, epoch: int, params: Params, loss: float,
+             metrics: dict[str, float]) -> Outcome:
+        rule, best = self.spec.early_stopping, self.best
+        if rule is None or best is None or best.wait < rule.patience:
+            return Outcome(False, params, loss, metrics)
+        stopped = StoppedEarly(epoch, best.epoch)
+        if rule.restore_best:
+            self.model.assign(best.params)
+            return Outcome(False, best.params, best.loss, best.metrics, stopped)
+        return Outcome(False, params, loss, metrics, stopped)
+
+    def _state_now(self) -> tuple[Params, float, dict[str, float]]:
+        """The params, objective and metrics of the model as it is, with no update."""
+        params = self.model.params()
+        validation = self._validation()
+        loss_t, outputs = self.evaluate(self.train)
+        loss = float(loss_t.numpy())
+        return params, loss, {**self._measure(loss_t, outputs, self.train), **validation}
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False
+            ) -> Iterator[EpochRecord | Outcome]:
+        """Yield an :class:`EpochRecord` per epoch trained, then one :class:`Outcome`; raises
+        :class:`Diverged` when numbers stop being finite. ``should_stop`` is asked at every
+        epoch boundary (then the outcome says ``cancelled``)."""
+        spec, train = self.spec, self.train
+        full_batch = spec.batch_size is None or spec.batch_size >= train.n
+        with np.errstate(all="ignore"):
+            while self.epoch < spec.epochs:
+                epoch = self.epoch
+                if should_stop():
+                    now, loss, metrics = self._state_now()
+                    yield Outcome(True, now, loss, metrics)
+                    return
+                start = time.perf_counter()
+                params = self._snapshot(epoch)
+                validation = self._validation()
+                if full_batch:
+                    loss_t, outputs = self.step(train.xs, train.ts)
+                else:
+                    loss_t, outputs = self.evaluate(train)
+                loss = float(loss_t.numpy())
+                metrics = {**self._measure(loss_t, outputs, train), **validation}
+                self._check(epoch, loss, metrics)
+                if self._stops(epoch, params, loss, metrics):
+                    assert params is not None
+                    yield self._end(epoch, params, loss, metrics)
+                    return
+                if not full_batch:
+                    self._minibatches()
+                self.epoch += 1
+                yield EpochRecord(epoch, loss, metrics, params if spec.record_params else None,
+                                  (time.perf_counter() - start) * 1000.0)
+            params, loss, metrics = self._state_now()
+            _check_params(spec.epochs, params.values())
+            self._check(spec.epochs, loss, metrics)
+            self._stops(spec.epochs, params, loss, metrics)
+            yield self._end(spec.epochs, params, loss, metrics)
+
+    def _minibatches(self) -> None:
+        spec, train = self.spec, self.train
+        assert spec.batch_size is not None
+        order = self.rng.permutation(train.n) if spec.shuffle else None
+        for lo in range(0, train.n, spec.batch_size):
+            if order is None:
+                xb, tb = train.x[lo:lo + spec.batch_size], train.targets[lo:lo + spec.batch_size]
+            else:
+                idx = order[lo:lo + spec.batch_size]
+                xb, tb = train.x[idx], train.targets[idx]
+            self.step(tg.constant(xb), tg.constant(tb))
+
+
+def _check_params(epoch: int, arrays: Iterable[np.ndarray]) -> None:
+    if not all(np.isfinite(a).all() for a in arrays):
         raise Diverged(epoch, f"the parameters stopped being finite at epoch {epoch}")
 
 
 def fit(
-    model: LinearModel,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    epochs: int,
-    optimizer: Optimizer,
-    batch_size: int | None = None,
-    shuffle_seed: int | None = None,
+    model: Model,
+    train: Examples,
+    spec: FitSpec,
+    validation: Examples | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[EpochRecord | Outcome]:
-    """Train ``model`` epoch by epoch, yielding an :class:`EpochRecord` per epoch and then one
-    :class:`Outcome`; raises :class:`Diverged` when numbers stop being finite.
-
-    Full batch (``batch_size`` None or >= examples) is exactly the tutorial: one gradient step
-    an epoch, logging the loss the step's own tape computed. Mini-batches visit the examples
-    in an order shuffled each epoch by ``shuffle_seed``.
-    """
-    dtype = model.W.dtype
-    xs, ys = tg.constant(x, dtype=dtype), tg.constant(y, dtype=dtype)
-    n = x.shape[0]
-    full_batch = batch_size is None or batch_size >= n
-    rng = np.random.default_rng(shuffle_seed)
-    variables = model.variables
-    with np.errstate(all="ignore"):
-        for epoch in range(epochs):
-            if should_stop():
-                W, b = model.parameters()
-                yield Outcome(True, W, b, float(mean_squared_error(ys, model(xs)).numpy()))
-                return
-            start = time.perf_counter()
-            W, b = model.parameters()
-            if full_batch:
-                with tg.GradientTape() as tape:
-                    loss_t = mean_squared_error(ys, model(xs))
-                loss = float(loss_t.numpy())
-                _check_finite(epoch, W, b, loss)
-                optimizer.apply(tape.gradient(loss_t, variables), variables)
-            else:
-                assert batch_size is not None
-                loss = float(mean_squared_error(ys, model(xs)).numpy())
-                _check_finite(epoch, W, b, loss)
-                order = rng.permutation(n)
-                for lo in range(0, n, batch_size):
-                    idx = order[lo : lo + batch_size]
-                    xb, yb = tg.constant(x[idx], dtype=dtype), tg.constant(y[idx], dtype=dtype)
-                    with tg.GradientTape() as tape:
-                        batch_loss = mean_squared_error(yb, model(xb))
-                    optimizer.apply(tape.gradient(batch_loss, variables), variables)
-            yield EpochRecord(epoch, W, b, loss, (time.perf_counter() - start) * 1000.0)
-        W, b = model.parameters()
-        loss = float(mean_squared_error(ys, model(xs)).numpy())
-        _check_finite(epochs, W, b, loss)
-        yield Outcome(False, W, b, loss)
+    """Train ``model`` as ``spec`` says: the records of :meth:`Fit.run`."""
+    return Fit(model, train, spec, validation).run(should_stop)

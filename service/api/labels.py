@@ -1,0 +1,22 @@
+"""Class names to class indices: string labels become indices into their sorted names."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.api.problems import invalid
+from service.config import Settings
+
+
+def encode(labels: np.ndarray | list[str], loc: list[str | int],
+           settings: Settings) -> tuple[np.ndarray, list[str]]:
+    """Indices into the sorted distinct names, and those names; 422 naming ``loc`` for an
+    empty name or more classes than ``TAPELINE_MAX_CLASSES``."""
+    names, indices = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
+    if names.size and names[0] == "":
+        row = int(np.flatnonzero(indices == 0)[0])
+        raise invalid([*loc, row], "a class name may not be empty")
+    if names.size > settings.max_classes:
+        raise invalid(loc, f"{names.size} distinct classes exceed the limit of "
+                           f"{settings.max_classes} (TAPELINE_MAX_CLASSES)")
+    return indices.astype(np.int64), names.tolist()
