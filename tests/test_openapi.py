@@ -41,7 +41,7 @@ def test_operation_ids_tags_and_error_answers() -> None:
                     assert list(answer["content"]) == ["application/problem+json"], (path, status)
     names = spec["components"]["schemas"]
     assert not [n for n in names if n.endswith(("-Input", "-Output"))]
-    assert names["SyntheticCreate"]["properties"]["num_examples"]["maximum"] > 0
+    assert names["LinearSynthetic"]["properties"]["num_examples"]["maximum"] > 0
     assert names["RunCreate"]["properties"]["epochs"]["maximum"] > 0
     events = spec["paths"]["/v1/runs/{run_id}/events"]["get"]["responses"]["200"]["content"]
     assert {"text/event-stream", "application/jsonl"} <= events.keys()

@@ -13,11 +13,41 @@ from sqlalchemy import Engine, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.store import repo
-from service.store.codec import pack_array, pack_vector, unpack_array, unpack_vector
+from service.store.codec import (
+    pack_array,
+    pack_params,
+    pack_vector,
+    unpack_array,
+    unpack_params,
+    unpack_vector,
+)
 from service.store.db import make_engine, make_sessionmaker, migrate
 from service.store.tables import Base, EpochRow, RunRow
-from service.training.records import EpochRecord
+from service.training.records import EpochRecord, Outcome
 from tests.servers import sqlite_url
+
+V1_OPTIONS = {"loss": "mse", "huber_delta": 1.0, "regularization": {"l1": 0.0, "l2": 0.0},
+              "validation": None, "early_stopping": None, "shuffle": True}
+
+
+def linear(W: list[float], b: float) -> dict[str, np.ndarray]:
+    """A linear model's params."""
+    return {"W": np.asarray(W, dtype=np.float64), "b": np.asarray(b, dtype=np.float64)}
+
+
+def record(epoch: int, W: list[float], b: float, loss: float) -> EpochRecord:
+    """A history row of a linear model."""
+    return EpochRecord(epoch, loss, {"mse": loss}, linear(W, b), 0.1)
+
+
+def outcome(W: list[float], b: float, loss: float) -> Outcome:
+    """A linear model's final state."""
+    return Outcome(False, linear(W, b), loss, {"mse": loss})
+
+
+def _model(session: Session, W: list[float], b: float, name: str | None = None) -> repo.ModelRow:
+    return repo.create_model(session, kind="linear", config={"features": len(W)},
+                             params=linear(W, b), name=name)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -48,11 +78,10 @@ def _queued_run(sessions: sessionmaker[Session], model_id: str | None = None,
     """A queued run (on a new two-feature model and dataset unless given); its three ids."""
     with sessions.begin() as session:
         dataset = repo.get_dataset(session, dataset_id) if dataset_id else _dataset(session)
-        model = repo.get_model(session, model_id) if model_id else repo.create_model(
-            session, kind="linear", features=2, W=np.zeros(2), b=0.0, name=None)
+        model = repo.get_model(session, model_id) if model_id else _model(session, [0, 0], 0.0)
         run = repo.create_run(session, model=model, dataset=dataset, epochs=epochs,
                               optimizer={"kind": "sgd", "learning_rate": 0.1}, batch_size=None,
-                              shuffle_seed=None, dtype="float32")
+                              shuffle_seed=None, dtype="float32", options=V1_OPTIONS)
         return run.id, model.id, dataset.id
 
 
@@ -61,6 +90,18 @@ def test_codec_round_trips_arrays_and_vectors_exactly() -> None:
     back = unpack_array(pack_array(matrix))
     assert back.dtype == np.float32 and np.array_equal(back, matrix)
     assert unpack_vector(pack_vector([0.1, -2.5e-300, 3.0])) == [0.1, -2.5e-300, 3.0]
+
+
+def test_params_are_one_safetensors_blob_in_layer_order() -> None:
+    params = {"b2": np.array([0.5]), "W2": np.ones((3, 1)), "b1": np.zeros(3),
+              "W1": np.arange(6.0).reshape(2, 3) / 7, "scalar": np.array(-2.5e-300)}
+    blob = pack_params(params)
+    header = int.from_bytes(blob[:8], "little")
+    assert blob[8:9] == b"{" and b'"dtype":"F64"' in blob[8:8 + header]  # safetensors
+    back = unpack_params(blob)
+    assert list(back) == ["scalar", "W1", "b1", "W2", "b2"]
+    for name, value in params.items():
+        assert back[name].shape == value.shape and np.array_equal(back[name], value)
 
 
 def test_migrations_match_the_tables_and_are_idempotent(engine: Engine) -> None:
@@ -111,36 +152,41 @@ def test_one_active_run_per_model_is_enforced_by_the_database(
         session.add(RunRow(
             id="run_dup", model_id=model_id, dataset_id=dataset_id, status="queued",
             epochs=1, epochs_completed=0, optimizer={}, dtype="float32", history_base=0,
-            initial_W=pack_vector([1, 1]), initial_b=0.0, created_at=repo.now()))
+            options=V1_OPTIONS, record_params=True, initial_params=pack_params(linear([1, 1], 0)),
+            created_at=repo.now()))
         session.commit()
 
 
 def test_run_lifecycle_history_and_model_update(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
         dataset = _dataset(session)
-        model = repo.create_model(session, kind="linear", features=2, W=np.array([5.0, 5.0]),
-                                  b=0.0, name="m")
+        model = _model(session, [5.0, 5.0], 0.0, name="m")
         run_id = repo.create_run(session, model=model, dataset=dataset, epochs=2,
                                  optimizer={"kind": "sgd", "learning_rate": 0.1},
-                                 batch_size=None, shuffle_seed=None, dtype="float32").id
+                                 batch_size=None, shuffle_seed=None, dtype="float32",
+                                 options=V1_OPTIONS).id
         model_id = model.id
     with sessions.begin() as session:
         run = repo.start_run(session, run_id)
         assert run is not None and run.status == "running"
         assert repo.start_run(session, run_id) is None  # only a queued run starts
-        repo.append_epochs(session, run, [EpochRecord(0, [5.0, 5.0], 0.0, 9.5, 1.0),
-                                          EpochRecord(1, [4.0, 4.5], 0.5, 4.25, 1.0)])
+        repo.append_epochs(session, run, [record(0, [5.0, 5.0], 0.0, 9.5),
+                                          record(1, [4.0, 4.5], 0.5, 4.25)])
     with sessions.begin() as session:
-        repo.finish_run(session, run_id, "succeeded", final=([3.0, 3.5], 1.0, 1.5))
+        repo.finish_run(session, run_id, "succeeded", final=outcome([3.0, 3.5], 1.0, 1.5))
     with sessions() as session:
         run = repo.get_run(session, run_id)
         model = repo.get_model(session, model_id)
         rows, more = repo.run_history(session, run_id, None, 10)
         assert (run.status, run.epochs_completed) == ("succeeded", 2)
-        assert unpack_vector(model.W) == [3.0, 3.5] and model.b == 1.0
+        params = unpack_params(model.params)
+        assert params["W"].tolist() == [3.0, 3.5] and params["b"] == 1.0
         assert model.epochs_trained == 2 and model.last_loss == 1.5
+        assert run.final_metrics == {"mse": 1.5}
         assert [r.epoch for r in rows] == [0, 1] and not more
-        assert unpack_vector(rows[1].W) == [4.0, 4.5] and rows[1].loss == 4.25
+        assert rows[1].params is not None
+        assert unpack_params(rows[1].params)["W"].tolist() == [4.0, 4.5]
+        assert rows[1].loss == 4.25 and rows[1].metrics == {"mse": 4.25}
         after, more = repo.run_history(session, run_id, 0, 10)
         assert [r.epoch for r in after] == [1]
         first, more = repo.run_history(session, run_id, None, 1)
@@ -154,10 +200,10 @@ def test_model_history_spans_runs_in_order(sessions: sessionmaker[Session]) -> N
         with sessions.begin() as session:
             run = repo.start_run(session, run_id)
             assert run is not None
-            repo.append_epochs(session, run, [EpochRecord(e, [0.0, 0.0], 0.0, 1.0, 0.1)
+            repo.append_epochs(session, run, [record(e, [0.0, 0.0], 0.0, 1.0)
                                               for e in range(3)])
         with sessions.begin() as session:
-            repo.finish_run(session, run_id, "succeeded", final=([0.0, 0.0], 0.0, 1.0))
+            repo.finish_run(session, run_id, "succeeded", final=outcome([0.0, 0.0], 0.0, 1.0))
     with sessions() as session:
         rows, _ = repo.model_history(session, model_id, None, 100)
         assert [r.step for r in rows] == list(range(6))
@@ -194,7 +240,7 @@ def test_requeue_policy_restarts_interrupted_runs(sessions: sessionmaker[Session
     with sessions.begin() as session:
         run = repo.start_run(session, run_id)
         assert run is not None
-        repo.append_epochs(session, run, [EpochRecord(0, [0.0, 0.0], 0.0, 1.0, 0.1)])
+        repo.append_epochs(session, run, [record(0, [0.0, 0.0], 0.0, 1.0)])
     with sessions.begin() as session:
         assert repo.resolve_interrupted(session, "requeue") == [run_id]
     with sessions() as session:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from pydantic import Field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,7 +55,7 @@ def encode_cursor(seq: int | None) -> str | None:
     return None if seq is None else str(seq)
 
 
-PageSize = Annotated[int, Limit("max_page_size")]
+PageSize = Annotated[int, Field(ge=1), Limit("max_page_size")]
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class PageParams:
 
 
 def page_params(
-    limit: Annotated[PageSize, Query(ge=1, description="Page size.")] = 100,
+    limit: Annotated[PageSize, Query(description="Page size.")] = 100,
     cursor: Annotated[
         str | None,
         Query(pattern=CURSOR, description="`next_cursor` of the previous page."),

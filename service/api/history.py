@@ -19,7 +19,7 @@ Format = Annotated[
     Query(description="`rows`: a list of row objects; `columns`: one list per field."),
 ]
 Limit = Annotated[
-    PageSize | None, Query(ge=1, description="Rows per page (by default the largest page).")
+    PageSize | None, Query(description="Rows per page (by default the largest page).")
 ]
 
 

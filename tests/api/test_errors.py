@@ -98,7 +98,7 @@ def test_synthetic_overflowing_to_infinity(app_client: TestClient, unchanged: No
 
 
 @pytest.mark.parametrize("body", [
-    {"kind": "mlp"}, {"features": 0}, {"features": 10**6}, {"initial": {"W": [1], "c": 1}},
+    {"kind": "svm"}, {"kind": 3}, {"features": 0}, {"features": 10**6}, {"initial": {"W": [1], "c": 1}},
     {"initial": {"random_seed": -3}}, {"initial": {"W": ["a"]}}, {"name": "x" * 201},
 ])
 def test_bad_models(app_client: TestClient, unchanged: None, body: dict[str, Any]) -> None:
@@ -173,7 +173,7 @@ def test_method_not_allowed_is_a_problem(app_client: TestClient, unchanged: None
 @pytest.mark.parametrize(("name", "content", "status", "words"), [
     ("d.txt", b"hello", 415, "unsupported"),
     ("d.csv", b"a,y\n1,2\n3\n", 422, "fields"),
-    ("d.csv", b"a,y\n1,abc\n", 422, "not a number"),
+    ("d.csv", b"a,y\nabc,1\n", 422, "not a number"),
     ("d.csv", b"a,y\n1,nan\n", 422, "finite"),
     ("d.csv", b"a,b\n1,2\n", 422, "'y' is not in the csv header"),
     ("d.csv", b"a,y\n", 422, "at least one data row"),

@@ -83,7 +83,7 @@ def test_defaults_are_ten_epochs_of_full_batch_sgd(app_client: TestClient) -> No
     run = answer.json()
     assert (run["epochs"], run["optimizer"], run["batch_size"], run["dtype"]) == (
         10, {"kind": "sgd", "learning_rate": 0.1}, None, "float32")
-    assert run["initial"] == {"W": [5.0], "b": 0.0}
+    assert run["initial"] == {"W": [5.0], "b": 0.0, "params": {"W": [5.0], "b": 0.0}}
     assert run["started_at"] <= run["finished_at"] and run["created_at"] <= run["started_at"]
     losses = [r["loss"] for r in app_client.get(f"/v1/runs/{run['id']}/history").json()["items"]]
     assert len(losses) == 10 and losses == sorted(losses, reverse=True)
@@ -163,7 +163,7 @@ def test_history_pages(app_client: TestClient) -> None:
         "dataset_id": dataset["id"], "epochs": 7}).json()
     second = app_client.post(f"/v1/models/{model['id']}/runs", headers=WAIT, json={
         "dataset_id": dataset["id"], "epochs": 5}).json()
-    assert second["initial"] == {"W": first["final"]["W"], "b": first["final"]["b"]}
+    assert second["initial"] == {key: first["final"][key] for key in ("W", "b", "params")}
     epochs, after = [], None
     while True:
         params = {"limit": 3} | ({"after": after} if after is not None else {})

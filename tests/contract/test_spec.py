@@ -56,9 +56,15 @@ def test_parameters_are_never_null() -> None:
 def test_limits_are_schema_constraints() -> None:
     defaults = Settings()
     schemas = spec["components"]["schemas"]
-    assert schemas["SyntheticCreate"]["properties"]["num_examples"]["maximum"] == \
+    assert schemas["LinearSynthetic"]["properties"]["num_examples"]["maximum"] == \
         defaults.max_examples
-    assert schemas["ModelCreate"]["properties"]["features"]["maximum"] == defaults.max_features
+    for kind in ("LinearModelCreate", "LogisticModelCreate", "MLPModelCreate"):
+        assert schemas[kind]["properties"]["features"]["maximum"] == defaults.max_features
+    assert schemas["LogisticModelCreate"]["properties"]["classes"]["maximum"] == \
+        defaults.max_classes
+    hidden = schemas["MLPModelCreate"]["properties"]["hidden"]
+    assert hidden["maxItems"] == defaults.max_hidden_layers
+    assert hidden["items"]["maximum"] == defaults.max_layer_width
     assert schemas["RunCreate"]["properties"]["epochs"]["maximum"] == defaults.max_epochs
     limits = [p["schema"].get("maximum") for _, op in OPERATIONS
               for p in op.get("parameters", []) if p["name"] == "limit"]

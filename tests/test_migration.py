@@ -1,0 +1,136 @@
+"""A store written by v1 (tests/fixtures/v1_database.sqlite, made by make_v1_database.py with
+the code of commit 3744ea8) upgrades to the newest schema, on SQLite and on PostgreSQL, and
+every dataset, model, run and history row reads back through the API as v1 answered it
+(tests/fixtures/v1_database.json): each field v1 had, with the same value."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from fastapi.testclient import TestClient
+from sqlalchemy import MetaData, create_engine, select, text
+
+from service.app import create_app
+from service.config import Settings
+from service.store.db import MIGRATIONS, make_engine
+from tests.servers import sqlite_url
+
+FIXTURES = Path(__file__).parent / "fixtures"
+V1_DATABASE = FIXTURES / "v1_database.sqlite"
+V1_ANSWERS = json.loads((FIXTURES / "v1_database.json").read_text())
+WAIT = {"prefer": "wait=60"}
+
+
+def assert_keeps(new: Any, old: Any, where: str = "") -> None:
+    """Every field of ``old`` is in ``new`` with the same value (lists item by item)."""
+    if isinstance(old, dict):
+        assert isinstance(new, dict), where
+        for key, value in old.items():
+            assert key in new, f"{where}.{key} is gone"
+            assert_keeps(new[key], value, f"{where}.{key}")
+    elif isinstance(old, list):
+        assert isinstance(new, list) and len(new) == len(old), where
+        for i, (a, b) in enumerate(zip(new, old, strict=True)):
+            assert_keeps(a, b, f"{where}[{i}]")
+    else:
+        assert new == old and type(new) is type(old), f"{where}: {new!r} != {old!r}"
+
+
+def answers(client: TestClient) -> dict[str, Any]:
+    """The same reads make_v1_database.py made, from this app."""
+    datasets = client.get("/v1/datasets").json()["items"]
+    models = client.get("/v1/models").json()["items"]
+    runs = [run for model in models
+            for run in client.get(f"/v1/models/{model['id']}/runs").json()["items"]]
+    return {
+        "datasets": datasets,
+        "data": {d["id"]: client.get(f"/v1/datasets/{d['id']}/data").json() for d in datasets},
+        "models": models,
+        "runs": runs,
+        "run_history": {r["id"]: client.get(f"/v1/runs/{r['id']}/history").json()
+                        for r in runs},
+        "run_history_columns": {
+            r["id"]: client.get(f"/v1/runs/{r['id']}/history",
+                                params={"format": "columns"}).json() for r in runs},
+        "model_history": {m["id"]: client.get(f"/v1/models/{m['id']}/history").json()
+                          for m in models},
+        "predictions": {m["id"]: client.post(f"/v1/models/{m['id']}/predict",
+                                             json={"x": [[0.5] * m["features"]]}).json()
+                        for m in models},
+    }
+
+
+def check_upgraded(client: TestClient) -> None:
+    found = answers(client)
+    assert_keeps(found, V1_ANSWERS)
+    assert {r["status"] for r in found["runs"]} == {"succeeded", "cancelled", "diverged"}
+    rows = [row for page in found["run_history"].values() for row in page["items"]]
+    assert len(rows) == sum(r["epochs_completed"] for r in found["runs"]) > 30
+    for row in rows:
+        assert row["params"] == {"W": row["W"], "b": row["b"]} and row["metrics"] == {}
+    for model in found["models"]:
+        assert model["params"] == {"W": model["W"], "b": model["b"]}
+        assert model["param_count"] == model["features"] + 1
+    for run in found["runs"]:
+        assert run["loss"] == "mse" and run["validation"] is None and run["shuffle"] is True
+
+
+def test_a_v1_sqlite_store_upgrades_and_reads_back_the_same(tmp_path: Path) -> None:
+    shutil.copyfile(V1_DATABASE, tmp_path / "tapeline.db")
+    settings = Settings(database_url=sqlite_url(tmp_path), workers=1)
+    with TestClient(create_app(settings)) as client:
+        check_upgraded(client)
+        # The upgraded models train on: a v1 model continues from its stored W and b.
+        model = V1_ANSWERS["models"][0]
+        dataset = V1_ANSWERS["datasets"][0]
+        run = client.post(f"/v1/models/{model['id']}/runs", headers=WAIT, json={
+            "dataset_id": dataset["id"], "epochs": 2}).json()
+        assert run["status"] == "succeeded"
+        assert run["initial"]["W"] == model["W"] and run["initial"]["b"] == model["b"]
+        steps = client.get(f"/v1/models/{model['id']}/history").json()["items"]
+        assert [r["step"] for r in steps] == list(range(len(steps)))
+    with make_engine(settings.database_url).connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() \
+            == "0002"
+
+
+def _utc(value: Any) -> Any:
+    return value.replace(tzinfo=UTC) if isinstance(value, datetime) else value
+
+
+def test_a_v1_postgres_store_upgrades_and_reads_back_the_same(postgres_url: str) -> None:
+    """The fixture's rows copied into a PostgreSQL schema at revision 0001, then upgraded."""
+    engine = make_engine(postgres_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    source = create_engine(f"sqlite:///{V1_DATABASE}")
+    old, new = MetaData(), MetaData()
+    old.reflect(source)
+    new.reflect(engine)
+    with source.connect() as reading, engine.begin() as writing:
+        for name in ("datasets", "models", "runs", "epochs"):
+            rows = [{k: _utc(v) for k, v in row.items()}
+                    for row in reading.execute(select(old.tables[name])).mappings()]
+            writing.execute(new.tables[name].insert(), rows)
+    source.dispose()
+    engine.dispose()
+    with TestClient(create_app(Settings(database_url=postgres_url, workers=1))) as client:
+        check_upgraded(client)
+
+
+@pytest.mark.parametrize("key", ["datasets", "models", "runs"])
+def test_the_fixture_is_what_v1_answered(key: str) -> None:
+    """The fixture holds real v1 answers: v1's fields only, and none of v2's."""
+    assert V1_ANSWERS[key]
+    for item in V1_ANSWERS[key]:
+        assert "params" not in item and "classes" not in item
