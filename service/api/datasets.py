@@ -20,19 +20,17 @@ from service.api.problems import ProblemError, responses
 from service.api.schemas import (
     NO_NUL,
     BlobsSynthetic,
-    CirclesSynthetic,
     Dataset,
     DatasetCreate,
     DatasetData,
     DatasetPage,
     LinearSynthetic,
-    MoonsSynthetic,
     SyntheticCreate,
 )
 from service.config import Settings
 from service.store import repo
 from service.store.tables import DatasetRow
-from service.training.data import blobs, circles, moons, synthesize
+from service.training.data import SYNTHETIC
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -105,23 +103,13 @@ def create_synthetic(
             f"exceed the limit of {runtime.settings.max_values}",
         )
     seed = spec.seed if spec.seed is not None else secrets.randbits(53)
-    x, y = _synthesize(spec, seed)
+    x, y = SYNTHETIC[spec.kind](**spec.model_dump(exclude={"kind", "name", "seed"}), seed=seed)
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ProblemError(422, "body: these parameters give values that are not finite")
     params = {**spec.model_dump(exclude={"name"}), "seed": seed}
     if isinstance(spec, LinearSynthetic):
         del params["kind"]  # v1 stored the line's parameters alone; absent kind means linear
     return _store(runtime, response, x, y, "synthetic", spec.name, params)
-
-
-def _synthesize(spec: SyntheticCreate, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(spec, BlobsSynthetic):
-        return blobs(spec.num_examples, spec.features, spec.classes, spec.spread, seed)
-    if isinstance(spec, MoonsSynthetic):
-        return moons(spec.num_examples, spec.noise, seed)
-    if isinstance(spec, CirclesSynthetic):
-        return circles(spec.num_examples, spec.noise, seed)
-    return synthesize(spec.num_examples, spec.true_W, spec.true_b, spec.noise_stddev, seed)
 
 
 @router.post(

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from service.api.schemas import BODY_KIND_TAGS, request_schema_names
 from service.store.repo import Conflict, NotFound
 
 log = logging.getLogger("tapeline.api")
@@ -95,14 +96,20 @@ def problem_response(
 
 
 def field_problems(raw: list[Any]) -> list[dict[str, Any]]:
-    """Pydantic's error list reduced to ``{"loc", "msg"}`` (no echo of the input)."""
-    return [
-        {
-            "loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
-            "msg": str(e.get("msg", "invalid")),
-        }
-        for e in raw
-    ]
+    """Pydantic's error list reduced to ``{"loc", "msg"}`` (no echo of the input), each
+    ``loc`` the path of the field in the request: without the names pydantic gives the
+    alternatives of a union (``["body", "initial", "W"]``, not ``[..., "InitialParams", "W"]``),
+    and a body that is a union of kinds named as a body of one kind would be
+    (``["body", "hidden"]``, not ``["body", "mlp", "hidden"]``)."""
+    schemas = request_schema_names()
+    problems = []
+    for e in raw:
+        loc = [p if isinstance(p, int) else str(p) for p in e.get("loc", ())
+               if p not in schemas]
+        if len(loc) > 2 and loc[0] == "body" and loc[1] in BODY_KIND_TAGS:
+            del loc[1]
+        problems.append({"loc": loc, "msg": str(e.get("msg", "invalid"))})
+    return problems
 
 
 def _summary(errors: list[dict[str, Any]]) -> str:

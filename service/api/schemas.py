@@ -5,6 +5,7 @@ model kinds, synthetic datasets, optimizers, stream items."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,9 @@ from pydantic import (
 
 from service.api.limits import Limit
 from service.store.tables import RunStatus
+from service.training.data import SYNTHETIC
+from service.training.kinds import ACTIVATIONS, KINDS
+from service.training.losses import LOSSES
 from service.training.metrics import METRICS
 
 RFC3339 = Annotated[
@@ -33,6 +37,17 @@ class Request(BaseModel):
     (``true`` for a number, ``"3"`` for an integer, ``1`` for a boolean) are errors."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+@functools.cache
+def request_schema_names() -> frozenset[str]:
+    """The names of every request schema (how pydantic labels the alternatives of a union)."""
+    found, todo = set(), [Request]
+    while todo:
+        for cls in todo.pop().__subclasses__():
+            found.add(cls.__name__)
+            todo.append(cls)
+    return frozenset(found)
 
 
 class Public(BaseModel):
@@ -324,6 +339,7 @@ Initial = Annotated[
     Field(description="Starting parameters; the kind's defaults when left out."),
 ]
 Task = Literal["regression", "classification"]
+Activation: Any = Literal.__getitem__(tuple(ACTIVATIONS))  # type: ignore[attr-defined]
 Width = Annotated[int, Field(ge=1), Limit("max_layer_width"), BeforeValidator(_integral)]
 
 
@@ -372,7 +388,7 @@ class MLPModelCreate(Request):
     hidden: Annotated[list[Width], Field(min_length=1), Limit("max_hidden_layers")] = Field(
         default_factory=lambda: [16]
     )
-    activation: Literal["relu", "tanh", "sigmoid"] = "relu"
+    activation: Activation = "relu"
     task: Task = "regression"
     classes: Classes | None = Field(None, description="K, for classification only (2 if left "
                                                       "out).")
@@ -401,6 +417,8 @@ ModelCreate = Annotated[
     | Annotated[MLPModelCreate, Tag("mlp")],
     Discriminator(_kind_or("linear")),
 ]
+# The tags of request bodies that are unions of kinds (models, synthetic data).
+BODY_KIND_TAGS = frozenset(KINDS) | frozenset(SYNTHETIC)
 
 
 class ModelBase(Public):
@@ -445,7 +463,7 @@ class MLPModel(ModelBase):
 
     kind: Literal["mlp"]
     hidden: list[int]
-    activation: Literal["relu", "tanh", "sigmoid"]
+    activation: Activation
     task: Task
     classes: int | None = None
 
@@ -519,7 +537,7 @@ class Adam(Request):
 OptimizerSpec = Annotated[SGD | Momentum | Adam, Field(discriminator="kind")]
 
 
-LossName = Literal["mse", "mae", "huber", "cross_entropy"]
+LossName: Any = Literal.__getitem__(tuple(LOSSES))  # type: ignore[attr-defined]
 MONITORS = ("loss", "val_loss", *METRICS, *(f"val_{name}" for name in METRICS))
 Monitor: Any = Literal.__getitem__(MONITORS)  # type: ignore[attr-defined]
 

@@ -3,7 +3,7 @@ classification sets (blobs, moons, circles), each fully determined by its seed."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -85,3 +85,12 @@ def _shuffled(rng: np.random.Generator, x: np.ndarray, y: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray]:
     order = rng.permutation(len(y))
     return x[order].astype(np.float32), y[order]
+
+
+# Every kind of synthetic data by name; each takes its parameters and a seed as keywords.
+SYNTHETIC: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
+    "linear": synthesize,
+    "blobs": blobs,
+    "moons": moons,
+    "circles": circles,
+}

@@ -98,8 +98,9 @@ def test_synthetic_overflowing_to_infinity(app_client: TestClient, unchanged: No
 
 
 @pytest.mark.parametrize("body", [
-    {"kind": "svm"}, {"kind": 3}, {"features": 0}, {"features": 10**6}, {"initial": {"W": [1], "c": 1}},
-    {"initial": {"random_seed": -3}}, {"initial": {"W": ["a"]}}, {"name": "x" * 201},
+    {"kind": "svm"}, {"kind": 3}, {"features": 0}, {"features": 10**6},
+    {"initial": {"W": [1], "c": 1}}, {"initial": {"random_seed": -3}}, {"initial": {"W": ["a"]}},
+    {"name": "x" * 201},
 ])
 def test_bad_models(app_client: TestClient, unchanged: None, body: dict[str, Any]) -> None:
     assert_problem(app_client.post("/v1/models", json=body), 422)

@@ -11,8 +11,16 @@ import pytest
 
 from service import engine as tg
 from service.training import losses, metrics
-from service.training.kinds import KINDS, MLP, Kind, Linear, Logistic, Model, make_kind, \
-    probabilities
+from service.training.kinds import (
+    KINDS,
+    MLP,
+    Kind,
+    Linear,
+    Logistic,
+    Model,
+    make_kind,
+    probabilities,
+)
 from tests.engine.gradcheck import check_grads
 
 KIND_CASES: list[Kind] = [

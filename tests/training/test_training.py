@@ -13,6 +13,7 @@ from service.training.kinds import Linear, Model
 from service.training.loop import Diverged, Examples, fit
 from service.training.records import EpochRecord, FitSpec, Outcome
 
+
 def LinearModel(W: Sequence[float], b: float, dtype: str = "float32") -> Model:
     """A linear model starting at W, b (the v1 class's signature)."""
     return Model(Linear(len(W)), {"W": np.asarray(W), "b": np.asarray(b)}, dtype)
