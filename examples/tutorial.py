@@ -28,10 +28,10 @@ from tapeline_client.api.runs import runs_create, runs_get
 from tapeline_client.models import (
     SGD,
     HistoryRunFormat,
-    ModelCreate,
+    LinearModelCreate,
+    LinearSynthetic,
     PredictRequest,
     RunCreate,
-    SyntheticCreate,
 )
 
 TRUE_W, TRUE_B = 3.0, 2.0
@@ -40,12 +40,12 @@ FINAL = {"succeeded", "failed", "cancelled", "diverged"}
 
 def train(client: Client, seed: int) -> dict[str, list[float]]:
     """Synthesize the data, train a fresh model for ten epochs, and collect what to plot."""
-    dataset = datasets_create_synthetic.sync(client=client, body=SyntheticCreate(
+    dataset = datasets_create_synthetic.sync(client=client, body=LinearSynthetic(
         num_examples=1000, true_w=[TRUE_W], true_b=TRUE_B, noise_stddev=1.0, seed=seed))
     data = datasets_download.sync(dataset.id, client=client)
     x = [row[0] for row in data.x]
 
-    model = models_create.sync(client=client, body=ModelCreate(name="tutorial"))
+    model = models_create.sync(client=client, body=LinearModelCreate(name="tutorial"))
     before = models_predict.sync(model.id, client=client, body=PredictRequest(x=x)).y
 
     run = runs_create.sync(model.id, client=client, prefer="wait=60", body=RunCreate(

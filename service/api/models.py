@@ -154,7 +154,7 @@ def delete(model_id: str, runtime: RuntimeDep) -> Response:
     responses=responses(400, 404, 413, 415, 422),
 )
 def predict(model_id: str, body: PredictRequest,
-            runtime: RuntimeDep) -> Prediction | ClassPrediction:
+            runtime: RuntimeDep) -> ClassPrediction | Prediction:
     """The model's forward pass for each row of `x` (a flat list when the model has one
     feature): values `y` for regression; for a classifier, the most probable class `y`, each
     class's `probabilities`, and `labels` when the classes have names."""

@@ -22,12 +22,12 @@ def operation_ids() -> list[str]:
     return [op["operationId"] for path in spec["paths"].values() for op in path.values()]
 
 
-def generate_python_client(folder: Path) -> Path:
-    """Generate the client package from the committed spec into ``folder``, the way
-    ``make client`` does, failing on any generator warning; return the package's folder."""
+def generate_python_client(folder: Path, spec: Path = SPEC) -> Path:
+    """Generate the client package from the committed spec (or ``spec``) into ``folder``, the
+    way ``make client`` does, failing on any generator warning; return the package's folder."""
     package = folder / CLIENT_PACKAGE
     result = subprocess.run(
-        [BIN / "openapi-python-client", "generate", "--path", SPEC, "--fail-on-warning",
+        [BIN / "openapi-python-client", "generate", "--path", spec, "--fail-on-warning",
          "--meta", "none", "--output-path", package, "--overwrite"],
         capture_output=True, text=True, timeout=120, cwd=folder,
         env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},

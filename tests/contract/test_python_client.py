@@ -73,21 +73,21 @@ def test_tutorial_through_the_generated_client(client: Any) -> None:
         HistoryColumns,
         HistoryPage,
         HistoryRunFormat,
-        ModelCreate,
+        LinearModelCreate,
+        LinearSynthetic,
         PredictRequest,
         RunCreate,
-        SyntheticCreate,
     )
 
     assert service_healthz.sync(client=client).status == "ok"
     assert service_readyz.sync(client=client).status == "ok"
 
-    dataset = datasets_create_synthetic.sync(client=client, body=SyntheticCreate(seed=42))
+    dataset = datasets_create_synthetic.sync(client=client, body=LinearSynthetic(seed=42))
     assert (dataset.num_examples, dataset.features, dataset.synthetic.seed) == (1000, 1, 42)
     data = datasets_download.sync(dataset.id, client=client)
     assert len(data.x) == len(data.y) == 1000
 
-    model = models_create.sync(client=client, body=ModelCreate(name="tutorial"))
+    model = models_create.sync(client=client, body=LinearModelCreate(name="tutorial"))
     assert (model.w, model.b, model.status.value) == ([5.0], 0.0, "idle")
 
     started = runs_create.sync_detailed(model.id, client=client, body=RunCreate(
@@ -142,13 +142,13 @@ def test_tutorial_numbers_match_tensorflow(client: Any, tf_cases: dict[str, Any]
         DatasetCreate,
         HistoryRunFormat,
         InitialParams,
-        ModelCreate,
+        LinearModelCreate,
         RunCreate,
     )
 
     ref = tf_cases["seed_defaults"]
     dataset = datasets_create.sync(client=client, body=DatasetCreate(x=ref["x"], y=ref["y"]))
-    model = models_create.sync(client=client, body=ModelCreate(
+    model = models_create.sync(client=client, body=LinearModelCreate(
         initial=InitialParams(w=[ref["initial"]["W"]], b=ref["initial"]["b"])))
     answer = runs_create.sync_detailed(model.id, client=client, prefer="wait=60", body=RunCreate(
         dataset_id=dataset.id, epochs=ref["epochs"],
@@ -184,11 +184,11 @@ def test_cancel_another_run(client: Any) -> None:
     from tapeline_client.api.datasets import datasets_create_synthetic
     from tapeline_client.api.models import models_create
     from tapeline_client.api.runs import runs_cancel, runs_create
-    from tapeline_client.models import SGD, ModelCreate, RunCreate, SyntheticCreate
+    from tapeline_client.models import SGD, LinearModelCreate, LinearSynthetic, RunCreate
 
-    dataset = datasets_create_synthetic.sync(client=client, body=SyntheticCreate(
+    dataset = datasets_create_synthetic.sync(client=client, body=LinearSynthetic(
         num_examples=20000, seed=1))
-    model = models_create.sync(client=client, body=ModelCreate())
+    model = models_create.sync(client=client, body=LinearModelCreate())
     run = runs_create.sync(model.id, client=client, body=RunCreate(
         dataset_id=dataset.id, epochs=1000, batch_size=4,
         optimizer=SGD(kind="sgd", learning_rate=0.01)))
@@ -203,7 +203,7 @@ def test_problems_are_typed(client: Any) -> None:
     from tapeline_client.api.datasets import datasets_create
     from tapeline_client.api.models import models_create, models_get
     from tapeline_client.api.runs import runs_get
-    from tapeline_client.models import DatasetCreate, FieldProblem, ModelCreate, Problem
+    from tapeline_client.models import DatasetCreate, FieldProblem, LinearModelCreate, Problem
 
     missing = models_get.sync_detailed("mdl_00000000000000000000", client=client)
     assert missing.status_code == 404 and isinstance(missing.parsed, Problem)
@@ -217,5 +217,41 @@ def test_problems_are_typed(client: Any) -> None:
     assert uneven.headers["content-type"] == "application/problem+json"
     assert all(isinstance(e, FieldProblem) for e in uneven.parsed.errors)
     assert "examples" in uneven.parsed.detail
-    invalid = models_create.sync_detailed(client=client, body=ModelCreate(features=0))
+    invalid = models_create.sync_detailed(client=client, body=LinearModelCreate(features=0))
     assert invalid.status_code == 422 and invalid.parsed.errors[0].loc == ["body", "features"]
+
+
+def test_a_classifier_through_the_generated_client(client: Any) -> None:
+    from tapeline_client.api.datasets import datasets_create_synthetic
+    from tapeline_client.api.history import history_run
+    from tapeline_client.api.models import models_create, models_predict
+    from tapeline_client.api.runs import runs_create
+    from tapeline_client.models import (
+        Adam,
+        ClassPrediction,
+        EarlyStoppingSpec,
+        MLPModel,
+        MLPModelCreate,
+        MLPModelCreateTask,
+        MoonsSynthetic,
+        PredictRequest,
+        RunCreate,
+        ValidationFraction,
+    )
+
+    moons = datasets_create_synthetic.sync(client=client, body=MoonsSynthetic(
+        kind="moons", num_examples=200, noise=0.1, seed=3))
+    model = models_create.sync(client=client, body=MLPModelCreate(
+        kind="mlp", features=2, hidden=[16], task=MLPModelCreateTask.CLASSIFICATION))
+    assert isinstance(model, MLPModel) and model.w is None and model.classes == 2
+    run = runs_create.sync(model.id, client=client, prefer="wait=60", body=RunCreate(
+        dataset_id=moons.id, epochs=300, optimizer=Adam(kind="adam", learning_rate=0.05),
+        validation=ValidationFraction(fraction=0.2),
+        early_stopping=EarlyStoppingSpec(patience=10)))
+    assert run.status.value == "succeeded" and run.final.metrics["accuracy"] > 0.8
+    rows = history_run.sync(run.id, client=client)
+    assert {"val_loss", "val_accuracy"} <= set(rows.items[-1].metrics.to_dict())
+    predicted = models_predict.sync(model.id, client=client, body=PredictRequest(
+        x=[[0.0, 1.0], [1.0, -0.5]]))
+    assert isinstance(predicted, ClassPrediction) and predicted.y == [0, 1]
+    assert all(abs(sum(row) - 1) < 1e-12 for row in predicted.probabilities)
