@@ -127,6 +127,36 @@ def test_sse_streams_epochs_while_the_run_trains(api: httpx.Client, slow_dataset
     assert [{k: v for k, v in e.json().items() if k != "type"} for e in epochs] == history
 
 
+def test_a_classifier_streams_its_metrics_while_it_trains(api: httpx.Client) -> None:
+    moons = api.post("/v1/datasets/synthetic", json={
+        "kind": "moons", "num_examples": 20000, "noise": 0.2, "seed": 1}).json()
+    model = api.post("/v1/models", json={"kind": "mlp", "features": 2, "hidden": [16, 16],
+                                         "task": "classification"}).json()
+    run = api.post(f"/v1/models/{model['id']}/runs", json={
+        "dataset_id": moons["id"], "epochs": 5, "batch_size": 16, "shuffle_seed": 0,
+        "optimizer": {"kind": "adam", "learning_rate": 0.01},
+        "validation": {"fraction": 0.2}}).json()
+    epochs, statuses, end = [], [], None
+    with api.stream("GET", f"/v1/runs/{run['id']}/events") as response:
+        for event in sse(response):
+            if event.event == "epoch":
+                epochs.append(event.json())
+                statuses.append(api.get(f"/v1/runs/{run['id']}").json()["status"])
+            elif event.event == "end":
+                end = event.json()
+    assert statuses[0] == "running"  # the first epoch arrived while it trained
+    assert [e["epoch"] for e in epochs] == [0, 1, 2, 3, 4]
+    for row in epochs:
+        assert set(row["metrics"]) == {"accuracy", "log_loss", "val_loss", "val_accuracy",
+                                       "val_log_loss"}
+        assert set(row["params"]) == {"W1", "b1", "W2", "b2", "W3", "b3"}
+        assert row["W"] is None
+        assert row["loss"] == pytest.approx(row["metrics"]["log_loss"], rel=1e-5)
+    assert epochs[-1]["metrics"]["val_accuracy"] > epochs[0]["metrics"]["val_accuracy"]
+    assert end is not None and end["status"] == "succeeded"
+    assert set(end["final"]["metrics"]) == set(epochs[0]["metrics"])
+
+
 def test_keep_alive_comments_while_idle(api: httpx.Client, slow_dataset: str) -> None:
     # Both workers busy, so a third run waits queued and its stream is idle for sure.
     busy = [start_slow(api, slow_dataset) for _ in range(2)]
