@@ -43,3 +43,29 @@ def test_tutorial_example_draws_both_figures(python_client: Path, live_server: L
             assert image.size == (800, 500), name
             pixels = np.asarray(image.convert("L"))
         assert pixels.std() > 10, f"{name} looks blank"
+
+
+def test_classify_example_draws_the_decision_regions(python_client: Path,
+                                                      live_server: LiveServer,
+                                                      tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, ROOT / "examples" / "classify.py", "--url", live_server.url,
+         "--out", tmp_path / "figures"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(python_client), "MPLBACKEND": "Agg"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    final = re.search(r"^Final: accuracy=([\d.]+) val_accuracy=([\d.]+)", result.stdout, re.M)
+    assert final and float(final[1]) > 0.9 and float(final[2]) > 0.9, result.stdout
+    assert re.search(r"^Stopped at epoch \d+, best epoch \d+", result.stdout, re.M)
+
+    path = tmp_path / "figures" / "decision_regions.png"
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    assert path.stat().st_size > 10_000
+    with Image.open(path) as image:
+        assert image.size == (800, 500)
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    assert pixels.std() > 10, "the figure looks blank"
+    red = (pixels[..., 0] > pixels[..., 2] + 60).mean()
+    blue = (pixels[..., 2] > pixels[..., 0] + 60).mean()
+    assert red > 0.05 and blue > 0.05, "both classes' regions are drawn"

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pydantic import TypeAdapter
 
@@ -57,15 +58,29 @@ def test_sh_blocks_run_as_written(live_server: LiveServer, tmp_path: Path) -> No
         [index] = [i for i, body in enumerate(scripts) if command in body]
         return outputs[index]
 
-    [dataset] = documents(output_of("/v1/datasets/synthetic"))
+    [dataset] = documents(output_of('"true_W": [3.0]'))
     assert dataset["num_examples"] == 1000 and dataset["synthetic"]["seed"] == 42
-    assert documents(output_of("/v1/datasets/upload"))[0]["num_examples"] == 3
-    [run] = documents(output_of("Prefer: wait=30"))
+    assert documents(output_of("line.csv"))[0]["num_examples"] == 3
+    [run] = documents(output_of("RUN=$(curl"))
     assert run["status"] == "succeeded" and run["epochs_completed"] == 10
-    rows, columns = documents(output_of("?format=columns"))
+    rows, columns = documents(output_of("history?limit=2"))
     assert [r["epoch"] for r in rows["items"]] == [0, 1]
     assert columns["epoch"] == list(range(10))
-    assert len(documents(output_of("/predict"))[0]["y"]) == 3
+    assert len(documents(output_of('{"x": [-1.0, 0.0, 1.0]}'))[0]["y"]) == 3
+
+    [softmax] = documents(output_of('"kind": "blobs"'))
+    assert (softmax["status"], softmax["loss"]) == ("succeeded", "cross_entropy")
+    assert softmax["final"]["metrics"]["accuracy"] > 0.95 and softmax["final"]["W"] is None
+    assert np.shape(softmax["final"]["params"]["W"]) == (2, 3)
+    fit, final_metrics, first_row = documents(output_of('FIT=$(curl'))
+    assert fit["status"] == "succeeded" and fit["stopped_early"] is not None
+    assert fit["epochs_completed"] == fit["stopped_early"]["epoch"] < 500
+    assert final_metrics["val_accuracy"] > 0.9
+    assert set(first_row) == set(final_metrics) and len(first_row["val_loss"]) == 1
+    mlp, pets = documents(output_of("pets.csv"))
+    assert mlp["y"] == [0, 1, 1] and mlp["labels"] is None
+    assert np.allclose(np.sum(mlp["probabilities"], axis=1), 1.0)
+    assert pets["labels"] == ["cat", "dog"] and pets["y"] == [0, 1]
 
     sse = output_of("text/event-stream")
     assert sse.count("event: epoch") == 30 and "event: end" in sse
