@@ -570,7 +570,7 @@ class EarlyStoppingSpec(Request):
     the others downwards."""
 
     monitor: Monitor | None = Field(None, description="`val_loss` with validation, else `loss`.")
-    patience: int = Field(5, ge=0, lt=INT32_END)
+    patience: Annotated[int, Field(ge=0, lt=INT32_END), BeforeValidator(_integral)] = 5
     min_delta: float = Field(0.0, ge=0, le=1e6)
     restore_best: bool = Field(True, description="End with the best epoch's params.")
 

@@ -11,11 +11,15 @@ from schemathesis import Case, CheckContext, Response
 
 # Per operation: the problem details that may answer a schema-valid request with 422.
 SEMANTIC_422 = {
-    "datasets-create": r"examples but y has|ragged rows|values exceed the limit|too large",
+    "datasets-create": r"examples but y has|ragged rows|values exceed the limit|too large"
+                       r"|distinct classes exceed",
     "datasets-create-synthetic": r"values exceed the limit|not finite",
-    "models-create": r"weights but the model has",
+    "models-create": r"weights but the model has|TAPELINE_MAX_PARAMS|classification only"
+                     r"|expected shape|has no param|missing: shape|give them as initial.params",
     "models-predict": r"feature\(s\) per row|ragged rows|not finite",
-    "runs-create": r"feature\(s\) but the model has",
+    "runs-create": r"feature\(s\) but the model has|labels must be class indices"
+                   r"|labels are strings|fits (regression|classification)|leaves no \w+ row"
+                   r"|needs validation|metric; this model does|differ from those the model",
 }
 
 
