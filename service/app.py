@@ -24,7 +24,7 @@ from service.jobs.executor import ProcessExecutor
 from service.jobs.progress import Progress
 from service.store import repo
 from service.store.db import make_engine, make_sessionmaker, migrate
-from service.store.tables import RunRow
+from service.store.tables import RunRow, RunStatus
 
 log = logging.getLogger("tapeline.app")
 
@@ -58,11 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         def crashed(run_id: str) -> None:
             with sessions.begin() as session:
-                if repo.run_status(session, run_id) in ("running", "cancelling"):
+                if repo.run_status(session, run_id) in (RunStatus.RUNNING, RunStatus.CANCELLING):
                     repo.finish_run(
                         session,
                         run_id,
-                        "failed",
+                        RunStatus.FAILED,
                         error=("worker_crashed", "the worker process training this run died", None),
                     )
 

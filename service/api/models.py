@@ -123,9 +123,9 @@ def list_(runtime: RuntimeDep, page: PageDep) -> ModelPage:
     with runtime.sessions() as session:
         rows, after = repo.page(session, ModelRow, page.limit, page.after_seq)
         training = repo.training_model_ids(session, [r.id for r in rows])
-        return ModelPage(
-            items=[views.model(r, r.id in training) for r in rows], next_cursor=encode_cursor(after)
-        )
+        limit = runtime.settings.history_params_max
+        return ModelPage(items=[views.model(r, r.id in training, limit) for r in rows],
+                         next_cursor=encode_cursor(after))
 
 
 @router.get("/{model_id}", summary="Get a model and its parameters", responses=responses(404))

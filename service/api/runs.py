@@ -170,7 +170,11 @@ async def create(
     ] = None,
 ) -> Run:
     """Queue a run (one active run per model; 409 otherwise). It trains as soon as a worker is
-    free; watch it with `GET /v1/runs/{id}/events`."""
+    free; watch it with `GET /v1/runs/{id}/events`. Besides the optimizer and mini-batches, a
+    run may name its `loss` (the model's task decides the default), a `regularization`
+    penalty on the kernels, `validation` rows (the last `fraction`, or another dataset),
+    `early_stopping`, and `shuffle: false` for mini-batches in row order. A classifier needs
+    labels that are class indices in [0, classes)."""
     run = await run_in_threadpool(_start, runtime, model_id, body)
     seen = runtime.progress.version(run.id)
     runtime.executor.submit(run.id)

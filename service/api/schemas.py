@@ -431,7 +431,10 @@ class ModelBase(Public):
     W: list[float] | None = Field(description="The weights of a linear or 2-class logistic "
                                               "model (null for other kinds).")
     b: float | None = Field(description="The bias of a linear or 2-class logistic model.")
-    params: NamedArrays
+    params: NamedArrays | None = Field(
+        description="Every parameter by name; in a list of models, null for those of more "
+                    "than TAPELINE_HISTORY_PARAMS_MAX parameters (get the model for them)."
+    )
     param_count: int
     random_seed: int | None = Field(description="The seed of random initial values, if any.")
     class_names: list[str] | None = Field(

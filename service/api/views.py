@@ -58,10 +58,11 @@ def dataset(row: DatasetRow) -> s.Dataset:
     )
 
 
-def model(row: ModelRow, training: bool) -> Any:
+def model(row: ModelRow, training: bool, params_up_to: int | None = None) -> Any:
     """A model's public view (its kind's schema); ``training`` says whether it has an active
-    run."""
-    params = unpack_params(row.params)
+    run. ``params`` are left out (null) for models of more than ``params_up_to``."""
+    count = make_kind(row.kind, row.config).param_count()
+    params = unpack_params(row.params) if params_up_to is None or count <= params_up_to else {}
     W, b = v1_fields(params)
     return _model.validate_python({
         "id": row.id,
@@ -70,8 +71,8 @@ def model(row: ModelRow, training: bool) -> Any:
         **row.config,
         "W": W,
         "b": b,
-        "params": arrays_json(params),
-        "param_count": make_kind(row.kind, row.config).param_count(),
+        "params": arrays_json(params) if params else None,
+        "param_count": count,
         "random_seed": row.random_seed,
         "class_names": row.class_names,
         "epochs_trained": row.epochs_trained,

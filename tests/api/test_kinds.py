@@ -206,6 +206,12 @@ def test_large_models_log_no_params_per_row(app_client: TestClient) -> None:
     assert set(done["final"]["params"]) == {"W1", "b1", "W2", "b2", "W3", "b3"}
     columns = app_client.get(f"/v1/runs/{done['id']}/history", params={"format": "columns"})
     assert columns.json()["params"] is None and len(columns.json()["metrics"]["mae"]) == 2
+    listed = app_client.get("/v1/models", params={"limit": 1000}).json()["items"]
+    in_list = {m["id"]: m for m in listed}
+    assert in_list[model["id"]]["params"] is None  # lists leave large params out...
+    assert set(app_client.get(f"/v1/models/{model['id']}").json()["params"]) == {
+        "W1", "b1", "W2", "b2", "W3", "b3"}  # ...the model itself has them
+    assert all(m["params"] is not None for m in listed if m["param_count"] <= 4096)
 
 
 def test_the_apps_own_settings_govern_validation_and_its_spec(tmp_path: Path) -> None:

@@ -53,7 +53,8 @@ async function main(): Promise<void> {
 
   const spec: Body<operations["models-create"]> = { kind: "linear", features: 1 };
   const model = await call<Answer<operations["models-create"], 201>>("POST", "/v1/models", spec);
-  check(model.data.W[0] === 5 && model.data.b === 0, "a model starts at W = 5, b = 0");
+  check(model.data.kind === "linear" && model.data.W?.[0] === 5 && model.data.b === 0,
+    "a model starts at W = 5, b = 0");
 
   const runSpec: Body<operations["runs-create"]> = {
     dataset_id: dataset.data.id,
@@ -65,11 +66,11 @@ async function main(): Promise<void> {
   const final: Schemas["FinalParams"] | null | undefined = run.data.final;
   check(run.status === 200 && run.data.status === "succeeded" && final != null,
     "ten epochs of SGD succeed");
-  check(Math.abs(final!.W[0]! - 3) < 0.5 && Math.abs(final!.b - 2) < 0.5, "W -> 3, b -> 2");
+  check(Math.abs(final!.W![0]! - 3) < 0.5 && Math.abs(final!.b! - 2) < 0.5, "W -> 3, b -> 2");
 
   const history = await call<Schemas["HistoryColumns"]>(
     "GET", `/v1/runs/${run.data.id}/history?format=columns`);
-  check(history.data.epoch.length === 10 && history.data.W[0]![0] === 5, "history as columns");
+  check(history.data.epoch.length === 10 && history.data.W?.[0]![0] === 5, "history as columns");
 
   const predict: Body<operations["models-predict"]> = { x: [0, 1] };
   const prediction = await call<Answer<operations["models-predict"], 200>>(
