@@ -167,9 +167,11 @@ def test_run_lifecycle_history_and_model_update(sessions: sessionmaker[Session])
                                  options=V1_OPTIONS).id
         model_id = model.id
     with sessions.begin() as session:
-        run = repo.start_run(session, run_id)
-        assert run is not None and run.status == "running"
+        started = repo.start_run(session, run_id)
+        assert started is not None and started.run.status == "running"
+        assert (started.kind, started.config) == ("linear", {"features": 2})
         assert repo.start_run(session, run_id) is None  # only a queued run starts
+        run = started.run
         repo.append_epochs(session, run, [record(0, [5.0, 5.0], 0.0, 9.5),
                                           record(1, [4.0, 4.5], 0.5, 4.25)])
     with sessions.begin() as session:
@@ -198,10 +200,10 @@ def test_model_history_spans_runs_in_order(sessions: sessionmaker[Session]) -> N
     for _ in range(2):
         run_id, model_id, dataset_id = _queued_run(sessions, model_id, dataset_id)
         with sessions.begin() as session:
-            run = repo.start_run(session, run_id)
-            assert run is not None
-            repo.append_epochs(session, run, [record(e, [0.0, 0.0], 0.0, 1.0)
-                                              for e in range(3)])
+            started = repo.start_run(session, run_id)
+            assert started is not None
+            repo.append_epochs(session, started.run, [record(e, [0.0, 0.0], 0.0, 1.0)
+                                                      for e in range(3)])
         with sessions.begin() as session:
             repo.finish_run(session, run_id, "succeeded", final=outcome([0.0, 0.0], 0.0, 1.0))
     with sessions() as session:
@@ -238,9 +240,9 @@ def test_cancel_deletion_conflicts_and_interrupted_runs(sessions: sessionmaker[S
 def test_requeue_policy_restarts_interrupted_runs(sessions: sessionmaker[Session]) -> None:
     run_id, _, _ = _queued_run(sessions)
     with sessions.begin() as session:
-        run = repo.start_run(session, run_id)
-        assert run is not None
-        repo.append_epochs(session, run, [record(0, [0.0, 0.0], 0.0, 1.0)])
+        started = repo.start_run(session, run_id)
+        assert started is not None
+        repo.append_epochs(session, started.run, [record(0, [0.0, 0.0], 0.0, 1.0)])
     with sessions.begin() as session:
         assert repo.resolve_interrupted(session, "requeue") == [run_id]
     with sessions() as session:

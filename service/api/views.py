@@ -1,4 +1,8 @@
-"""Stored rows as API schemas."""
+"""Stored rows as API schemas.
+
+Stored rows are trusted: views build the schemas with ``model_construct`` (no validation),
+which keeps reading long histories cheap; the answer is still serialised by its schema.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,14 @@ from pydantic import TypeAdapter
 from service.api import schemas as s
 from service.store import repo
 from service.store.codec import unpack_params
-from service.store.tables import DatasetRow, EpochRow, ModelRow, RunRow
+from service.store.tables import DatasetRow, EpochRow, ModelRow, RunRow, RunStatus
 from service.training.kinds import make_kind
 
 _optimizer = TypeAdapter[s.SGD | s.Momentum | s.Adam](s.OptimizerSpec)
 _synthetic: TypeAdapter[Any] = TypeAdapter(s.SyntheticMade)
-_model: TypeAdapter[Any] = TypeAdapter(s.Model)
+MODEL_VIEWS: dict[str, type[s.ModelBase]] = {
+    "linear": s.LinearModel, "logistic": s.LogisticModel, "mlp": s.MLPModel,
+}
 
 
 def arrays_json(params: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -33,10 +39,10 @@ def v1_fields(params: Mapping[str, np.ndarray]) -> tuple[list[float] | None, flo
     return W.tolist(), float(b)
 
 
-def _params(blob: bytes) -> s.Params:
+def _params(blob: bytes) -> dict[str, Any]:
     params = unpack_params(blob)
     W, b = v1_fields(params)
-    return s.Params(W=W, b=b, params=arrays_json(params))
+    return {"W": W, "b": b, "params": arrays_json(params)}
 
 
 def dataset(row: DatasetRow) -> s.Dataset:
@@ -64,7 +70,7 @@ def model(row: ModelRow, training: bool, params_up_to: int | None = None) -> Any
     count = make_kind(row.kind, row.config).param_count()
     params = unpack_params(row.params) if params_up_to is None or count <= params_up_to else {}
     W, b = v1_fields(params)
-    return _model.validate_python({
+    return MODEL_VIEWS[row.kind].model_construct(**{
         "id": row.id,
         "name": row.name,
         "kind": row.kind,
@@ -87,22 +93,28 @@ def run(row: RunRow) -> s.Run:
     """A run's public view."""
     final = None
     if row.final_params is not None and row.final_loss is not None:
-        final = s.FinalParams(**_params(row.final_params).model_dump(), loss=row.final_loss,
-                              metrics=row.final_metrics or {})
+        final = s.FinalParams.model_construct(**_params(row.final_params), loss=row.final_loss,
+                                              metrics=row.final_metrics or {})
     error = None
     if row.error_reason is not None:
-        error = s.RunError(
+        error = s.RunError.model_construct(
             reason=row.error_reason, detail=row.error_detail or "", epoch=row.error_epoch
         )
     stopped = None
     if row.stopped_epoch is not None and row.best_epoch is not None:
-        stopped = s.StoppedEarly(epoch=row.stopped_epoch, best_epoch=row.best_epoch)
+        stopped = s.StoppedEarly.model_construct(epoch=row.stopped_epoch,
+                                                 best_epoch=row.best_epoch)
     options = row.options
-    return s.Run(
+    validation = options["validation"]
+    if validation is not None:
+        validation = (s.ValidationFraction if "fraction" in validation
+                      else s.ValidationDataset).model_construct(**validation)
+    stopping = options["early_stopping"]
+    return s.Run.model_construct(
         id=row.id,
         model_id=row.model_id,
         dataset_id=row.dataset_id,
-        status=row.status,  # type: ignore[arg-type]
+        status=RunStatus(row.status),
         epochs=row.epochs,
         epochs_completed=row.epochs_completed,
         optimizer=_optimizer.validate_python(row.optimizer),
@@ -111,14 +123,15 @@ def run(row: RunRow) -> s.Run:
         dtype=row.dtype,  # type: ignore[arg-type]
         loss=options["loss"],
         huber_delta=options["huber_delta"],
-        regularization=s.Regularization(**options["regularization"]),
-        validation=options["validation"],
-        early_stopping=options["early_stopping"],
+        regularization=s.Regularization.model_construct(**options["regularization"]),
+        validation=validation,
+        early_stopping=None if stopping is None else s.EarlyStoppingSpec.model_construct(
+            **stopping),
         shuffle=options["shuffle"],
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
-        initial=_params(row.initial_params),
+        initial=s.Params.model_construct(**_params(row.initial_params)),
         final=final,
         stopped_early=stopped,
         error=error,
@@ -132,7 +145,7 @@ def history_row(row: EpochRow) -> s.HistoryRow:
         arrays = unpack_params(row.params)
         W, b = v1_fields(arrays)
         params = arrays_json(arrays)
-    return s.HistoryRow(
+    return s.HistoryRow.model_construct(
         epoch=row.epoch,
         W=W,
         b=b,
@@ -153,11 +166,11 @@ def history(
     next_cursor = str(getattr(rows[-1], cursor_of)) if more and rows else None
     items = [history_row(r) for r in rows]
     if fmt != "columns":
-        return s.HistoryPage(items=items, next_cursor=next_cursor)
+        return s.HistoryPage.model_construct(items=items, next_cursor=next_cursor)
     names = list(dict.fromkeys(name for item in items for name in item.metrics))
     with_params = all(item.params is not None for item in items)
     with_wb = all(item.W is not None for item in items)
-    return s.HistoryColumns(
+    return s.HistoryColumns.model_construct(
         epoch=[r.epoch for r in items],
         W=[r.W for r in items] if with_wb else None,  # type: ignore[misc]
         b=[r.b for r in items] if with_wb else None,  # type: ignore[misc]

@@ -36,11 +36,11 @@ def execute_run(
     was no longer queued). ``cancelled`` is polled at every epoch boundary; ``announce`` is
     called whenever new history is stored."""
     with sessions.begin() as session:
-        run = repo.start_run(session, run_id)
-        if run is None:
+        started = repo.start_run(session, run_id)
+        if started is None:
             return None
-        model_row = repo.get_model(session, run.model_id)
-        kind = make_kind(model_row.kind, model_row.config)
+        run = started.run
+        kind = make_kind(started.kind, started.config)
         model = Model(kind, unpack_params(run.initial_params), dtype=run.dtype)
         x, y = repo.load_arrays(session, run.dataset_id)
         train, validation = Examples(x, y), None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -312,9 +313,19 @@ def request_cancel(session: Session, run_id: str) -> RunRow:
     return row
 
 
-def start_run(session: Session, run_id: str) -> RunRow | None:
+@dataclass(frozen=True)
+class Started:
+    """A run that has just started, with its model's kind and config."""
+
+    run: RunRow
+    kind: str
+    config: dict[str, Any]
+
+
+def start_run(session: Session, run_id: str) -> Started | None:
     """Mark a queued run running, taking its initial parameters and history position from its
-    model now; ``None`` if it is no longer queued (cancelled meanwhile). One atomic UPDATE."""
+    model now; ``None`` if it is no longer queued (cancelled meanwhile). One atomic UPDATE,
+    which also returns the model's kind and config."""
     of_model = ModelRow.id == RunRow.model_id
     started = (
         update(RunRow)
@@ -325,10 +336,15 @@ def start_run(session: Session, run_id: str) -> RunRow | None:
             history_base=select(ModelRow.history_rows).where(of_model).scalar_subquery(),
             initial_params=select(ModelRow.params).where(of_model).scalar_subquery(),
         )
-        .returning(RunRow)
+        .returning(
+            RunRow,
+            select(ModelRow.kind).where(of_model).scalar_subquery(),
+            select(ModelRow.config).where(of_model).scalar_subquery(),
+        )
         .execution_options(synchronize_session=False)
     )
-    return session.scalars(started).one_or_none()
+    found = session.execute(started).one_or_none()
+    return None if found is None else Started(found[0], found[1], found[2])
 
 
 def run_status(session: Session, run_id: str) -> str | None:

@@ -3,6 +3,7 @@ the true values or labels, the task it belongs to, and which way is better."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,23 +15,25 @@ MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
 
 def _mse(outputs: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.square(outputs - y)))
+    residual = outputs - y
+    return float(np.dot(residual, residual) / residual.size)
 
 
 def _rmse(outputs: np.ndarray, y: np.ndarray) -> float:
-    return float(np.sqrt(_mse(outputs, y)))
+    return math.sqrt(_mse(outputs, y))
 
 
 def _mae(outputs: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.abs(outputs - y)))
+    return float(np.add.reduce(np.abs(outputs - y)) / y.size)
 
 
 def _r2(outputs: np.ndarray, y: np.ndarray) -> float:
-    residual = float(np.sum(np.square(y - outputs)))
-    total = float(np.sum(np.square(y - np.mean(y))))
+    residual = outputs - y
+    spread = y - np.add.reduce(y) / y.size
+    unexplained, total = float(np.dot(residual, residual)), float(np.dot(spread, spread))
     if total == 0.0:  # constant targets: perfect or nothing, never a division by zero
-        return 1.0 if residual == 0.0 else 0.0
-    return 1.0 - residual / total
+        return 1.0 if unexplained == 0.0 else 0.0
+    return 1.0 - unexplained / total
 
 
 def _predicted(outputs: np.ndarray) -> np.ndarray:
@@ -75,13 +78,15 @@ def names(task: Task) -> list[str]:
     return [name for name, metric in METRICS.items() if metric.task == task]
 
 
+_BY_TASK = {task: names(task) for task in ("regression", "classification")}
+
+
 def measure(task: Task, outputs: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Every metric of ``task`` for these outputs (values, or logits) and true values (or
-    class indices), in float64."""
+    class indices), in float64 (non-finite results are the caller's to report)."""
     outputs = np.asarray(outputs, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    with np.errstate(all="ignore"):  # the loop reports non-finite results as divergence
-        return {name: METRICS[name].fn(outputs, y) for name in names(task)}
+    return {name: METRICS[name].fn(outputs, y) for name in _BY_TASK[task]}
 
 
 def higher_is_better(monitor: str) -> bool:
