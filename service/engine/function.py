@@ -48,7 +48,8 @@ from typing import Any
 import numpy as np
 
 from service.engine.plan import Plan, Retrace
-from service.engine.tensor import TRACES, Tensor, _recording, as_value
+from service.engine.tape import _flatten
+from service.engine.tensor import TRACES, Tensor, Variable, _recording, as_value
 from service.engine.trace import Trace, TraceError, error
 
 
@@ -118,6 +119,11 @@ class Function:
         finally:
             _recording.trace = None
             TRACES.remove(trace)
+        for leaf in _flatten(result):
+            if not isinstance(leaf, _RESULTS):
+                raise error(f"returning a {type(leaf).__name__}",
+                            "a compiled function returns tensors, variables, and Python numbers, "
+                            "strings or None (the same objects on every call)")
         self.trace_count += 1
         plan = Plan(trace, result, self.name)
         self._plans[key] = _Entry(plan, pinned, next(self._clock))
@@ -142,6 +148,7 @@ def function(func: Callable[..., Any] | None = None, *,
 
 
 _SCALARS = (bool, int, str, bytes, type(None), type(Ellipsis))
+_RESULTS = (Tensor, Variable, float, complex, *_SCALARS)
 
 
 def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...],

@@ -56,6 +56,9 @@ _IN_PLACE = frozenset({np.add, np.subtract, np.multiply, np.true_divide})
 _OUT_BY_NAME = frozenset({np.maximum, np.minimum})
 
 
+_COMPUTED = object()  # stands for a result that run() computes, among constant results
+
+
 class Retrace(Exception):
     """The plan no longer fits the call (a variable's value changed its memory layout)."""
 
@@ -101,7 +104,7 @@ class Plan:
             if isinstance(event, Assign):
                 finals[id(event.variable)] = event
         outputs = [trace.node_of(leaf) if type(leaf) is Tensor else None for leaf in leaves]
-        self._constants = [leaf if node is None else None
+        self._constants = [leaf if node is None else _COMPUTED
                            for node, leaf in zip(outputs, leaves, strict=True)]
         steps, same = _merged(_needed(trace.events, outputs, finals.values()))
         self.steps = steps
@@ -159,9 +162,9 @@ class Plan:
             self._refresh()
             flat = self._run(*values)
         if self._single:
-            return flat[0] if self._constants[0] is None else self._constants[0]
+            return flat[0] if flat else self._constants[0]
         it = iter(flat)
-        return _pack(self._skeleton, [next(it) if c is None else c for c in self._constants])
+        return _pack(self._skeleton, [next(it) if c is _COMPUTED else c for c in self._constants])
 
     # Compiling
 

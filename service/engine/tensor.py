@@ -386,7 +386,7 @@ class _Operand:
 
     def __index__(self) -> int:
         if TRACES:
-            concrete(self, "use as an index (__index__)")
+            concrete(self, "operator.index()")
         return self._value.__index__()  # type: ignore[union-attr]
 
     def __bool__(self) -> bool:
