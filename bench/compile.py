@@ -1,6 +1,7 @@
 """Benchmark tg.function: compiled training steps against hand-written NumPy (and PyTorch).
 
     .venv/bin/python bench/compile.py [--workloads linear mlp full-1k full-1m] [--repeats 21]
+                                      [--keep-freed-memory]
     .venv/bin/python bench/compile.py --memory
 
 Each workload times one epoch per contender, on the same float32 data in the same
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,12 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.engine import (
     LEARNING_RATE,
     engine_epoch,
+    keep_freed_memory,
     make_data,
     show,
     torch_epoch,
     tuned_numpy_epoch,
 )
 from service import engine as tg
+from tests.engine.compiled_memory import measure as measure_memory
 
 Epoch = Callable[[], object]
 EXAMPLES, BATCH = 4_096, 32
@@ -365,46 +367,9 @@ def measure(epochs: dict[str, Epoch], inner: int, repeats: int) -> dict[str, flo
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
-MEMORY_CHILD = """
-import re, sys
-import numpy as np
-sys.path.insert(0, {root!r})
-from service import engine as tg
-
-def status(field):
-    text = open("/proc/self/status").read()
-    return int(re.search(field + r":\\s+(\\d+) kB", text).group(1)) * 1024
-
-n, d = 1_000_000, 8
-rng = np.random.default_rng(0)
-inputs = tg.constant(rng.standard_normal((n, d), dtype=np.float32))
-outputs = tg.matmul(inputs, tg.constant(np.arange(1, d + 1, dtype=np.float32))) + 2.0
-W, b = tg.Variable(np.zeros(d, np.float32)), tg.Variable(0.0)
-
-@tg.function
-def step(x, y):
-    with tg.GradientTape() as tape:
-        loss = tg.reduce_mean(tg.square(y - (tg.matmul(x, W) + b)))
-    dW, db = tape.gradient(loss, [W, b])
-    W.assign_sub(0.1 * dW)
-    b.assign_sub(0.1 * db)
-    return loss
-
-before = status("VmRSS")
-open("/proc/self/clear_refs", "w").write("5")  # the peak from here on (not the set-up's copies)
-for _ in range(10):
-    step(inputs, outputs)
-data = inputs.numpy().nbytes + outputs.numpy().nbytes
-print(data, before, status("VmHWM"), step.trace_count)
-"""
-
-
 def memory() -> None:
     """Peak RSS of a process running a compiled step on 1,000,000 x 8 float32, vs its data."""
-    root = str(Path(__file__).resolve().parent.parent)
-    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD.format(root=root)], check=True,
-                         capture_output=True, text=True).stdout
-    data, before, peak, traces = map(int, out.split())
+    data, before, peak, traces = measure_memory(steps=10)
     mib = 2**20
     print(f"memory: dataset {data / mib:.1f} MiB (1,000,000 x 8 and 1,000,000 float32); "
           f"RSS before the first step {before / mib:.1f} MiB; peak RSS over 10 compiled steps "
@@ -417,10 +382,15 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", choices=list(table), default=list(table))
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--memory", action="store_true", help="run the memory check alone")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="stop glibc returning freed memory to the kernel, so that no "
+                             "contender pays page faults for fresh large arrays")
     args = parser.parse_args()
     if args.memory:
         memory()
         return
+    if args.keep_freed_memory:
+        keep_freed_memory()
     for name in args.workloads:
         contenders, baseline, target, inner = table[name]()
         epochs = {k: v for k, v in contenders.items() if v is not None}

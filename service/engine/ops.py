@@ -27,6 +27,7 @@ from service.engine.tensor import (
     Variable,
     alias,
     apply,
+    apply2,
     as_value,
     binary,
     finish,
@@ -273,7 +274,7 @@ def greater_equal(x: Any, y: Any) -> Tensor:
 def _compare(fn: Any, x: Any, y: Any) -> Tensor:
     x, y = _same_dtype(fn.__name__, [x, y])
     try:
-        return apply(fn, x, y)
+        return apply2(fn, x, y)
     except ValueError:
         raise_if_not_broadcastable(fn.__name__, x.shape, y.shape)
         raise
@@ -305,7 +306,7 @@ def matmul(a: Any, b: Any) -> Tensor:
     """The matrix product, batched over leading dimensions (NumPy's matmul rules)."""
     a, b = _same_dtype("matmul", [a, b])
     try:
-        out = apply(np.matmul, a, b)
+        out = apply2(np.matmul, a, b)
     except ValueError:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned") from None
     return finish("matmul", out, (a, b))
@@ -324,11 +325,11 @@ def reduce_sum(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
 def reduce_mean(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     """The mean over axis (an int, a sequence, or None for all axes)."""
     x = operand(x)
-    dtype = x.dtype
-    axes = _axes(axis, x.ndim)
-    mean = apply(operator.truediv, _reduce(np.add, x, axes, keepdims), _count(x.shape, axes))
-    if dtype.kind not in "fc":
-        mean = apply(_cast, mean, dtype)
+    value = x._value
+    axes = _axes(axis, value.ndim)
+    mean = apply2(operator.truediv, _reduce(np.add, x, axes, keepdims), _count(value.shape, axes))
+    if value.dtype.kind not in "fc":
+        mean = apply2(_cast, mean, value.dtype)
     return finish("reduce_mean", mean, (x, axes, keepdims))
 
 
@@ -348,11 +349,14 @@ def reduce_min(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
 
 def _reduce(ufunc: np.ufunc, x: Tensor, axes: tuple[int, ...], keepdims: bool) -> Tensor:
     """ufunc folded over axes in x's own dtype (NumPy sums pairwise)."""
-    axis = None if len(axes) == x.ndim else axes  # the same reduction, with less to parse
-    dtype = None if x.dtype.kind in "fc" else x.dtype  # NumPy widens integers unless told
+    value = x._value
+    if value.dtype.kind not in "fc":  # NumPy widens integers unless told the dtype
+        return apply(ufunc.reduce, x, axes, value.dtype, keepdims=keepdims)
     if keepdims:
-        return apply(ufunc.reduce, x, axis, dtype, keepdims=True)
-    return apply(ufunc.reduce, x, axis, dtype)
+        return apply(ufunc.reduce, x, axes, keepdims=True)
+    if len(axes) == value.ndim:  # all of them: the same reduction, with less to parse
+        return apply2(ufunc.reduce, x, None)
+    return apply2(ufunc.reduce, x, axes)
 
 
 def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
@@ -585,7 +589,7 @@ def unbroadcast(g: Tensor, out_shape: Shape, shape: Shape) -> Tensor:
     axes = _broadcast_axes(out_shape, shape)
     if not axes:
         return g  # g already broadcasts to shape
-    full = g if g.shape == out_shape else apply(np.broadcast_to, g, out_shape)
+    full = g if g._value.shape == out_shape else apply2(np.broadcast_to, g, out_shape)
     return finish("unbroadcast", _sum_to(full, axes, shape), (g, out_shape, shape))
 
 
@@ -594,12 +598,12 @@ def unbroadcast_mul(g: Tensor, y: Tensor, out_shape: Shape, shape: Shape) -> Ten
     axes = _broadcast_axes(out_shape, shape)
     if not axes:
         return multiply(g, y)
-    if not shape and g.shape == out_shape and y.shape == out_shape:
-        out = apply(np.vdot, g, y)
+    if not shape and g._value.shape == out_shape and y._value.shape == out_shape:
+        out = apply2(np.vdot, g, y)
     else:
-        product = apply(np.multiply, g, y)
-        if product.shape != out_shape:
-            product = apply(np.broadcast_to, product, out_shape)
+        product = apply2(np.multiply, g, y)
+        if product._value.shape != out_shape:
+            product = apply2(np.broadcast_to, product, out_shape)
         out = _sum_to(product, axes, shape)
     return finish("unbroadcast_mul", out, (g, y, out_shape, shape))
 
@@ -615,4 +619,4 @@ def _broadcast_axes(out_shape: Shape, shape: Shape) -> tuple[int, ...]:
 
 def _sum_to(x: Tensor, axes: tuple[int, ...], shape: Shape) -> Tensor:
     total = _reduce(np.add, x, axes, keepdims=False)
-    return total if total.shape == shape else apply(np.reshape, total, shape)
+    return total if total._value.shape == shape else apply2(np.reshape, total, shape)

@@ -71,7 +71,15 @@ def as_value(value: Any, dtype: DTypeLike | None = None, copy: bool = False) -> 
     NumPy arrays keep their dtype. Tensors and Variables must already have the
     requested dtype: only tg.cast changes a tensor's dtype.
     """
-    if isinstance(value, Variable):
+    kind = type(value)
+    if kind is np.ndarray and value.dtype.kind in "biufc":  # the common case, one pass
+        if dtype is None:
+            return np.array(value, copy=True) if copy else value
+        dtype = np.dtype(dtype)
+        if value.dtype.kind in "fc" and dtype.kind in "biu":
+            raise TypeError(f"cannot convert floating-point values to {dtype}; use tg.cast")
+        return value.astype(dtype, copy=copy)
+    if kind is not Tensor and isinstance(value, Variable):
         value = current(value)
     if isinstance(value, Tensor):
         v = value._value
@@ -106,10 +114,21 @@ def apply(fn: Callable[..., Array], *args: Any, **kwargs: Any) -> Tensor:
     """A tensor of fn(*args, **kwargs), tensors among args (or in tuples there) passing their
     values: how ops compute with NumPy, so that a tracing tg.function records the call."""
     out = _new_tensor(Tensor)
-    out._value = fn(*[a._value if type(a) is Tensor else _unwrap(a) for a in args], **kwargs)
+    out._value = fn(*[a._value if type(a) is Tensor else a if type(a) is not tuple
+                      else _unwrap(a) for a in args], **kwargs)
     out._key = None
     if TRACES:
         _record(out, fn, args, kwargs)
+    return out
+
+
+def apply2(fn: Callable[[Any, Any], Array], x: Tensor, y: Any) -> Tensor:
+    """apply(fn, x, y) for a tensor x and a tensor or constant y (no tuple): ops' hot paths."""
+    out = _new_tensor(Tensor)
+    out._value = fn(x._value, y._value if type(y) is Tensor else y)
+    out._key = None
+    if TRACES:
+        _record(out, fn, (x, y), None)
     return out
 
 
@@ -164,7 +183,9 @@ def current(variable: Variable) -> Tensor:
 
 def read(variable: Variable) -> Tensor:
     """Return a variable's current value, letting recording tapes watch the read."""
-    tensor = current(variable)
+    if TRACES:
+        current(variable)
+    tensor = variable._tensor
     for tape in _recording.tapes:
         tape.read(variable, tensor)
     return tensor
@@ -214,9 +235,9 @@ OPERATORS: dict[Any, Callable[[Any, Any], Any]] = {
 
 def binary(name: str, fn: Any, x: Any, y: Any) -> Tensor:
     """Apply a two-argument NumPy ufunc to two broadcast operands of one dtype."""
-    if type(x) is not Tensor and isinstance(x, Variable):
+    if type(x) is Variable or (type(x) is not Tensor and isinstance(x, Variable)):
         x = read(x)
-    if type(y) is not Tensor and isinstance(y, Variable):
+    if type(y) is Variable or (type(y) is not Tensor and isinstance(y, Variable)):
         y = read(y)
     if type(x) is Tensor:
         xv = x._value
@@ -552,21 +573,27 @@ class Variable(_Operand):
         return self._update(np.subtract, delta)
 
     def _update(self, fn: np.ufunc, delta: Any) -> Variable:
-        tensor = current(self)
+        tensor = current(self) if TRACES else self._tensor
         value = tensor._value
-        if isinstance(delta, Variable):
+        if type(delta) is not Tensor and isinstance(delta, Variable):
             delta = current(delta)
         if type(delta) is Tensor:
-            if delta._value.dtype != value.dtype:
-                raise TypeError(f"cannot update a {value.dtype} variable with a "
-                                f"{delta._value.dtype} tensor; use tg.cast")
+            deltav = delta._value
+            if deltav.dtype != value.dtype:
+                raise TypeError(f"cannot update a {value.dtype} variable with a {deltav.dtype} "
+                                "tensor; use tg.cast")
         else:
-            delta = _coerce(delta, value.dtype)
-        new = apply(OPERATORS[fn], tensor, delta)
+            delta = deltav = _coerce(delta, value.dtype)
+        op = OPERATORS[fn]
+        new = wrap(op(value, deltav))
         if new._value.shape != value.shape:
             raise ValueError(f"cannot update a variable of shape {value.shape} with a value of "
-                             f"shape {np.shape(_unwrap(delta))}")
-        self._set(new, new)
+                             f"shape {np.shape(deltav)}")
+        if TRACES:
+            _record(new, op, (tensor, delta), None)
+            self._set(new, new)
+        else:
+            self._tensor = new
         return self
 
     def __repr__(self) -> str:

@@ -311,6 +311,25 @@ def test_a_variable_read_only_follows_outside_assignments() -> None:
     assert list(f(x).numpy()) == [5.0, 6.0] and f.trace_count == 1
 
 
+def test_a_variable_whose_memory_layout_changes_gets_a_new_trace() -> None:
+    W = tg.Variable(np.arange(6.0).reshape(2, 3))
+    U = tg.Variable(np.ones((2, 3)))
+
+    @tg.function
+    def f() -> tg.Tensor:
+        U.assign(U * 2.0)
+        return tg.reduce_sum(W * U, axis=0)
+
+    f()
+    f()
+    W.assign(np.asfortranarray(W.numpy()) + 1.0)  # read only: checked on each call
+    column_sums = np.array([5.0, 7.0, 9.0])
+    assert list(f().numpy()) == list(8.0 * column_sums) and f.trace_count == 2
+    U.assign(np.asfortranarray(U.numpy()))  # updated in place: checked before a call
+    assert list(f().numpy()) == list(16.0 * column_sums) and f.trace_count == 3
+    assert W.numpy().flags.f_contiguous and U.numpy().flags.f_contiguous
+
+
 # Random draws
 
 
