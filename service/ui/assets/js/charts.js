@@ -7,6 +7,9 @@ import { h, num } from "./dom.js";
 /** Okabe & Ito's colour-blind-safe palette (black last but one, yellow last: low contrast). */
 export const PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"];
 
+// Table columns that count things: shown as integers, not to four decimals.
+const COUNTS = new Set(["epoch", "step", "class"]);
+
 let firstChartMarked = false;
 
 /** Record (once per page) when a first chart has data drawn, for bench/ui.py. */
@@ -36,7 +39,8 @@ export function figure({ id, title, caption, controls = [], rows }) {
     tableBox.replaceChildren(h("table", {},
       h("caption", {}, title),
       h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
-      h("tbody", {}, body.map((r) => h("tr", {}, r.map((v) => h("td", {}, typeof v === "number" ? num(v) : v ?? "–")))))));
+      h("tbody", {}, body.map((r) => h("tr", {}, r.map((v, i) => h("td", {},
+        typeof v === "number" && !COUNTS.has(columns[i]) ? num(v) : v ?? "–")))))));
   };
   toggle.addEventListener("click", () => {
     const open = toggle.getAttribute("aria-expanded") !== "true";
