@@ -4,10 +4,12 @@ looks right on a phone and a desktop (screenshots)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -34,7 +36,7 @@ def tutorial_run(api: httpx.Client, **run: Any) -> dict[str, Any]:
 
 
 def drawn(watched: Any) -> None:
-    watched.page.wait_for_selector("main[data-state=drawn]")
+    watched.page.wait_for_selector("main[data-state=drawn]", timeout=120_000)
 
 
 def points(page: Any, figure: str) -> int:
@@ -160,7 +162,7 @@ def test_compare_overlays_two_runs(open_page: Any, api: httpx.Client) -> None:
     page.check(f"#pick-{first['id']}")
     page.check(f"#pick-{second['id']}")
     page.click("#compare")
-    page.wait_for_function("document.querySelector('#compare-chart').dataset.series === '2'")
+    page.wait_for_function("() => document.querySelector('#compare-chart').dataset.series === '2'")
     legend = page.text_content("#compare-chart .u-legend")
     assert first["id"] in legend and second["id"] in legend
     assert points(page, "compare-chart") == 25  # epochs 0..24 of both, joined
@@ -211,3 +213,41 @@ def test_run_page_screenshots(open_page: Any, api: httpx.Client, width: int,
         crop = image.crop((int(box["x"]), int(box["y"] + scroll), int(box["x"] + box["width"]),
                            int(box["y"] + scroll + box["height"])))
         assert not _blank(crop), f"{region} is blank in {shot}"
+
+
+def test_the_run_page_resumes_the_stream_after_a_dropped_connection(open_page: Any,
+                                                                    api: httpx.Client) -> None:
+    dataset = api.post("/v1/datasets/synthetic", json={"seed": 42}).json()
+    model = api.post("/v1/models").json()
+    run = api.post(f"/v1/models/{model['id']}/runs", json={
+        "dataset_id": dataset["id"], "epochs": 30, "batch_size": 1, "shuffle_seed": 0}).json()
+    watched = open_page()
+    page = watched.page
+    streams: list[str] = []
+    delivered: list[int] = []
+
+    def drop_the_first_stream(route: Any) -> None:
+        """The first stream ends after a few of the server's own rows, with no end event: a
+        connection dropped mid-run. Later ones reach the server."""
+        streams.append(route.request.url)
+        if len(streams) > 1:
+            route.continue_()
+            return
+        after = int(parse_qs(urlsplit(route.request.url).query)["after"][0])
+        rows: list[dict[str, Any]] = []
+        while not rows:
+            rows = api.get(f"/v1/runs/{run['id']}/history",
+                           params={"after": after, "limit": 3}).json()["items"]
+        body = "".join(json.dumps({**row, "type": "epoch"}) + "\n" for row in rows)
+        delivered.extend(row["epoch"] for row in rows)
+        route.fulfill(status=200, content_type="application/jsonl", body=body)
+
+    page.route("**/events?*", drop_the_first_stream)
+    watched.goto(f"/ui/runs/{run['id']}")
+    drawn(watched)
+    assert len(streams) >= 2, streams
+    resumed_after = int(parse_qs(urlsplit(streams[1]).query)["after"][0])
+    assert resumed_after == delivered[-1], (streams, delivered)  # the last epoch it got
+    assert points(page, "loss-chart") == 30  # every epoch once: none lost, none repeated
+    final = api.get(f"/v1/runs/{run['id']}").json()
+    assert page.text_content("td[data-latest=W]") == f"{final['final']['W'][0]:.4f}"
