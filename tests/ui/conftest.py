@@ -136,7 +136,7 @@ def open_page(browser: Any, server: LiveServer) -> Iterator[Any]:
         return watched
 
     yield make
-    for context, watched in opened:
+    for context, _ in opened:
         context.close()
     for _, watched in opened:
         watched.check()
