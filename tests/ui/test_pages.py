@@ -74,3 +74,14 @@ def test_the_package_ships_the_ui_files() -> None:
     assert '"service.ui"' in data
     for name in ("index.html", "docs.html", "redoc.html", "assets/js/main.js"):
         assert (UI / name).is_file()
+
+
+def test_every_module_is_preloaded() -> None:
+    """The page names every module up front, so the browser fetches them in parallel."""
+    page = (UI / "index.html").read_text()
+    scripts = [p.relative_to(UI) for p in (UI / "assets").rglob("*.js")
+               if "vendor" not in p.parts or p.name == "uPlot.esm.js"]
+    for script in scripts:
+        if script.name in ("main.js", "docs.js", "redoc.js"):
+            continue
+        assert f'rel="modulepreload" href="/ui/{script}"' in page, script

@@ -279,14 +279,18 @@ export function runView(main, runId) {
   }
 
   async function start() {
-    run = await getJSON(`/v1/runs/${id(runId)}`, { signal: stop.signal });
+    const [found, columns] = await Promise.all([
+      getJSON(`/v1/runs/${id(runId)}`, { signal: stop.signal }),
+      getJSON(withQuery(`/v1/runs/${id(runId)}/history`, { format: "columns", max_points: BUDGET }), { signal: stop.signal }),
+    ]);
+    run = found;
+    trace = fromColumns(columns);
+    figures.append(lossFig.el);
+    drawLoss();
     [model, dataset] = await Promise.all([
       getJSON(`/v1/models/${id(run.model_id)}`, { signal: stop.signal }).catch(() => null),
       getJSON(`/v1/datasets/${id(run.dataset_id)}`, { signal: stop.signal }).catch(() => null),
     ]);
-    const columns = await getJSON(withQuery(`/v1/runs/${id(runId)}/history`, { format: "columns", max_points: BUDGET }), { signal: stop.signal });
-    trace = fromColumns(columns);
-    figures.append(lossFig.el);
     drawAll();
     status.textContent = ACTIVE.includes(run.status) ? "Following the run live…" : `The run ${run.status}.`;
     await setUpData();
