@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/compile.py
 	$(BIN)/python bench/service.py
+	$(BIN)/python bench/ui.py
 
 test-container:  ## build the image with buildah and drive it with podman (root, Debian)
 	bash tests/container/run.sh
