@@ -121,7 +121,7 @@ class Function:
             TRACES.remove(trace)
         for leaf in _flatten(result):
             if not isinstance(leaf, _RESULTS):
-                raise error(f"returning a {type(leaf).__name__}",
+                raise error(f"returning a value of type {type(leaf).__name__}",
                             "a compiled function returns tensors, variables, and Python numbers, "
                             "strings or None (the same objects on every call)")
         self.trace_count += 1

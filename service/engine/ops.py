@@ -44,13 +44,13 @@ from service.engine.trace import static
 
 def constant(value: Any, dtype: DTypeLike | None = None, shape: Any = None) -> Tensor:
     """A tensor holding a copy of value (Python floats as float32), reshaped or filled to shape."""
-    source = value._tensor if isinstance(value, Variable) else value
-    value = as_value(value, dtype, copy=True)
+    array = as_value(value, dtype, copy=True)
+    source = value._tensor if isinstance(value, Variable) else value  # (after a trace saw it)
     if shape is None:
-        return alias(source, wrap(value))
-    static(source, "tg.constant(tensor, shape=...)")
+        return alias(source, wrap(array))
+    static(source, "tg.constant(<traced tensor>, shape=...)")
     shape = as_shape(shape)
-    return wrap(np.full(shape, value) if value.size == 1 else value.reshape(shape))
+    return wrap(np.full(shape, array) if array.size == 1 else array.reshape(shape))
 
 
 def convert_to_tensor(value: Any, dtype: DTypeLike | None = None) -> Tensor:
@@ -89,7 +89,7 @@ def as_shape(shape: Any) -> Shape:
     """A shape given as an int, a sequence or a tensor, as a tuple of ints."""
     if type(shape) is tuple or type(shape) is list:
         return tuple(map(int, shape))
-    static(shape, "a shape taken from a tensor")
+    static(shape, "a shape taken from a traced tensor")
     return tuple(int(n) for n in np.reshape(as_value(shape), -1))
 
 
@@ -217,7 +217,8 @@ def where(condition: Any, x: Any = None, y: Any = None) -> Tensor:
     if condition.dtype.kind != "b":
         raise TypeError(f"where needs a bool condition, got {condition.dtype}")
     if x is None and y is None:
-        static(condition, "tg.where(condition) (its shape depends on the values)")
+        static(condition, "tg.where(<traced condition>) without x and y (its shape depends on "
+                          "the values)")
         return wrap(np.argwhere(condition._value).astype(np.int64))
     x, y = _same_dtype("where", [x, y])
     try:
@@ -365,7 +366,7 @@ def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
         return tuple(range(ndim))
     if isinstance(axis, int):
         axis = (axis,)
-    static(axis, "an axis taken from a tensor")
+    static(axis, "an axis taken from a traced tensor")
     return normalize_axis_tuple(tuple(int(a) for a in np.reshape(as_value(axis), -1)), ndim)
 
 
@@ -482,7 +483,7 @@ def _index(index: Any) -> Any:
         index = read(index)
     if type(index) is Tensor:
         if index.dtype.kind == "b":
-            static(index, "a boolean mask taken from a tensor (its result's shape depends on it)")
+            static(index, "indexing with a traced boolean mask (the result's shape depends on it)")
         return index
     if isinstance(index, list | np.ndarray):
         return wrap(as_value(index))

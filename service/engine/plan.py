@@ -80,7 +80,8 @@ class _Storage:
         self.buffer: np.ndarray = np.empty(0)
         self.view: np.ndarray = self.buffer
         self.tensor: Tensor = wrap(self.view)
-        self.counts = (0, 0)  # the reference counts of tensor and view when nothing else holds them
+        # the reference counts of tensor, view and buffer when nothing else holds them
+        self.counts: tuple[int, ...] = (0, 0, 0)
 
     def allocate(self, value: Array) -> None:
         """Hold value in a new buffer, installed in the variable through a read-only view."""
@@ -130,7 +131,10 @@ class Plan:
         last = _last_uses(steps, outputs, finals.values())
         homes = self._homes(trace, finals, last)
         body = self._steps(homes, last)
-        ends = []
+        # The results first: one may be a variable's old value, in the buffer copied into next.
+        results = [f"wrap({self._names[n.index]}.copy())" if n.index in self._owned
+                   else f"wrap({self._names[n.index]})" for n in outputs if n is not None]
+        ends = [f"    results = ({', '.join(results)},)" if results else "    results = ()"]
         for vname, source in rebound:
             value = self._ref(source)
             if isinstance(source, Node) and source.index in self._owned:
@@ -140,14 +144,13 @@ class Plan:
             source = finals[id(storage.variable)].source
             if not (isinstance(source, Node) and homes.get(source.index) == storage.index):
                 ends.append(f"    copyto(B{storage.index}, {self._ref(source)})")
-        results = [f"wrap({self._names[n.index]}.copy())" if n.index in self._owned
-                   else f"wrap({self._names[n.index]})" for n in outputs if n is not None]
-        ends.append(f"    return ({', '.join(results)},)" if results else "    return ()")
+        ends.append("    return results")
 
         self._bind()
         checks = [f"    if {s.name}._tensor is not T{s.index} or "
                   f"getrefcount(T{s.index}) != {s.counts[0]} or "
-                  f"getrefcount(R{s.index}) != {s.counts[1]}:\n        raise Stale"
+                  f"getrefcount(R{s.index}) != {s.counts[1]} or "
+                  f"getrefcount(B{s.index}) != {s.counts[2]}:\n        raise Stale"
                   for s in self._storages]
         params = ", ".join(f"a{i}" for i in range(len(trace.inputs)))
         self.source = "\n".join([f"def run({params}):", *checks, *loads, *body, *ends])
@@ -318,8 +321,8 @@ class Plan:
             storage.allocate(storage.variable._tensor._value)
         self._bind_storages()
         for storage in self._storages:
-            storage.counts = (sys.getrefcount(self._ns[f"T{storage.index}"]),
-                              sys.getrefcount(self._ns[f"R{storage.index}"]))
+            storage.counts = tuple(sys.getrefcount(self._ns[f"{name}{storage.index}"])
+                                   for name in "TRB")
 
     def _bind_storages(self) -> None:
         for storage in self._storages:
@@ -343,7 +346,8 @@ class Plan:
             # Counted as run() counts them: no local variable may refer to the tensor or view.
             installed = storage.variable._tensor is storage.tensor
             held = (sys.getrefcount(storage.tensor) > storage.counts[0] - (not installed)
-                    or sys.getrefcount(storage.view) > storage.counts[1])
+                    or sys.getrefcount(storage.view) > storage.counts[1]
+                    or sys.getrefcount(storage.buffer) > storage.counts[2])
             if installed and not held:
                 continue
             if _order(storage.variable._tensor._value) != storage.order:

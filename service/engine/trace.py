@@ -30,8 +30,6 @@ BUFFER = "buffer"  # an array written by the call into a buffer of the plan (out
 VIEW = "view"  # an array sharing the memory of an argument
 VALUE = "value"  # anything else (NumPy scalars, arrays NumPy allocates): rebound every call
 
-INPUT, VARIABLE, STEP = "input", "variable", "step"  # where a node's value comes from
-
 _ids = itertools.count(1)
 _ENGINE = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,15 +41,11 @@ class TraceError(TypeError):
 class Node:
     """A value the plan computes (or takes) on every call: its kind, shape, dtype and layout."""
 
-    __slots__ = ("dtype", "index", "kind", "order", "origin", "shape", "strides", "trace",
-                 "variable")
+    __slots__ = ("dtype", "index", "kind", "order", "shape", "strides", "trace")
 
-    def __init__(self, trace: int, index: int, value: Array, origin: str,
-                 variable: Variable | None = None) -> None:
+    def __init__(self, trace: int, index: int, value: Array) -> None:
         self.trace = trace
         self.index = index
-        self.origin = origin
-        self.variable = variable
         self.kind = "array" if type(value) is np.ndarray else "scalar"
         self.shape: Shape = np.shape(value)
         self.dtype = getattr(value, "dtype", None)
@@ -59,7 +53,7 @@ class Node:
         self.order = _order(value) if type(value) is np.ndarray else None
 
     def __repr__(self) -> str:
-        return f"<node {self.index} {self.origin} {self.kind} {self.shape} {self.dtype}>"
+        return f"<node {self.index}: {self.kind} {self.shape} {self.dtype}>"
 
 
 class Const(NamedTuple):
@@ -104,7 +98,7 @@ class Trace:
 
     def __init__(self) -> None:
         self.id = next(_ids)
-        self.nodes: list[Node] = []
+        self.nodes = itertools.count()
         self.inputs: list[Node] = []
         self.events: list[Step | Assign] = []
         self.variables: dict[int, _VariableState] = {}
@@ -112,7 +106,7 @@ class Trace:
     def input(self, value: Array) -> Tensor:
         """A tensor standing for the call's next tensor argument, whose value is value."""
         tensor = wrap(value)
-        node = self._node(value, INPUT)
+        node = self._node(value)
         self.inputs.append(node)
         tensor._node = node
         return tensor
@@ -143,7 +137,7 @@ class Trace:
                 if np.may_share_memory(value, arg):
                     base = ref
                     break
-        node = self._node(value, STEP)
+        node = self._node(value)
         if type(value) is not np.ndarray:
             mode = VALUE
         elif base is not None:
@@ -163,15 +157,16 @@ class Trace:
 
     def read(self, variable: Variable) -> None:
         """Note a use of a variable's value: the first, before any assignment, is its initial
-        value, taken from the variable on every call."""
+        value, taken from the variable on every call. The variable gets a new tensor of that
+        value to carry the node: its old tensor, held elsewhere, stays a constant."""
         state = self.variables.get(id(variable))
         if state is None:
             state = self.variables[id(variable)] = _VariableState(variable)
         if state.assigned or state.initial is not None:
             return
-        tensor = variable._tensor
-        state.initial = self._node(tensor._value, VARIABLE, variable)
-        tensor._node = state.initial
+        tensor = wrap(variable._tensor._value)
+        state.initial = tensor._node = self._node(tensor._value)
+        variable._tensor = tensor
 
     def assign(self, variable: Variable, source: Any, tensor: Tensor) -> None:
         """Note variable.assign(source), where tensor is the variable's new value."""
@@ -196,10 +191,8 @@ class Trace:
         """Raise: what cannot happen inside a traced function."""
         raise error(what, _HINTS[what])
 
-    def _node(self, value: Array, origin: str, variable: Variable | None = None) -> Node:
-        node = Node(self.id, len(self.nodes), value, origin, variable)
-        self.nodes.append(node)
-        return node
+    def _node(self, value: Array) -> Node:
+        return Node(self.id, next(self.nodes), value)
 
     def _refs(self, args: tuple[Any, ...]) -> tuple[tuple[Ref, ...], bool]:
         refs: list[Ref] = []
@@ -299,13 +292,14 @@ _HINTS = {
 
 
 def static(x: Any, what: str) -> None:
-    """Raise TraceError if a tracing tg.function would need x, a tensor, as a Python value."""
+    """Raise TraceError if a tracing tg.function would need x, a tensor, as a Python value
+    (what says for what, naming x as a traced tensor)."""
     if TRACES:
         trace = current_trace()
         if trace is not None and (isinstance(x, Variable)
                                   or (type(x) is Tensor and trace.follows(x))):
-            raise error(f"{what} of a traced value",
-                        "it must be known while tracing: pass it as a Python value")
+            raise error(what, "it must be known while tracing: compute it outside, and pass it "
+                              "as a Python value")
 
 
 def error(what: str, hint: str) -> TraceError:
