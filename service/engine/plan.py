@@ -263,15 +263,11 @@ class Plan:
                     lines.append(f"    {fn}({call}, {buffer})")  # out by position: parsed faster
                 else:
                     lines.append(f"    {fn}({call}{', ' if call else ''}out={buffer})")
+            elif step.mode == VIEW and all(n.index in self._fixed for n in _nodes(step.args)):
+                name = self._names[index] = f"s{index}"  # made once, when binding
+                self._fixed.add(index)
+                self._static.append((name, step))
             else:
-                if step.mode == VIEW and isinstance(step.base, Node) and \
-                        step.base.index in self._owned:
-                    self._owned.add(index)
-                if step.mode == VIEW and all(n.index in self._fixed for n in _nodes(step.args)):
-                    name = self._names[index] = f"s{index}"
-                    self._fixed.add(index)
-                    self._static.append((name, step))
-                    continue
                 name = self._names[index] = f"n{index}"
                 symbol = _SYMBOLS.get(step.fn)  # type: ignore[call-overload]
                 if step.mode == VALUE and symbol and len(step.args) == 2 and not step.kwargs:
@@ -279,6 +275,8 @@ class Plan:
                     lines.append(f"    {name} = {x} {symbol} {y}")
                 else:
                     lines.append(f"    {name} = {self._bind_object(step.fn, 'f')}({call})")
+            if step.mode == VIEW and isinstance(step.base, Node) and step.base.index in self._owned:
+                self._owned.add(index)
             for dead in dies.get(pos, ()):
                 number = holder.pop(dead, -1)
                 if number >= 0:
