@@ -10,14 +10,18 @@
         return loss
 
 The first call with a new signature (the shapes, dtypes and memory layouts of
-its tensor arguments, the values of its other arguments) runs the function
-eagerly while a trace records every NumPy call that depends on the arguments or
-on variables: the forward pass, the gradient rules the tape runs, the
+its tensor arguments, which NumPy arrays count as, and the values of its other
+arguments; objects such as a model by identity) runs the function eagerly while
+a trace records every NumPy call that depends on the arguments, on variables or
+on random draws: the forward pass, the gradient rules the tape runs, the
 assignments. The trace becomes a Plan (see plan.py) that later calls with that
 signature replay: the same NumPy calls in the same order on the same dtypes, so
 the results are bit-identical to an eager call, without op dispatch, tape
 bookkeeping or array allocation. Plans are kept per signature, the least
-recently used dropped past ``cache_size``.
+recently used dropped past ``cache_size``; ``trace_count`` counts traces and
+``plans()`` shows each plan's generated ``source``. Each batch size is its own
+signature: a plan's arithmetic depends on shapes (``reduce_mean`` divides by the
+batch size, broadcasting decides by sizes), so it is not reused across them.
 
 As with tf.function, Python code runs only while tracing: print(), appends to
 lists, a Python counter ``self.t += 1`` happen once per trace, and a Python
@@ -28,12 +32,15 @@ advanced with ``assign_add(1)`` and used through ``tg.cast``). Tensors reached
 only through other Python objects (not arguments, not variables) are constants.
 Python numbers passed as arguments are part of the signature, so a number that
 changes every call (a learning rate schedule) should be passed as a tensor.
+Calls of one compiled function are serialized; a variable it updates in place
+must not be read by another thread during a call.
 
 What cannot be compiled raises TraceError while tracing, naming the line:
-a tensor's value used in Python (bool() in an if, float(), int(), numpy(),
-formatting, a shape, axis or boolean mask taken from a tensor, tg.where with one
-argument), creating a variable, or calling the function while a GradientTape
-records (take the gradient inside instead).
+a traced value used in Python (bool() in an if, float(), int(), an index,
+numpy(), formatting, a shape, axis or boolean mask taken from a tensor,
+tg.where with one argument), creating a variable, returning anything but
+tensors, variables and Python values, or calling the function while a
+GradientTape records (take the gradient inside instead).
 """
 
 from __future__ import annotations
