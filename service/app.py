@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import func, select
 
 from service import __version__
-from service.api import datasets, events, history, models, problems, runs
+from service.api import datasets, events, history, models, pages, problems, runs
 from service.api import service as service_routes
 from service.api.deps import Runtime, no_nul_in_path
 from service.api.limits import bind_settings, bound
@@ -105,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own assets (service/api/pages.py)
+        redoc_url=None,
         generate_unique_id_function=operation_id,
         separate_input_output_schemas=False,
         dependencies=[Depends(bind_settings), Depends(no_nul_in_path)],
@@ -125,6 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in events.routers():
         app.include_router(router)
     app.include_router(service_routes.router)
+    app.include_router(pages.router)
+    app.mount("/ui/assets", pages.assets(), name="ui-assets")
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 from pydantic import Field
@@ -60,10 +60,11 @@ PageSize = Annotated[int, Field(ge=1), Limit("max_page_size")]
 
 @dataclass(frozen=True)
 class PageParams:
-    """``limit`` and the decoded ``cursor`` of a list request."""
+    """``limit``, the decoded ``cursor`` and the ``order`` of a list request."""
 
     limit: int
     after_seq: int | None
+    newest_first: bool = False
 
 
 def page_params(
@@ -72,9 +73,13 @@ def page_params(
         str | None,
         Query(pattern=CURSOR, description="`next_cursor` of the previous page."),
     ] = None,
+    order: Annotated[
+        Literal["oldest", "newest"],
+        Query(description="Creation order: `oldest` first (the default) or `newest` first."),
+    ] = "oldest",
 ) -> PageParams:
     """Paging parameters of list endpoints."""
-    return PageParams(limit, None if cursor is None else int(cursor))
+    return PageParams(limit, None if cursor is None else int(cursor), order == "newest")
 
 
 PageDep = Annotated[PageParams, Depends(page_params)]

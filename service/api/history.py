@@ -21,6 +21,19 @@ Format = Annotated[
 Limit = Annotated[
     PageSize | None, Query(description="Rows per page (by default the largest page).")
 ]
+# A chart is at most a few thousand pixels wide; more points than this draw nothing new.
+MAX_POINTS = 10_000
+MaxPoints = Annotated[
+    int | None,
+    Query(
+        ge=4,
+        le=MAX_POINTS,
+        description="Downsample to at most this many rows, all after `after` in one answer "
+        "(`limit` does not apply): the rows are cut into `max_points // 4` equal buckets, each "
+        "keeping its first, last, lowest-loss and highest-loss row, so the first and last "
+        "epoch and every bucket's loss extremes are kept. Every row when they fit.",
+    ),
+]
 
 
 @router.get(
@@ -37,13 +50,19 @@ def run(
         int | None, Query(ge=-1, lt=INT32_END, description="Only epochs after this one.")
     ] = None,
     limit: Limit = None,
+    max_points: MaxPoints = None,
 ) -> HistoryPage | HistoryColumns:
     """The model at the start of each epoch (params; W and b where the kind has them) and the
-    loss and metrics there, as the tutorial logs W, b and the loss."""
+    loss and metrics there, as the tutorial logs W, b and the loss; with `max_points`, a
+    chart's worth of them."""
     settings = runtime.settings
     with runtime.sessions() as session:
         repo.get_run(session, run_id)
-        rows, more = repo.run_history(session, run_id, after, limit or settings.max_page_size)
+        if max_points is not None:
+            rows, more = repo.run_history_sample(session, run_id, after, max_points), False
+        else:
+            rows, more = repo.run_history(session, run_id, after,
+                                          limit or settings.max_page_size)
         return views.history(rows, more, format, "epoch")
 
 
@@ -61,11 +80,16 @@ def model(
         int | None, Query(ge=-1, lt=INT32_END, description="Only rows after this `step`.")
     ] = None,
     limit: Limit = None,
+    max_points: MaxPoints = None,
 ) -> HistoryPage | HistoryColumns:
-    """Every epoch of every run of the model in order; `step` numbers them across runs."""
+    """Every epoch of every run of the model in order; `step` numbers them across runs. With
+    `max_points`, a chart's worth of them."""
     settings = runtime.settings
     with runtime.sessions() as session:
         repo.get_model(session, model_id)
-        rows, more = repo.model_history(session, model_id, after,
-                                        limit or settings.max_page_size)
+        if max_points is not None:
+            rows, more = repo.model_history_sample(session, model_id, after, max_points), False
+        else:
+            rows, more = repo.model_history(session, model_id, after,
+                                            limit or settings.max_page_size)
         return views.history(rows, more, format, "step")
