@@ -96,6 +96,7 @@ class Fit:
             self.optimizer.load_state(state.optimizer, model.variables)
             if state.rng is not None:
                 self.rng.bit_generator.state = state.rng
+        self.optimizer.build(model.variables)
 
     def state(self) -> LoopState:
         """What the loop carries into its next epoch, as plain data."""

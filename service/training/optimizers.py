@@ -30,13 +30,18 @@ class Optimizer:
         self._step = tg.Variable(np.int64(0), trainable=False, name="step")
         self._slots: dict[str, tg.Variable] = {}
 
-    def apply(self, grads: Sequence[tg.Tensor], variables: Sequence[tg.Variable]) -> None:
-        """Update each variable from its gradient."""
+    def build(self, variables: Sequence[tg.Variable]) -> None:
+        """Create the slot vectors (zeros) for these variables, unless they exist: before the
+        first update, since a compiled step may not create variables."""
         if self.slots and not self._slots:
             size = sum(math.prod(v.shape) for v in variables)
             self._slots = {slot: tg.Variable(np.zeros(size, variables[0].dtype),
                                              trainable=False, name=slot)
                            for slot in self.slots}
+
+    def apply(self, grads: Sequence[tg.Tensor], variables: Sequence[tg.Variable]) -> None:
+        """Update each variable from its gradient."""
+        self.build(variables)
         self._step.assign_add(1)
         self._update(grads, variables)
 
