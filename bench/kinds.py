@@ -10,7 +10,9 @@ the same computation written by hand in NumPy (forward, backward derived by hand
 when importable, PyTorch eager on one thread, all on the same float32 data in the same
 process, interleaved; each figure is the median over repeats of one epoch's time. The loop's
 whole epoch (the step epoch plus the row it logs: a forward pass over every example and the
-metrics) is timed too.
+metrics) is timed too, and for scale the same step compiled with ``tg.function`` (bit-identical
+results; the loop does not compile it yet). BLAS runs on one thread, as in the service's
+training workers (see ``service.jobs.runner.one_blas_thread``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service import engine as tg
+from service.jobs.runner import one_blas_thread
 from service.training.data import blobs
 from service.training.kinds import MLP, Model
 from service.training.loop import Examples, Fit
@@ -53,15 +56,17 @@ def loop_for(x: np.ndarray, y: np.ndarray, params: dict[str, np.ndarray],
 
 
 def engine_epoch(x: np.ndarray, y: np.ndarray, params: dict[str, np.ndarray],
-                 batch: int) -> Callable[[], object]:
-    """128 steps of the loop's step function, batches in row order."""
+                 batch: int, compiled: bool = False) -> Callable[[], object]:
+    """128 steps of the loop's step function, batches in row order (``compiled``: the step
+    through ``tg.function``, which the loop does not do yet)."""
     loop = loop_for(x, y, params, batch)
     inputs, targets = loop.train.x, loop.train.targets
+    step = tg.function(loop.step) if compiled else loop.step
 
     def epoch() -> object:
         for lo in range(0, len(inputs), batch):
-            loss, _ = loop.step(tg.constant(inputs[lo:lo + batch]),
-                                tg.constant(targets[lo:lo + batch]))
+            loss, _ = step(tg.constant(inputs[lo:lo + batch]),
+                           tg.constant(targets[lo:lo + batch]))
         return loss
 
     epoch.loop = loop  # type: ignore[attr-defined]
@@ -179,11 +184,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=21)
     args = parser.parse_args()
+    one_blas_thread()
     x, y, params = make_problem(args.examples)
     difference = check_same_computation(x, y, params, args.batch)
     epochs = {"engine": engine_epoch(x, y, params, args.batch),
               "numpy": numpy_epoch(x, y, params, args.batch),
-              "loop epoch": service_epoch(x, y, params, args.batch)}
+              "loop epoch": service_epoch(x, y, params, args.batch),
+              "compiled": engine_epoch(x, y, params, args.batch, compiled=True)}
     torch = torch_epoch(x, y, params, args.batch)
     if torch is not None:
         epochs["torch"] = torch
@@ -195,7 +202,7 @@ def main() -> None:
     print(f"  same computation: params after one epoch differ by at most {difference:.1e} "
           "(relative) between the engine and NumPy")
     for name, seconds in times.items():
-        print(f"  {name:<11}{seconds * 1e3:8.2f} ms   {seconds / times['numpy']:5.2f} x numpy"
+        print(f"  {name:<12}{seconds * 1e3:8.2f} ms   {seconds / times['numpy']:5.2f} x numpy"
               f"   {seconds / steps * 1e6:7.1f} µs a step")
     if torch is None:
         print("  (torch is not importable here: no PyTorch figure)")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
+from threadpoolctl import threadpool_limits
 
 from service.store import repo
 from service.store.codec import unpack_params
@@ -25,6 +27,15 @@ FLUSH_SECONDS = 0.02
 STATUS_POLL_SECONDS = 0.25
 
 
+@functools.cache
+def one_blas_thread() -> object:
+    """Limit this process's BLAS to one thread, once. A worker trains one run on one core
+    while the other workers use the others; BLAS threads only compete with them, and after a
+    large product (an epoch's full-data pass) they spin on and slow the many small products
+    of the mini-batches that follow (by half, on two cores)."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def execute_run(
     sessions: sessionmaker[Session],
     run_id: str,
@@ -35,6 +46,7 @@ def execute_run(
     """Train the queued run ``run_id`` to its end and return its final status (``None`` if it
     was no longer queued). ``cancelled`` is polled at every epoch boundary; ``announce`` is
     called whenever new history is stored."""
+    one_blas_thread()
     with sessions.begin() as session:
         started = repo.start_run(session, run_id)
         if started is None:
