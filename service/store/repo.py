@@ -14,7 +14,7 @@ from itertools import chain
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,6 +37,7 @@ from service.store.tables import (
 from service.training.records import EpochRecord, Outcome
 
 Row = TypeVar("Row", DatasetRow, ModelRow, RunRow)
+EPOCHS: Table = EpochRow.__table__  # type: ignore[assignment]
 
 
 class NotFound(LookupError):
@@ -362,11 +363,12 @@ def run_status(session: Session, run_id: str) -> str | None:
 
 
 def append_epochs(session: Session, run: RunRow, records: Sequence[EpochRecord]) -> None:
-    """Add history rows to a run and count them as completed epochs."""
+    """Add history rows to a run and count them as completed epochs (a Core INSERT: the
+    rows need none of the ORM's bookkeeping)."""
     if not records:
         return
     session.execute(
-        insert(EpochRow),
+        insert(EPOCHS),
         [
             {
                 "run_id": run.id,

@@ -67,7 +67,7 @@ class Optimizer:
 
 def flat(grads: Sequence[tg.Tensor]) -> tg.Tensor:
     """Every gradient's elements end to end, in the variables' order."""
-    return tg.concat([tg.reshape(grad, (-1,)) for grad in grads], axis=0)
+    return tg.concat([tg.reshape(grad, (math.prod(grad.shape),)) for grad in grads], axis=0)
 
 
 def add_to(variables: Sequence[tg.Variable], delta: tg.Tensor, sign: int = 1) -> None:
