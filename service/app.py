@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from sqlalchemy import func, select
 
@@ -16,7 +17,13 @@ from service import __version__
 from service.api import datasets, events, history, models, problems, runs
 from service.api import service as service_routes
 from service.api.deps import Runtime, no_nul_in_path
-from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.api.middleware import (
+    BodyMiddleware,
+    BrowserGuardMiddleware,
+    ConcurrencyLimitMiddleware,
+    HeadMiddleware,
+    RequestContextMiddleware,
+)
 from service.api.telemetry import Metrics, configure_logging
 from service.config import Settings, get_settings
 from service.jobs.executor import ProcessExecutor
@@ -26,6 +33,9 @@ from service.store.db import make_engine, make_sessionmaker, migrate
 from service.store.tables import RunRow
 
 log = logging.getLogger("tapeline.app")
+
+# Answer headers a browser page of an allowed origin may read.
+EXPOSED_HEADERS = ["Location", "Preference-Applied", "Retry-After", "X-Request-ID"]
 
 DESCRIPTION = """Train models over HTTP on Tapeline's own NumPy autodiff engine, and read or
 stream the per-epoch W / b / loss history. With its defaults it reproduces TensorFlow's
@@ -121,7 +131,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in events.routers():
         app.include_router(router)
     app.include_router(service_routes.router)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    # Added innermost first: a request meets them in the opposite order.
+    app.add_middleware(
+        BodyMiddleware, limit=settings.max_body_bytes, timeout=settings.body_timeout_seconds
+    )
+    app.add_middleware(HeadMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=EXPOSED_HEADERS,
+        )
+    app.add_middleware(
+        BrowserGuardMiddleware, hosts=settings.hosts(), origins=settings.cors_origins
+    )
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_connections)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

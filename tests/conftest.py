@@ -33,7 +33,8 @@ def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]
     """An in-process app with its own SQLite file and worker processes, shared by a module."""
     folder = tmp_path_factory.mktemp("app")
     settings = Settings(database_url=sqlite_url(folder), workers=2, max_body_bytes=1_000_000)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with TestClient(create_app(settings), base_url="http://localhost",
+                    raise_server_exceptions=False) as client:
         yield client
 
 

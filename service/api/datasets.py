@@ -10,10 +10,11 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Body, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from service.api import views
-from service.api.arrays import check_dataset, matrix, parse_upload
-from service.api.deps import JsonBody, PageDep, RuntimeDep, encode_cursor
+from service.api.arrays import check_dataset, matrix
+from service.api.deps import JsonBody, PageDep, Runtime, RuntimeDep, encode_cursor
 from service.api.negotiation import choose
 from service.api.problems import ProblemError, responses
 from service.api.schemas import (
@@ -24,6 +25,7 @@ from service.api.schemas import (
     DatasetPage,
     SyntheticCreate,
 )
+from service.api.uploads import parse_upload
 from service.store import repo
 from service.store.tables import DatasetRow
 from service.training.data import synthesize
@@ -138,13 +140,18 @@ async def upload(
     ] = None,
 ) -> Dataset:
     """Store a dataset from a file; every other CSV column (or the npz `x`) is a feature."""
-    from starlette.concurrency import run_in_threadpool
+    return await run_in_threadpool(_store_upload, runtime, response, file, target, name)
 
-    content = await file.read()
-    x, y = parse_upload(file.filename or "", file.content_type, content, target)
+
+def _store_upload(
+    runtime: Runtime, response: Response, file: UploadFile, target: str, name: str | None
+) -> Dataset:
+    """Parse, check and store an upload (in a worker thread: parsing is CPU work)."""
+    filename = file.filename or ""
+    x, y = parse_upload(filename, file.content_type, file.file, target, runtime.settings)
     x, y = check_dataset(x, y, runtime.settings, (["file"], ["file", target]))
-    label = name or (file.filename or "").replace("\x00", "")[:200] or None
-    return await run_in_threadpool(_store, runtime, response, x, y, "upload", label)
+    label = name or filename.replace("\x00", "")[:200] or None
+    return _store(runtime, response, x, y, "upload", label)
 
 
 @router.get("", summary="List datasets", responses=responses(422))

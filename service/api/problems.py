@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from http import HTTPStatus
 from typing import Any
@@ -14,8 +13,6 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from service.store.repo import Conflict, NotFound
-
-log = logging.getLogger("tapeline.api")
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -50,6 +47,12 @@ class ProblemError(Exception):
     ) -> None:
         super().__init__(detail)
         self.status, self.detail, self.errors, self.headers = status, detail, errors, headers
+
+
+def invalid(loc: list[str | int], msg: str) -> ProblemError:
+    """A 422 naming where the problem is (``["file", "line 3", "x"]``) and what it is."""
+    where = ".".join(str(p) for p in loc)
+    return ProblemError(422, f"{where}: {msg}", [{"loc": loc, "msg": msg}])
 
 
 def _slug(status: int) -> str:
@@ -107,7 +110,8 @@ def _summary(errors: list[dict[str, Any]]) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Make every error the app raises a problem+json answer."""
+    """Make every error the app raises a problem+json answer (an unexpected one becomes a 500
+    in :class:`~service.api.middleware.RequestContextMiddleware`, which knows the request id)."""
 
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -134,11 +138,6 @@ def install(app: FastAPI) -> None:
         if allowed:
             headers = {**(headers or {}), "Allow": allowed}
         return problem_response(request, exc.status_code, detail, headers=headers)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(request, 500, "internal error; it has been logged")
 
 
 def _allowed_methods(request: Request) -> str:

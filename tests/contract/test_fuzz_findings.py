@@ -35,7 +35,7 @@ def api(request: pytest.FixtureRequest,
         with psycopg.connect(plain, autocommit=True) as connection:
             connection.execute(f"CREATE SCHEMA {schema}")
         url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    with TestClient(create_app(Settings(database_url=url, workers=1)),
+    with TestClient(create_app(Settings(database_url=url, workers=1)), base_url="http://localhost",
                     raise_server_exceptions=False) as client:
         yield client
     if schema:
