@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -17,6 +18,7 @@ from service import __version__
 from service.api import datasets, events, history, models, problems, runs
 from service.api import service as service_routes
 from service.api.deps import Runtime, no_nul_in_path
+from service.api.feeds import Feeds
 from service.api.middleware import (
     BodyMiddleware,
     BrowserGuardMiddleware,
@@ -85,7 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         executor.start()
         for run_id in requeued:
             executor.submit(run_id)
-        runtime = Runtime(settings, engine, sessions, executor, progress, metrics)
+        feeds = Feeds(progress, partial(events.read_items, sessions))
+        runtime = Runtime(settings, engine, sessions, executor, progress, feeds, metrics)
         app.state.runtime = runtime
         metrics.watch_store(lambda: _store_metrics(runtime))
         log.info(

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api import views
 from service.api.arrays import check_dataset, matrix
+from service.api.bodies import OffLoopJsonRoute
 from service.api.deps import JsonBody, PageDep, Runtime, RuntimeDep, encode_cursor
 from service.api.negotiation import choose
 from service.api.problems import ProblemError, responses
@@ -30,7 +31,7 @@ from service.store import repo
 from service.store.tables import DatasetRow
 from service.training.data import synthesize
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=OffLoopJsonRoute)
 
 
 def _store(

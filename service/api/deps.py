@@ -9,6 +9,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.api.feeds import Feeds
 from service.api.problems import ProblemError
 from service.api.schemas import LIMITS
 from service.api.telemetry import Metrics
@@ -19,13 +20,15 @@ from service.jobs.progress import Progress
 
 @dataclass
 class Runtime:
-    """What a running app holds: settings, the store, the executor and run wake-ups."""
+    """What a running app holds: settings, the store, the executor, run wake-ups and the live
+    feeds of runs being streamed."""
 
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
     executor: ProcessExecutor
     progress: Progress
+    feeds: Feeds
     metrics: Metrics
 
 

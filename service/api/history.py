@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from service.api import views
 from service.api.deps import RuntimeDep
@@ -24,6 +24,7 @@ Limit = Annotated[int, Query(ge=1, le=LIMITS.max_page_size, description="Rows pe
 @router.get(
     "/v1/runs/{run_id}/history",
     summary="A run's per-epoch history",
+    response_model=HistoryPage | HistoryColumns,
     response_description="Rows (`HistoryPage`, the default) or columns (`HistoryColumns`).",
     responses=responses(404, 422),
 )
@@ -35,17 +36,18 @@ def run(
         int | None, Query(ge=-1, lt=INT32_END, description="Only epochs after this one.")
     ] = None,
     limit: Limit = LIMITS.max_page_size,
-) -> HistoryPage | HistoryColumns:
+) -> Response:
     """W and b at the start of each epoch and the loss there, as the tutorial logs them."""
     with runtime.sessions() as session:
         repo.get_run(session, run_id)
         rows, more = repo.run_history(session, run_id, after, limit)
-        return views.history(rows, more, format, "epoch")
+        return views.rendered(views.history(rows, more, format, "epoch"))
 
 
 @router.get(
     "/v1/models/{model_id}/history",
     summary="A model's history across its runs",
+    response_model=HistoryPage | HistoryColumns,
     response_description="Rows (`HistoryPage`, the default) or columns (`HistoryColumns`).",
     responses=responses(404, 422),
 )
@@ -57,9 +59,9 @@ def model(
         int | None, Query(ge=-1, lt=INT32_END, description="Only rows after this `step`.")
     ] = None,
     limit: Limit = LIMITS.max_page_size,
-) -> HistoryPage | HistoryColumns:
+) -> Response:
     """Every epoch of every run of the model in order; `step` numbers them across runs."""
     with runtime.sessions() as session:
         repo.get_model(session, model_id)
         rows, more = repo.model_history(session, model_id, after, limit)
-        return views.history(rows, more, format, "step")
+        return views.rendered(views.history(rows, more, format, "step"))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Response
 
 from service.api import views
 from service.api.arrays import matrix
+from service.api.bodies import OffLoopJsonRoute
 from service.api.deps import JsonBody, PageDep, RuntimeDep, encode_cursor
 from service.api.problems import ProblemError, responses
 from service.api.schemas import (
@@ -24,7 +25,7 @@ from service.store import repo
 from service.store.codec import unpack_vector
 from service.store.tables import ModelRow
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OffLoopJsonRoute)
 
 TUTORIAL_W, TUTORIAL_b = 5.0, 0.0
 

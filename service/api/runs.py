@@ -10,13 +10,14 @@ from fastapi import APIRouter, Header, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.api import views
+from service.api.bodies import OffLoopJsonRoute
 from service.api.deps import JsonBody, PageDep, Runtime, RuntimeDep, encode_cursor
 from service.api.problems import ProblemError, responses
 from service.api.schemas import Run, RunCreate, RunPage
 from service.store import repo
 from service.store.tables import FINAL_STATUSES, RunRow
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=OffLoopJsonRoute)
 
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import TypeAdapter
+from fastapi import Response
+from pydantic import BaseModel, TypeAdapter
 
 from service.api import schemas as s
 from service.store import repo
@@ -107,3 +108,9 @@ def history(
             next_cursor=next_cursor,
         )
     return s.HistoryPage(items=[history_row(r) for r in rows], next_cursor=next_cursor)
+
+
+def rendered(model: BaseModel) -> Response:
+    """``model`` as a JSON answer, serialised by the caller (a route's worker thread) instead of
+    by FastAPI on the event loop: a page of history can hold a million numbers."""
+    return Response(model.model_dump_json(), media_type="application/json")
