@@ -223,6 +223,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 if parameter["in"] == "path" and parameter["name"].endswith("_id"):
                     parameter.setdefault("description", f"Id of the {parameter['name'][:-3]}.")
             for status, answer in operation.get("responses", {}).items():
+                for media in answer.get("content", {}).values():
+                    if "itemSchema" in media:  # a stream is described item by item
+                        media.pop("schema", None)
                 if answer.get("description") == "Successful Response":
                     answer["description"] = _describe(answer, schemas)
                 if status[0] in "45":

@@ -1,4 +1,7 @@
-"""Dependencies shared by the routers: the runtime, paging parameters, request checks."""
+"""Dependencies shared by the routers: the runtime, paging parameters, request checks.
+
+They are ``async`` because they never block: FastAPI runs a plain ``def`` dependency in a
+worker thread, a trip that costs more than these checks."""
 
 from __future__ import annotations
 
@@ -32,13 +35,13 @@ class Runtime:
     metrics: Metrics
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     """The app's runtime."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def no_nul_in_path(request: Request) -> None:
+async def no_nul_in_path(request: Request) -> None:
     """404 for a path id holding NUL: no id has one, and PostgreSQL cannot even compare it."""
     if any("\x00" in str(value) for value in request.path_params.values()):
         raise ProblemError(404, "no resource has an id containing NUL")
@@ -65,7 +68,7 @@ class PageParams:
     after_seq: int | None
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=LIMITS.max_page_size, description="Page size.")] = 100,
     cursor: Annotated[
         str | None,
@@ -79,7 +82,7 @@ def page_params(
 PageDep = Annotated[PageParams, Depends(page_params)]
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """415 unless a request that carries a body says it is JSON."""
     content_type = request.headers.get("content-type", "")
     has_body = (

@@ -1,9 +1,9 @@
 """Live streams of a run: every stored epoch, then new ones as they are trained, then the run.
 
 One path, two encodings chosen by ``Accept``: Server-Sent Events (the default; resumable with
-``Last-Event-ID``; FastAPI's native streaming, so the spec describes each item) and JSON Lines.
-Items come from the process's run feeds (:mod:`service.api.feeds`): read from the store once and
-serialised once, however many clients read the run.
+``Last-Event-ID``) and JSON Lines; the spec describes each item of both. Items come from the
+process's run feeds (:mod:`service.api.feeds`): read from the store once and serialised once,
+however many clients read the run.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.sse import format_sse_event
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 from starlette.types import Scope
 
@@ -91,11 +90,6 @@ LastEventId = Annotated[
 ]
 
 
-def _check_run(runtime: Runtime, run_id: str) -> None:
-    with runtime.sessions() as session:
-        repo.get_run(session, run_id)
-
-
 async def stream_start(
     run_id: str,
     runtime: RuntimeDep,
@@ -106,7 +100,7 @@ async def stream_start(
     """The epoch to stream after, checked before the response starts (404, 406, 422)."""
     if choose(request.headers.get("accept"), OFFERS) is None:
         raise ProblemError(406, f"can stream only {SSE} or {JSONL}")
-    await run_in_threadpool(_check_run, runtime, run_id)
+    await runtime.feeds.check(run_id)
     if last_event_id is not None:
         return max(int(last_event_id), -1)
     return -1 if after is None else after
@@ -129,29 +123,59 @@ ITEM_SCHEMA: dict[str, Any] = {
 }
 
 
+SSE_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": ITEM_SCHEMA},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+    "required": ["data"],
+}
+
+
+class EventStream(StreamingResponse):
+    """A ``text/event-stream`` answer that no proxy should buffer or cache."""
+
+    media_type = SSE
+
+    def __init__(self, content: AsyncIterator[bytes]) -> None:
+        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+# The streams are plain byte streams of items serialised once per process (FastAPI's own
+# streaming validates and serialises every item for every reader); the spec states the items.
 @router.get(
     "/v1/runs/{run_id}/events",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
+    status_code=200,
     summary="Stream a run's epochs live (SSE or JSON Lines)",
     responses={
         200: {
+            "model": StreamItem,
             "description": "`event: epoch` per history row (`id` = epoch), then "
             "`event: end` with the final run. With `Accept: "
             "application/jsonl`, the same objects one per line.",
-            "content": {JSONL: {"itemSchema": ITEM_SCHEMA}},
+            "content": {SSE: {"itemSchema": SSE_ITEM_SCHEMA}, JSONL: {"itemSchema": ITEM_SCHEMA}},
         },
         **responses(404, 406, 422),
     },
 )
-async def stream(run_id: str, runtime: RuntimeDep, start: StartDep) -> AsyncIterator[StreamItem]:
+async def stream(run_id: str, runtime: RuntimeDep, start: StartDep) -> EventStream:
     """Replays the stored epochs, follows new ones until the run ends, then sends the run.
     Resumes after `Last-Event-ID` or `?after`; sends keep-alive comments while idle."""
-    async for item in follow(runtime, run_id, start, runtime.settings.sse_ping_seconds):
-        if item is None:
-            yield ServerSentEvent(comment="keep-alive")  # type: ignore[misc]
-        else:
-            epoch = None if item.epoch is None else str(item.epoch)
-            yield ServerSentEvent(raw_data=item.json, event=item.kind, id=epoch)  # type: ignore[misc]
+
+    async def events() -> AsyncIterator[bytes]:
+        async for item in follow(runtime, run_id, start, runtime.settings.sse_ping_seconds):
+            if item is None:
+                yield format_sse_event(comment="keep-alive")
+            else:
+                epoch = None if item.epoch is None else str(item.epoch)
+                yield format_sse_event(data_str=item.json, event=item.kind, id=epoch)
+
+    return EventStream(events())
 
 
 @jsonl_router.get("/v1/runs/{run_id}/events", include_in_schema=False, name="stream_jsonl")

@@ -31,9 +31,8 @@ WINDOW = 1024
 # Epochs read from the store at a time.
 PAGE = 500
 # Even without a wake-up, look at the store this often (news from another process or replica).
+# It also wakes its readers then, so they need no timer of their own to send keep-alives.
 POLL_SECONDS = 1.0
-# Readers with no keep-alive to send still look up this often.
-MAX_WAIT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -93,12 +92,9 @@ class Feed:
         event, self._changed = self._changed, asyncio.Event()
         event.set()
 
-    async def changed(self, timeout: float) -> None:
-        """Return at the next :meth:`notify`, or after ``timeout`` seconds."""
-        event = self._changed
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(timeout, MAX_WAIT_SECONDS)):
-                await event.wait()
+    async def changed(self) -> None:
+        """Return at the next :meth:`notify` (the pump notifies at least every second)."""
+        await self._changed.wait()
 
 
 class Feeds:
@@ -108,14 +104,32 @@ class Feeds:
         self._progress = progress
         self._read = read
         self._feeds: dict[str, Feed] = {}
+        self._checks: dict[str, asyncio.Future[tuple[list[Item], Item | None]]] = {}
+
+    async def check(self, run_id: str) -> None:
+        """:class:`NotFound` unless the run exists: known at once while a feed reads it, else
+        one store read shared by every caller asking meanwhile (a crowd connecting at once)."""
+        if run_id in self._feeds:
+            return
+        pending = self._checks.get(run_id)
+        if pending is None:
+            pending = asyncio.ensure_future(run_in_threadpool(self._read, run_id, -1, 0))
+            self._checks[run_id] = pending
+            pending.add_done_callback(lambda _: self._checks.pop(run_id, None))
+        await asyncio.shield(pending)
 
     def _join(self, run_id: str, after: int) -> Feed:
         feed = self._feeds.get(run_id)
-        if feed is None or feed.done:
+        if feed is None or (feed.done and feed.end is None):
             feed = self._feeds[run_id] = Feed(run_id, after)
             feed.task = asyncio.get_running_loop().create_task(self._pump(feed))
         feed.readers += 1
         return feed
+
+    def _leave(self, feed: Feed) -> None:
+        feed.readers -= 1
+        if feed.readers == 0 and feed.done and self._feeds.get(feed.run_id) is feed:
+            del self._feeds[feed.run_id]  # a finished run's feed lasts while it is read
 
     async def _pump(self, feed: Feed) -> None:
         """Read the run's new epochs into the feed until it ends or nobody reads it."""
@@ -134,6 +148,8 @@ class Feeds:
                             await feed.caught_up.wait()
                     continue
                 await progress.wait(run_id, seen, POLL_SECONDS)
+                if progress.version(run_id) == seen:
+                    feed.notify()  # no news: a tick, for readers' keep-alives
         except NotFound:
             pass  # deleted (with its model): readers end
         except Exception:
@@ -141,12 +157,13 @@ class Feeds:
         finally:
             feed.done = True
             feed.notify()
-            if self._feeds.get(run_id) is feed:
+            if (feed.end is None or feed.readers == 0) and self._feeds.get(run_id) is feed:
                 del self._feeds[run_id]
 
     async def follow(self, run_id: str, after: int, ping: float) -> AsyncIterator[Item | None]:
         """The run's items after epoch ``after``, then new ones as they are stored, then its end;
-        ``None`` marks ``ping`` seconds without news (a chance to send a keep-alive)."""
+        ``None`` marks ``ping`` seconds without news (a chance to send a keep-alive; to within
+        the feed's one-second tick)."""
         feed = self._join(run_id, after)
         position, last_sent = after, time.monotonic()
         try:
@@ -177,11 +194,10 @@ class Feeds:
                     return
                 if feed.done or self._progress.closed:
                     return  # gone, failed, or the service is stopping: clients resume
-                idle = time.monotonic() - last_sent
-                if idle >= ping:
+                if time.monotonic() - last_sent >= ping:
                     last_sent = time.monotonic()
                     yield None
                     continue
-                await feed.changed(ping - idle)
+                await feed.changed()
         finally:
-            feed.readers -= 1
+            self._leave(feed)
