@@ -26,10 +26,11 @@ from service.api.middleware import (
     HeadMiddleware,
     RequestContextMiddleware,
 )
-from service.api.telemetry import Metrics, configure_logging
+from service.api.telemetry import Metrics
 from service.config import Settings, get_settings
 from service.jobs.executor import ProcessExecutor
 from service.jobs.progress import Progress
+from service.logs import configure_logging
 from service.store import repo
 from service.store.db import make_engine, make_sessionmaker, migrate
 from service.store.tables import RunRow
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.workers,
             on_news=progress.notify_threadsafe,
             on_crash=crashed,
+            log_level=settings.log_level,
         )
         with sessions.begin() as session:
             requeued = repo.resolve_interrupted(session, settings.on_interrupted)
