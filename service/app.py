@@ -27,12 +27,12 @@ from service.api.middleware import (
     RequestContextMiddleware,
 )
 from service.api.telemetry import Metrics
-from service.config import Settings, get_settings
+from service.config import DEFAULT_DATABASE_URL, Settings, get_settings
 from service.jobs.executor import ProcessExecutor
 from service.jobs.progress import Progress
 from service.logs import configure_logging
 from service.store import repo
-from service.store.db import make_engine, make_sessionmaker, migrate
+from service.store.db import make_sessionmaker, open_store
 from service.store.tables import RunRow
 
 log = logging.getLogger("tapeline.app")
@@ -61,8 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
-        await asyncio.to_thread(migrate, engine)
+        engine = await asyncio.to_thread(
+            open_store,
+            settings.database_url,
+            create_folder=settings.database_url == DEFAULT_DATABASE_URL,
+        )
         sessions = make_sessionmaker(engine)
         progress = Progress()
         progress.bind(asyncio.get_running_loop())

@@ -10,6 +10,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
+# The embedded store: the one database whose folder start-up creates when it is missing.
+DEFAULT_DATABASE_URL = "sqlite:///./var/tapeline.db"
 
 # A list setting is written as comma-separated names: TAPELINE_CORS_ORIGINS=https://a,https://b
 Names = Annotated[list[str], NoDecode]
@@ -23,7 +25,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `tapeline serve` binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `tapeline serve` binds to.")
     database_url: str = Field(
-        "sqlite:///./var/tapeline.db",
+        DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db.",
     )
     workers: int = Field(
