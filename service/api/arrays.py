@@ -69,8 +69,8 @@ def check_dataset(
     for name, array in zip(loc, (x, y), strict=True):
         if not np.isfinite(array).all():
             raise invalid(name, "values must be finite numbers (no NaN or Infinity)")
-        with np.errstate(over="ignore", invalid="ignore"):
-            spread = array.std(axis=0, dtype=np.float64)  # overflows whenever the mean would
+        with np.errstate(over="ignore", invalid="ignore"):  # it overflows when the mean would
+            spread = [column.std(dtype=np.float64) for column in array.reshape(len(array), -1).T]
         if not np.isfinite(spread).all():
             raise invalid(
                 name, "values are too large: their mean or standard deviation is not finite"

@@ -39,7 +39,7 @@ MAX_INFLATION = 250
 INFLATION_FLOOR = 1 << 20
 ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 # A CSV is parsed this many characters of lines at a time; a header row may be this long.
-CSV_BLOCK = 1 << 18
+CSV_BLOCK = 1 << 16
 CSV_HEADER = 1 << 20
 READ_CHUNK = 1 << 20
 
@@ -374,7 +374,8 @@ def _fast(block: list[str], width: int, column: int) -> tuple[np.ndarray, np.nda
         return None
     if values.shape[0] == 0 or values.shape[1] != width or not np.isfinite(values).all():
         return None
-    return np.delete(values, column, axis=1), values[:, column]
+    return np.delete(values, column, axis=1), values[:, column].copy()  # not a view: it
+    # would keep the whole block alive
 
 
 def _from_csv(file: IO[bytes], target: str, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
@@ -385,9 +386,44 @@ def _from_csv(file: IO[bytes], target: str, limits: Limits) -> tuple[np.ndarray,
         return _read_csv(file, target, limits, text_target=True)
 
 
+class _Rows:
+    """The rows read so far, in arrays sized from an estimate of the file's rows: a large
+    file is then held once, where blocks kept in a list and joined at the end hold it twice
+    (and leave the allocator's heap in pieces)."""
+
+    def __init__(self, features: int, estimate: int, text_target: bool) -> None:
+        self.x = np.empty((estimate, features))
+        self.y: np.ndarray | list[str] = [] if text_target else np.empty(estimate)
+        self.count = 0
+
+    def add(self, x: np.ndarray, y: np.ndarray | list[str]) -> None:
+        """Append a block's rows."""
+        end = self.count + len(x)
+        if end > len(self.x):
+            capacity = max(end, len(self.x) * 5 // 4)
+            self.x = np.concatenate([self.x[: self.count], np.empty((capacity - self.count,
+                                                                        self.x.shape[1]))])
+            if isinstance(self.y, np.ndarray):
+                self.y = np.concatenate([self.y[: self.count], np.empty(capacity - self.count)])
+        self.x[self.count : end] = x
+        if isinstance(self.y, list):
+            self.y.extend(y)
+        else:
+            self.y[self.count : end] = y
+        self.count = end
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """x and y, as many rows as were added."""
+        if isinstance(self.y, list):
+            return self.x[: self.count], np.array(self.y, dtype=str)
+        return self.x[: self.count], self.y[: self.count]
+
+
 def _read_csv(
     file: IO[bytes], target: str, limits: Limits, *, text_target: bool
 ) -> tuple[np.ndarray, np.ndarray]:
+    size = file.seek(0, io.SEEK_END)
+    file.seek(0)
     text = io.TextIOWrapper(file, encoding="utf-8-sig", newline="")
     try:
         header, first_line = _header(text)
@@ -395,24 +431,20 @@ def _read_csv(
             raise invalid(["target"], f"column {target!r} is not in the CSV header {header}")
         if len(header) < 2:
             raise invalid(["file"], "CSV needs at least one feature column besides the target")
-        column = header.index(target)
-        limits.check(["file"], 1, len(header) - 1)
-        xs: list[np.ndarray] = []
-        ys: list[Any] = []
-        examples = 0
+        column, features = header.index(target), len(header) - 1
+        limits.check(["file"], 1, features)
+        rows: _Rows | None = None
         for line, block in _lines(text, first_line):
             fast = None if text_target else _fast(block, len(header), column)
             x, y = fast if fast is not None else _exact(block, line, header, column, text_target)
-            examples += len(x)
-            limits.check(["file"], examples, len(header) - 1)
-            xs.append(x)
-            ys.append(y)
+            if rows is None:  # the first block's lines tell how many the file holds
+                per_line = max(sum(len(b) for b in block) / len(block), 1.0)
+                estimate = min(int(size / per_line * 1.05) + len(block), limits.examples + 1)
+                rows = _Rows(features, max(estimate, len(x)), text_target)
+            limits.check(["file"], rows.count + len(x), features)
+            rows.add(x, y)
     finally:
         text.detach()
-    if examples == 0:
+    if rows is None or rows.count == 0:
         raise invalid(["file"], "CSV needs a header row and at least one data row")
-    x = np.concatenate(xs)
-    del xs
-    if text_target:
-        return x, np.array([v for block in ys for v in block], dtype=str)
-    return x, np.concatenate(ys)
+    return rows.arrays()
