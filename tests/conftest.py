@@ -47,6 +47,31 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server.stop()
 
 
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres",
+                                                               marks=pytest.mark.postgres)])
+def each_store(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The app in-process, once on a fresh SQLite file and once on a fresh PostgreSQL schema."""
+    import psycopg
+
+    schema = None
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path_factory.mktemp("store"))
+    else:
+        base = request.getfixturevalue("postgres_base")
+        schema = f"t_{secrets.token_hex(6)}"
+        plain = base.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(plain, autocommit=True) as connection:
+            connection.execute(f"CREATE SCHEMA {schema}")
+        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    with TestClient(create_app(Settings(database_url=url, workers=1)), base_url="http://localhost",
+                    raise_server_exceptions=False) as client:
+        yield client
+    if schema:
+        with psycopg.connect(plain, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 @pytest.fixture(scope="session")
 def postgres_base() -> str:
     """The PostgreSQL server's URL; in CI its absence fails the run, elsewhere it skips."""

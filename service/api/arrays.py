@@ -52,9 +52,12 @@ def check_dataset(
             f"got shape {list(x.shape)}",
         )
     if y.dtype.kind not in "biuf":
-        text = next((str(v) for v in y.flat if not _is_number(str(v))), None)
-        if text is not None:
-            raise invalid(loc[1], f"{text[:40]!r} is not a number (the target column holds text)")
+        found = next(((i, str(v)) for i, v in enumerate(y.flat) if not _is_number(str(v))), None)
+        if found is not None:
+            index, text = found
+            raise invalid(
+                loc[1], f"{text[:40]!r} (example {index + 1}) is not a number: y holds text"
+            )
         y = y.astype(np.float64)
     if y.ndim != 1:
         raise invalid(loc[1], f"y must be a flat list of numbers, got shape {list(y.shape)}")
