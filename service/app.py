@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from service import __version__
 from service.api import datasets, events, history, models, problems, runs
 from service.api import service as service_routes
+from service.api.bodies import BodyDecoder
 from service.api.deps import Runtime, no_nul_in_path
 from service.api.feeds import Feeds
 from service.api.middleware import (
@@ -33,7 +34,7 @@ from service.jobs.progress import Progress
 from service.logs import configure_logging
 from service.store import repo
 from service.store.db import make_sessionmaker, open_store
-from service.store.tables import RunRow
+from service.store.tables import ACTIVE_STATUSES, RunRow
 
 log = logging.getLogger("tapeline.app")
 
@@ -71,8 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         progress.bind(asyncio.get_running_loop())
 
         def crashed(run_id: str) -> None:
-            with sessions.begin() as session:
-                if repo.run_status(session, run_id) in ("running", "cancelling"):
+            with sessions.begin() as session:  # still queued if it died while starting it
+                if repo.run_status(session, run_id) in ACTIVE_STATUSES:
                     repo.finish_run(
                         session,
                         run_id,
@@ -93,7 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for run_id in requeued:
             executor.submit(run_id)
         feeds = Feeds(progress, partial(events.read_items, sessions))
-        runtime = Runtime(settings, engine, sessions, executor, progress, feeds, metrics)
+        decoder = BodyDecoder()
+        runtime = Runtime(settings, engine, sessions, executor, progress, feeds, decoder, metrics)
         app.state.runtime = runtime
         metrics.watch_store(lambda: _store_metrics(runtime))
         log.info(
@@ -109,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            decoder.close()
             abandoned = await asyncio.to_thread(executor.stop)
             if abandoned:
                 with sessions.begin() as session:

@@ -15,12 +15,15 @@ from service.config import Settings
 
 
 def matrix(
-    x: Sequence[float] | Sequence[Sequence[float]],
+    x: Sequence[float] | Sequence[Sequence[float]] | np.ndarray,
     loc: list[str | int],
     features: int | None = None,
 ) -> np.ndarray:
-    """``x`` as a float64 (examples, features) matrix; a flat list is one feature."""
-    if x and isinstance(x[0], list):
+    """``x`` as a float64 (examples, features) matrix; a flat list is one feature. ``x`` may
+    arrive as an array already (a large body, see :mod:`service.api.bodies`)."""
+    if isinstance(x, np.ndarray):
+        array = x.astype(np.float64, copy=False).reshape(len(x), -1)
+    elif x and isinstance(x[0], list):
         width = len(x[0])  # type: ignore[arg-type]
         for i, row in enumerate(x):
             if not isinstance(row, list) or len(row) != width:

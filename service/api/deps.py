@@ -12,6 +12,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.api.bodies import BodyDecoder
 from service.api.feeds import Feeds
 from service.api.problems import ProblemError
 from service.api.schemas import LIMITS
@@ -23,8 +24,8 @@ from service.jobs.progress import Progress
 
 @dataclass
 class Runtime:
-    """What a running app holds: settings, the store, the executor, run wake-ups and the live
-    feeds of runs being streamed."""
+    """What a running app holds: settings, the store, the executor, run wake-ups, the live
+    feeds of runs being streamed and the process that decodes large bodies."""
 
     settings: Settings
     engine: Engine
@@ -32,6 +33,7 @@ class Runtime:
     executor: ProcessExecutor
     progress: Progress
     feeds: Feeds
+    decoder: BodyDecoder
     metrics: Metrics
 
 

@@ -1,0 +1,261 @@
+"""The hardening issue's table, row by row, against real servers: a zip bomb, a 64 MiB CSV and a
+large JSON body while /healthz is sampled, a thousand stalled bodies, a server killed with
+SIGKILL mid-run, errors that must say what but never how, and the exact queue limit under
+concurrent requests. Each failed before the service was hardened."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.clients import HealthSampler, in_process, raise_open_files, stalled_bodies
+from tests.hostile import zeros_bomb
+from tests.live.test_operations import children, start_slow, wait_for
+from tests.servers import LiveServer, PeakMemory, sqlite_url, start_server
+
+pytestmark = pytest.mark.live
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    folder = tmp_path_factory.mktemp("hardening")
+    live = start_server(sqlite_url(folder), folder / "server.log", TAPELINE_LOG_LEVEL="warning")
+    yield live
+    live.stop()
+
+
+def test_a_zip_bomb_costs_neither_time_nor_memory(server: LiveServer, tmp_path: Path) -> None:
+    bomb = zeros_bomb(tmp_path / "bomb.npz").read_bytes()  # 2 MB, x.npy inflates to 2 GiB
+    with PeakMemory(server.process.pid) as peak:
+        start = time.monotonic()
+        answer = httpx.post(f"{server.url}/v1/datasets/upload", timeout=60,
+                            files={"file": ("bomb.npz", bomb)})
+        took = time.monotonic() - start
+    assert answer.status_code == 422 and "declares 2147483776 bytes" in answer.json()["detail"]
+    assert took < 2, took  # was 11.3 s, every request frozen
+    assert peak.growth < 40 * MiB, peak.growth / MiB  # was 1.9 GB
+
+
+def big_csv(size: int = 64 * MiB - 4096) -> bytes:
+    """A CSV of three features and y just under ``size`` bytes (1.6 million rows)."""
+    rng = np.random.default_rng(0)
+    block = "".join(f"{a:.7f},{b:.7f},{c:.7f},{d:.7f}\n" for a, b, c, d in
+                    rng.normal(size=(10_000, 4)))
+    return ("x0,x1,x2,y\n" + block * ((size - 11) // len(block))).encode()
+
+
+@pytest.mark.slow
+def test_a_64_mib_csv_uploads_off_the_event_loop(server: LiveServer) -> None:
+    content = big_csv()
+    with HealthSampler(server.url) as idle:
+        time.sleep(1)
+    with HealthSampler(server.url) as busy, PeakMemory(server.process.pid) as peak:
+        answer = httpx.post(f"{server.url}/v1/datasets/upload", timeout=180,
+                            files={"file": ("big.csv", content, "text/csv")})
+    assert answer.status_code == 201, answer.text
+    dataset = answer.json()
+    assert (dataset["num_examples"], dataset["features"]) == (1_590_000, 3)
+    final = dataset["num_examples"] * (dataset["features"] + 1) * 8  # 51 MB of float64
+    # Was: 9.9 s frozen, 1.12 GB (17x the file). SQLite's driver alone copies a blob twice
+    # while it inserts it, so its peak is x and y, their .npy bytes and those two copies.
+    assert busy.p99_ms() < 100, (busy.p99_ms(), idle.p99_ms())
+    assert busy.failures == 0 and len(busy.latencies) > 20
+    assert peak.growth < 4.5 * final, peak.growth / final
+
+
+def test_a_large_json_body_is_decoded_off_the_event_loop(server: LiveServer) -> None:
+    rng = np.random.default_rng(1)
+    body = json.dumps({"x": rng.normal(size=(750_000, 1)).tolist(),
+                       "y": rng.normal(size=750_000).tolist()}).encode()
+    assert len(body) > 30 * MiB
+    with HealthSampler(server.url) as busy:
+        answer = httpx.post(f"{server.url}/v1/datasets", content=body, timeout=120,
+                            headers={"content-type": "application/json"})
+    assert answer.status_code == 201, answer.text
+    assert busy.p99_ms() < 100 and busy.failures == 0, busy.p99_ms()  # was frozen 1.75 s
+
+
+def socket_count(pid: int) -> int:
+    """Open sockets of a process."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+@pytest.mark.slow
+def test_a_thousand_stalled_bodies_get_408_and_the_service_answers_meanwhile(
+        tmp_path: Path) -> None:
+    # The open-file limit a server often starts with: it raises it to its hard limit.
+    server = start_server(sqlite_url(tmp_path), tmp_path / "server.log", open_files=1024,
+                          TAPELINE_BODY_TIMEOUT_SECONDS="6", TAPELINE_LOG_LEVEL="warning")
+    try:
+        raise_open_files()
+        crowd = in_process(stalled_bodies, server.url, "/v1/datasets", 1000, 30.0)
+        deadline = time.monotonic() + 20
+        while socket_count(server.process.pid) < 1000:
+            assert time.monotonic() < deadline and not crowd.done(), "the crowd did not connect"
+            time.sleep(0.05)
+        with httpx.Client(base_url=server.url, timeout=5) as api:
+            statuses = [api.get("/healthz").status_code for _ in range(15)]
+            created = api.post("/v1/datasets", json={"x": [1, 2], "y": [3, 4]}).status_code
+        answers = crowd.result(timeout=60)
+    finally:
+        server.stop()
+    assert statuses == [200] * 15 and created == 201  # was: /healthz failed 15 of 15
+    assert len(answers) == 1000
+    refused = [a for a in answers if a.startswith(b"HTTP/1.1 408 ")]
+    assert len(refused) == 1000, answers[:3]
+    assert all(b"application/problem+json" in a and b"connection: close" in a.lower()
+               for a in refused)
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def stored(database: Path, run_id: str) -> tuple[str, int]:
+    """A run's status and stored epochs, read straight from the SQLite file."""
+    with sqlite3.connect(database) as db:
+        status = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+        epochs = db.execute("SELECT count(*) FROM epochs WHERE run_id = ?", (run_id,))
+        return str(status), int(epochs.fetchone()[0])
+
+
+@pytest.mark.parametrize("policy", ["fail", "requeue"])
+def test_a_server_killed_with_sigkill_leaves_no_worker_behind(tmp_path: Path,
+                                                              policy: str) -> None:
+    url, database = sqlite_url(tmp_path), tmp_path / "tapeline.db"
+    env = {"TAPELINE_ON_INTERRUPTED": policy, "TAPELINE_WORKERS": "1",
+           "TAPELINE_LOG_LEVEL": "warning"}
+    first = start_server(url, tmp_path / "first.log", **env)
+    with httpx.Client(base_url=first.url, timeout=60) as api:
+        run_id, _ = start_slow(api, epochs=4)
+        wait_for(api, run_id, lambda r: r["epochs_completed"] >= 1)
+    workers = children(first.process.pid)
+    assert workers
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.process.wait()
+    time.sleep(2)
+    assert [pid for pid in workers if alive(pid)] == []  # the orphan trained on
+    at_kill = stored(database, run_id)
+    time.sleep(1)
+    assert stored(database, run_id) == at_kill and at_kill[0] == "running"  # nothing written
+    second = start_server(url, tmp_path / "second.log", **env)
+    try:
+        with httpx.Client(base_url=second.url, timeout=60) as api:
+            if policy == "fail":
+                run = api.get(f"/v1/runs/{run_id}").json()
+                assert (run["status"], run["error"]["reason"]) == ("failed", "interrupted")
+                assert run["epochs_completed"] == at_kill[1]
+            else:  # trained once, to the end, by one process
+                run = wait_for(api, run_id, lambda r: r["status"] != "running"
+                               and r["status"] != "queued")
+                assert run["status"] == "succeeded" and run["epochs_completed"] == 4
+                history = api.get(f"/v1/runs/{run_id}/history").json()["items"]
+                assert [row["epoch"] for row in history] == [0, 1, 2, 3]
+    finally:
+        second.stop()
+
+
+LEAKS = ("0x", "Traceback", "SQL", "sqlite3", "BytesIO", "Error:", "[parameters", "File \"")
+
+
+def test_errors_say_what_never_how(tmp_path: Path) -> None:
+    database = tmp_path / "tapeline.db"
+    server = start_server(sqlite_url(tmp_path), tmp_path / "server.log")
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as api:
+            dataset = api.post("/v1/datasets/synthetic", json={"seed": 3}).json()["id"]
+            with sqlite3.connect(database) as db:  # the store refuses history: a SQL error
+                db.execute("CREATE TRIGGER refuse BEFORE INSERT ON epochs "
+                           "BEGIN SELECT RAISE(ABORT, 'disk quota exceeded'); END")
+            model = api.post("/v1/models").json()["id"]
+            run = api.post(f"/v1/models/{model}/runs", headers={"prefer": "wait=30"},
+                           json={"dataset_id": dataset}).json()
+            assert run["status"] == "failed" and run["error"]["reason"] == "error"
+            detail = run["error"]["detail"]  # was the SQL statement, its parameters, ...
+            assert not [leak for leak in LEAKS if leak in detail], detail
+            reference = detail.rsplit("ref ", 1)[1].rstrip(")")
+
+            with sqlite3.connect(database) as db:  # a stored array that no longer reads
+                db.execute("DROP TRIGGER refuse")
+                db.execute("UPDATE datasets SET x = X'00' WHERE id = ?", (dataset,))
+            answer = api.get(f"/v1/datasets/{dataset}/data", headers={"x-request-id": "req-42"})
+            assert answer.status_code == 500
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert "req-42" in answer.json()["detail"]  # the one thing to quote
+            assert not [leak for leak in LEAKS if leak in answer.text], answer.text
+            # A run of it kills its worker while starting: it ends failed, not stuck queued.
+            second = api.post(f"/v1/models/{model}/runs", json={"dataset_id": dataset}).json()
+            ended = wait_for(api, second["id"], lambda r: r["status"] == "failed", timeout=30)
+            assert ended["error"]["reason"] == "worker_crashed"
+    finally:
+        server.stop()
+    entries = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()
+               if line.startswith("{")]
+    [failed_run] = [e for e in entries if e.get("reference") == reference]
+    assert "disk quota exceeded" in failed_run["exception"] and failed_run["level"] == "error"
+    [failed_request] = [e for e in entries if e.get("request_id") == "req-42"
+                        and "exception" in e]
+    assert "Traceback" in failed_request["exception"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path)
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def test_the_queue_limit_holds_under_concurrent_requests(database_url: str,
+                                                         tmp_path: Path) -> None:
+    server = start_server(database_url, tmp_path / "server.log", TAPELINE_WORKERS="1",
+                          TAPELINE_MAX_QUEUED_RUNS="5", TAPELINE_LOG_LEVEL="warning")
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as api:
+            busy, _ = start_slow(api, epochs=1000)  # keeps the one worker busy
+            wait_for(api, busy, lambda r: r["status"] == "running")
+            dataset = api.post("/v1/datasets", json={"x": [1, 2], "y": [3, 4]}).json()["id"]
+            models = [api.post("/v1/models").json()["id"] for _ in range(20)]
+            barrier = threading.Barrier(20)
+            statuses: list[int] = []
+
+            def ask(model: str) -> None:
+                with httpx.Client(base_url=server.url, timeout=60) as client:
+                    barrier.wait()
+                    answer = client.post(f"/v1/models/{model}/runs",
+                                         json={"dataset_id": dataset})
+                    statuses.append(answer.status_code)
+
+            threads = [threading.Thread(target=ask, args=(m,)) for m in models]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert sorted(statuses) == [202] * 5 + [429] * 15  # was: 1,001 with a limit of 1,000
+            queued = [r for m in models for r in api.get(f"/v1/models/{m}/runs").json()["items"]
+                      if r["status"] == "queued"]
+            assert len(queued) == 5
+            api.post(f"/v1/runs/{busy}/cancel")
+    finally:
+        server.stop()
