@@ -7,6 +7,7 @@ that measures latency."""
 from __future__ import annotations
 
 import asyncio
+import math
 import resource
 import statistics
 import threading
@@ -41,9 +42,11 @@ def in_process(fn: Callable[..., T], *args: Any) -> Future[T]:
 
 @dataclass
 class Reading:
-    """What one SSE reader received: epoch ids in order, and when the end event came."""
+    """What one SSE reader received: epoch ids in order, when its stream started (the answer's
+    headers) and when the end event came."""
 
     epochs: list[int] = field(default_factory=list)
+    connected_at: float | None = None
     ended_at: float | None = None
     error: str | None = None
 
@@ -65,6 +68,7 @@ async def _read_sse(url: str, path: str) -> Reading:
             return reading
         while (await reader.readline()).strip():
             pass  # headers
+        reading.connected_at = time.time()
         text = ""
         while reading.ended_at is None:
             size = int((await reader.readline()).strip() or b"0", 16)
@@ -130,6 +134,7 @@ class HealthSampler:
     def __init__(self, url: str, interval: float = 0.02) -> None:
         self.url, self.interval = url, interval
         self.latencies: list[float] = []
+        self.times: list[float] = []
         self.failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -144,6 +149,7 @@ class HealthSampler:
                     ok = False
                 if ok:
                     self.latencies.append(time.perf_counter() - start)
+                    self.times.append(time.time())
                 else:
                     self.failures += 1
                 self._stop.wait(self.interval)
@@ -156,9 +162,20 @@ class HealthSampler:
         self._stop.set()
         self._thread.join()
 
-    def p99_ms(self) -> float:
-        """The 99th percentile latency in milliseconds."""
-        return percentile(self.latencies, 99) * 1000
+    def p99_ms(self, start: float = 0.0, end: float = math.inf) -> float:
+        """The 99th percentile latency in milliseconds (of the samples taken between the POSIX
+        times ``start`` and ``end``)."""
+        chosen = [ms for at, ms in zip(self.times, self.latencies, strict=True)
+                  if start <= at <= end]
+        return percentile(chosen, 99) * 1000
+
+
+def idle_p99_ms(url: str, seconds: float = 1.0) -> float:
+    """/healthz p99 with nothing else going on: what the machine itself adds (on a shared
+    machine, other jobs' load), the baseline a measurement under load is judged against."""
+    with HealthSampler(url) as idle:
+        time.sleep(seconds)
+    return idle.p99_ms()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -170,3 +187,18 @@ def percentile(values: list[float], q: float) -> float:
 def median(values: list[float]) -> float:
     """The median of ``values``."""
     return statistics.median(values)
+
+
+def post_file(url: str, path: str, name: str, content_type: str) -> tuple[int, Any]:
+    """POST the file at ``path`` as the multipart field ``file``; the status and JSON answer."""
+    with open(path, "rb") as file:
+        answer = httpx.post(url, files={"file": (name, file, content_type)}, timeout=300)
+    return answer.status_code, answer.json()
+
+
+def post_json(url: str, path: str) -> tuple[int, Any]:
+    """POST the JSON document at ``path``; the status and JSON answer."""
+    with open(path, "rb") as file:
+        answer = httpx.post(url, content=file.read(), timeout=300,
+                            headers={"content-type": "application/json"})
+    return answer.status_code, answer.json()

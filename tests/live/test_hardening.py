@@ -7,19 +7,30 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.clients import HealthSampler, in_process, raise_open_files, stalled_bodies
+from tests.clients import (
+    HealthSampler,
+    idle_p99_ms,
+    in_process,
+    post_file,
+    post_json,
+    raise_open_files,
+    sse_crowd,
+    stalled_bodies,
+)
 from tests.hostile import zeros_bomb
 from tests.live.test_operations import children, start_slow, wait_for
 from tests.servers import LiveServer, PeakMemory, sqlite_url, start_server
@@ -58,34 +69,37 @@ def big_csv(size: int = 64 * MiB - 4096) -> bytes:
 
 
 @pytest.mark.slow
-def test_a_64_mib_csv_uploads_off_the_event_loop(server: LiveServer) -> None:
-    content = big_csv()
-    with HealthSampler(server.url) as idle:
-        time.sleep(1)
+def test_a_64_mib_csv_uploads_off_the_event_loop(server: LiveServer, tmp_path: Path) -> None:
+    (tmp_path / "big.csv").write_bytes(big_csv())
+    idle = idle_p99_ms(server.url)
     with HealthSampler(server.url) as busy, PeakMemory(server.process.pid) as peak:
-        answer = httpx.post(f"{server.url}/v1/datasets/upload", timeout=180,
-                            files={"file": ("big.csv", content, "text/csv")})
-    assert answer.status_code == 201, answer.text
-    dataset = answer.json()
+        # Uploaded from another process, so the client's own work does not skew the samples.
+        status, dataset = in_process(post_file, f"{server.url}/v1/datasets/upload",
+                                     str(tmp_path / "big.csv"), "big.csv", "text/csv").result()
+    assert status == 201, dataset
     assert (dataset["num_examples"], dataset["features"]) == (1_590_000, 3)
     final = dataset["num_examples"] * (dataset["features"] + 1) * 8  # 51 MB of float64
-    # Was: 9.9 s frozen, 1.12 GB (17x the file). SQLite's driver alone copies a blob twice
-    # while it inserts it, so its peak is x and y, their .npy bytes and those two copies.
-    assert busy.p99_ms() < 100, (busy.p99_ms(), idle.p99_ms())
+    # Was: 9.9 s frozen, 1.12 GB (17x the file). The upload adds under 100 ms to the p99 the
+    # machine shows idle (about 1 ms when nothing else runs). SQLite's driver alone copies a
+    # blob twice as it inserts it: the peak is x and y, their .npy bytes and those copies.
+    assert busy.p99_ms() < 100 + idle, (busy.p99_ms(), idle)
     assert busy.failures == 0 and len(busy.latencies) > 20
     assert peak.growth < 4.5 * final, peak.growth / final
 
 
-def test_a_large_json_body_is_decoded_off_the_event_loop(server: LiveServer) -> None:
+def test_a_large_json_body_is_decoded_off_the_event_loop(server: LiveServer,
+                                                         tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     body = json.dumps({"x": rng.normal(size=(750_000, 1)).tolist(),
                        "y": rng.normal(size=750_000).tolist()}).encode()
     assert len(body) > 30 * MiB
+    (tmp_path / "big.json").write_bytes(body)
+    idle = idle_p99_ms(server.url)
     with HealthSampler(server.url) as busy:
-        answer = httpx.post(f"{server.url}/v1/datasets", content=body, timeout=120,
-                            headers={"content-type": "application/json"})
-    assert answer.status_code == 201, answer.text
-    assert busy.p99_ms() < 100 and busy.failures == 0, busy.p99_ms()  # was frozen 1.75 s
+        status, dataset = in_process(post_json, f"{server.url}/v1/datasets",
+                                     str(tmp_path / "big.json")).result()
+    assert status == 201 and dataset["num_examples"] == 750_000, dataset
+    assert busy.p99_ms() < 100 + idle and busy.failures == 0, (busy.p99_ms(), idle)  # was 1.75 s
 
 
 def socket_count(pid: int) -> int:
@@ -259,3 +273,54 @@ def test_the_queue_limit_holds_under_concurrent_requests(database_url: str,
             api.post(f"/v1/runs/{busy}/cancel")
     finally:
         server.stop()
+
+
+def seconds(timestamp: str) -> float:
+    """An RFC 3339 timestamp as POSIX seconds."""
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (user and system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.slow
+def test_a_crowd_of_readers_is_cheap(tmp_path: Path) -> None:
+    """500 SSE readers of one run: every epoch in order, the last reader within 1 s of the
+    run's end, /healthz under 100 ms over the machine's own idle p99 while they follow it,
+    and the service's work for them a small fraction of one core, so the run trains at its
+    usual pace (wall-clock ratios are too noisy on a shared machine to test; bench/service.py
+    measures them). Was: the run 17 s -> 45 s, the last reader 90 s late, /healthz p50
+    259-461 ms."""
+    server = start_server(sqlite_url(tmp_path), tmp_path / "server.log", TAPELINE_WORKERS="1",
+                          TAPELINE_LOG_LEVEL="warning")
+    raise_open_files()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as api:
+            dataset = api.post("/v1/datasets/synthetic", json={"num_examples": 20000,
+                                                                "seed": 1}).json()["id"]
+            idle = idle_p99_ms(server.url)
+            model = api.post("/v1/models").json()["id"]
+            run = api.post(f"/v1/models/{model}/runs", json={
+                "dataset_id": dataset, "epochs": 8, "batch_size": 8}).json()["id"]
+            used = cpu_seconds(server.process.pid)
+            crowd = in_process(sse_crowd, server.url, f"/v1/runs/{run}/events", 500)
+            with HealthSampler(server.url) as health:
+                readings = crowd.result(timeout=300)
+            used = cpu_seconds(server.process.pid) - used
+            ended = api.get(f"/v1/runs/{run}").json()
+    finally:
+        server.stop()
+    assert ended["status"] == "succeeded"
+    assert [r.error for r in readings if r.error] == []
+    assert all(r.epochs == list(range(8)) for r in readings)
+    finished = seconds(ended["finished_at"])
+    lag = max(r.ended_at or math.inf for r in readings) - finished
+    assert lag < 1.0, lag
+    took = finished - seconds(ended["started_at"])
+    assert used < 0.25 * took, (used, took)
+    # While the readers follow the run (their arrival, all at once, is a burst of requests).
+    following = health.p99_ms(max(r.connected_at or math.inf for r in readings), finished)
+    assert following < 100 + idle and health.failures == 0, (following, idle, health.p99_ms())
