@@ -49,12 +49,14 @@ class LiveServer:
 
 
 def start_server(database_url: str, log: Path, open_files: int | None = None,
-                 **env: str) -> LiveServer:
-    """Start ``tapeline serve`` on a free port and wait until ``/healthz`` answers; with
-    ``open_files``, it starts with that soft limit of open files (a common default is 1024)."""
+                 cwd: Path = ROOT, **env: str) -> LiveServer:
+    """Start ``tapeline serve`` (in ``cwd``) on a free port and wait until ``/healthz``
+    answers; with ``open_files``, it starts with that soft limit of open files (a common
+    default is 1024)."""
     port = free_port()
     environment = {**os.environ, "TAPELINE_DATABASE_URL": database_url,
-                   "TAPELINE_PORT": str(port), "TAPELINE_HOST": "127.0.0.1", **env}
+                   "TAPELINE_PORT": str(port), "TAPELINE_HOST": "127.0.0.1",
+                   "PYTHONPATH": str(ROOT), **env}
     handle = log.open("wb")
 
     def limit_files() -> None:
@@ -62,7 +64,7 @@ def start_server(database_url: str, log: Path, open_files: int | None = None,
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
 
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=cwd,
                                env=environment, stdout=handle, stderr=subprocess.STDOUT,
                                preexec_fn=limit_files)
     url = f"http://127.0.0.1:{port}"

@@ -124,6 +124,8 @@ def test_a_thousand_stalled_bodies_get_408_and_the_service_answers_meanwhile(
         while socket_count(server.process.pid) < 1000:
             assert time.monotonic() < deadline and not crowd.done(), "the crowd did not connect"
             time.sleep(0.05)
+        limits = {line[:26].strip(): line[26:].split()[:2] for line in
+                  Path(f"/proc/{server.process.pid}/limits").read_text().splitlines()[1:]}
         with httpx.Client(base_url=server.url, timeout=5) as api:
             statuses = [api.get("/healthz").status_code for _ in range(15)]
             created = api.post("/v1/datasets", json={"x": [1, 2], "y": [3, 4]}).status_code
@@ -131,11 +133,38 @@ def test_a_thousand_stalled_bodies_get_408_and_the_service_answers_meanwhile(
     finally:
         server.stop()
     assert statuses == [200] * 15 and created == 201  # was: /healthz failed 15 of 15
+    assert limits["Max open files"][0] == limits["Max open files"][1]  # raised to the hard one
     assert len(answers) == 1000
     refused = [a for a in answers if a.startswith(b"HTTP/1.1 408 ")]
     assert len(refused) == 1000, answers[:3]
     assert all(b"application/problem+json" in a and b"connection: close" in a.lower()
                for a in refused)
+
+
+def test_requests_beyond_the_connection_cap_get_503(tmp_path: Path) -> None:
+    server = start_server(sqlite_url(tmp_path), tmp_path / "server.log",
+                          TAPELINE_MAX_CONNECTIONS="4", TAPELINE_LOG_LEVEL="warning")
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as api:
+            run_id, _ = start_slow(api, epochs=1000)
+            streams = [httpx.Client(base_url=server.url, timeout=60) for _ in range(4)]
+            opened = [client.stream("GET", f"/v1/runs/{run_id}/events") for client in streams]
+            for stream in opened:
+                assert stream.__enter__().status_code == 200
+            over = api.get("/healthz")
+            assert over.status_code == 503 and over.headers["retry-after"] == "1"
+            assert over.headers["content-type"] == "application/problem+json"
+            assert "limit of 4 requests" in over.json()["detail"]
+            for stream, client in zip(opened, streams, strict=True):
+                stream.__exit__(None, None, None)
+                client.close()
+            deadline = time.monotonic() + 10
+            while api.get("/healthz").status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            api.post(f"/v1/runs/{run_id}/cancel")
+    finally:
+        server.stop()
 
 
 def alive(pid: int) -> bool:
