@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 
 T = TypeVar("T")
 
@@ -202,3 +203,12 @@ def post_json(url: str, path: str) -> tuple[int, Any]:
         answer = httpx.post(url, content=file.read(), timeout=300,
                             headers={"content-type": "application/json"})
     return answer.status_code, answer.json()
+
+
+def big_csv(size: int = 64 * (1 << 20) - 4096) -> bytes:
+    """A CSV of three features and y just under ``size`` bytes (1.59 million rows for the
+    default, just under the 64 MiB body limit)."""
+    rng = np.random.default_rng(0)
+    block = "".join(f"{a:.7f},{b:.7f},{c:.7f},{d:.7f}\n" for a, b, c, d in
+                    rng.normal(size=(10_000, 4)))
+    return ("x0,x1,x2,y\n" + block * ((size - 11) // len(block))).encode()

@@ -23,6 +23,7 @@ import pytest
 
 from tests.clients import (
     HealthSampler,
+    big_csv,
     idle_p99_ms,
     in_process,
     post_file,
@@ -58,14 +59,6 @@ def test_a_zip_bomb_costs_neither_time_nor_memory(server: LiveServer, tmp_path: 
     assert answer.status_code == 422 and "declares 2147483776 bytes" in answer.json()["detail"]
     assert took < 2, took  # was 11.3 s, every request frozen
     assert peak.growth < 40 * MiB, peak.growth / MiB  # was 1.9 GB
-
-
-def big_csv(size: int = 64 * MiB - 4096) -> bytes:
-    """A CSV of three features and y just under ``size`` bytes (1.6 million rows)."""
-    rng = np.random.default_rng(0)
-    block = "".join(f"{a:.7f},{b:.7f},{c:.7f},{d:.7f}\n" for a, b, c, d in
-                    rng.normal(size=(10_000, 4)))
-    return ("x0,x1,x2,y\n" + block * ((size - 11) // len(block))).encode()
 
 
 @pytest.mark.slow
