@@ -38,6 +38,7 @@ client-ts:  ## generate TypeScript types into clients/typescript/tapeline.ts (ne
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/service.py
+	$(BIN)/python bench/ui.py
 
 test-container:  ## build the image with buildah and drive it with podman (root, Debian)
 	bash tests/container/run.sh

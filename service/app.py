@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import func, select
 
 from service import __version__
-from service.api import datasets, events, history, models, problems, runs
+from service.api import datasets, events, history, models, pages, problems, runs
 from service.api import service as service_routes
 from service.api.bodies import BodyDecoder
 from service.api.deps import Runtime, no_nul_in_path
@@ -124,6 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own assets (service/api/pages.py)
+        redoc_url=None,
         generate_unique_id_function=operation_id,
         separate_input_output_schemas=False,
         dependencies=[Depends(no_nul_in_path)],
@@ -142,6 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in events.routers():
         app.include_router(router)
     app.include_router(service_routes.router)
+    app.include_router(pages.router)
+    app.mount("/ui/assets", pages.assets(), name="ui-assets")
     # Added innermost first: a request meets them in the opposite order.
     app.add_middleware(
         BodyMiddleware, limit=settings.max_body_bytes, timeout=settings.body_timeout_seconds

@@ -8,7 +8,7 @@ import secrets
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Body, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Body, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -19,7 +19,9 @@ from service.api.deps import JsonBody, PageDep, Runtime, RuntimeDep, encode_curs
 from service.api.negotiation import choose
 from service.api.problems import ProblemError, responses
 from service.api.schemas import (
+    LIMITS,
     NO_NUL,
+    SAFE_INT_END,
     Dataset,
     DatasetCreate,
     DatasetData,
@@ -28,6 +30,7 @@ from service.api.schemas import (
 )
 from service.api.uploads import parse_upload
 from service.store import repo
+from service.store.sampling import sample_rows
 from service.store.tables import DatasetRow
 from service.training.data import synthesize
 
@@ -159,7 +162,9 @@ def _store_upload(
 def list_(runtime: RuntimeDep, page: PageDep) -> DatasetPage:
     """Datasets in creation order, a page at a time."""
     with runtime.sessions() as session:
-        rows, after = repo.page(session, DatasetRow, page.limit, page.after_seq)
+        rows, after = repo.page(
+            session, DatasetRow, page.limit, page.after_seq, newest_first=page.newest_first
+        )
         return DatasetPage(items=[views.dataset(r) for r in rows], next_cursor=encode_cursor(after))
 
 
@@ -190,13 +195,31 @@ DATA_TYPES = ("application/json", "text/csv", "application/octet-stream")
     },
     response_class=Response,
 )
-def download(dataset_id: str, runtime: RuntimeDep, request: Request) -> Response:
-    """The data in the format the `Accept` header asks for (JSON by default)."""
+def download(
+    dataset_id: str,
+    runtime: RuntimeDep,
+    request: Request,
+    sample: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=LIMITS.max_examples,
+            description="Only this many rows, drawn without replacement with `seed` (the same "
+            "rows every time), in the dataset's order; every row when it has no more.",
+        ),
+    ] = None,
+    seed: Annotated[int, Query(ge=0, lt=SAFE_INT_END, description="Seeds `sample`.")] = 0,
+) -> Response:
+    """The data in the format the `Accept` header asks for (JSON by default), or a seeded
+    sample of its rows (`sample`)."""
     media_type = choose(request.headers.get("accept"), DATA_TYPES)
     if media_type is None:
         raise ProblemError(406, f"can send only {', '.join(DATA_TYPES)}")
     with runtime.sessions() as session:
         x, y = repo.load_arrays(session, dataset_id)
+    if sample is not None:
+        rows = sample_rows(len(y), sample, seed)
+        x, y = x[rows], y[rows]
     if media_type == "application/json":
         return JSONResponse(
             {"x": x.astype(np.float64).tolist(), "y": y.astype(np.float64).tolist()}

@@ -6,7 +6,7 @@ worker thread, a trip that costs more than these checks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 from sqlalchemy import Engine
@@ -64,10 +64,11 @@ def encode_cursor(seq: int | None) -> str | None:
 
 @dataclass(frozen=True)
 class PageParams:
-    """``limit`` and the decoded ``cursor`` of a list request."""
+    """``limit``, the decoded ``cursor`` and the ``order`` of a list request."""
 
     limit: int
     after_seq: int | None
+    newest_first: bool = False
 
 
 async def page_params(
@@ -76,9 +77,13 @@ async def page_params(
         str | None,
         Query(pattern=CURSOR, description="`next_cursor` of the previous page."),
     ] = None,
+    order: Annotated[
+        Literal["oldest", "newest"],
+        Query(description="Creation order: `oldest` first (the default) or `newest` first."),
+    ] = "oldest",
 ) -> PageParams:
     """Paging parameters of list endpoints."""
-    return PageParams(limit, None if cursor is None else int(cursor))
+    return PageParams(limit, None if cursor is None else int(cursor), order == "newest")
 
 
 PageDep = Annotated[PageParams, Depends(page_params)]

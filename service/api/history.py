@@ -19,6 +19,19 @@ Format = Annotated[
     Query(description="`rows`: a list of row objects; `columns`: one list per field."),
 ]
 Limit = Annotated[int, Query(ge=1, le=LIMITS.max_page_size, description="Rows per page.")]
+# A chart is at most a few thousand pixels wide; more points than this draw nothing new.
+MAX_POINTS = 10_000
+MaxPoints = Annotated[
+    int | None,
+    Query(
+        ge=4,
+        le=MAX_POINTS,
+        description="Downsample to at most this many rows, all after `after` in one answer "
+        "(`limit` does not apply): the rows are cut into `max_points // 4` equal buckets, each "
+        "keeping its first, last, lowest-loss and highest-loss row, so the first and last "
+        "epoch and every bucket's loss extremes are kept. Every row when they fit.",
+    ),
+]
 
 
 @router.get(
@@ -36,11 +49,16 @@ def run(
         int | None, Query(ge=-1, lt=INT32_END, description="Only epochs after this one.")
     ] = None,
     limit: Limit = LIMITS.max_page_size,
+    max_points: MaxPoints = None,
 ) -> Response:
-    """W and b at the start of each epoch and the loss there, as the tutorial logs them."""
+    """W and b at the start of each epoch and the loss there, as the tutorial logs them; with
+    `max_points`, a chart's worth of them."""
     with runtime.sessions() as session:
         repo.get_run(session, run_id)
-        rows, more = repo.run_history(session, run_id, after, limit)
+        if max_points is not None:
+            rows, more = repo.run_history_sample(session, run_id, after, max_points), False
+        else:
+            rows, more = repo.run_history(session, run_id, after, limit)
         return views.rendered(views.history(rows, more, format, "epoch"))
 
 
@@ -59,9 +77,14 @@ def model(
         int | None, Query(ge=-1, lt=INT32_END, description="Only rows after this `step`.")
     ] = None,
     limit: Limit = LIMITS.max_page_size,
+    max_points: MaxPoints = None,
 ) -> Response:
-    """Every epoch of every run of the model in order; `step` numbers them across runs."""
+    """Every epoch of every run of the model in order; `step` numbers them across runs. With
+    `max_points`, a chart's worth of them."""
     with runtime.sessions() as session:
         repo.get_model(session, model_id)
-        rows, more = repo.model_history(session, model_id, after, limit)
+        if max_points is not None:
+            rows, more = repo.model_history_sample(session, model_id, after, max_points), False
+        else:
+            rows, more = repo.model_history(session, model_id, after, limit)
         return views.rendered(views.history(rows, more, format, "step"))

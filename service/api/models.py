@@ -72,7 +72,9 @@ def create(
 def list_(runtime: RuntimeDep, page: PageDep) -> ModelPage:
     """Models in creation order, a page at a time."""
     with runtime.sessions() as session:
-        rows, after = repo.page(session, ModelRow, page.limit, page.after_seq)
+        rows, after = repo.page(
+            session, ModelRow, page.limit, page.after_seq, newest_first=page.newest_first
+        )
         training = repo.training_model_ids(session, [r.id for r in rows])
         return ModelPage(
             items=[views.model(r, r.id in training) for r in rows], next_cursor=encode_cursor(after)

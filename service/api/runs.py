@@ -116,11 +116,26 @@ async def create(
     "/v1/models/{model_id}/runs", summary="List a model's runs", responses=responses(404, 422)
 )
 def list_(model_id: str, runtime: RuntimeDep, page: PageDep) -> RunPage:
-    """A model's runs, oldest first, a page at a time."""
+    """A model's runs in creation order (or `order=newest` first), a page at a time."""
     with runtime.sessions() as session:
         repo.get_model(session, model_id)
         rows, after = repo.page(
-            session, RunRow, page.limit, page.after_seq, RunRow.model_id == model_id
+            session,
+            RunRow,
+            page.limit,
+            page.after_seq,
+            RunRow.model_id == model_id,
+            newest_first=page.newest_first,
+        )
+        return RunPage(items=[views.run(r) for r in rows], next_cursor=encode_cursor(after))
+
+
+@router.get("/v1/runs", summary="List every run", responses=responses(422))
+def list_all(runtime: RuntimeDep, page: PageDep) -> RunPage:
+    """Runs of every model, a page at a time; `order=newest` lists the latest first."""
+    with runtime.sessions() as session:
+        rows, after = repo.page(
+            session, RunRow, page.limit, page.after_seq, newest_first=page.newest_first
         )
         return RunPage(items=[views.run(r) for r in rows], next_cursor=encode_cursor(after))
 

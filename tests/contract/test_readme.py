@@ -66,6 +66,10 @@ def test_sh_blocks_run_as_written(live_server: LiveServer, tmp_path: Path) -> No
     assert [r["epoch"] for r in rows["items"]] == [0, 1]
     assert columns["epoch"] == list(range(10))
     assert len(documents(output_of("/predict"))[0]["y"]) == 3
+    sampled, sample, newest = documents(output_of("max_points="))
+    assert sampled["epoch"][0] == 0 and sampled["epoch"][-1] == 9 and len(sampled["epoch"]) <= 4
+    assert len(sample["x"]) == len(sample["y"]) == 3
+    assert len(newest["items"]) == 1
 
     sse = output_of("text/event-stream")
     assert sse.count("event: epoch") == 30 and "event: end" in sse

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, LiveServer
+from tests.conftest import LiveServer
 from tests.contract.conftest import ROOT, SPEC
+from tests.node import node_modules
 
 pytestmark = pytest.mark.live
 
 HERE = Path(__file__).parent / "typescript"
-NODE_BIN = ROOT / "node_modules" / ".bin"
 # Fields with defaults stay optional: the same schemas describe request bodies.
 GENERATOR_FLAGS = ["--default-non-nullable", "false"]
 
@@ -31,17 +31,9 @@ def run(command: list[str | Path], **kwargs: object) -> subprocess.CompletedProc
 @pytest.fixture(scope="module")
 def node_tools() -> Path:
     """node_modules/.bin with the pinned openapi-typescript and tsc (``npm ci`` if needed)."""
-    if not (shutil.which("node") and shutil.which("npm")):
-        if IN_CI:
-            pytest.fail("node and npm are required in CI for the TypeScript contract test")
-        pytest.skip("node/npm not installed")
-    installed = ROOT / "node_modules" / ".package-lock.json"
-    lock = ROOT / "package-lock.json"
-    tools = [NODE_BIN / "openapi-typescript", NODE_BIN / "tsc"]
-    if not (all(t.exists() for t in tools) and installed.exists()
-            and installed.stat().st_mtime >= lock.stat().st_mtime):
-        run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ROOT)
-    return NODE_BIN
+    bin_dir = node_modules("the TypeScript contract test") / ".bin"
+    assert (bin_dir / "openapi-typescript").exists() and (bin_dir / "tsc").exists()
+    return bin_dir
 
 
 def test_types_generate_compile_and_run(node_tools: Path, live_server: LiveServer,

@@ -1,0 +1,1 @@
+"""The dashboard and API docs pages: static HTML, CSS and ES modules, no build step."""

@@ -1,0 +1,96 @@
+// Decision regions of a two-feature classifier: the model's predicted class over a grid
+// (POST /v1/models/{id}/predict answers `probabilities` for classifiers), shaded by how sure
+// it is, with the data points on top, each class a palette colour and a marker shape.
+
+import { id, postJSON } from "./api.js";
+import { PALETTE, markFirstChart } from "./charts.js";
+import { h } from "./dom.js";
+
+const GRID = 40; // 1,600 predictions: within the page's 2,000-point budget
+const SHAPES = ["circle", "square", "triangle", "diamond"];
+
+function bounds(values) {
+  let lo = Math.min(...values);
+  let hi = Math.max(...values);
+  const pad = (hi - lo || 1) * 0.08;
+  return [lo - pad, hi + pad];
+}
+
+function mark(ctx, shape, x, y, r) {
+  ctx.beginPath();
+  if (shape === "square") ctx.rect(x - r, y - r, 2 * r, 2 * r);
+  else if (shape === "triangle") {
+    ctx.moveTo(x, y - r * 1.2);
+    ctx.lineTo(x + r * 1.1, y + r * 0.8);
+    ctx.lineTo(x - r * 1.1, y + r * 0.8);
+    ctx.closePath();
+  } else if (shape === "diamond") {
+    ctx.moveTo(x, y - r * 1.3);
+    ctx.lineTo(x + r * 1.3, y);
+    ctx.lineTo(x, y + r * 1.3);
+    ctx.lineTo(x - r * 1.3, y);
+    ctx.closePath();
+  } else ctx.arc(x, y, r, 0, 2 * Math.PI);
+  ctx.fill();
+  ctx.stroke();
+}
+
+/**
+ * Draw the regions of model `modelId` and the points `{x: [[x0, x1], ...], y: [class, ...]}`
+ * into `fig` (from charts.figure); resolves with the predicted grid (for the table).
+ */
+export async function drawRegions(fig, modelId, points, labels = []) {
+  const [x0lo, x0hi] = bounds(points.x.map((p) => p[0]));
+  const [x1lo, x1hi] = bounds(points.x.map((p) => p[1]));
+  const grid = [];
+  for (let j = 0; j < GRID; j++) {
+    for (let i = 0; i < GRID; i++) {
+      grid.push([x0lo + ((i + 0.5) * (x0hi - x0lo)) / GRID, x1lo + ((j + 0.5) * (x1hi - x1lo)) / GRID]);
+    }
+  }
+  const answer = await postJSON(`/v1/models/${id(modelId)}/predict`, { x: grid });
+  const probabilities = answer.probabilities ?? answer.y.map((c) => [c]);
+  const classes = Math.max(2, probabilities[0]?.length ?? 2, ...points.y.map((c) => c + 1));
+
+  const width = Math.max(240, fig.plot.clientWidth || 400);
+  const side = Math.min(width, 480);
+  const canvas = h("canvas", { class: "regions" });
+  const ratio = window.devicePixelRatio || 1;
+  canvas.width = side * ratio;
+  canvas.height = side * ratio;
+  canvas.style.width = `${side}px`;
+  canvas.style.height = `${side}px`;
+  const ctx = canvas.getContext("2d");
+  ctx.scale(ratio, ratio);
+  const cell = side / GRID;
+  probabilities.forEach((p, k) => {
+    const best = p.indexOf(Math.max(...p));
+    const sure = (p[best] - 1 / classes) / (1 - 1 / classes);
+    ctx.globalAlpha = 0.12 + 0.4 * sure;
+    ctx.fillStyle = PALETTE[answer.y[k] % PALETTE.length];
+    const i = k % GRID;
+    const j = Math.floor(k / GRID);
+    ctx.fillRect(i * cell, side - (j + 1) * cell, cell + 0.5, cell + 0.5);
+  });
+  ctx.globalAlpha = 1;
+  ctx.strokeStyle = "#fff";
+  ctx.lineWidth = 0.8;
+  points.x.forEach(([a, b], k) => {
+    const c = points.y[k];
+    ctx.fillStyle = PALETTE[c % PALETTE.length];
+    const px = ((a - x0lo) / (x0hi - x0lo)) * side;
+    const py = side - ((b - x1lo) / (x1hi - x1lo)) * side;
+    mark(ctx, SHAPES[c % SHAPES.length], px, py, 3.2);
+  });
+  const legend = h("ul", { class: "legend" }, Array.from({ length: classes }, (_, c) => h("li", {},
+    h("span", { class: `swatch c${c % PALETTE.length} ${SHAPES[c % SHAPES.length]}`, "aria-hidden": "true" }),
+    ` class ${labels[c] ?? c} (${SHAPES[c % SHAPES.length]})`)));
+  const axes = h("p", { class: "axes-note" },
+    `x0 from ${x0lo.toFixed(2)} to ${x0hi.toFixed(2)} (left to right), x1 from ${x1lo.toFixed(2)} to ${x1hi.toFixed(2)} (bottom to top)`);
+  fig.plot.replaceChildren(canvas, legend, axes);
+  fig.el.dataset.points = String(points.x.length);
+  fig.el.dataset.series = String(classes);
+  fig.el.dataset.cells = String(probabilities.length);
+  markFirstChart();
+  return { grid, predicted: answer.y };
+}

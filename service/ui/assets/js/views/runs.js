@@ -1,0 +1,69 @@
+// The runs list: every run, newest first, refreshed while runs start, train and finish.
+
+import { getJSON, id, withQuery } from "../api.js";
+import { ACTIVE, duration, h, replace, sleep, when } from "../dom.js";
+
+const REFRESH_MS = 1500;
+const SHOWN = 50;
+
+/** Model and dataset names by id, each fetched once. */
+function namer(kind) {
+  const names = new Map();
+  return async (resourceId) => {
+    if (!names.has(resourceId)) {
+      names.set(resourceId, getJSON(`/v1/${kind}/${id(resourceId)}`).then((r) => r.name || resourceId, () => resourceId));
+    }
+    return names.get(resourceId);
+  };
+}
+
+/** Render the runs list into `main`; returns a cleanup function. */
+export function runsView(main) {
+  const stop = new AbortController();
+  const modelName = namer("models");
+  const datasetName = namer("datasets");
+  const body = h("tbody", {});
+  const note = h("p", { class: "status-line", role: "status", "aria-live": "polite" }, "Loading…");
+  replace(main,
+    h("div", { class: "view-head" }, h("h2", { id: "view-title" }, "Runs"),
+      h("a", { href: "/ui/start", "data-link": true, class: "button" }, "Start a run")),
+    note,
+    h("div", { class: "table-scroll" }, h("table", { id: "runs", class: "runs" },
+      h("caption", { class: "visually-hidden" }, "Runs, newest first"),
+      h("thead", {}, h("tr", {}, ["Run", "Status", "Progress", "Model", "Dataset", "Created", "Duration"].map((c) => h("th", { scope: "col" }, c)))),
+      body)));
+
+  async function refresh() {
+    const page = await getJSON(withQuery("/v1/runs", { order: "newest", limit: SHOWN }), { signal: stop.signal });
+    const rows = await Promise.all(page.items.map(async (run) => {
+      const [model, dataset] = await Promise.all([modelName(run.model_id), datasetName(run.dataset_id)]);
+      return h("tr", { dataset: { run: run.id, status: run.status } },
+        h("td", {}, h("a", { href: `/ui/runs/${id(run.id)}`, "data-link": true }, h("code", {}, run.id))),
+        h("td", {}, h("span", { class: `badge ${run.status}` }, run.status)),
+        h("td", {}, h("progress", { max: String(run.epochs), value: String(run.epochs_completed), "aria-label": `${run.id} progress` }),
+          ` ${run.epochs_completed}/${run.epochs}`),
+        h("td", {}, h("a", { href: `/ui/models/${id(run.model_id)}`, "data-link": true }, model)),
+        h("td", {}, dataset),
+        h("td", {}, when(run.created_at)),
+        h("td", {}, duration(run.started_at, run.finished_at)));
+    }));
+    replace(body, rows);
+    const active = page.items.filter((r) => ACTIVE.includes(r.status)).length;
+    note.textContent = page.items.length
+      ? `${page.items.length} most recent runs, ${active} active; updated ${new Date().toLocaleTimeString()}.`
+      : "No runs yet: start one.";
+  }
+
+  (async () => {
+    while (!stop.signal.aborted) {
+      try {
+        await refresh();
+      } catch (error) {
+        if (stop.signal.aborted) return;
+        note.textContent = `Cannot list runs: ${error.message}`;
+      }
+      await sleep(REFRESH_MS, stop.signal);
+    }
+  })();
+  return () => stop.abort();
+}

@@ -1,0 +1,30 @@
+"""The project's pinned npm packages (package.json / package-lock.json), installed with
+``npm ci`` when node_modules is missing or older than the lock file."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_MODULES = ROOT / "node_modules"
+
+
+def node_modules(needed: str) -> Path:
+    """node_modules, installed from the lock file if needed; skips (fails in CI) without npm."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        if IN_CI:
+            pytest.fail(f"node and npm are required in CI ({needed})")
+        pytest.skip("node/npm not installed")
+    installed = NODE_MODULES / ".package-lock.json"
+    lock = ROOT / "package-lock.json"
+    if not (installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime):
+        result = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
+    return NODE_MODULES
