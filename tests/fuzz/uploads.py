@@ -4,7 +4,8 @@
 
 Inputs go through :func:`tests.fuzz.seeds.one_upload`; an exception other than the parsers'
 own refusal is a crash, which libFuzzer saves as ``crash-<hash>`` and reports by exiting
-non-zero. An empty corpus directory is seeded with honest files first.
+non-zero; each becomes a test in ``tests/api/test_upload_fuzz_findings.py``. An empty corpus
+directory is seeded with honest files first.
 """
 
 from __future__ import annotations
