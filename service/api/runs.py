@@ -19,6 +19,7 @@ from service.store.tables import FINAL_STATUSES, RunRow
 
 router = APIRouter(tags=["runs"], route_class=OffLoopJsonRoute)
 
+
 def _start(runtime: Runtime, model_id: str, body: RunCreate) -> Run:
     with runtime.sessions.begin() as session:
         queued = repo.lock_queue(session)
