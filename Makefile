@@ -37,6 +37,7 @@ client-ts:  ## generate TypeScript types into clients/typescript/tapeline.ts (ne
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/compile.py
 	$(BIN)/python bench/service.py
 	$(BIN)/python bench/ui.py
 

@@ -8,11 +8,15 @@
     dW = tape.gradient(loss, W)
 
 Ops run eagerly on NumPy; outside a tape they do no bookkeeping at all.
+tg.function compiles a function of tensors (a whole training step) into a plan
+of NumPy calls over preallocated buffers that later calls replay, bit-identical
+to eager (see function.py for its tracing rules).
 """
 
 from service.engine import nn, random
 from service.engine import vjps as vjps  # fills the gradient-rule table
 from service.engine.dtypes import bool, float32, float64, int32, int64
+from service.engine.function import Function, function
 from service.engine.ops import (
     abs,
     add,
@@ -64,11 +68,13 @@ from service.engine.ops import (
 )
 from service.engine.tape import GradientTape, UnconnectedGradients
 from service.engine.tensor import Tensor, Variable
+from service.engine.trace import TraceError
 
 __all__ = [
-    "GradientTape", "Tensor", "UnconnectedGradients", "Variable",
+    "Function", "GradientTape", "Tensor", "TraceError", "UnconnectedGradients", "Variable",
     "abs", "add", "bool", "broadcast_to", "cast", "clip_by_value", "concat", "constant",
-    "convert_to_tensor", "divide", "equal", "exp", "expand_dims", "float32", "float64", "gather",
+    "convert_to_tensor", "divide", "equal", "exp", "expand_dims", "float32", "float64",
+    "function", "gather",
     "greater", "greater_equal", "int32", "int64", "less", "less_equal", "log", "matmul",
     "maximum", "minimum", "multiply", "negative", "nn", "not_equal", "ones", "ones_like", "pow",
     "random", "reduce_max", "reduce_mean", "reduce_min", "reduce_sum", "relu", "reshape",

@@ -2,12 +2,16 @@
 
 Primitives report themselves to the recording tapes under their name; vjps.py
 holds one gradient rule per primitive. Sugar (stack, gather, clip_by_value, ...)
-is written with primitives and needs no rule of its own.
+is written with primitives and needs no rule of its own. Each NumPy call goes
+through apply() so that tg.function can record it; where NumPy has no ``out=``
+argument, a small kernel here (_where, _cast, ...) gives the call one, computing
+the same values with or without it.
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -21,6 +25,9 @@ from service.engine.tensor import (
     Shape,
     Tensor,
     Variable,
+    alias,
+    apply,
+    apply2,
     as_value,
     binary,
     finish,
@@ -30,17 +37,20 @@ from service.engine.tensor import (
     unary,
     wrap,
 )
+from service.engine.trace import static
 
 # Creation
 
 
 def constant(value: Any, dtype: DTypeLike | None = None, shape: Any = None) -> Tensor:
     """A tensor holding a copy of value (Python floats as float32), reshaped or filled to shape."""
-    value = as_value(value, dtype, copy=True)
-    if shape is not None:
-        shape = as_shape(shape)
-        value = np.full(shape, value) if value.size == 1 else value.reshape(shape)
-    return wrap(value)
+    array = as_value(value, dtype, copy=True)
+    source = value._tensor if isinstance(value, Variable) else value  # (after a trace saw it)
+    if shape is None:
+        return alias(source, wrap(array))
+    static(source, "tg.constant(<traced tensor>, shape=...)")
+    shape = as_shape(shape)
+    return wrap(np.full(shape, array) if array.size == 1 else array.reshape(shape))
 
 
 def convert_to_tensor(value: Any, dtype: DTypeLike | None = None) -> Tensor:
@@ -79,6 +89,7 @@ def as_shape(shape: Any) -> Shape:
     """A shape given as an int, a sequence or a tensor, as a tuple of ints."""
     if type(shape) is tuple or type(shape) is list:
         return tuple(map(int, shape))
+    static(shape, "a shape taken from a traced tensor")
     return tuple(int(n) for n in np.reshape(as_value(shape), -1))
 
 
@@ -165,8 +176,16 @@ def sigmoid(x: Any) -> Tensor:
     return unary("sigmoid", _sigmoid, x, floating=True)
 
 
-def _sigmoid(x: Array) -> Array:
-    return 0.5 + 0.5 * np.tanh(0.5 * x)
+def _sigmoid(x: Array, out: np.ndarray | None = None) -> Array:
+    """0.5 + 0.5 * tanh(0.5 * x), each step in place in out (a new array unless given)."""
+    if type(x) is not np.ndarray:
+        return 0.5 + 0.5 * np.tanh(0.5 * x)
+    if out is None:
+        out = np.empty_like(x)
+    np.multiply(x, 0.5, out=out)
+    np.tanh(out, out=out)
+    np.multiply(out, 0.5, out=out)
+    return np.add(out, 0.5, out=out)
 
 
 def relu(x: Any) -> Tensor:
@@ -174,8 +193,8 @@ def relu(x: Any) -> Tensor:
     return unary("relu", _relu, x)
 
 
-def _relu(x: Array) -> Array:
-    return np.maximum(x, 0)
+def _relu(x: Array, out: np.ndarray | None = None) -> Array:
+    return np.maximum(x, 0, out=out)
 
 
 def softplus(x: Any) -> Tensor:
@@ -183,8 +202,8 @@ def softplus(x: Any) -> Tensor:
     return unary("softplus", _softplus, x, floating=True)
 
 
-def _softplus(x: Array) -> Array:
-    return np.logaddexp(0, x)
+def _softplus(x: Array, out: np.ndarray | None = None) -> Array:
+    return np.logaddexp(0, x, out=out)
 
 
 def clip_by_value(x: Any, clip_value_min: Any, clip_value_max: Any) -> Tensor:
@@ -198,14 +217,26 @@ def where(condition: Any, x: Any = None, y: Any = None) -> Tensor:
     if condition.dtype.kind != "b":
         raise TypeError(f"where needs a bool condition, got {condition.dtype}")
     if x is None and y is None:
+        static(condition, "tg.where(<traced condition>) without x and y (its shape depends on "
+                          "the values)")
         return wrap(np.argwhere(condition._value).astype(np.int64))
     x, y = _same_dtype("where", [x, y])
     try:
-        value = np.where(condition._value, x._value, y._value)
+        out = apply(_where, condition, x, y)
     except ValueError:
         raise_if_not_broadcastable("where", condition.shape, x.shape, y.shape)
         raise
-    return finish("where", value, (condition, x, y))
+    return finish("where", out, (condition, x, y))
+
+
+def _where(condition: Array, x: Array, y: Array, out: np.ndarray | None = None) -> np.ndarray:
+    """np.where(condition, x, y), written into out (a new array unless given)."""
+    if out is None:
+        out = np.empty(np.broadcast_shapes(np.shape(condition), np.shape(x), np.shape(y)),
+                       np.result_type(x, y))
+    np.copyto(out, y)
+    np.copyto(out, x, where=condition)
+    return out
 
 
 # Comparisons (not differentiable: their results are bool)
@@ -244,7 +275,7 @@ def greater_equal(x: Any, y: Any) -> Tensor:
 def _compare(fn: Any, x: Any, y: Any) -> Tensor:
     x, y = _same_dtype(fn.__name__, [x, y])
     try:
-        return wrap(fn(x._value, y._value))
+        return apply2(fn, x, y)
     except ValueError:
         raise_if_not_broadcastable(fn.__name__, x.shape, y.shape)
         raise
@@ -276,10 +307,10 @@ def matmul(a: Any, b: Any) -> Tensor:
     """The matrix product, batched over leading dimensions (NumPy's matmul rules)."""
     a, b = _same_dtype("matmul", [a, b])
     try:
-        value = np.matmul(a._value, b._value)
+        out = apply2(np.matmul, a, b)
     except ValueError:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned") from None
-    return finish("matmul", value, (a, b))
+    return finish("matmul", out, (a, b))
 
 
 # Reductions
@@ -288,9 +319,8 @@ def matmul(a: Any, b: Any) -> Tensor:
 def reduce_sum(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     """The sum over axis (an int, a sequence, or None for all axes)."""
     x = operand(x)
-    value = x._value
-    axes = _axes(axis, value.ndim)
-    return finish("reduce_sum", _reduce(np.add, value, axes, keepdims), (x, axes, keepdims))
+    axes = _axes(axis, x.ndim)
+    return finish("reduce_sum", _reduce(np.add, x, axes, keepdims), (x, axes, keepdims))
 
 
 def reduce_mean(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
@@ -298,9 +328,9 @@ def reduce_mean(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     x = operand(x)
     value = x._value
     axes = _axes(axis, value.ndim)
-    total = _reduce(np.add, value, axes, keepdims)
-    count = _count(value.shape, axes)
-    mean = total / count if value.dtype.kind in "fc" else (total / count).astype(value.dtype)
+    mean = apply2(operator.truediv, _reduce(np.add, x, axes, keepdims), _count(value.shape, axes))
+    if value.dtype.kind not in "fc":
+        mean = apply2(_cast, mean, value.dtype)
     return finish("reduce_mean", mean, (x, axes, keepdims))
 
 
@@ -308,19 +338,26 @@ def reduce_max(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     """The maximum over axis (ties share the gradient equally)."""
     x = operand(x)
     axes = _axes(axis, x.ndim)
-    return finish("reduce_max", _reduce(np.maximum, x._value, axes, keepdims), (x, axes, keepdims))
+    return finish("reduce_max", _reduce(np.maximum, x, axes, keepdims), (x, axes, keepdims))
 
 
 def reduce_min(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     """The minimum over axis (ties share the gradient equally)."""
     x = operand(x)
     axes = _axes(axis, x.ndim)
-    return finish("reduce_min", _reduce(np.minimum, x._value, axes, keepdims), (x, axes, keepdims))
+    return finish("reduce_min", _reduce(np.minimum, x, axes, keepdims), (x, axes, keepdims))
 
 
-def _reduce(ufunc: np.ufunc, value: Array, axes: tuple[int, ...], keepdims: bool) -> Array:
-    """ufunc folded over axes in the value's own dtype (NumPy sums pairwise)."""
-    return ufunc.reduce(value, axis=axes, dtype=value.dtype, keepdims=keepdims)
+def _reduce(ufunc: np.ufunc, x: Tensor, axes: tuple[int, ...], keepdims: bool) -> Tensor:
+    """ufunc folded over axes in x's own dtype (NumPy sums pairwise)."""
+    value = x._value
+    if value.dtype.kind not in "fc":  # NumPy widens integers unless told the dtype
+        return apply(ufunc.reduce, x, axes, value.dtype, keepdims=keepdims)
+    if keepdims:
+        return apply(ufunc.reduce, x, axes, keepdims=True)
+    if len(axes) == value.ndim:  # all of them: the same reduction, with less to parse
+        return apply2(ufunc.reduce, x, None)
+    return apply2(ufunc.reduce, x, axes)
 
 
 def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
@@ -329,6 +366,7 @@ def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
         return tuple(range(ndim))
     if isinstance(axis, int):
         axis = (axis,)
+    static(axis, "an axis taken from a traced tensor")
     return normalize_axis_tuple(tuple(int(a) for a in np.reshape(as_value(axis), -1)), ndim)
 
 
@@ -349,17 +387,17 @@ def reshape(x: Any, shape: Any) -> Tensor:
     if x.shape == shape:
         return x
     try:
-        value = x._value.reshape(shape)
+        out = apply(np.reshape, x, shape)
     except ValueError:
         raise ValueError(f"reshape: cannot reshape shape {x.shape} into shape {shape}") from None
-    return finish("reshape", value, (x, shape))
+    return finish("reshape", out, (x, shape))
 
 
 def transpose(x: Any, perm: Any = None) -> Tensor:
     """x with its axes permuted (reversed by default)."""
     x = operand(x)
     perm = tuple(reversed(range(x.ndim))) if perm is None else as_shape(perm)
-    return finish("transpose", np.transpose(x._value, perm), (x, perm))
+    return finish("transpose", apply(np.transpose, x, perm), (x, perm))
 
 
 def expand_dims(x: Any, axis: int) -> Tensor:
@@ -389,22 +427,26 @@ def broadcast_to(x: Any, shape: Any) -> Tensor:
     if x.shape == shape:
         return x
     try:
-        value = np.broadcast_to(x._value, shape)
+        out = apply(np.broadcast_to, x, shape)
     except ValueError:
         raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {shape}") from None
-    return finish("broadcast_to", value, (x, shape))
+    return finish("broadcast_to", out, (x, shape))
 
 
 def concat(values: Any, axis: int) -> Tensor:
     """The tensors in values joined along an existing axis."""
     tensors = _same_dtype("concat", list(values))
     try:
-        value = np.concatenate([t._value for t in tensors], axis)
+        out = apply(_concatenate, axis, *tensors)
     except ValueError:
         shapes = ", ".join(str(t.shape) for t in tensors)
         raise ValueError(f"concat: shapes {shapes} do not match off axis {axis}") from None
-    axis = normalize_axis_tuple(axis, value.ndim)[0]
-    return finish("concat", value, (axis, *tensors))
+    axis = normalize_axis_tuple(axis, out.ndim)[0]
+    return finish("concat", out, (axis, *tensors))
+
+
+def _concatenate(axis: int, *values: Array, out: np.ndarray | None = None) -> np.ndarray:
+    return np.concatenate(values, axis, out=out)
 
 
 def stack(values: Any, axis: int = 0) -> Tensor:
@@ -423,34 +465,49 @@ def getitem(x: Any, index: Any) -> Tensor:
     """x[index] with NumPy's basic and advanced indexing (what tensor[...] does)."""
     x = operand(x)
     index = _index(index)
-    return finish("getitem", x._value[index], (x, index))
+    return finish("getitem", apply(operator.getitem, x, index), (x, index))
 
 
 def gather(params: Any, indices: Any, axis: int = 0) -> Tensor:
     """The slices of params at indices along axis."""
     params = operand(params)
     axis = normalize_axis_tuple(axis, params.ndim)[0]
-    return getitem(params, (*(slice(None),) * axis, as_value(indices)))
+    return getitem(params, (*(slice(None),) * axis, indices))
 
 
 def _index(index: Any) -> Any:
-    """An index with tensors and lists turned into NumPy arrays."""
+    """An index with variables, lists and arrays as tensors (a traced one as itself)."""
     if isinstance(index, tuple):
         return tuple(_index(part) for part in index)
-    if isinstance(index, Tensor | Variable | list):
-        return as_value(index)
+    if isinstance(index, Variable):
+        index = read(index)
+    if type(index) is Tensor:
+        if index.dtype.kind == "b":
+            static(index, "indexing with a traced boolean mask (the result's shape depends on it)")
+        return index
+    if isinstance(index, list | np.ndarray):
+        return wrap(as_value(index))
     return index
 
 
 def index_add(updates: Any, index: Any, shape: Shape) -> Tensor:
     """Zeros of shape plus updates at index, repeats accumulating (the adjoint of getitem)."""
     updates = operand(updates)
-    value = np.zeros(shape, updates.dtype)
-    if _is_basic(index):
-        value[index] = updates._value
+    out = apply(_index_add, updates, index, shape, _is_basic(index))
+    return finish("index_add", out, (updates, index, shape))
+
+
+def _index_add(updates: Array, index: Any, shape: Shape, basic: bool,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """Zeros of shape plus updates at index, written into out (a new array unless given)."""
+    if out is None:
+        out = np.empty(shape, updates.dtype)
+    out.fill(0)
+    if basic:
+        out[index] = updates
     else:
-        np.add.at(value, index, updates._value)
-    return finish("index_add", value, (updates, index, shape))
+        np.add.at(out, index, updates)
+    return out
 
 
 def _is_basic(index: Any) -> bool:
@@ -468,13 +525,24 @@ def cast(x: Any, dtype: DTypeLike) -> Tensor:
     dtype = np.dtype(dtype)
     if x.dtype == dtype:
         return x
-    value = x._value.astype(dtype)
-    return finish("cast", value, (x, dtype)) if dtype.kind == "f" else wrap(value)
+    out = apply(_cast, x, dtype)
+    return finish("cast", out, (x, dtype)) if dtype.kind == "f" else out
+
+
+def _cast(x: Array, dtype: np.dtype, out: np.ndarray | None = None) -> Array:
+    """x converted to dtype, written into out (a new array unless given)."""
+    if type(x) is not np.ndarray:
+        return x.astype(dtype)
+    if out is None:
+        out = np.empty_like(x, dtype=dtype)
+    np.copyto(out, x, casting="unsafe")
+    return out
 
 
 def stop_gradient(x: Any) -> Tensor:
     """x's value, as a tensor no gradient flows through."""
-    return wrap(operand(x)._value)
+    x = operand(x)
+    return alias(x, wrap(x._value))
 
 
 # Gradient plumbing: the shared unbroadcast, its fused form for products, and lazy scaling
@@ -522,10 +590,8 @@ def unbroadcast(g: Tensor, out_shape: Shape, shape: Shape) -> Tensor:
     axes = _broadcast_axes(out_shape, shape)
     if not axes:
         return g  # g already broadcasts to shape
-    value = g._value
-    if value.shape != out_shape:
-        value = np.broadcast_to(value, out_shape)
-    return finish("unbroadcast", _sum_to(value, axes, shape), (g, out_shape, shape))
+    full = g if g._value.shape == out_shape else apply2(np.broadcast_to, g, out_shape)
+    return finish("unbroadcast", _sum_to(full, axes, shape), (g, out_shape, shape))
 
 
 def unbroadcast_mul(g: Tensor, y: Tensor, out_shape: Shape, shape: Shape) -> Tensor:
@@ -533,15 +599,14 @@ def unbroadcast_mul(g: Tensor, y: Tensor, out_shape: Shape, shape: Shape) -> Ten
     axes = _broadcast_axes(out_shape, shape)
     if not axes:
         return multiply(g, y)
-    gv, yv = g._value, y._value
-    if not shape and gv.shape == out_shape and yv.shape == out_shape:
-        value = np.vdot(gv, yv)
+    if not shape and g._value.shape == out_shape and y._value.shape == out_shape:
+        out = apply2(np.vdot, g, y)
     else:
-        product = gv * yv
-        if product.shape != out_shape:
-            product = np.broadcast_to(product, out_shape)
-        value = _sum_to(product, axes, shape)
-    return finish("unbroadcast_mul", value, (g, y, out_shape, shape))
+        product = apply2(np.multiply, g, y)
+        if product._value.shape != out_shape:
+            product = apply2(np.broadcast_to, product, out_shape)
+        out = _sum_to(product, axes, shape)
+    return finish("unbroadcast_mul", out, (g, y, out_shape, shape))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -553,6 +618,6 @@ def _broadcast_axes(out_shape: Shape, shape: Shape) -> tuple[int, ...]:
     )
 
 
-def _sum_to(value: Array, axes: tuple[int, ...], shape: Shape) -> Array:
-    total = np.add.reduce(value, axes, value.dtype)
-    return total if total.shape == shape else total.reshape(shape)
+def _sum_to(x: Tensor, axes: tuple[int, ...], shape: Shape) -> Tensor:
+    total = _reduce(np.add, x, axes, keepdims=False)
+    return total if total._value.shape == shape else apply2(np.reshape, total, shape)

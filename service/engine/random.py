@@ -2,18 +2,20 @@
 
 With a seed, an op draws from its own generator seeded with it, so the same
 seed gives the same numbers on every call; without one, ops share a generator
-that set_seed() makes reproducible.
+that set_seed() makes reproducible. Inside tg.function a draw is replayed on
+every call, from the same generator an eager call would use.
 """
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
 
 from service.engine.dtypes import float32
 from service.engine.ops import as_shape
-from service.engine.tensor import DTypeLike, Tensor, wrap
+from service.engine.tensor import DTypeLike, Shape, Tensor, apply, draw
 
 _generator = np.random.default_rng()
 
@@ -33,8 +35,8 @@ def normal(
 ) -> Tensor:
     """Samples from a normal distribution."""
     dtype = _floating(dtype)
-    values = _rng(seed).standard_normal(as_shape(shape), dtype)
-    return wrap((values * dtype.type(stddev) + dtype.type(mean)).astype(dtype, copy=False))
+    values = draw(_standard_normal, as_shape(shape), dtype, seed)
+    return apply(operator.add, apply(operator.mul, values, dtype.type(stddev)), dtype.type(mean))
 
 
 def uniform(
@@ -46,15 +48,28 @@ def uniform(
 ) -> Tensor:
     """Samples from [minval, maxval): maxval defaults to 1, and must be given for integers."""
     dtype = np.dtype(dtype)
-    rng = _rng(seed)
     if dtype.kind in "iu":
         if maxval is None:
             raise ValueError("uniform needs maxval for an integer dtype")
-        return wrap(rng.integers(int(minval), int(maxval), as_shape(shape), dtype))
+        return draw(_integers, int(minval), int(maxval), as_shape(shape), dtype, seed)
     dtype = _floating(dtype)
     low, high = dtype.type(minval), dtype.type(1 if maxval is None else maxval)
-    values = rng.random(as_shape(shape), dtype)
-    return wrap((values * (high - low) + low).astype(dtype, copy=False))
+    values = draw(_random, as_shape(shape), dtype, seed)
+    return apply(operator.add, apply(operator.mul, values, high - low), low)
+
+
+def _standard_normal(shape: Shape, dtype: np.dtype, seed: int | None,
+                     out: np.ndarray | None = None) -> Any:
+    return _rng(seed).standard_normal(shape, dtype, out=out)
+
+
+def _random(shape: Shape, dtype: np.dtype, seed: int | None,
+            out: np.ndarray | None = None) -> Any:
+    return _rng(seed).random(shape, dtype, out=out)
+
+
+def _integers(low: int, high: int, shape: Shape, dtype: np.dtype, seed: int | None) -> Any:
+    return _rng(seed).integers(low, high, shape, dtype)
 
 
 def _floating(dtype: DTypeLike) -> np.dtype:

@@ -5,6 +5,11 @@ holds a Tensor and swaps in a new one when assigned. Ops compute with NumPy,
 wrap the result and report ``(name, output, args)`` to each recording tape;
 with no tape recording, that report is a loop over an empty list. A tensor a
 tape follows gets a key, unique for the life of the process.
+
+Every NumPy call that computes a tensor's value from other tensors goes through
+apply() (or the inlined forms of it in binary() and unary()), so that a
+tg.function tracing in the thread records it; the values a trace follows carry a
+node. Reading a traced value into Python (bool(), float(), numpy(), ...) raises.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from service.engine.tape import GradientTape
+    from service.engine.trace import Node, Trace
 
 Array: TypeAlias = Any  # a tensor's value: an np.ndarray, or a NumPy scalar at rank 0
 Shape: TypeAlias = tuple[int, ...]
@@ -26,13 +32,24 @@ DTypeLike: TypeAlias = Any  # anything np.dtype() accepts: "float64", np.float32
 
 
 class _Recording(threading.local):
-    """Each thread's recording tapes, innermost last (as in TensorFlow, tapes are per thread)."""
+    """Each thread's recording tapes, innermost last (as in TensorFlow, tapes are per thread),
+    and the trace of the tg.function being traced in the thread, if any."""
 
     def __init__(self) -> None:
         self.tapes: list[GradientTape] = []
+        self.trace: Trace | None = None
 
 
 _recording = _Recording()
+
+# The traces running in any thread: ops test this (a global, so cheap) before they look up
+# their own thread's trace.
+TRACES: list[Trace] = []
+
+
+def current_trace() -> Trace | None:
+    """The trace recording in the calling thread, if any."""
+    return _recording.trace
 
 
 def recording_tapes() -> list[GradientTape]:
@@ -54,8 +71,16 @@ def as_value(value: Any, dtype: DTypeLike | None = None, copy: bool = False) -> 
     NumPy arrays keep their dtype. Tensors and Variables must already have the
     requested dtype: only tg.cast changes a tensor's dtype.
     """
-    if isinstance(value, Variable):
-        value = value._tensor
+    kind = type(value)
+    if kind is np.ndarray and value.dtype.kind in "biufc":  # the common case, one pass
+        if dtype is None:
+            return np.array(value, copy=True) if copy else value
+        dtype = np.dtype(dtype)
+        if value.dtype.kind in "fc" and dtype.kind in "biu":
+            raise TypeError(f"cannot convert floating-point values to {dtype}; use tg.cast")
+        return value.astype(dtype, copy=copy)
+    if kind is not Tensor and isinstance(value, Variable):
+        value = current(value)
     if isinstance(value, Tensor):
         v = value._value
         if dtype is not None and np.dtype(dtype) != v.dtype:
@@ -85,22 +110,92 @@ def wrap(value: Array) -> Tensor:
 _new_tensor = object.__new__
 
 
-def finish(name: str, value: Array, args: tuple[Any, ...]) -> Tensor:
-    """Wrap an op's result and report the op to every recording tape."""
+def apply(fn: Callable[..., Array], *args: Any, **kwargs: Any) -> Tensor:
+    """A tensor of fn(*args, **kwargs), tensors among args (or in tuples there) passing their
+    values: how ops compute with NumPy, so that a tracing tg.function records the call."""
     out = _new_tensor(Tensor)
-    out._value = value
+    out._value = fn(*[a._value if type(a) is Tensor else a if type(a) is not tuple
+                      else _unwrap(a) for a in args], **kwargs)
     out._key = None
+    if TRACES:
+        _record(out, fn, args, kwargs)
+    return out
+
+
+def apply2(fn: Callable[[Any, Any], Array], x: Tensor, y: Any) -> Tensor:
+    """apply(fn, x, y) for a tensor x and a tensor or constant y (no tuple): ops' hot paths."""
+    out = _new_tensor(Tensor)
+    out._value = fn(x._value, y._value if type(y) is Tensor else y)
+    out._key = None
+    if TRACES:
+        _record(out, fn, (x, y), None)
+    return out
+
+
+def _unwrap(arg: Any) -> Any:
+    if type(arg) is Tensor:
+        return arg._value
+    if type(arg) is tuple:
+        return tuple(map(_unwrap, arg))
+    return arg
+
+
+def draw(fn: Callable[..., Array], *args: Any) -> Tensor:
+    """A tensor of fn(*args) for a fn with an effect (a random draw): a trace records it even
+    though no argument is a tensor, and replays it on every call."""
+    out = wrap(fn(*args))
+    if TRACES:
+        _record(out, fn, args, None, effect=True)
+    return out
+
+
+def _record(out: Tensor, fn: Callable[..., Array], args: tuple[Any, ...],
+            kwargs: dict[str, Any] | None, effect: bool = False) -> None:
+    trace = _recording.trace
+    if trace is not None:
+        trace.record(out, fn, args, kwargs, effect)
+
+
+def alias(source: Any, out: Tensor) -> Tensor:
+    """out, a new tensor of source's value, as a trace sees it: the same value as source."""
+    if TRACES and type(source) is Tensor:
+        trace = _recording.trace
+        if trace is not None:
+            trace.alias(source, out)
+    return out
+
+
+def finish(name: str, out: Tensor, args: tuple[Any, ...]) -> Tensor:
+    """Report an op, out = name(*args), to every recording tape; return out."""
     for tape in _recording.tapes:
         tape.record(name, out, args)
     return out
 
 
+def current(variable: Variable) -> Tensor:
+    """The tensor holding a variable's value, noted by a tracing tg.function (not a tape read)."""
+    if TRACES:
+        trace = _recording.trace
+        if trace is not None:
+            trace.read(variable)
+    return variable._tensor
+
+
 def read(variable: Variable) -> Tensor:
     """Return a variable's current value, letting recording tapes watch the read."""
+    if TRACES:
+        current(variable)
     tensor = variable._tensor
     for tape in _recording.tapes:
         tape.read(variable, tensor)
     return tensor
+
+
+def concrete(x: _Operand, what: str) -> None:
+    """Raise when a tracing tg.function would need x's value in Python (what: the operation)."""
+    trace = _recording.trace
+    if trace is not None:
+        trace.check_concrete(x, what)
 
 
 def operand(x: Any) -> Tensor:
@@ -108,7 +203,7 @@ def operand(x: Any) -> Tensor:
     kind = type(x)
     if kind is Tensor:
         return x  # type: ignore[no-any-return]
-    if kind is Variable:
+    if kind is Variable or isinstance(x, Variable):
         return read(x)
     return wrap(as_value(x, copy=True))
 
@@ -129,20 +224,20 @@ def _tensor_of(x: Any, value: Any, dtype: np.dtype) -> Tensor:
 
 
 # Python's operators compute what these ufuncs compute, ten times faster on NumPy scalars.
-_OPERATORS: dict[np.ufunc, Callable[[Any, Any], Any]] = {
+# (Not **: on arrays it takes shortcuts, e.g. x ** 2 as square(x), that np.power does not.)
+OPERATORS: dict[Any, Callable[[Any, Any], Any]] = {
     np.add: operator.add,
     np.subtract: operator.sub,
     np.multiply: operator.mul,
     np.true_divide: operator.truediv,
-    np.power: operator.pow,
 }
 
 
-def binary(name: str, fn: np.ufunc, x: Any, y: Any) -> Tensor:
+def binary(name: str, fn: Any, x: Any, y: Any) -> Tensor:
     """Apply a two-argument NumPy ufunc to two broadcast operands of one dtype."""
-    if type(x) is Variable:
+    if type(x) is Variable or (type(x) is not Tensor and isinstance(x, Variable)):
         x = read(x)
-    if type(y) is Variable:
+    if type(y) is Variable or (type(y) is not Tensor and isinstance(y, Variable)):
         y = read(y)
     if type(x) is Tensor:
         xv = x._value
@@ -163,13 +258,16 @@ def binary(name: str, fn: np.ufunc, x: Any, y: Any) -> Tensor:
                 or (type(yv) is np.ndarray and yv.size >= LARGE)):
             value = fn(xv, yv, out=_buffers.for_result(xv, yv))
         else:
-            value = _OPERATORS.get(fn, fn)(xv, yv)
+            fn = OPERATORS.get(fn, fn)
+            value = fn(xv, yv)
     except ValueError:
         raise_if_not_broadcastable(name, np.shape(xv), np.shape(yv))
         raise
     out = _new_tensor(Tensor)
     out._value = value
     out._key = None
+    if TRACES:
+        _record(out, fn, (x if type(x) is Tensor else xv, y if type(y) is Tensor else yv), None)
     tapes = _recording.tapes
     if tapes and (type(x) is Tensor or type(y) is Tensor):
         dtype = xv.dtype if type(x) is Tensor else yv.dtype
@@ -243,9 +341,15 @@ def unary(name: str, fn: Callable[[Array], Array], x: Any, floating: bool = Fals
     value = x._value
     if floating and value.dtype.kind not in "fc":
         raise TypeError(f"{name} needs a floating-point tensor, got {value.dtype}; use tg.cast")
+    out = _new_tensor(Tensor)
     if type(value) is np.ndarray and value.size >= LARGE and isinstance(fn, np.ufunc):
-        return finish(name, fn(value, out=_buffers.for_result(value, value)), (x,))
-    return finish(name, fn(value), (x,))
+        out._value = fn(value, out=_buffers.for_result(value, value))
+    else:
+        out._value = fn(value)
+    out._key = None
+    if TRACES:
+        _record(out, fn, (x,), None)
+    return finish(name, out, (x,))
 
 
 def _show(value: Array) -> str:
@@ -278,6 +382,8 @@ class _Operand:
 
     def numpy(self) -> Array:
         """The value as a read-only NumPy array (a NumPy scalar at rank 0), without copying."""
+        if TRACES:
+            concrete(self, "numpy()")
         value = self._value
         if type(value) is np.ndarray:
             value.flags.writeable = False
@@ -290,15 +396,23 @@ class _Operand:
         return value.copy() if copy else value
 
     def __float__(self) -> float:
+        if TRACES:
+            concrete(self, "float()")
         return float(self._value)
 
     def __int__(self) -> int:
+        if TRACES:
+            concrete(self, "int()")
         return int(self._value)
 
     def __index__(self) -> int:
+        if TRACES:
+            concrete(self, "operator.index()")
         return self._value.__index__()  # type: ignore[union-attr]
 
     def __bool__(self) -> bool:
+        if TRACES:
+            concrete(self, "bool()")
         return bool(self._value)
 
     def __len__(self) -> int:
@@ -381,16 +495,25 @@ class _Operand:
 class Tensor(_Operand):
     """An immutable n-dimensional array; tapes record the ops applied to watched tensors."""
 
-    __slots__ = ("_key", "_value")
+    __slots__ = ("_key", "_node", "_value")
     _value: Array
     _key: int | None  # set once a tape follows the tensor
+    _node: Node  # set (and only then present) once a trace follows the tensor
 
     def __init__(self, value: Any, dtype: DTypeLike | None = None) -> None:
         self._value = as_value(value, dtype, copy=True)
         self._key = None
+        alias(_source(value), self)
 
     def __repr__(self) -> str:
+        if TRACES and _recording.trace is not None and _recording.trace.follows(self):
+            return f"<tg.Tensor: shape={self.shape}, dtype={self.dtype}, traced by tg.function>"
         return f"<tg.Tensor: shape={self.shape}, dtype={self.dtype}, numpy={_show(self.numpy())}>"
+
+
+def _source(value: Any) -> Any:
+    """The tensor a value converted with as_value() comes from, if any."""
+    return value._tensor if isinstance(value, Variable) else value
 
 
 class Variable(_Operand):
@@ -405,6 +528,8 @@ class Variable(_Operand):
         name: str | None = None,
         dtype: DTypeLike | None = None,
     ) -> None:
+        if TRACES and _recording.trace is not None:
+            _recording.trace.forbid("creating a tg.Variable")
         if callable(value):
             value = value()
         self._tensor = wrap(as_value(value, dtype, copy=True))
@@ -423,40 +548,57 @@ class Variable(_Operand):
 
     def assign(self, value: Any) -> Variable:
         """Replace the value; the shape and dtype stay the same."""
-        current = self._tensor._value
-        new = as_value(value, current.dtype, copy=True)
-        if new.shape != current.shape:
+        old = self._tensor._value
+        new = as_value(value, old.dtype, copy=True)
+        if new.shape != old.shape:
             raise ValueError(f"cannot assign a value of shape {new.shape} to a variable of shape "
-                             f"{current.shape}")
-        self._tensor = wrap(new)
+                             f"{old.shape}")
+        self._set(_source(value), wrap(new))
         return self
+
+    def _set(self, source: Any, tensor: Tensor) -> None:
+        """Hold tensor, the value assigned from source, letting a tracing tg.function see it."""
+        if TRACES:
+            trace = _recording.trace
+            if trace is not None:
+                trace.assign(self, source, tensor)
+        self._tensor = tensor
 
     def assign_add(self, delta: Any) -> Variable:
         """Add delta to the value (not recorded on any tape)."""
-        return self._update(operator.add, delta)
+        return self._update(np.add, delta)
 
     def assign_sub(self, delta: Any) -> Variable:
         """Subtract delta from the value (not recorded on any tape)."""
-        return self._update(operator.sub, delta)
+        return self._update(np.subtract, delta)
 
-    def _update(self, fn: Callable[[Any, Any], Array], delta: Any) -> Variable:
-        current = self._tensor._value
-        kind = type(delta)
-        if kind is Tensor:
-            delta = delta._value
-            if delta.dtype != current.dtype:
-                raise TypeError(f"cannot update a {current.dtype} variable with a {delta.dtype} "
+    def _update(self, fn: np.ufunc, delta: Any) -> Variable:
+        tensor = current(self) if TRACES else self._tensor
+        value = tensor._value
+        if type(delta) is not Tensor and isinstance(delta, Variable):
+            delta = current(delta)
+        if type(delta) is Tensor:
+            deltav = delta._value
+            if deltav.dtype != value.dtype:
+                raise TypeError(f"cannot update a {value.dtype} variable with a {deltav.dtype} "
                                 "tensor; use tg.cast")
         else:
-            delta = _coerce(delta, current.dtype)
-        new = fn(current, delta)
-        if new.shape != current.shape:
-            raise ValueError(f"cannot update a variable of shape {current.shape} with a value of "
-                             f"shape {np.shape(delta)}")
-        self._tensor = wrap(new)
+            delta = deltav = _coerce(delta, value.dtype)
+        op = OPERATORS[fn]
+        new = wrap(op(value, deltav))
+        if new._value.shape != value.shape:
+            raise ValueError(f"cannot update a variable of shape {value.shape} with a value of "
+                             f"shape {np.shape(deltav)}")
+        if TRACES:
+            _record(new, op, (tensor, delta), None)
+            self._set(new, new)
+        else:
+            self._tensor = new
         return self
 
     def __repr__(self) -> str:
+        if TRACES and _recording.trace is not None:
+            return f"<tg.Variable '{self.name}' shape={self.shape} dtype={self.dtype}>"
         return (f"<tg.Variable '{self.name}' shape={self.shape} dtype={self.dtype}, "
                 f"numpy={_show(self.numpy())}>")
 
