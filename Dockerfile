@@ -70,7 +70,8 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     TAPELINE_HOST=0.0.0.0 \
     TAPELINE_PORT=8000 \
-    TAPELINE_DATABASE_URL=sqlite:////data/tapeline.db
+    TAPELINE_DATABASE_URL=sqlite:////data/tapeline.db \
+    TAPELINE_ALLOWED_HOSTS=localhost,127.0.0.1
 
 VOLUME ["/data"]
 WORKDIR /data

@@ -7,7 +7,11 @@ Measures, in one run and against baselines measured in the same run:
     a model, run 10 epochs with ``Prefer: wait``, fetch the history), against four bare
     ``/healthz`` round trips (the HTTP floor of four requests);
   * 16 concurrent clients: workflows per second;
-  * ``/healthz`` p99 while both workers train long runs, against ``/healthz`` p99 when idle.
+  * ``/healthz`` p99 while both workers train long runs, against ``/healthz`` p99 when idle;
+  * ``/healthz`` p99 while a 64 MiB CSV uploads (posted from another process), against idle;
+  * N SSE readers of one run (500 by default; from another process): how long after the run
+    ended the last one got its end event, and the run's duration, against one reader's, in
+    alternating runs (medians).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -26,6 +31,14 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.clients import (  # noqa: E402
+    HealthSampler,
+    big_csv,
+    in_process,
+    post_file,
+    raise_open_files,
+    sse_crowd,
+)
 from tests.servers import sqlite_url, start_server  # noqa: E402
 
 
@@ -38,6 +51,25 @@ def workflow(client: httpx.Client) -> None:
     assert run.status_code == 200 and run.json()["status"] == "succeeded", run.text
     history = client.get(f"/v1/runs/{run.json()['id']}/history")
     assert len(history.json()["items"]) == 10
+
+
+def seconds(timestamp: str) -> float:
+    """An RFC 3339 timestamp as POSIX seconds."""
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def watched(client: httpx.Client, url: str, dataset: str, readers: int) -> tuple[float, float]:
+    """A run of 8 mini-batch epochs read by ``readers`` SSE clients: how long it trained, and
+    how long after it ended the last reader had its end event."""
+    model = client.post("/v1/models").json()["id"]
+    run = client.post(f"/v1/models/{model}/runs", json={
+        "dataset_id": dataset, "epochs": 8, "batch_size": 8}).json()["id"]
+    readings = in_process(sse_crowd, url, f"/v1/runs/{run}/events", readers).result()
+    assert all(r.epochs == list(range(8)) and r.ended_at for r in readings), readings[:3]
+    ended = client.get(f"/v1/runs/{run}").json()
+    finished = seconds(ended["finished_at"])
+    return finished - seconds(ended["started_at"]), max(r.ended_at or 0.0 for r in readings) \
+        - finished
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -80,7 +112,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workflows", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--readers", type=int, default=500)
+    parser.add_argument("--crowd-runs", type=int, default=3, help="runs of each kind")
     args = parser.parse_args()
+    raise_open_files()
 
     folder = Path(tempfile.mkdtemp(prefix="tapeline-bench-"))
     server = start_server(sqlite_url(folder), folder / "server.log",
@@ -108,6 +143,21 @@ def main() -> None:
             loaded_health = timed(lambda: client.get("/healthz"), 500)
             for run in runs:
                 client.post(f"/v1/runs/{run}/cancel")
+
+            (folder / "big.csv").write_bytes(big_csv())
+            with HealthSampler(server.url) as idle_sampler:
+                time.sleep(3)
+            with HealthSampler(server.url) as upload_sampler:
+                status, _ = in_process(post_file, f"{server.url}/v1/datasets/upload",
+                                       str(folder / "big.csv"), "big.csv", "text/csv").result()
+            assert status == 201
+
+            slow = client.post("/v1/datasets/synthetic", json={"num_examples": 20000,
+                                                               "seed": 1}).json()["id"]
+            alone, crowd = [], []
+            for _ in range(args.crowd_runs):
+                alone.append(watched(client, server.url, slow, 1))
+                crowd.append(watched(client, server.url, slow, args.readers))
     finally:
         server.stop()
 
@@ -122,6 +172,17 @@ def main() -> None:
     idle_p99, loaded_p99 = percentile(idle_health, 99), percentile(loaded_health, 99)
     print(f"/healthz p99: idle {idle_p99:.2f} ms, both workers training {loaded_p99:.2f} ms "
           f"(target <= 50 ms); ratio {loaded_p99 / idle_p99:.1f}x")
+    upload_p99, quiet_p99 = upload_sampler.p99_ms(), idle_sampler.p99_ms()
+    print(f"/healthz p99 while a 64 MiB CSV uploads: {upload_p99:.1f} ms (target < 100 ms); "
+          f"idle in the same run {quiet_p99:.1f} ms")
+    alone_took, alone_lag = (statistics.median(v) for v in zip(*alone, strict=True))
+    crowd_took, crowd_lag = (statistics.median(v) for v in zip(*crowd, strict=True))
+    print(f"{args.readers} SSE readers of one run (medians of {args.crowd_runs} runs each, "
+          "alternating):")
+    print(f"  last end event {crowd_lag * 1000:.0f} ms after the run ended (target < 1 s); "
+          f"one reader: {alone_lag * 1000:.0f} ms")
+    print(f"  run {crowd_took:.2f} s, one reader {alone_took:.2f} s: "
+          f"ratio {crowd_took / alone_took:.2f} (target <= 1.2)")
 
 
 if __name__ == "__main__":

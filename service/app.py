@@ -6,27 +6,41 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from sqlalchemy import func, select
 
 from service import __version__
 from service.api import datasets, events, history, models, pages, problems, runs
 from service.api import service as service_routes
+from service.api.bodies import BodyDecoder
 from service.api.deps import Runtime, no_nul_in_path
+from service.api.feeds import Feeds
 from service.api.limits import bind_settings, bound
-from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.api.telemetry import Metrics, configure_logging
-from service.config import Settings, get_settings
+from service.api.middleware import (
+    BodyMiddleware,
+    BrowserGuardMiddleware,
+    ConcurrencyLimitMiddleware,
+    HeadMiddleware,
+    RequestContextMiddleware,
+)
+from service.api.telemetry import Metrics
+from service.config import DEFAULT_DATABASE_URL, Settings, get_settings
 from service.jobs.executor import ProcessExecutor
 from service.jobs.progress import Progress
+from service.logs import configure_logging
 from service.store import repo
-from service.store.db import make_engine, make_sessionmaker, migrate
-from service.store.tables import RunRow, RunStatus
+from service.store.db import make_sessionmaker, open_store
+from service.store.tables import ACTIVE_STATUSES, RunRow, RunStatus
 
 log = logging.getLogger("tapeline.app")
+
+# Answer headers a browser page of an allowed origin may read.
+EXPOSED_HEADERS = ["Location", "Preference-Applied", "Retry-After", "X-Request-ID"]
 
 DESCRIPTION = """Train models over HTTP on Tapeline's own NumPy autodiff engine — linear and
 logistic regression, softmax classifiers, small neural networks — and read or stream the
@@ -50,15 +64,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
-        await asyncio.to_thread(migrate, engine)
+        engine = await asyncio.to_thread(
+            open_store,
+            settings.database_url,
+            create_folder=settings.database_url == DEFAULT_DATABASE_URL,
+        )
         sessions = make_sessionmaker(engine)
         progress = Progress()
         progress.bind(asyncio.get_running_loop())
 
         def crashed(run_id: str) -> None:
-            with sessions.begin() as session:
-                if repo.run_status(session, run_id) in (RunStatus.RUNNING, RunStatus.CANCELLING):
+            with sessions.begin() as session:  # still queued if it died while starting it
+                if repo.run_status(session, run_id) in ACTIVE_STATUSES:
                     repo.finish_run(
                         session,
                         run_id,
@@ -71,13 +88,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.workers,
             on_news=progress.notify_threadsafe,
             on_crash=crashed,
+            log_level=settings.log_level,
         )
         with sessions.begin() as session:
             requeued = repo.resolve_interrupted(session, settings.on_interrupted)
         executor.start()
         for run_id in requeued:
             executor.submit(run_id)
-        runtime = Runtime(settings, engine, sessions, executor, progress, metrics)
+        feeds = Feeds(progress, partial(events.read_items, sessions))
+        decoder = BodyDecoder()
+        runtime = Runtime(settings, engine, sessions, executor, progress, feeds, decoder, metrics)
         app.state.runtime = runtime
         metrics.watch_store(lambda: _store_metrics(runtime))
         log.info(
@@ -93,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            decoder.close()
             abandoned = await asyncio.to_thread(executor.stop)
             if abandoned:
                 with sessions.begin() as session:
@@ -129,7 +150,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(service_routes.router)
     app.include_router(pages.router)
     app.mount("/ui/assets", pages.assets(), name="ui-assets")
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    # Added innermost first: a request meets them in the opposite order.
+    app.add_middleware(
+        BodyMiddleware, limit=settings.max_body_bytes, timeout=settings.body_timeout_seconds
+    )
+    app.add_middleware(HeadMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=EXPOSED_HEADERS,
+        )
+    app.add_middleware(
+        BrowserGuardMiddleware, hosts=settings.hosts(), origins=settings.cors_origins
+    )
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_connections)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -212,6 +249,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 if parameter["in"] == "path" and parameter["name"].endswith("_id"):
                     parameter.setdefault("description", f"Id of the {parameter['name'][:-3]}.")
             for status, answer in operation.get("responses", {}).items():
+                for media in answer.get("content", {}).values():
+                    if "itemSchema" in media:  # a stream is described item by item
+                        media.pop("schema", None)
                 if answer.get("description") == "Successful Response":
                     answer["description"] = _describe(answer, schemas)
                 if status[0] in "45":

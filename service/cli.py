@@ -4,25 +4,92 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import resource
 import signal
 import sys
+import traceback
 from pathlib import Path
 from types import FrameType
 
-from service.config import get_settings
+from pydantic import ValidationError
+
+from service.config import DEFAULT_DATABASE_URL, Settings, get_settings
+
+# Open files kept for the store, the workers' pipes and logs, beyond one per connection.
+RESERVED_FILES = 64
+STARTUP_FAILED = 3
 
 
 def _exit_after_shutdown(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+class CannotStart(Exception):
+    """A setting keeps the service from starting; the message says which and why, in a line."""
+
+
+def _settings_problem(error: ValidationError) -> str:
+    return "; ".join(
+        f"TAPELINE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']} (got {e['input']!r})"
+        for e in error.errors()
+    )
+
+
+def raise_open_files() -> int:
+    """Raise this process's open-file limit to its hard limit (a crowd of clients needs one
+    each; the soft limit is often 1024); the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):  # an unlimited hard limit the kernel will not grant
+        return soft
+    return hard
+
+
+def _preflight(args: argparse.Namespace) -> Settings:
+    """The settings to serve with, the store checked and migrated; else :class:`CannotStart`."""
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        raise CannotStart(_settings_problem(error)) from error
+    if args.host:
+        settings = settings.model_copy(update={"host": args.host})
+    try:
+        settings.hosts()
+    except ValueError as error:
+        raise CannotStart(str(error)) from error
+    from service.store.db import StoreUnavailable, open_store
+
+    try:
+        open_store(
+            settings.database_url, create_folder=settings.database_url == DEFAULT_DATABASE_URL
+        ).dispose()
+    except StoreUnavailable as error:
+        raise CannotStart(f"TAPELINE_DATABASE_URL: {error}") from error
+    return settings
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    try:
+        settings = _preflight(args)
+    except CannotStart as error:
+        print(f"tapeline: cannot start: {error}", file=sys.stderr)
+        if os.environ.get("TAPELINE_LOG_LEVEL", "").lower() == "debug":
+            traceback.print_exc()  # the settings may be what failed: the raw variable
+        return STARTUP_FAILED
+    files = raise_open_files()
+    connections = min(settings.max_connections, max(files - RESERVED_FILES, 1))
     from service.app import begin_shutdown, create_app
 
-    settings = get_settings()
-    app = create_app(settings)
+    app = create_app(settings.model_copy(update={"max_connections": connections}))
+    if connections < settings.max_connections:
+        logging.getLogger("tapeline.app").warning(
+            "serving at most %d connections: the open-file limit is %d", connections, files
+        )
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -35,7 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _exit_after_shutdown)
     config = uvicorn.Config(
         app,
-        host=args.host or settings.host,
+        host=settings.host,
         port=args.port if args.port is not None else settings.port,
         log_level=settings.log_level,
         proxy_headers=True,
@@ -43,8 +110,9 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         access_log=False,
     )
-    Server(config).run()
-    return 0
+    server = Server(config)
+    server.run()
+    return 0 if server.started else STARTUP_FAILED
 
 
 def _openapi(args: argparse.Namespace) -> int:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from ipaddress import ip_address
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
+# The embedded store: the one database whose folder start-up creates when it is missing.
+DEFAULT_DATABASE_URL = "sqlite:///./var/tapeline.db"
+
+# A list setting is written as comma-separated names: TAPELINE_CORS_ORIGINS=https://a,https://b
+Names = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -17,7 +25,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `tapeline serve` binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `tapeline serve` binds to.")
     database_url: str = Field(
-        "sqlite:///./var/tapeline.db",
+        DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db.",
     )
     workers: int = Field(
@@ -52,6 +60,49 @@ class Settings(BaseSettings):
         "fail",
         description="What start-up does with runs a crash left queued or running.",
     )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="Time a request body has to arrive whole (408 beyond)."
+    )
+    max_connections: int = Field(
+        2048, ge=1, description="Most requests served at once (503 beyond)."
+    )
+    allowed_hosts: Names | None = Field(
+        None,
+        description="Host names the service answers to (400 otherwise); `*` for any. By "
+        "default the loopback names when bound to loopback, else required.",
+    )
+    cors_origins: Names = Field(
+        default_factory=list,
+        description="Origins whose browser pages may call the service (CORS); none by default.",
+    )
+
+    @field_validator("allowed_hosts", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    def hosts(self) -> list[str]:
+        """The Host names to answer to: the setting, or the loopback names when the service is
+        bound to loopback; :class:`ValueError` when it is bound elsewhere without the setting."""
+        if self.allowed_hosts is not None:
+            return self.allowed_hosts
+        if _is_loopback(self.host):
+            return LOOPBACK_NAMES
+        raise ValueError(
+            f"TAPELINE_ALLOWED_HOSTS is required when TAPELINE_HOST ({self.host}) is not a "
+            "loopback address: list the host names clients use, or * for any"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

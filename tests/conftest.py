@@ -33,7 +33,8 @@ def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]
     """An in-process app with its own SQLite file and worker processes, shared by a module."""
     folder = tmp_path_factory.mktemp("app")
     settings = Settings(database_url=sqlite_url(folder), workers=2, max_body_bytes=1_000_000)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with TestClient(create_app(settings), base_url="http://localhost",
+                    raise_server_exceptions=False) as client:
         yield client
 
 
@@ -44,6 +45,31 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server = start_server(sqlite_url(folder), folder / "server.log")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres",
+                                                               marks=pytest.mark.postgres)])
+def each_store(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The app in-process, once on a fresh SQLite file and once on a fresh PostgreSQL schema."""
+    import psycopg
+
+    schema = None
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path_factory.mktemp("store"))
+    else:
+        base = request.getfixturevalue("postgres_base")
+        schema = f"t_{secrets.token_hex(6)}"
+        plain = base.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(plain, autocommit=True) as connection:
+            connection.execute(f"CREATE SCHEMA {schema}")
+        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    with TestClient(create_app(Settings(database_url=url, workers=1)), base_url="http://localhost",
+                    raise_server_exceptions=False) as client:
+        yield client
+    if schema:
+        with psycopg.connect(plain, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(scope="session")

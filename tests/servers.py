@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -47,14 +48,25 @@ class LiveServer:
         return int(self.process.returncode)
 
 
-def start_server(database_url: str, log: Path, **env: str) -> LiveServer:
-    """Start ``tapeline serve`` on a free port and wait until ``/healthz`` answers."""
+def start_server(database_url: str, log: Path, open_files: int | None = None,
+                 cwd: Path = ROOT, **env: str) -> LiveServer:
+    """Start ``tapeline serve`` (in ``cwd``) on a free port and wait until ``/healthz``
+    answers; with ``open_files``, it starts with that soft limit of open files (a common
+    default is 1024)."""
     port = free_port()
     environment = {**os.environ, "TAPELINE_DATABASE_URL": database_url,
-                   "TAPELINE_PORT": str(port), "TAPELINE_HOST": "127.0.0.1", **env}
+                   "TAPELINE_PORT": str(port), "TAPELINE_HOST": "127.0.0.1",
+                   "PYTHONPATH": str(ROOT), **env}
     handle = log.open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT,
-                               env=environment, stdout=handle, stderr=subprocess.STDOUT)
+
+    def limit_files() -> None:
+        if open_files is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=cwd,
+                               env=environment, stdout=handle, stderr=subprocess.STDOUT,
+                               preexec_fn=limit_files)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -68,3 +80,27 @@ def start_server(database_url: str, log: Path, **env: str) -> LiveServer:
         time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"server did not become ready:\n{log.read_text()}")
+
+
+def memory(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory (``VmRSS``) or its peak (``VmHWM``), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise LookupError(field)
+
+
+class PeakMemory:
+    """How far a process's resident memory rose above where it was, over a ``with`` block
+    (Linux: the kernel's peak is reset on entry)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.growth = pid, 0
+
+    def __enter__(self) -> PeakMemory:
+        self._start = memory(self.pid)
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")  # reset VmHWM to VmRSS
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.growth = memory(self.pid, "VmHWM") - self._start

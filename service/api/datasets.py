@@ -10,10 +10,12 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Body, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from service.api import views
-from service.api.arrays import check_dataset, matrix, parse_upload
-from service.api.deps import JsonBody, PageDep, RuntimeDep, encode_cursor
+from service.api.arrays import check_dataset, matrix
+from service.api.bodies import OffLoopJsonRoute
+from service.api.deps import JsonBody, PageDep, Runtime, RuntimeDep, encode_cursor
 from service.api.labels import encode
 from service.api.negotiation import choose
 from service.api.problems import ProblemError, responses
@@ -29,13 +31,14 @@ from service.api.schemas import (
     LinearSynthetic,
     SyntheticCreate,
 )
+from service.api.uploads import parse_upload
 from service.config import Settings
 from service.store import repo
 from service.store.sampling import sample_rows
 from service.store.tables import DatasetRow
 from service.training.data import SYNTHETIC
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=OffLoopJsonRoute)
 
 
 def _store(
@@ -151,15 +154,20 @@ async def upload(
     ] = None,
 ) -> Dataset:
     """Store a dataset from a file; every other CSV column (or the npz `x`) is a feature."""
-    from starlette.concurrency import run_in_threadpool
+    return await run_in_threadpool(_store_upload, runtime, response, file, target, name)
 
-    content = await file.read()
-    x, y = parse_upload(file.filename or "", file.content_type, content, target)
+
+def _store_upload(
+    runtime: Runtime, response: Response, file: UploadFile, target: str, name: str | None
+) -> Dataset:
+    """Parse, check and store an upload (in a worker thread: parsing is CPU work); a target
+    column of text becomes class indices."""
+    filename = file.filename or ""
+    x, y = parse_upload(filename, file.content_type, file.file, target, runtime.settings)
     y, classes = _targets(y, ["file", target], runtime.settings)
     x, y = check_dataset(x, y, runtime.settings, (["file"], ["file", target]))
-    label = name or (file.filename or "").replace("\x00", "")[:200] or None
-    return await run_in_threadpool(_store, runtime, response, x, y, "upload", label, None,
-                                   classes)
+    label = name or filename.replace("\x00", "")[:200] or None
+    return _store(runtime, response, x, y, "upload", label, classes=classes)
 
 
 @router.get("", summary="List datasets", responses=responses(422))

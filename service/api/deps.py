@@ -1,4 +1,7 @@
-"""Dependencies shared by the routers: the runtime, paging parameters, request checks."""
+"""Dependencies shared by the routers: the runtime, paging parameters, request checks.
+
+They are ``async`` because they never block: FastAPI runs a plain ``def`` dependency in a
+worker thread, a trip that costs more than these checks."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from pydantic import Field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.api.bodies import BodyDecoder
+from service.api.feeds import Feeds
 from service.api.limits import Limit
 from service.api.problems import ProblemError
 from service.api.telemetry import Metrics
@@ -20,23 +25,26 @@ from service.jobs.progress import Progress
 
 @dataclass
 class Runtime:
-    """What a running app holds: settings, the store, the executor and run wake-ups."""
+    """What a running app holds: settings, the store, the executor, run wake-ups, the live
+    feeds of runs being streamed and the process that decodes large bodies."""
 
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
     executor: ProcessExecutor
     progress: Progress
+    feeds: Feeds
+    decoder: BodyDecoder
     metrics: Metrics
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     """The app's runtime."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def no_nul_in_path(request: Request) -> None:
+async def no_nul_in_path(request: Request) -> None:
     """404 for a path id holding NUL: no id has one, and PostgreSQL cannot even compare it."""
     if any("\x00" in str(value) for value in request.path_params.values()):
         raise ProblemError(404, "no resource has an id containing NUL")
@@ -67,7 +75,7 @@ class PageParams:
     newest_first: bool = False
 
 
-def page_params(
+async def page_params(
     limit: Annotated[PageSize, Query(description="Page size.")] = 100,
     cursor: Annotated[
         str | None,
@@ -85,7 +93,7 @@ def page_params(
 PageDep = Annotated[PageParams, Depends(page_params)]
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """415 unless a request that carries a body says it is JSON."""
     content_type = request.headers.get("content-type", "")
     has_body = (

@@ -1,25 +1,27 @@
 """Live streams of a run: every stored epoch, then new ones as they are trained, then the run.
 
 One path, two encodings chosen by ``Accept``: Server-Sent Events (the default; resumable with
-``Last-Event-ID``) and JSON Lines. Both use FastAPI's native streaming, so the spec describes
-each item.
+``Last-Event-ID``) and JSON Lines; the spec describes each item of both. Items come from the
+process's run feeds (:mod:`service.api.feeds`): read from the store once and serialised once,
+however many clients read the run.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
-from fastapi.sse import EventSourceResponse, ServerSentEvent
-from starlette.concurrency import run_in_threadpool
+from fastapi.sse import format_sse_event
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.routing import Match
 from starlette.types import Scope
 
 from service.api import views
 from service.api.deps import Runtime, RuntimeDep
+from service.api.feeds import Item
 from service.api.negotiation import choose
 from service.api.problems import ProblemError, responses
 from service.api.schemas import INT32_END, EndEvent, EpochEvent, StreamItem
@@ -28,9 +30,6 @@ from service.store.tables import FINAL_STATUSES
 
 SSE, JSONL = "text/event-stream", "application/jsonl"
 OFFERS = (SSE, JSONL, "application/x-ndjson")
-PAGE = 500
-# Even with no wake-up, look at the store this often (news from another process or replica).
-POLL_SECONDS = 1.0
 
 
 def _accepts(scope: Scope) -> str | None:
@@ -54,46 +53,29 @@ router = APIRouter(tags=["events"])
 jsonl_router = APIRouter(tags=["events"], route_class=JsonLinesRoute)
 
 
-def _read(runtime: Runtime, run_id: str, after: int) -> tuple[list[EpochEvent], EndEvent | None]:
-    with runtime.sessions() as session:
+def read_items(
+    sessions: sessionmaker[Session], run_id: str, after: int, limit: int
+) -> tuple[list[Item], Item | None]:
+    """Up to ``limit`` of a run's epochs after ``after`` as stream items, and the end item when
+    the run is final and no epoch follows (:class:`~service.api.feeds.Read`)."""
+    with sessions() as session:
         run = repo.get_run(session, run_id)
-        status = run.status
-        rows, more = repo.run_history(session, run_id, after, PAGE)
-        events = [EpochEvent(**views.history_row(r).model_dump()) for r in rows]
+        rows, more = repo.run_history(session, run_id, after, limit)
+        items = [
+            Item("epoch", row.epoch, EpochEvent(**views.history_row(row).model_dump())
+                 .model_dump_json())
+            for row in rows
+        ]
         end = None
-        if status in FINAL_STATUSES and not more:
-            end = EndEvent(**views.run(run).model_dump())
-        return events, end
+        if run.status in FINAL_STATUSES and not more:
+            end = Item("end", None, EndEvent(**views.run(run).model_dump()).model_dump_json())
+        return items, end
 
 
-async def follow(
-    runtime: Runtime, run_id: str, after: int, ping: float
-) -> AsyncIterator[EpochEvent | EndEvent | None]:
+def follow(runtime: Runtime, run_id: str, after: int, ping: float) -> AsyncIterator[Item | None]:
     """Stored epochs after ``after``, then new ones as they land, then the final run; ``None``
     marks ``ping`` seconds without news (a chance to send a keep-alive)."""
-    last_sent = time.monotonic()
-    while True:
-        seen = runtime.progress.version(run_id)
-        try:
-            events, end = await run_in_threadpool(_read, runtime, run_id, after)
-        except repo.NotFound:
-            return  # deleted (with its model) while streaming: nothing more will come
-        for event in events:
-            yield event
-            after = event.epoch
-        if end is not None:
-            yield end
-            return
-        if events:
-            last_sent = time.monotonic()
-            if len(events) == PAGE:
-                continue
-        elif time.monotonic() - last_sent >= ping:
-            last_sent = time.monotonic()
-            yield None
-        await runtime.progress.wait(run_id, seen, min(POLL_SECONDS, ping))
-        if runtime.progress.closed:
-            return  # the service is stopping: end here; clients resume with Last-Event-ID
+    return runtime.feeds.follow(run_id, after, ping)
 
 
 After = Annotated[
@@ -108,11 +90,6 @@ LastEventId = Annotated[
 ]
 
 
-def _check_run(runtime: Runtime, run_id: str) -> None:
-    with runtime.sessions() as session:
-        repo.get_run(session, run_id)
-
-
 async def stream_start(
     run_id: str,
     runtime: RuntimeDep,
@@ -123,7 +100,7 @@ async def stream_start(
     """The epoch to stream after, checked before the response starts (404, 406, 422)."""
     if choose(request.headers.get("accept"), OFFERS) is None:
         raise ProblemError(406, f"can stream only {SSE} or {JSONL}")
-    await run_in_threadpool(_check_run, runtime, run_id)
+    await runtime.feeds.check(run_id)
     if last_event_id is not None:
         return max(int(last_event_id), -1)
     return -1 if after is None else after
@@ -146,40 +123,71 @@ ITEM_SCHEMA: dict[str, Any] = {
 }
 
 
+SSE_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": ITEM_SCHEMA},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+    "required": ["data"],
+}
+
+
+class EventStream(StreamingResponse):
+    """A ``text/event-stream`` answer that no proxy should buffer or cache."""
+
+    media_type = SSE
+
+    def __init__(self, content: AsyncIterator[bytes]) -> None:
+        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+# The streams are plain byte streams of items serialised once per process (FastAPI's own
+# streaming validates and serialises every item for every reader); the spec states the items.
 @router.get(
     "/v1/runs/{run_id}/events",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
+    status_code=200,
     summary="Stream a run's epochs live (SSE or JSON Lines)",
     responses={
         200: {
+            "model": StreamItem,
             "description": "`event: epoch` per history row (`id` = epoch), then "
             "`event: end` with the final run. With `Accept: "
             "application/jsonl`, the same objects one per line.",
-            "content": {JSONL: {"itemSchema": ITEM_SCHEMA}},
+            "content": {SSE: {"itemSchema": SSE_ITEM_SCHEMA}, JSONL: {"itemSchema": ITEM_SCHEMA}},
         },
         **responses(404, 406, 422),
     },
 )
-async def stream(run_id: str, runtime: RuntimeDep, start: StartDep) -> AsyncIterator[StreamItem]:
+async def stream(run_id: str, runtime: RuntimeDep, start: StartDep) -> EventStream:
     """Replays the stored epochs, follows new ones until the run ends, then sends the run.
     Resumes after `Last-Event-ID` or `?after`; sends keep-alive comments while idle."""
-    async for item in follow(runtime, run_id, start, runtime.settings.sse_ping_seconds):
-        if item is None:
-            yield ServerSentEvent(comment="keep-alive")  # type: ignore[misc]
-        elif isinstance(item, EpochEvent):
-            yield ServerSentEvent(data=item, event="epoch", id=str(item.epoch))  # type: ignore[misc]
-        else:
-            yield ServerSentEvent(data=item, event="end")  # type: ignore[misc]
+
+    async def events() -> AsyncIterator[bytes]:
+        async for item in follow(runtime, run_id, start, runtime.settings.sse_ping_seconds):
+            if item is None:
+                yield format_sse_event(comment="keep-alive")
+            else:
+                epoch = None if item.epoch is None else str(item.epoch)
+                yield format_sse_event(data_str=item.json, event=item.kind, id=epoch)
+
+    return EventStream(events())
 
 
 @jsonl_router.get("/v1/runs/{run_id}/events", include_in_schema=False, name="stream_jsonl")
-async def stream_jsonl(
-    run_id: str, runtime: RuntimeDep, start: StartDep
-) -> AsyncIterator[StreamItem]:
+async def stream_jsonl(run_id: str, runtime: RuntimeDep, start: StartDep) -> StreamingResponse:
     """The JSON Lines encoding of :func:`stream`."""
-    async for item in follow(runtime, run_id, start, ping=float("inf")):
-        if item is not None:
-            yield item
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for item in follow(runtime, run_id, start, ping=float("inf")):
+            if item is not None:
+                yield item.json.encode() + b"\n"
+
+    return StreamingResponse(lines(), media_type=JSONL)
 
 
 def routers() -> list[APIRouter]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from service.api import views
 from service.api.deps import PageSize, RuntimeDep
@@ -39,6 +39,7 @@ MaxPoints = Annotated[
 @router.get(
     "/v1/runs/{run_id}/history",
     summary="A run's per-epoch history",
+    response_model=HistoryPage | HistoryColumns,
     response_description="Rows (`HistoryPage`, the default) or columns (`HistoryColumns`).",
     responses=responses(404, 422),
 )
@@ -51,7 +52,7 @@ def run(
     ] = None,
     limit: Limit = None,
     max_points: MaxPoints = None,
-) -> HistoryPage | HistoryColumns:
+) -> Response:
     """The model at the start of each epoch (params; W and b where the kind has them) and the
     loss and metrics there, as the tutorial logs W, b and the loss; with `max_points`, a
     chart's worth of them."""
@@ -63,12 +64,13 @@ def run(
         else:
             rows, more = repo.run_history(session, run_id, after,
                                           limit or settings.max_page_size)
-        return views.history(rows, more, format, "epoch")
+        return views.rendered(views.history(rows, more, format, "epoch"))
 
 
 @router.get(
     "/v1/models/{model_id}/history",
     summary="A model's history across its runs",
+    response_model=HistoryPage | HistoryColumns,
     response_description="Rows (`HistoryPage`, the default) or columns (`HistoryColumns`).",
     responses=responses(404, 422),
 )
@@ -81,7 +83,7 @@ def model(
     ] = None,
     limit: Limit = None,
     max_points: MaxPoints = None,
-) -> HistoryPage | HistoryColumns:
+) -> Response:
     """Every epoch of every run of the model in order; `step` numbers them across runs. With
     `max_points`, a chart's worth of them."""
     settings = runtime.settings
@@ -92,4 +94,4 @@ def model(
         else:
             rows, more = repo.model_history(session, model_id, after,
                                             limit or settings.max_page_size)
-        return views.history(rows, more, format, "step")
+        return views.rendered(views.history(rows, more, format, "step"))

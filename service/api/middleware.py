@@ -1,32 +1,38 @@
-"""Pure ASGI middleware: request-size limit, request ids, access logs and HTTP metrics."""
+"""Pure ASGI middleware: request ids, logs and metrics; a cap on requests served at once; the
+Host and Origin checks that keep browser pages elsewhere out; HEAD; and a body that must
+arrive within its size and time limits."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
+import anyio
 from fastapi import HTTPException
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import MEDIA_TYPE, problem_body
 from service.api.telemetry import Metrics
 
 log = logging.getLogger("tapeline.access")
+errors = logging.getLogger("tapeline.api")
+
+CLOSE = {"Connection": "close"}
 
 
-class BodyTooLarge(HTTPException):
-    """The request body went past the configured limit while it was read."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body exceeds the limit of {limit} bytes")
-
-
-async def _send_problem(scope: Scope, send: Send, status: int, detail: str) -> None:
+async def send_problem(
+    scope: Scope, send: Send, status: int, detail: str, headers: dict[str, str] | None = None
+) -> None:
+    """Answer with a problem+json document, from middleware (outside the app's handlers)."""
     body = json.dumps(problem_body(status, detail, scope.get("path", ""))).encode()
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send(
         {
             "type": "http.response.start",
@@ -34,64 +40,206 @@ async def _send_problem(scope: Scope, send: Send, status: int, detail: str) -> N
             "headers": [
                 (b"content-type", MEDIA_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
+                *extra,
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
 
 
-class BodyLimitMiddleware:
-    """Answer 413 to a body over ``limit`` bytes: at once when Content-Length says so, else as
-    soon as the bytes read go past it, so a large body is never read whole."""
+class BodyTooLarge(HTTPException):
+    """The request body went past the configured limit while it was read."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds the limit of {limit} bytes", CLOSE)
+
+
+class BodyTimeout(HTTPException):
+    """The request body did not arrive whole in time."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"the request body did not arrive within {seconds:g} s", CLOSE)
+
+
+class BodyMiddleware:
+    """A request body may hold at most ``limit`` bytes (413: at once when Content-Length says
+    so, else as soon as the bytes read pass it) and must arrive whole within ``timeout``
+    seconds of the app asking for it (408), so slow or stalled clients cannot hold a request
+    open. Either answer, and any answer given before the body was read, closes the connection."""
+
+    def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
         if declared is not None:
             try:
                 too_large = int(declared) > self.limit
             except ValueError:
-                await _send_problem(scope, send, 400, "Content-Length is not a number")
+                await send_problem(scope, send, 400, "Content-Length is not a number", CLOSE)
                 return
             if too_large:
-                await _send_problem(
-                    scope, send, 413, f"request body exceeds the limit of {self.limit} bytes"
-                )
+                detail = f"request body exceeds the limit of {self.limit} bytes"
+                await send_problem(scope, send, 413, detail, CLOSE)
                 return
+        body_done = declared in (None, "0") and "transfer-encoding" not in headers
         received = 0
+        deadline: float | None = None
         started = False
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+        async def guarded_receive() -> Message:
+            nonlocal received, deadline, body_done
+            if body_done:
+                return await receive()
+            if deadline is None:
+                deadline = time.monotonic() + self.timeout
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(self.timeout) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     raise BodyTooLarge(self.limit)
+                body_done = not message.get("more_body", False)
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def closing_send(message: Message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                if not body_done:  # the rest of the body was never read: do not reuse
+                    message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge as error:
+            await self.app(scope, guarded_receive, closing_send)
+        except (BodyTooLarge, BodyTimeout) as error:
             if started:
                 raise
-            await _send_problem(scope, send, 413, str(error.detail))
+            await send_problem(scope, send, error.status_code, str(error.detail), CLOSE)
+
+
+class HeadMiddleware:
+    """HEAD wherever GET: the GET's status and headers, no body (a stream ends at once)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        inner = {**scope, "method": "GET"}
+        async with anyio.create_task_group() as group:
+
+            async def headers_only(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    await send(message)
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    group.cancel_scope.cancel()
+
+            await self.app(inner, receive, headers_only)
+        scope.update({key: value for key, value in inner.items() if key != "method"})
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _host_name(host: str) -> str:
+    """``localhost`` from ``LocalHost:8000``, ``::1`` from ``[::1]:8000``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0].rstrip(".") if host.count(":") == 1 else host.rstrip(".")
+
+
+class BrowserGuardMiddleware:
+    """Refuse what a web page elsewhere could make a browser send: a ``Host`` this service does
+    not answer to (400: DNS rebinding), and a state-changing request that its ``Origin`` or
+    ``Sec-Fetch-Site`` shows to come from another site not in ``origins`` (403: CSRF)."""
+
+    def __init__(self, app: ASGIApp, hosts: Iterable[str], origins: Iterable[str]) -> None:
+        self.app = app
+        self.hosts = {h.strip().lower().rstrip(".") for h in hosts}
+        self.origins = {o.strip().lower().rstrip("/") for o in origins}
+
+    def _host_allowed(self, host: str | None) -> bool:
+        if "*" in self.hosts:
+            return True
+        if not host:
+            return False
+        name = _host_name(host)
+        return name in self.hosts or any(
+            pattern.startswith("*.") and name.endswith(pattern[1:]) for pattern in self.hosts
+        )
+
+    def _cross_site(self, headers: Headers) -> bool:
+        site = headers.get("sec-fetch-site", "").lower()
+        if site in ("same-origin", "none"):
+            return False
+        origin = headers.get("origin")
+        if origin is None:
+            return site in ("same-site", "cross-site")
+        origin = origin.strip().lower().rstrip("/")
+        if origin in self.origins or "*" in self.origins:
+            return False
+        if site:
+            return True
+        return urlsplit(origin).netloc != headers.get("host", "").strip().lower()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        host = headers.get("host")
+        if not self._host_allowed(host):
+            detail = f"this service does not answer to the host {host!r} (TAPELINE_ALLOWED_HOSTS)"
+            await send_problem(scope, send, 400, detail[:300])
+            return
+        if scope["method"] not in SAFE_METHODS and self._cross_site(headers):
+            detail = (
+                "a page on another site may not change anything here; "
+                "allow its origin with TAPELINE_CORS_ORIGINS"
+            )
+            await send_problem(scope, send, 403, detail)
+            return
+        await self.app(scope, receive, send)
+
+
+class ConcurrencyLimitMiddleware:
+    """At most ``limit`` requests (each holding a connection) are served at once; beyond, 503
+    with ``Retry-After`` and the connection closed, so a crowd cannot exhaust open files."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit, self.active = app, limit, 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            detail = f"the service is serving its limit of {self.limit} requests; try again"
+            await send_problem(scope, send, 503, detail, {"Retry-After": "1", **CLOSE})
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
 
 
 class RequestContextMiddleware:
-    """Give every request an id (``X-Request-ID``, kept if the client sent one), log it with
-    its status and latency, and count it in the metrics."""
+    """Give every request an id (``X-Request-ID``, kept if the client sent one), mark every
+    answer ``nosniff``, log each request with its status and latency, count it in the
+    metrics, and answer an unexpected error with a 500 that carries only the request id (the
+    log has the rest)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -105,20 +253,30 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         start = time.perf_counter()
         status = 500
+        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [
-                    *message["headers"],
-                    (b"x-request-id", request_id.encode("latin-1")),
-                ]
+                status, started = message["status"], True
+                headers = [*message.get("headers", []),
+                           (b"x-request-id", request_id.encode("latin-1"))]
+                if all(name.lower() != b"x-content-type-options" for name, _ in headers):
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                message["headers"] = headers
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            errors.exception(
+                "unexpected error",
+                extra={"fields": {"request_id": request_id, "method": scope["method"],
+                                  "path": scope["path"]}},
+            )
+            if not started:
+                detail = f"an unexpected error occurred; it is logged under request id {request_id}"
+                await send_problem(scope, send_with_id, 500, detail)
         finally:
             elapsed = time.perf_counter() - start
             route = _route_template(scope)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Response
 from service import engine as tg
 from service.api import views
 from service.api.arrays import matrix
+from service.api.bodies import OffLoopJsonRoute
 from service.api.deps import JsonBody, PageDep, RuntimeDep, encode_cursor
 from service.api.problems import ProblemError, invalid, responses
 from service.api.schemas import (
@@ -32,7 +33,7 @@ from service.store.tables import ModelRow
 from service.training.kinds import Kind, make_kind, probabilities
 from service.training.kinds import Model as Trainable
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OffLoopJsonRoute)
 
 
 def kind_of(spec: Any, settings: Settings) -> Kind:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from http import HTTPStatus
 from typing import Any
@@ -15,8 +14,6 @@ from starlette.exceptions import HTTPException
 
 from service.api.schemas import BODY_KIND_TAGS, request_schema_names
 from service.store.repo import Conflict, NotFound
-
-log = logging.getLogger("tapeline.api")
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -54,7 +51,7 @@ class ProblemError(Exception):
 
 
 def invalid(loc: list[str | int], msg: str) -> ProblemError:
-    """A 422 naming one field: ``invalid(["body", "loss"], "fits regression only")``."""
+    """A 422 naming where the problem is (``["file", "line 3", "x"]``) and what it is."""
     where = ".".join(str(p) for p in loc)
     return ProblemError(422, f"{where}: {msg}", [{"loc": loc, "msg": msg}])
 
@@ -120,7 +117,8 @@ def _summary(errors: list[dict[str, Any]]) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Make every error the app raises a problem+json answer."""
+    """Make every error the app raises a problem+json answer (an unexpected one becomes a 500
+    in :class:`~service.api.middleware.RequestContextMiddleware`, which knows the request id)."""
 
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -147,11 +145,6 @@ def install(app: FastAPI) -> None:
         if allowed:
             headers = {**(headers or {}), "Allow": allowed}
         return problem_response(request, exc.status_code, detail, headers=headers)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(request, 500, "internal error; it has been logged")
 
 
 def _allowed_methods(request: Request) -> str:

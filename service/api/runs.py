@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import time
 from typing import Annotated, Any
 
@@ -11,7 +10,9 @@ from fastapi import APIRouter, Header, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.api import views
+from service.api.bodies import OffLoopJsonRoute
 from service.api.deps import JsonBody, PageDep, Runtime, RuntimeDep, encode_cursor
+from service.api.prefer import decimal, wait_seconds
 from service.api.problems import ProblemError, invalid, responses
 from service.api.schemas import Run, RunCreate, RunPage, ValidationDataset, ValidationFraction
 from service.store import repo
@@ -21,15 +22,7 @@ from service.training.losses import LOSSES
 from service.training.metrics import METRICS
 from service.training.metrics import names as metric_names
 
-router = APIRouter(tags=["runs"])
-
-_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
-
-
-def prefer_wait(prefer: str | None, limit: float) -> float:
-    """Seconds asked for by an RFC 7240 ``Prefer: wait=N`` header, capped at ``limit``."""
-    match = _WAIT.search(prefer or "")
-    return min(float(match.group(1)), limit) if match else 0.0
+router = APIRouter(tags=["runs"], route_class=OffLoopJsonRoute)
 
 
 def _check_data(kind: Kind, model: ModelRow, dataset: DatasetRow,
@@ -90,13 +83,14 @@ def _options(kind: Kind, body: RunCreate, dataset: DatasetRow) -> dict[str, Any]
 
 
 def _start(runtime: Runtime, model_id: str, body: RunCreate) -> Run:
-    if runtime.executor.queued >= runtime.settings.max_queued_runs:
-        raise ProblemError(
-            429,
-            f"{runtime.executor.queued} runs are already waiting; try again later",
-            headers={"Retry-After": "5"},
-        )
     with runtime.sessions.begin() as session:
+        queued = repo.lock_queue(session)
+        if queued >= runtime.settings.max_queued_runs:
+            raise ProblemError(
+                429,
+                f"{queued} runs are already waiting; try again later",
+                headers={"Retry-After": "5"},
+            )
         model = repo.get_model(session, model_id)
         kind = make_kind(model.kind, model.config)
         dataset = repo.get_dataset(session, body.dataset_id)
@@ -163,9 +157,9 @@ async def create(
     prefer: Annotated[
         str | None,
         Header(
-            max_length=200,
-            description="`wait=N`: answer 200 with the finished run if it ends "
-            "within N seconds (RFC 7240)",
+            description="`wait=N`: answer 200 with the finished run if it ends within N "
+            "seconds (RFC 7240; at most `TAPELINE_MAX_WAIT_SECONDS`, reported in "
+            "`Preference-Applied`); other preferences are ignored",
         ),
     ] = None,
 ) -> Run:
@@ -179,13 +173,12 @@ async def create(
     seen = runtime.progress.version(run.id)
     runtime.executor.submit(run.id)
     response.headers["Location"] = f"/v1/runs/{run.id}"
-    wait = prefer_wait(prefer, runtime.settings.max_wait_seconds)
-    if wait:
+    wait = wait_seconds(prefer, runtime.settings.max_wait_seconds)
+    if wait is not None:
         run = await wait_for_end(runtime, run, seen, wait)
+        response.headers["Preference-Applied"] = f"wait={decimal(wait)}"
     if run.status in FINAL_STATUSES:
         response.status_code = 200
-    if wait:
-        response.headers["Preference-Applied"] = f"wait={prefer_wait(prefer, 1e9):g}"
     return run
 
 

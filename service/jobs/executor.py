@@ -5,14 +5,21 @@ every core. Each worker owns a store connection and writes history itself; the p
 dispatches run ids over one pipe per worker, relays cancel requests through shared memory,
 and turns the workers' announcements into wake-ups for waiting readers. One thread waits on
 every pipe and every process sentinel, so news and a worker's death are seen at once.
+
+A worker never outlives the server: the kernel kills it the moment its parent dies (and an
+idle one also leaves at its pipe's end), so it writes nothing after; the next start settles
+its run as interrupted, and no run is ever trained by two processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing as mp
+import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -25,19 +32,54 @@ log = logging.getLogger("tapeline.jobs")
 
 NO_TOKEN = 0
 RESPAWN_BACKOFF_SECONDS = 2.0
+PR_SET_PDEATHSIG = 1
+PARENT_WATCH_SECONDS = 0.2
 
 
-def _worker_main(index: int, database_url: str, conn: Connection, cancel_tokens: Any) -> None:
-    """A worker process: train each run id it is sent until it is sent ``None``."""
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_WATCH_SECONDS)
+    os._exit(1)
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Make this process die the moment ``parent_pid`` does: SIGKILL from the kernel on Linux
+    (nothing more is written), a watchdog thread elsewhere."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    if os.getppid() != parent_pid:  # it died before we asked
+        os._exit(1)
+
+
+def _worker_main(
+    index: int,
+    database_url: str,
+    conn: Connection,
+    cancel_tokens: Any,
+    parent_pid: int,
+    log_level: str,
+) -> None:
+    """A worker process: train each run id it is sent until it is sent ``None`` or its parent
+    is gone."""
+    exit_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from service.jobs.runner import execute_run
+    from service.logs import configure_logging
     from service.store.db import make_engine, make_sessionmaker
 
+    configure_logging(log_level)
     engine = make_engine(database_url)
     sessions = make_sessionmaker(engine)
     conn.send(("ready", None, None))
     while True:
-        task = conn.recv()
+        try:
+            task = conn.recv()
+        except EOFError:
+            os._exit(1)  # the server is gone: leave without touching the store
         if task is None:
             break
         token, run_id = task
@@ -72,8 +114,10 @@ class ProcessExecutor:
         workers: int,
         on_news: Callable[[str], None],
         on_crash: Callable[[str], None],
+        log_level: str = "info",
     ) -> None:
         self._url = database_url
+        self._log_level = log_level
         self._size = workers
         self._on_news = on_news
         self._on_crash = on_crash
@@ -93,7 +137,7 @@ class ProcessExecutor:
             target=_worker_main,
             name=f"tapeline-worker-{index}",
             daemon=True,
-            args=(index, self._url, child_end, self._cancel_tokens),
+            args=(index, self._url, child_end, self._cancel_tokens, os.getpid(), self._log_level),
         )
         process.start()
         child_end.close()

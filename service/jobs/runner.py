@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -120,17 +121,15 @@ def execute_run(
     except Diverged as diverged:
         status = RunStatus.DIVERGED
         finish(status, error=("diverged", diverged.detail, diverged.epoch))
-    except Exception as error:  # any other failure ends the run, never the worker
-        log.exception("run %s failed", run_id)
+    except Exception:  # any other failure ends the run, never the worker
+        # Clients read error.detail: it says what happened and where to look, never how.
+        reference = uuid.uuid4().hex[:12]
+        log.exception("run %s failed", run_id, extra={"fields": {"reference": reference}})
         status = RunStatus.FAILED
         pending.clear()
+        detail = f"the run failed unexpectedly; the server log has the details (ref {reference})"
         with sessions.begin() as session:
-            repo.finish_run(
-                session,
-                run_id,
-                status,
-                error=("error", f"{type(error).__name__}: {error}"[:1000], None),
-            )
+            repo.finish_run(session, run_id, status, error=("error", detail, None))
     announce(run_id)
     return status
 

@@ -1,4 +1,4 @@
-"""Database engine, sessions and start-up migrations."""
+"""Database engine, sessions, and opening the store at start-up (checks and migrations)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -24,17 +25,74 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout, and its folder."""
+    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=False
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    )
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be used; the message is one line saying why (never a password)."""
+
+
+WRITE_CHECK = "UPDATE alembic_version SET version_num = version_num"
+# A PostgreSQL server that does not answer fails start-up after this long, not never.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def _where(url: URL) -> str:
+    if url.get_backend_name() == "sqlite":
+        return f"the SQLite database {url.database}"
+    return f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+
+def open_store(url: str, *, create_folder: bool = False) -> Engine:
+    """An engine for ``url``, checked to answer and to take writes, its schema migrated to the
+    newest revision; else :class:`StoreUnavailable`. A SQLite file's folder must exist, unless
+    ``create_folder`` (the default store under ``./var/``)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise StoreUnavailable(
+            "not a database URL (expected sqlite:///path or postgresql+psycopg://user@host/db)"
+        ) from error
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise StoreUnavailable(
+            f"unsupported database {parsed.drivername!r} "
+            "(expected sqlite:///path or postgresql+psycopg://user@host/db)"
+        )
+    if backend == "sqlite" and parsed.database and parsed.database != ":memory:":
+        folder = Path(parsed.database).parent
+        if create_folder:
+            folder.mkdir(parents=True, exist_ok=True)
+        elif not parsed.database.startswith("file:") and not folder.is_dir():
+            raise StoreUnavailable(f"the folder {folder} of the SQLite database does not exist")
+    try:
+        engine = make_engine(url)
+    except (ArgumentError, NoSuchModuleError, ImportError) as error:
+        raise StoreUnavailable(f"cannot use {parsed.drivername!r}: {error}") from error
+    try:
+        migrate(engine)
+        with engine.connect() as connection:  # a write that changes nothing, undone: a
+            connection.execute(text(WRITE_CHECK))  # read-only file or replica fails here
+            connection.rollback()
+    except DBAPIError as error:
+        engine.dispose()
+        lines = str(error.orig).strip().splitlines() or ["the database refused"]
+        raise StoreUnavailable(f"cannot use {_where(parsed)}: {lines[0]}") from error
+    return engine
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

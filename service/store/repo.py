@@ -14,7 +14,7 @@ from itertools import chain
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, delete, false, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -294,6 +294,26 @@ def create_run(
         session.rollback()
         raise Conflict(f"model {model.id!r} already has an active run") from error
     return row
+
+
+# The PostgreSQL advisory lock that serialises queueing runs (any fixed number: "tape").
+QUEUE_LOCK = 0x74617065
+
+
+def lock_queue(session: Session) -> int:
+    """How many runs are queued, counted under a lock the transaction holds until it ends, so
+    no other transaction (in any process) queues a run between this count and the caller's
+    own: an advisory lock on PostgreSQL, the database's write lock on SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(QUEUE_LOCK)))
+    else:  # a write that changes nothing takes SQLite's one write lock at once
+        session.execute(
+            update(RunRow)
+            .where(false())
+            .values(status=RunRow.status)
+            .execution_options(synchronize_session=False)
+        )
+    return session.scalar(select(func.count()).where(RunRow.status == "queued")) or 0
 
 
 def get_run(session: Session, run_id: str) -> RunRow:

@@ -4,43 +4,20 @@ PostgreSQL: each was a 500 or a disagreement between the spec and the server."""
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.config import Settings
-from tests.conftest import sqlite_url
 from tests.contract.conftest import SPEC
 
 JSON = {"Content-Type": "application/json"}
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres",
-                                                               marks=pytest.mark.postgres)])
-def api(request: pytest.FixtureRequest,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+@pytest.fixture(scope="module")
+def api(each_store: TestClient) -> TestClient:
     """The app on a fresh SQLite file or a fresh PostgreSQL schema."""
-    schema = None
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path_factory.mktemp("findings"))
-    else:
-        base = request.getfixturevalue("postgres_base")
-        schema = f"t_{secrets.token_hex(6)}"
-        plain = base.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(plain, autocommit=True) as connection:
-            connection.execute(f"CREATE SCHEMA {schema}")
-        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    with TestClient(create_app(Settings(database_url=url, workers=1)),
-                    raise_server_exceptions=False) as client:
-        yield client
-    if schema:
-        with psycopg.connect(plain, autocommit=True) as connection:
-            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+    return each_store
 
 
 @pytest.fixture(scope="module")

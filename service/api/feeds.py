@@ -1,0 +1,203 @@
+"""Live feeds of runs: a run's epochs are read from the store once per process and fanned out,
+already serialised, to every reader of that run in this process.
+
+A feed begins where its first reader begins and keeps a window of recent items. A reader
+behind the window (it joined later from further back, or reads slowly) reads its gap from the
+store itself, then follows the feed again. The feed reads the next page of a backlog only when
+a reader has caught up with it, so a lone reader of a long history reads each page once. Items
+are opaque JSON text: the feed knows nothing of what a history row holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from bisect import bisect_right
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.concurrency import run_in_threadpool
+
+from service.jobs.progress import Progress
+from service.store.repo import NotFound
+
+log = logging.getLogger("tapeline.api")
+
+# Items a feed keeps for readers slightly behind; older ones are read from the store.
+WINDOW = 1024
+# Epochs read from the store at a time.
+PAGE = 500
+# Even without a wake-up, look at the store this often (news from another process or replica).
+# It also wakes its readers then, so they need no timer of their own to send keep-alives.
+POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Item:
+    """One stream item as JSON text: an epoch's history row, or the run in its final state."""
+
+    kind: Literal["epoch", "end"]
+    epoch: int | None
+    json: str
+
+
+# read(run_id, after, limit): up to ``limit`` epoch items after epoch ``after``, and the end
+# item when the run is final and no epoch follows them; NotFound when the run is gone. It runs
+# in a worker thread.
+Read = Callable[[str, int, int], tuple[list[Item], Item | None]]
+
+
+class Feed:
+    """The items of one run that this process has read, from epoch ``base + 1`` on."""
+
+    def __init__(self, run_id: str, after: int) -> None:
+        self.run_id = run_id
+        self.base = after
+        self.items: list[Item] = []
+        self.epochs: list[int] = []
+        self.end: Item | None = None
+        self.done = False
+        self.readers = 0
+        self.caught_up = asyncio.Event()
+        self._changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def last(self) -> int:
+        """The last epoch read from the store."""
+        return self.epochs[-1] if self.epochs else self.base
+
+    def after(self, epoch: int) -> list[Item] | None:
+        """The items after ``epoch``; ``None`` when the window no longer reaches back there."""
+        if epoch < self.base:
+            return None
+        return self.items[bisect_right(self.epochs, epoch) :]
+
+    def publish(self, items: list[Item], end: Item | None) -> None:
+        """Add items read from the store (and the end, once read) and wake every reader."""
+        self.items.extend(items)
+        self.epochs.extend(item.epoch for item in items if item.epoch is not None)
+        if len(self.items) > WINDOW:
+            cut = len(self.items) - WINDOW
+            self.base = self.epochs[cut - 1]
+            del self.items[:cut], self.epochs[:cut]
+        self.end = end or self.end
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake every reader waiting in :meth:`changed`."""
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    async def changed(self) -> None:
+        """Return at the next :meth:`notify` (the pump notifies at least every second)."""
+        await self._changed.wait()
+
+
+class Feeds:
+    """The live feeds of this process, one per run that has readers."""
+
+    def __init__(self, progress: Progress, read: Read) -> None:
+        self._progress = progress
+        self._read = read
+        self._feeds: dict[str, Feed] = {}
+        self._checks: dict[str, asyncio.Future[tuple[list[Item], Item | None]]] = {}
+
+    async def check(self, run_id: str) -> None:
+        """:class:`NotFound` unless the run exists: known at once while a feed reads it, else
+        one store read shared by every caller asking meanwhile (a crowd connecting at once)."""
+        if run_id in self._feeds:
+            return
+        pending = self._checks.get(run_id)
+        if pending is None:
+            pending = asyncio.ensure_future(run_in_threadpool(self._read, run_id, -1, 0))
+            self._checks[run_id] = pending
+            pending.add_done_callback(lambda _: self._checks.pop(run_id, None))
+        await asyncio.shield(pending)
+
+    def _join(self, run_id: str, after: int) -> Feed:
+        feed = self._feeds.get(run_id)
+        if feed is None or (feed.done and feed.end is None):
+            feed = self._feeds[run_id] = Feed(run_id, after)
+            feed.task = asyncio.get_running_loop().create_task(self._pump(feed))
+        feed.readers += 1
+        return feed
+
+    def _leave(self, feed: Feed) -> None:
+        feed.readers -= 1
+        if feed.readers == 0 and feed.done and self._feeds.get(feed.run_id) is feed:
+            del self._feeds[feed.run_id]  # a finished run's feed lasts while it is read
+
+    async def _pump(self, feed: Feed) -> None:
+        """Read the run's new epochs into the feed until it ends or nobody reads it."""
+        progress, run_id = self._progress, feed.run_id
+        try:
+            while feed.readers > 0 and not progress.closed:
+                seen = progress.version(run_id)
+                items, end = await run_in_threadpool(self._read, run_id, feed.last, PAGE)
+                feed.caught_up.clear()
+                feed.publish(items, end)
+                if end is not None:
+                    return
+                if len(items) == PAGE:  # a backlog: the next page once a reader wants it
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(POLL_SECONDS):
+                            await feed.caught_up.wait()
+                    continue
+                await progress.wait(run_id, seen, POLL_SECONDS)
+                if progress.version(run_id) == seen:
+                    feed.notify()  # no news: a tick, for readers' keep-alives
+        except NotFound:
+            pass  # deleted (with its model): readers end
+        except Exception:
+            log.exception("reading run %s for its streams failed", run_id)
+        finally:
+            feed.done = True
+            feed.notify()
+            if (feed.end is None or feed.readers == 0) and self._feeds.get(run_id) is feed:
+                del self._feeds[run_id]
+
+    async def follow(self, run_id: str, after: int, ping: float) -> AsyncIterator[Item | None]:
+        """The run's items after epoch ``after``, then new ones as they are stored, then its end;
+        ``None`` marks ``ping`` seconds without news (a chance to send a keep-alive; to within
+        the feed's one-second tick)."""
+        feed = self._join(run_id, after)
+        position, last_sent = after, time.monotonic()
+        try:
+            while True:
+                items = feed.after(position)
+                if items is None:  # behind the window: read the gap from the store
+                    try:
+                        gap, end = await run_in_threadpool(self._read, run_id, position, PAGE)
+                    except NotFound:
+                        return
+                    for item in gap:
+                        yield item
+                        position = item.epoch if item.epoch is not None else position
+                    if end is not None:
+                        yield end
+                        return
+                    last_sent = time.monotonic()
+                    continue
+                if items:
+                    for item in items:
+                        yield item
+                        position = item.epoch if item.epoch is not None else position
+                    last_sent = time.monotonic()
+                    continue
+                feed.caught_up.set()
+                if feed.end is not None:
+                    yield feed.end
+                    return
+                if feed.done or self._progress.closed:
+                    return  # gone, failed, or the service is stopping: clients resume
+                if time.monotonic() - last_sent >= ping:
+                    last_sent = time.monotonic()
+                    yield None
+                    continue
+                await feed.changed()
+        finally:
+            self._leave(feed)
