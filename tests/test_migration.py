@@ -85,7 +85,7 @@ def check_upgraded(client: TestClient) -> None:
 def test_a_v1_sqlite_store_upgrades_and_reads_back_the_same(tmp_path: Path) -> None:
     shutil.copyfile(V1_DATABASE, tmp_path / "tapeline.db")
     settings = Settings(database_url=sqlite_url(tmp_path), workers=1)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
         check_upgraded(client)
         # The upgraded models train on: a v1 model continues from its stored W and b.
         model = V1_ANSWERS["models"][0]
@@ -124,7 +124,8 @@ def test_a_v1_postgres_store_upgrades_and_reads_back_the_same(postgres_url: str)
             writing.execute(new.tables[name].insert(), rows)
     source.dispose()
     engine.dispose()
-    with TestClient(create_app(Settings(database_url=postgres_url, workers=1))) as client:
+    with TestClient(create_app(Settings(database_url=postgres_url, workers=1)),
+                    base_url="http://localhost") as client:
         check_upgraded(client)
 
 

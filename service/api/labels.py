@@ -18,5 +18,23 @@ def encode(labels: np.ndarray | list[str], loc: list[str | int],
         raise invalid([*loc, row], "a class name may not be empty")
     if names.size > settings.max_classes:
         raise invalid(loc, f"{names.size} distinct classes exceed the limit of "
-                           f"{settings.max_classes} (TAPELINE_MAX_CLASSES)")
+                           f"{settings.max_classes} (TAPELINE_MAX_CLASSES){_typo(labels)}")
     return indices.astype(np.int64), names.tolist()
+
+
+def _typo(labels: np.ndarray | list[str]) -> str:
+    """When most labels are numbers, the first that is not (y was meant to hold numbers)."""
+    texts = [str(label) for label in labels]
+    numbers = [_is_number(text) for text in texts]
+    if sum(numbers) * 2 <= len(texts):
+        return ""
+    index = numbers.index(False)
+    return f"; if y holds numbers, {texts[index][:40]!r} (example {index + 1}) is not a number"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

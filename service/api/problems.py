@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from service.api.schemas import BODY_KIND_TAGS, request_schema_names
+from service.api.schemas import BODY_KIND_TAGS, FIELD_SHAPE_TAGS, request_schema_names
 from service.store.repo import Conflict, NotFound
 
 MEDIA_TYPE = "application/problem+json"
@@ -95,14 +95,15 @@ def problem_response(
 def field_problems(raw: list[Any]) -> list[dict[str, Any]]:
     """Pydantic's error list reduced to ``{"loc", "msg"}`` (no echo of the input), each
     ``loc`` the path of the field in the request: without the names pydantic gives the
-    alternatives of a union (``["body", "initial", "W"]``, not ``[..., "InitialParams", "W"]``),
+    alternatives of a union (``["body", "initial", "W"]``, not ``[..., "InitialParams", "W"]``;
+    ``["body", "y", 3]``, not ``["body", "y", "labels", 3]``),
     and a body that is a union of kinds named as a body of one kind would be
     (``["body", "hidden"]``, not ``["body", "mlp", "hidden"]``)."""
-    schemas = request_schema_names()
+    labels = request_schema_names() | FIELD_SHAPE_TAGS
     problems = []
     for e in raw:
         loc = [p if isinstance(p, int) else str(p) for p in e.get("loc", ())
-               if p not in schemas]
+               if p not in labels]
         if len(loc) > 2 and loc[0] == "body" and loc[1] in BODY_KIND_TAGS:
             del loc[1]
         problems.append({"loc": loc, "msg": str(e.get("msg", "invalid"))})

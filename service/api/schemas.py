@@ -417,8 +417,10 @@ ModelCreate = Annotated[
     | Annotated[MLPModelCreate, Tag("mlp")],
     Discriminator(_kind_or("linear")),
 ]
-# The tags of request bodies that are unions of kinds (models, synthetic data).
+# The tags of request bodies that are unions of kinds (models, synthetic data), and of fields
+# that are unions of shapes (x: values or rows; y: values or labels).
 BODY_KIND_TAGS = frozenset(KINDS) | frozenset(SYNTHETIC)
+FIELD_SHAPE_TAGS = frozenset({"values", "rows", "labels"})
 
 
 class ModelBase(Public):

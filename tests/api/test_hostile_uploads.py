@@ -194,7 +194,9 @@ def test_a_text_target_column_reaches_the_caller_as_text() -> None:
     assert y.dtype == np.float64 and y.tolist() == [2.0]
 
 
-def test_a_text_target_is_still_refused_by_the_api(each_store: TestClient) -> None:
+def test_a_text_target_becomes_class_names(each_store: TestClient) -> None:
     content = b"petal,species\n1.4,setosa\n4.7,versicolor\n"
-    refused(each_store, "iris.csv", content, "'setosa' (example 1) is not a number",
-            target="species")
+    answer = each_store.post("/v1/datasets/upload", data={"target": "species"},
+                             files={"file": ("iris.csv", content, "text/csv")})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["classes"] == ["setosa", "versicolor"]

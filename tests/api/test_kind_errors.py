@@ -164,8 +164,8 @@ def test_a_classifier_must_keep_its_class_names(app_client: TestClient,
 
 
 BAD_DATA: list[tuple[str, dict[str, Any], list[str | int], str]] = [
-    ("/v1/datasets", {"x": [1, 2], "y": ["a", 1]}, ["body", "y", "labels", 1], "string"),
-    ("/v1/datasets", {"x": [1, 2], "y": ["a", ""]}, ["body", "y", "labels", 1], "at least 1"),
+    ("/v1/datasets", {"x": [1, 2], "y": ["a", 1]}, ["body", "y", 1], "string"),
+    ("/v1/datasets", {"x": [1, 2], "y": ["a", ""]}, ["body", "y", 1], "at least 1"),
     ("/v1/datasets/synthetic", {"kind": "blobs", "classes": 1}, ["body", "classes"], "to 2"),
     ("/v1/datasets/synthetic", {"kind": "blobs", "features": 0}, ["body", "features"], "to 1"),
     ("/v1/datasets/synthetic", {"kind": "moons", "noise": -1}, ["body", "noise"], "or equal to 0"),

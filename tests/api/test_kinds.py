@@ -217,7 +217,7 @@ def test_large_models_log_no_params_per_row(app_client: TestClient) -> None:
 def test_the_apps_own_settings_govern_validation_and_its_spec(tmp_path: Path) -> None:
     settings = Settings(database_url=sqlite_url(tmp_path), workers=1, max_epochs=5,
                         max_hidden_layers=2, max_page_size=7, history_params_max=1)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
         model = created(client.post("/v1/models"))
         data = created(client.post("/v1/datasets", json={"x": [1, 2], "y": [1, 2]}))
         answer = client.post(f"/v1/models/{model['id']}/runs",
@@ -234,7 +234,8 @@ def test_the_apps_own_settings_govern_validation_and_its_spec(tmp_path: Path) ->
         spec = client.get("/openapi.json").json()["components"]["schemas"]
         assert spec["RunCreate"]["properties"]["epochs"]["maximum"] == 5
         assert spec["MLPModelCreate"]["properties"]["hidden"]["maxItems"] == 2
-    with TestClient(create_app(Settings(database_url=sqlite_url(tmp_path), workers=1))) as client:
+    with TestClient(create_app(Settings(database_url=sqlite_url(tmp_path), workers=1)),
+                    base_url="http://localhost") as client:
         assert client.post(f"/v1/models/{model['id']}/runs", headers=WAIT, json={
             "dataset_id": data["id"], "epochs": 50}).status_code == 200
 
