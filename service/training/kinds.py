@@ -44,10 +44,7 @@ class Kind:
     @property
     def num_classes(self) -> int | None:
         """How many classes a classifier tells apart (None for regression)."""
-        if self.task != "classification":
-            return None
-        classes: int = getattr(self, "classes")  # noqa: B009 - a field of classifier kinds
-        return classes
+        return None
 
     @property
     def outputs(self) -> int:
@@ -140,6 +137,11 @@ class Logistic(Kind):
         return "classification"
 
     @property
+    def num_classes(self) -> int:
+        """K."""
+        return self.classes
+
+    @property
     def outputs(self) -> int:
         """One logit for two classes, K otherwise."""
         return 1 if self.classes == 2 else self.classes
@@ -182,9 +184,14 @@ class MLP(Kind):
         object.__setattr__(self, "hidden", tuple(self.hidden))
 
     @property
+    def num_classes(self) -> int | None:
+        """K for classification."""
+        return self.classes if self.task == "classification" else None
+
+    @property
     def outputs(self) -> int:
         """1 for regression, K for classification."""
-        return self.classes if self.task == "classification" else 1
+        return self.num_classes or 1
 
     def _widths(self) -> list[int]:
         return [self.features, *self.hidden, self.outputs]
