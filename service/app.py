@@ -33,7 +33,7 @@ from service.config import DEFAULT_DATABASE_URL, Settings, get_settings
 from service.jobs.executor import ProcessExecutor
 from service.jobs.progress import Progress
 from service.logs import configure_logging
-from service.store import repo
+from service.store import lifecycle
 from service.store.db import make_sessionmaker, open_store
 from service.store.tables import ACTIVE_STATUSES, RunRow, RunStatus
 
@@ -75,8 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         def crashed(run_id: str) -> None:
             with sessions.begin() as session:  # still queued if it died while starting it
-                if repo.run_status(session, run_id) in ACTIVE_STATUSES:
-                    repo.finish_run(
+                if lifecycle.run_status(session, run_id) in ACTIVE_STATUSES:
+                    lifecycle.finish_run(
                         session,
                         run_id,
                         RunStatus.FAILED,
@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log_level=settings.log_level,
         )
         with sessions.begin() as session:
-            requeued = repo.resolve_interrupted(session, settings.on_interrupted)
+            requeued = lifecycle.resolve_interrupted(session, settings.on_interrupted)
         executor.start()
         for run_id in requeued:
             executor.submit(run_id)
@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             abandoned = await asyncio.to_thread(executor.stop)
             if abandoned:
                 with sessions.begin() as session:
-                    repo.resolve_interrupted(session, settings.on_interrupted, abandoned)
+                    lifecycle.resolve_interrupted(session, settings.on_interrupted, abandoned)
             engine.dispose()
             log.info("stopped", extra={"fields": {"abandoned_runs": len(abandoned)}})
 
@@ -182,7 +182,7 @@ def begin_shutdown(app: FastAPI) -> None:
 
 def _store_metrics(runtime: Runtime) -> tuple[dict[str, int], int, int, int]:
     with runtime.sessions() as session:
-        by_status = repo.count_runs_by_status(session)
+        by_status = lifecycle.count_runs_by_status(session)
         epochs = session.scalar(select(func.coalesce(func.sum(RunRow.epochs_completed), 0)))
     return by_status, int(epochs or 0), runtime.executor.busy, runtime.executor.queued
 

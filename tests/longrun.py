@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.store import repo
+from service.store import lifecycle, repo
 from service.store.db import make_engine, make_sessionmaker, migrate
 from service.training.records import EpochRecord, Outcome
 
@@ -47,15 +47,15 @@ def store_finished_run(database_url: str, model_id: str, dataset_id: str, epochs
         )
         run_id = run.id
     with sessions.begin() as session:
-        started = repo.start_run(session, run_id)
+        started = lifecycle.start_run(session, run_id)
         assert started is not None
         for first in range(0, epochs, 10_000):
-            repo.append_epochs(session, started.run, [
+            lifecycle.append_epochs(session, started.run, [
                 EpochRecord(e, float(loss[e]), {"mse": float(loss[e])},
                             _linear(float(W[e]), float(b[e])), 0.05)
                 for e in range(first, min(first + 10_000, epochs))
             ])
         final = Outcome(False, _linear(3.0, 2.0), float(loss[-1]), {"mse": float(loss[-1])})
-        repo.finish_run(session, run_id, "succeeded", final=final, completed=epochs)
+        lifecycle.finish_run(session, run_id, "succeeded", final=final, completed=epochs)
     engine.dispose()
     return run_id

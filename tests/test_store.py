@@ -12,7 +12,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.store import repo
+from service.store import lifecycle, repo
 from service.store.codec import (
     pack_array,
     pack_params,
@@ -167,15 +167,15 @@ def test_run_lifecycle_history_and_model_update(sessions: sessionmaker[Session])
                                  options=V1_OPTIONS).id
         model_id = model.id
     with sessions.begin() as session:
-        started = repo.start_run(session, run_id)
+        started = lifecycle.start_run(session, run_id)
         assert started is not None and started.run.status == "running"
         assert (started.kind, started.config) == ("linear", {"features": 2})
-        assert repo.start_run(session, run_id) is None  # only a queued run starts
+        assert lifecycle.start_run(session, run_id) is None  # only a queued run starts
         run = started.run
-        repo.append_epochs(session, run, [record(0, [5.0, 5.0], 0.0, 9.5),
+        lifecycle.append_epochs(session, run, [record(0, [5.0, 5.0], 0.0, 9.5),
                                           record(1, [4.0, 4.5], 0.5, 4.25)])
     with sessions.begin() as session:
-        repo.finish_run(session, run_id, "succeeded", final=outcome([3.0, 3.5], 1.0, 1.5))
+        lifecycle.finish_run(session, run_id, "succeeded", final=outcome([3.0, 3.5], 1.0, 1.5))
     with sessions() as session:
         run = repo.get_run(session, run_id)
         model = repo.get_model(session, model_id)
@@ -200,12 +200,12 @@ def test_model_history_spans_runs_in_order(sessions: sessionmaker[Session]) -> N
     for _ in range(2):
         run_id, model_id, dataset_id = _queued_run(sessions, model_id, dataset_id)
         with sessions.begin() as session:
-            started = repo.start_run(session, run_id)
+            started = lifecycle.start_run(session, run_id)
             assert started is not None
-            repo.append_epochs(session, started.run, [record(e, [0.0, 0.0], 0.0, 1.0)
+            lifecycle.append_epochs(session, started.run, [record(e, [0.0, 0.0], 0.0, 1.0)
                                                       for e in range(3)])
         with sessions.begin() as session:
-            repo.finish_run(session, run_id, "succeeded", final=outcome([0.0, 0.0], 0.0, 1.0))
+            lifecycle.finish_run(session, run_id, "succeeded", final=outcome([0.0, 0.0], 0.0, 1.0))
     with sessions() as session:
         rows, _ = repo.model_history(session, model_id, None, 100)
         assert [r.step for r in rows] == list(range(6))
@@ -222,9 +222,9 @@ def test_cancel_deletion_conflicts_and_interrupted_runs(sessions: sessionmaker[S
         with pytest.raises(repo.Conflict):
             repo.delete_model(session, model_id)
     with sessions.begin() as session:
-        repo.start_run(session, run_id)
+        lifecycle.start_run(session, run_id)
     with sessions.begin() as session:
-        assert repo.resolve_interrupted(session, "fail") == []
+        assert lifecycle.resolve_interrupted(session, "fail") == []
     with sessions() as session:
         run = repo.get_run(session, run_id)
         assert (run.status, run.error_reason) == ("failed", "interrupted")
@@ -240,11 +240,11 @@ def test_cancel_deletion_conflicts_and_interrupted_runs(sessions: sessionmaker[S
 def test_requeue_policy_restarts_interrupted_runs(sessions: sessionmaker[Session]) -> None:
     run_id, _, _ = _queued_run(sessions)
     with sessions.begin() as session:
-        started = repo.start_run(session, run_id)
+        started = lifecycle.start_run(session, run_id)
         assert started is not None
-        repo.append_epochs(session, started.run, [record(0, [0.0, 0.0], 0.0, 1.0)])
+        lifecycle.append_epochs(session, started.run, [record(0, [0.0, 0.0], 0.0, 1.0)])
     with sessions.begin() as session:
-        assert repo.resolve_interrupted(session, "requeue") == [run_id]
+        assert lifecycle.resolve_interrupted(session, "requeue") == [run_id]
     with sessions() as session:
         run = repo.get_run(session, run_id)
         assert (run.status, run.epochs_completed) == ("queued", 0)
@@ -255,8 +255,8 @@ def test_request_cancel_of_queued_and_running_runs(sessions: sessionmaker[Sessio
     run_id, model_id, dataset_id = _queued_run(sessions)
     with sessions.begin() as session:
         assert repo.request_cancel(session, run_id).status == "cancelled"
-        assert repo.start_run(session, run_id) is None
+        assert lifecycle.start_run(session, run_id) is None
     second, _, _ = _queued_run(sessions, model_id, dataset_id)
     with sessions.begin() as session:
-        repo.start_run(session, second)
+        lifecycle.start_run(session, second)
         assert repo.request_cancel(session, second).status == "cancelling"

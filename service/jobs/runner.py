@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 from threadpoolctl import threadpool_limits
 
-from service.store import repo
+from service.store import lifecycle, repo
 from service.store.codec import unpack_params
 from service.store.tables import RunRow, RunStatus
 from service.training.kinds import Model, make_kind
@@ -49,7 +49,7 @@ def execute_run(
     called whenever new history is stored."""
     one_blas_thread()
     with sessions.begin() as session:
-        started = repo.start_run(session, run_id)
+        started = lifecycle.start_run(session, run_id)
         if started is None:
             return None
         run = started.run
@@ -73,17 +73,17 @@ def execute_run(
         if pending:
             if session is None:
                 with sessions.begin() as own:
-                    repo.append_epochs(own, run, pending)
+                    lifecycle.append_epochs(own, run, pending)
                 announce(run_id)
             else:
-                repo.append_epochs(session, run, pending)
+                lifecycle.append_epochs(session, run, pending)
             pending.clear()
         last_flush = time.monotonic()
 
     def finish(status: str, **outcome: Any) -> None:
         with sessions.begin() as session:
             flush(session)
-            repo.finish_run(session, run_id, status, completed=completed, **outcome)
+            lifecycle.finish_run(session, run_id, status, completed=completed, **outcome)
 
     def should_stop() -> bool:
         nonlocal last_poll, status_says_stop
@@ -92,7 +92,7 @@ def execute_run(
         if time.monotonic() - last_poll >= STATUS_POLL_SECONDS:
             last_poll = time.monotonic()
             with sessions() as session:
-                status_says_stop = repo.run_status(session, run_id) in (None,
+                status_says_stop = lifecycle.run_status(session, run_id) in (None,
                                                                         RunStatus.CANCELLING)
         return status_says_stop
 
@@ -129,7 +129,7 @@ def execute_run(
         pending.clear()
         detail = f"the run failed unexpectedly; the server log has the details (ref {reference})"
         with sessions.begin() as session:
-            repo.finish_run(session, run_id, status, error=("error", detail, None))
+            lifecycle.finish_run(session, run_id, status, error=("error", detail, None))
     announce(run_id)
     return status
 

@@ -71,13 +71,19 @@ class Client:
             return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
 
     def json(
-        self, method: str, path: str, body: Any = None, expect: int | tuple[int, ...] = 200, **kw: Any
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        expect: int | tuple[int, ...] = 200,
+        **kw: Any,
     ) -> tuple[Any, dict[str, str], bytes]:
         status, headers, raw = self.request(method, path, body, **kw)
         wanted = (expect,) if isinstance(expect, int) else expect
         check(
             status in wanted,
-            f"{method} {path}: status {status}, want {wanted}: {raw[:600].decode(errors='replace')}",
+            f"{method} {path}: status {status}, want {wanted}: "
+            f"{raw[:600].decode(errors='replace')}",
         )
         ctype = headers.get("content-type", "")
         check("json" in ctype, f"{method} {path}: content-type {ctype!r} is not JSON")
@@ -229,7 +235,7 @@ def cmd_drive(c: Client, state_path: str) -> None:
     events = list(sse_events(resp))
     names = [e[0] for e in events]
     check(names == ["epoch"] * EPOCHS + ["end"], f"SSE events {names}")
-    for (_, ev_id, data), row in zip(events, items):
+    for (_, ev_id, data), row in zip(events, items, strict=False):
         check(ev_id == str(row["epoch"]), f"SSE id {ev_id} for epoch {row['epoch']}")
         check(same_row(json.loads(data), row), f"SSE epoch {data} differs from row {row}")
     end = json.loads(events[-1][2])
@@ -240,7 +246,7 @@ def cmd_drive(c: Client, state_path: str) -> None:
     resp = c.open_stream(f"{run_path}/events", "application/jsonl")
     objs = list(jsonl_objects(resp))
     check([o.get("type") for o in objs] == ["epoch"] * EPOCHS + ["end"], f"JSONL {objs}")
-    for obj, row in zip(objs, items):
+    for obj, row in zip(objs, items, strict=False):
         check(same_row(obj, row), f"JSONL epoch {obj} differs from row {row}")
     ok(f"GET events (application/jsonl): {EPOCHS} epoch lines, then end")
 
@@ -261,7 +267,7 @@ def cmd_drive(c: Client, state_path: str) -> None:
     check(m2.get("epochs_trained") == EPOCHS, f"epochs_trained {m2.get('epochs_trained')}")
     ok("the model holds the run's final W/b and its 10-epoch history")
 
-    prob, hdrs, _ = c.json("GET", "/v1/runs/no-such-run", expect=404)
+    _, hdrs, _ = c.json("GET", "/v1/runs/no-such-run", expect=404)
     check(hdrs.get("content-type", "").startswith("application/problem+json"), f"404 {hdrs}")
     ok("unknown id -> 404 application/problem+json")
 
@@ -303,7 +309,11 @@ def cmd_hold_stream(c: Client, state_path: str) -> None:
         how = f"connection closed ({type(err).__name__})"
     print(
         f"stream ended by {how} after {len(rows)} epochs"
-        + (f", end event status {end.get('status') or end.get('run', {}).get('status')}" if end else ""),
+        + (
+            f", end event status {end.get('status') or end.get('run', {}).get('status')}"
+            if end
+            else ""
+        ),
         flush=True,
     )
     check(rows, "the stream delivered no epoch")
@@ -318,7 +328,10 @@ def cmd_verify(c: Client, state_path: str) -> None:
     for path, before in st["snapshot"].items():
         status, _, raw = c.request("GET", path)
         check(status == 200, f"GET {path} after restart: {status} {raw[:300]!r}")
-        check(raw.decode() == before, f"GET {path} changed across restart:\n  {before}\n  {raw.decode()}")
+        check(
+            raw.decode() == before,
+            f"GET {path} changed across restart:\n  {before}\n  {raw.decode()}",
+        )
     ok(f"{len(st['snapshot'])} resources byte-identical after restart (model, runs, history)")
 
     long = st.get("long")
@@ -334,7 +347,7 @@ def cmd_verify(c: Client, state_path: str) -> None:
     seen = long["rows"]
     stored = history_rows(c, f"/v1/runs/{long['run_id']}/history")
     check(len(stored) >= len(seen), f"{len(stored)} stored rows < {len(seen)} streamed")
-    for a, b in zip(seen, stored):
+    for a, b in zip(seen, stored, strict=False):
         check(same_row(a, b), f"streamed row {a} differs from stored row {b}")
     model, _, _ = c.json("GET", f"/v1/models/{long['model_id']}")
     check(model["status"] == "idle", f"model of the interrupted run is {model['status']}")
