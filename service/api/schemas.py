@@ -306,9 +306,23 @@ ParamArray = Annotated[
     float | list[float] | list[list[float]],
     Field(description="A number (a scalar), a vector, or a matrix as a list of rows."),
 ]
+
+
+def _names_as_property_names(schema: dict[str, Any]) -> None:
+    """Pydantic writes a key pattern as ``patternProperties``, which leaves keys that miss
+    the pattern unconstrained in JSON Schema; say it as ``propertyNames`` instead, so every
+    value must be a param array whatever its key."""
+    for pattern, values in schema.pop("patternProperties", {}).items():
+        schema["additionalProperties"] = values
+        schema.setdefault("propertyNames", {})["pattern"] = pattern
+
+
 NamedArrays = Annotated[
     dict[Annotated[str, Field(max_length=40, pattern=NO_NUL)], ParamArray],
-    Field(description="Every parameter by name (W, b; W1, b1, ..., Wn, bn)."),
+    Field(
+        description="Every parameter by name (W, b; W1, b1, ..., Wn, bn).",
+        json_schema_extra=_names_as_property_names,
+    ),
 ]
 
 

@@ -147,3 +147,16 @@ def test_undecodable_body_is_a_declared_400(api: TestClient) -> None:
 def test_allow_follows_the_most_specific_path(api: TestClient) -> None:
     answer = api.request("PATCH", "/v1/datasets/synthetic")
     assert answer.headers["allow"] == "POST"
+
+
+def test_param_names_the_spec_refuses_are_refused_by_their_name(api: TestClient) -> None:
+    """A param name holding NUL missed the spec's key pattern, which (as patternProperties)
+    left its value unconstrained: Schemathesis sent an object as a param and called the 422
+    a surprise. The spec now says every value is a param array and names need no NUL."""
+    named = json.loads(SPEC.read_text())["components"]["schemas"]["NamedInit"]["properties"]["params"]
+    assert "patternProperties" not in named
+    assert named["propertyNames"]["pattern"] == "^[^\\x00]*$"
+    assert "anyOf" in named["additionalProperties"]
+    body = {"kind": "logistic", "features": 1, "initial": {"params": {"W\x00": {"a": False}}}}
+    refused = problem(api.post("/v1/models", json=body), 422)
+    assert any(error["loc"][:3] == ["body", "initial", "params"] for error in refused["errors"])
