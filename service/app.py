@@ -15,8 +15,9 @@ from fastapi.routing import APIRoute
 from sqlalchemy import func, select
 
 from service import __version__
-from service.api import datasets, events, history, models, pages, problems, runs
+from service.api import datasets, events, history, models, pages, problems, runs, tenants
 from service.api import service as service_routes
+from service.api.auth import Access, key_secret
 from service.api.bodies import BodyDecoder
 from service.api.deps import Runtime, no_nul_in_path
 from service.api.feeds import Feeds
@@ -33,14 +34,16 @@ from service.config import DEFAULT_DATABASE_URL, Settings, get_settings
 from service.jobs.executor import ProcessExecutor
 from service.jobs.progress import Progress
 from service.logs import configure_logging
-from service.store import lifecycle
+from service.store import keys, lifecycle
 from service.store.db import make_sessionmaker, open_store
 from service.store.tables import ACTIVE_STATUSES, RunRow, RunStatus
 
 log = logging.getLogger("tapeline.app")
 
 # Answer headers a browser page of an allowed origin may read.
-EXPOSED_HEADERS = ["Location", "Preference-Applied", "Retry-After", "X-Request-ID"]
+EXPOSED_HEADERS = ["Location", "Preference-Applied", "Retry-After", "X-Request-ID",
+                   "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset",
+                   "WWW-Authenticate"]
 
 DESCRIPTION = """Train models over HTTP on Tapeline's own NumPy autodiff engine — linear and
 logistic regression, softmax classifiers, small neural networks — and read or stream the
@@ -48,7 +51,9 @@ per-epoch parameters, loss and metrics. With its defaults it reproduces TensorFl
 "Custom training: basics" tutorial: 1000 noisy points around W = 3, b = 2, a linear model
 starting at W = 5, b = 0, ten epochs of gradient descent at learning rate 0.1.
 
-Every error is `application/problem+json` (RFC 9457)."""
+Every error is `application/problem+json` (RFC 9457). Requests carry an API key,
+`Authorization: Bearer tl_...`; each key belongs to one tenant, which sees only its own
+datasets, models and runs."""
 
 
 def operation_id(route: APIRoute) -> str:
@@ -92,6 +97,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         with sessions.begin() as session:
             requeued = lifecycle.resolve_interrupted(session, settings.on_interrupted)
+        if settings.bootstrap_admin_key is not None:
+            with sessions.begin() as session:
+                added = keys.register_bootstrap(
+                    session, settings.bootstrap_admin_key.get_secret_value(), key_secret(settings)
+                )
+            log.info("bootstrap admin key %s", "registered" if added else "already stored")
         executor.start()
         for run_id in requeued:
             executor.submit(run_id)
@@ -138,13 +149,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "history", "description": "Per-epoch params, loss and metrics, as rows or "
                                                "columns."},
             {"name": "events", "description": "Live streams of a run's epochs."},
+            {"name": "keys", "description": "API keys: create, list, revoke (admin)."},
+            {"name": "tenants", "description": "The caller, and tenants' quotas."},
             {"name": "service", "description": "Health, readiness and metrics."},
         ],
     )
     app.state.settings = settings
+    app.state.access = Access(settings)
     problems.install(app)
     for module in (datasets, models, runs, history):
         app.include_router(module.router)
+    app.include_router(tenants.keys_router)
+    app.include_router(tenants.tenants_router)
     for router in events.routers():
         app.include_router(router)
     app.include_router(service_routes.router)

@@ -6,7 +6,7 @@ from functools import lru_cache
 from ipaddress import ip_address
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
@@ -76,6 +76,41 @@ class Settings(BaseSettings):
         description="Origins whose browser pages may call the service (CORS); none by default.",
     )
 
+    auth: Literal["auto", "required", "off"] = Field(
+        "auto",
+        description="API keys: `auto` serves without keys (tenant `default`) only while bound "
+        "to loopback and no key exists; `required` always asks for one; `off` never does.",
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="When set, API keys are stored as an HMAC-SHA256 under this secret."
+    )
+    bootstrap_admin_key: SecretStr | None = Field(
+        None,
+        description="A key (`tl_` and 43+ URL-safe characters) registered at start-up as an "
+        "`admin` key of tenant `admin`.",
+    )
+    metrics_public: bool = Field(False, description="Serve /metrics without an admin key.")
+    tenant_max_active_runs: int = Field(
+        8, ge=0, description="Most queued or running runs of one tenant (its quota may differ)."
+    )
+    tenant_max_stored_bytes: int = Field(
+        1024**3, ge=0, description="Most bytes of datasets one tenant stores."
+    )
+    tenant_rate_limit: str = Field(
+        "50/second", description="Requests one tenant may make, e.g. `50/second`, `1000/minute`."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis for rate limits shared by every replica (memory otherwise)."
+    )
+
+    @field_validator("tenant_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)  # ValueError for anything but "N/second" and its kin
+        return value
+
     @field_validator("allowed_hosts", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
@@ -88,7 +123,7 @@ class Settings(BaseSettings):
         bound to loopback; :class:`ValueError` when it is bound elsewhere without the setting."""
         if self.allowed_hosts is not None:
             return self.allowed_hosts
-        if _is_loopback(self.host):
+        if is_loopback(self.host):
             return LOOPBACK_NAMES
         raise ValueError(
             f"TAPELINE_ALLOWED_HOSTS is required when TAPELINE_HOST ({self.host}) is not a "
@@ -96,7 +131,8 @@ class Settings(BaseSettings):
         )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback."""
     if host == "localhost":
         return True
     try:

@@ -36,8 +36,8 @@ def store_finished_run(database_url: str, model_id: str, dataset_id: str, epochs
     with sessions.begin() as session:
         run = repo.create_run(
             session,
-            model=repo.get_model(session, model_id),
-            dataset=repo.get_dataset(session, dataset_id),
+            model=repo.Repository(session, "default").get_model(model_id),
+            dataset=repo.Repository(session, "default").get_dataset(dataset_id),
             epochs=epochs,
             optimizer={"kind": "sgd", "learning_rate": 0.1},
             batch_size=None,

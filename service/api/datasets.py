@@ -14,11 +14,12 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api import views
 from service.api.arrays import check_dataset, matrix
+from service.api.auth import AUTH_ERRORS, Authorized, StoreDep, TenantStore
 from service.api.bodies import OffLoopJsonRoute
 from service.api.deps import JsonBody, PageDep, Runtime, RuntimeDep, encode_cursor
 from service.api.labels import encode
 from service.api.negotiation import choose
-from service.api.problems import ProblemError, responses
+from service.api.problems import ProblemError, over_quota, responses
 from service.api.schemas import (
     NO_NUL,
     SAFE_INT_END,
@@ -33,16 +34,17 @@ from service.api.schemas import (
 )
 from service.api.uploads import parse_upload
 from service.config import Settings
-from service.store import repo
 from service.store.sampling import sample_rows
 from service.store.tables import DatasetRow
 from service.training.data import SYNTHETIC
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=OffLoopJsonRoute)
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=OffLoopJsonRoute,
+                   dependencies=[Authorized],
+                   responses=AUTH_ERRORS)
 
 
 def _store(
-    runtime: RuntimeDep,
+    store: TenantStore,
     response: Response,
     x: np.ndarray,
     y: np.ndarray,
@@ -51,9 +53,20 @@ def _store(
     synthetic: dict[str, object] | None = None,
     classes: list[str] | None = None,
 ) -> Dataset:
-    with runtime.sessions.begin() as session:
-        row = repo.create_dataset(session, x=x, y=y, source=source, name=name,
+    with store.write() as repo:
+        quotas = store.quotas(repo)
+        if quotas is not None:
+            repo.lock_tenant()
+        row = repo.create_dataset(x=x, y=y, source=source, name=name,
                                   synthetic=synthetic, classes=classes)
+        if quotas is not None:  # counted with the new row; raising undoes it
+            used = repo.stored_bytes() - row.stored_bytes
+            if used + row.stored_bytes > quotas.max_stored_bytes:
+                raise over_quota(
+                    f"tenant {repo.tenant!r} stores {used} bytes of datasets; this one "
+                    f"({row.stored_bytes} bytes) would pass its quota of "
+                    f"{quotas.max_stored_bytes} bytes (delete datasets, or ask for more)",
+                    quotas.max_stored_bytes, used)
         view = views.dataset(row)
     response.headers["Location"] = f"/v1/datasets/{view.id}"
     return view
@@ -66,13 +79,14 @@ def _store(
     dependencies=[JsonBody],
     responses=responses(400, 413, 415, 422),
 )
-def create(body: DatasetCreate, runtime: RuntimeDep, response: Response) -> Dataset:
+def create(body: DatasetCreate, runtime: RuntimeDep, store: StoreDep,
+           response: Response) -> Dataset:
     """Store `x` (a list of numbers for one feature, or a list of rows) and `y`: numbers, or
     class names (stored as indices into the sorted names, reported as `classes`)."""
     x = matrix(body.x, ["body", "x"])
     y, classes = _targets(body.y, ["body", "y"], runtime.settings)
     x, y = check_dataset(x, y, runtime.settings, (["body", "x"], ["body", "y"]))
-    return _store(runtime, response, x, y, "inline", body.name, classes=classes)
+    return _store(store, response, x, y, "inline", body.name, classes=classes)
 
 
 def _targets(y: list[float] | list[str] | np.ndarray, loc: list[str | int],
@@ -93,6 +107,7 @@ def _targets(y: list[float] | list[str] | np.ndarray, loc: list[str | int],
 )
 def create_synthetic(
     runtime: RuntimeDep,
+    store: StoreDep,
     response: Response,
     body: Annotated[SyntheticCreate | None, Body()] = None,
 ) -> Dataset:
@@ -115,7 +130,7 @@ def create_synthetic(
     params = {**spec.model_dump(exclude={"name"}), "seed": seed}
     if isinstance(spec, LinearSynthetic):
         del params["kind"]  # v1 stored the line's parameters alone; absent kind means linear
-    return _store(runtime, response, x, y, "synthetic", spec.name, params)
+    return _store(store, response, x, y, "synthetic", spec.name, params)
 
 
 @router.post(
@@ -138,6 +153,7 @@ def create_synthetic(
 )
 async def upload(
     runtime: RuntimeDep,
+    store: StoreDep,
     response: Response,
     file: Annotated[
         UploadFile,
@@ -154,11 +170,12 @@ async def upload(
     ] = None,
 ) -> Dataset:
     """Store a dataset from a file; every other CSV column (or the npz `x`) is a feature."""
-    return await run_in_threadpool(_store_upload, runtime, response, file, target, name)
+    return await run_in_threadpool(_store_upload, runtime, store, response, file, target, name)
 
 
 def _store_upload(
-    runtime: Runtime, response: Response, file: UploadFile, target: str, name: str | None
+    runtime: Runtime, store: TenantStore, response: Response, file: UploadFile, target: str,
+    name: str | None,
 ) -> Dataset:
     """Parse, check and store an upload (in a worker thread: parsing is CPU work); a target
     column of text becomes class indices."""
@@ -167,24 +184,24 @@ def _store_upload(
     y, classes = _targets(y, ["file", target], runtime.settings)
     x, y = check_dataset(x, y, runtime.settings, (["file"], ["file", target]))
     label = name or filename.replace("\x00", "")[:200] or None
-    return _store(runtime, response, x, y, "upload", label, classes=classes)
+    return _store(store, response, x, y, "upload", label, classes=classes)
 
 
 @router.get("", summary="List datasets", responses=responses(422))
-def list_(runtime: RuntimeDep, page: PageDep) -> DatasetPage:
-    """Datasets in creation order, a page at a time."""
-    with runtime.sessions() as session:
+def list_(store: StoreDep, page: PageDep) -> DatasetPage:
+    """The tenant's datasets in creation order, a page at a time."""
+    with store.read() as repo:
         rows, after = repo.page(
-            session, DatasetRow, page.limit, page.after_seq, newest_first=page.newest_first
+            DatasetRow, page.limit, page.after_seq, newest_first=page.newest_first
         )
         return DatasetPage(items=[views.dataset(r) for r in rows], next_cursor=encode_cursor(after))
 
 
 @router.get("/{dataset_id}", summary="Get a dataset's metadata", responses=responses(404))
-def get(dataset_id: str, runtime: RuntimeDep) -> Dataset:
+def get(dataset_id: str, store: StoreDep) -> Dataset:
     """Size, features, dtype, summary statistics and, if synthetic, its parameters."""
-    with runtime.sessions() as session:
-        return views.dataset(repo.get_dataset(session, dataset_id))
+    with store.read() as repo:
+        return views.dataset(repo.get_dataset(dataset_id))
 
 
 DATA_TYPES = ("application/json", "text/csv", "application/octet-stream")
@@ -209,7 +226,7 @@ DATA_TYPES = ("application/json", "text/csv", "application/octet-stream")
 )
 def download(
     dataset_id: str,
-    runtime: RuntimeDep,
+    store: StoreDep,
     request: Request,
     sample: Annotated[
         Examples | None,
@@ -225,9 +242,9 @@ def download(
     media_type = choose(request.headers.get("accept"), DATA_TYPES)
     if media_type is None:
         raise ProblemError(406, f"can send only {', '.join(DATA_TYPES)}")
-    with runtime.sessions() as session:
-        classes = repo.get_dataset(session, dataset_id).classes
-        x, y = repo.load_arrays(session, dataset_id)
+    with store.read() as repo:
+        classes = repo.get_dataset(dataset_id).classes
+        x, y = repo.load_arrays(dataset_id)
     if sample is not None:
         rows = sample_rows(len(y), sample, seed)
         x, y = x[rows], y[rows]
@@ -262,8 +279,8 @@ def download(
 @router.delete(
     "/{dataset_id}", status_code=204, summary="Delete a dataset", responses=responses(404, 409)
 )
-def delete(dataset_id: str, runtime: RuntimeDep) -> Response:
+def delete(dataset_id: str, store: StoreDep) -> Response:
     """Delete a dataset no active run uses (409 otherwise). Finished runs keep its id."""
-    with runtime.sessions.begin() as session:
-        repo.delete_dataset(session, dataset_id)
+    with store.write() as repo:
+        repo.delete_dataset(dataset_id)
     return Response(status_code=204)

@@ -9,24 +9,27 @@ however many clients read the run.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.sse import format_sse_event
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.routing import Match
 from starlette.types import Scope
 
 from service.api import views
+from service.api.auth import AUTH_ERRORS, Authorized, StoreDep, TenantStore
 from service.api.deps import Runtime, RuntimeDep
 from service.api.feeds import Item
 from service.api.negotiation import choose
 from service.api.problems import ProblemError, responses
 from service.api.schemas import INT32_END, EndEvent, EpochEvent, StreamItem
-from service.store import repo
-from service.store.tables import FINAL_STATUSES
+from service.store.repo import NotFound, Repository
+from service.store.tables import FINAL_STATUSES, RunRow
 
 SSE, JSONL = "text/event-stream", "application/jsonl"
 OFFERS = (SSE, JSONL, "application/x-ndjson")
@@ -49,18 +52,26 @@ class JsonLinesRoute(APIRoute):
         return match, child
 
 
-router = APIRouter(tags=["events"])
-jsonl_router = APIRouter(tags=["events"], route_class=JsonLinesRoute)
+router = APIRouter(tags=["events"], dependencies=[Authorized],
+                   responses=AUTH_ERRORS)
+jsonl_router = APIRouter(tags=["events"], route_class=JsonLinesRoute, dependencies=[Authorized],
+                   responses=AUTH_ERRORS)
 
 
 def read_items(
     sessions: sessionmaker[Session], run_id: str, after: int, limit: int
 ) -> tuple[list[Item], Item | None]:
     """Up to ``limit`` of a run's epochs after ``after`` as stream items, and the end item when
-    the run is final and no epoch follows (:class:`~service.api.feeds.Read`)."""
+    the run is final and no epoch follows (:class:`~service.api.feeds.Read`). A feed serves
+    every reader of the run in this process, so it reads as the run's own tenant; each
+    reader's tenant is checked before it joins (:func:`stream_start`)."""
     with sessions() as session:
-        run = repo.get_run(session, run_id)
-        rows, more = repo.run_history(session, run_id, after, limit)
+        owner = session.scalar(select(RunRow.owner).where(RunRow.id == run_id))
+        if owner is None:
+            raise NotFound("run", run_id)
+        repo = Repository(session, owner)
+        run = repo.get_run(run_id)
+        rows, more = repo.run_history(run_id, after, limit)
         items = [
             Item("epoch", row.epoch, EpochEvent(**views.history_row(row).model_dump())
                  .model_dump_json())
@@ -90,9 +101,15 @@ LastEventId = Annotated[
 ]
 
 
+def _check_run(store: TenantStore, run_id: str) -> None:
+    with store.read() as repo:
+        repo.get_run(run_id)
+
+
 async def stream_start(
     run_id: str,
     runtime: RuntimeDep,
+    store: StoreDep,
     request: Request,
     after: After = None,
     last_event_id: LastEventId = None,
@@ -100,7 +117,7 @@ async def stream_start(
     """The epoch to stream after, checked before the response starts (404, 406, 422)."""
     if choose(request.headers.get("accept"), OFFERS) is None:
         raise ProblemError(406, f"can stream only {SSE} or {JSONL}")
-    await runtime.feeds.check(run_id)
+    await runtime.feeds.check(store.caller.tenant, run_id, partial(_check_run, store, run_id))
     if last_event_id is not None:
         return max(int(last_event_id), -1)
     return -1 if after is None else after

@@ -104,18 +104,18 @@ class Feeds:
         self._progress = progress
         self._read = read
         self._feeds: dict[str, Feed] = {}
-        self._checks: dict[str, asyncio.Future[tuple[list[Item], Item | None]]] = {}
+        self._checks: dict[tuple[str, str], asyncio.Future[object]] = {}
 
-    async def check(self, run_id: str) -> None:
-        """:class:`NotFound` unless the run exists: known at once while a feed reads it, else
-        one store read shared by every caller asking meanwhile (a crowd connecting at once)."""
-        if run_id in self._feeds:
-            return
-        pending = self._checks.get(run_id)
+    async def check(self, tenant: str, run_id: str, probe: Callable[[], object]) -> None:
+        """Run ``probe`` (a query bound to ``tenant`` that raises :class:`NotFound` unless the
+        tenant has the run) once for every caller of that tenant asking meanwhile (a crowd
+        connecting at once), in a worker thread."""
+        key = (tenant, run_id)
+        pending = self._checks.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(run_in_threadpool(self._read, run_id, -1, 0))
-            self._checks[run_id] = pending
-            pending.add_done_callback(lambda _: self._checks.pop(run_id, None))
+            pending = asyncio.ensure_future(run_in_threadpool(probe))
+            self._checks[key] = pending
+            pending.add_done_callback(lambda _: self._checks.pop(key, None))
         await asyncio.shield(pending)
 
     def _join(self, run_id: str, after: int) -> Feed:

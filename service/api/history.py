@@ -7,12 +7,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from service.api import views
+from service.api.auth import AUTH_ERRORS, Authorized, StoreDep
 from service.api.deps import PageSize, RuntimeDep
 from service.api.problems import responses
 from service.api.schemas import INT32_END, HistoryColumns, HistoryPage
-from service.store import repo
 
-router = APIRouter(tags=["history"])
+router = APIRouter(tags=["history"], dependencies=[Authorized],
+                   responses=AUTH_ERRORS)
 
 Format = Annotated[
     Literal["rows", "columns"],
@@ -46,6 +47,7 @@ MaxPoints = Annotated[
 def run(
     run_id: str,
     runtime: RuntimeDep,
+    store: StoreDep,
     format: Format = "rows",
     after: Annotated[
         int | None, Query(ge=-1, lt=INT32_END, description="Only epochs after this one.")
@@ -57,13 +59,12 @@ def run(
     loss and metrics there, as the tutorial logs W, b and the loss; with `max_points`, a
     chart's worth of them."""
     settings = runtime.settings
-    with runtime.sessions() as session:
-        repo.get_run(session, run_id)
+    with store.read() as repo:
+        repo.get_run(run_id)
         if max_points is not None:
-            rows, more = repo.run_history_sample(session, run_id, after, max_points), False
+            rows, more = repo.run_history_sample(run_id, after, max_points), False
         else:
-            rows, more = repo.run_history(session, run_id, after,
-                                          limit or settings.max_page_size)
+            rows, more = repo.run_history(run_id, after, limit or settings.max_page_size)
         return views.rendered(views.history(rows, more, format, "epoch"))
 
 
@@ -77,6 +78,7 @@ def run(
 def model(
     model_id: str,
     runtime: RuntimeDep,
+    store: StoreDep,
     format: Format = "rows",
     after: Annotated[
         int | None, Query(ge=-1, lt=INT32_END, description="Only rows after this `step`.")
@@ -87,11 +89,10 @@ def model(
     """Every epoch of every run of the model in order; `step` numbers them across runs. With
     `max_points`, a chart's worth of them."""
     settings = runtime.settings
-    with runtime.sessions() as session:
-        repo.get_model(session, model_id)
+    with store.read() as repo:
+        repo.get_model(model_id)
         if max_points is not None:
-            rows, more = repo.model_history_sample(session, model_id, after, max_points), False
+            rows, more = repo.model_history_sample(model_id, after, max_points), False
         else:
-            rows, more = repo.model_history(session, model_id, after,
-                                            limit or settings.max_page_size)
+            rows, more = repo.model_history(model_id, after, limit or settings.max_page_size)
         return views.rendered(views.history(rows, more, format, "step"))

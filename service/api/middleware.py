@@ -263,6 +263,9 @@ class RequestContextMiddleware:
                            (b"x-request-id", request_id.encode("latin-1"))]
                 if all(name.lower() != b"x-content-type-options" for name, _ in headers):
                     headers.append((b"x-content-type-options", b"nosniff"))
+                rate = scope["state"].get("rate_headers")
+                if rate and all(name.lower() != b"ratelimit-limit" for name, _ in headers):
+                    headers.extend((k.lower().encode(), v.encode()) for k, v in rate.items())
                 message["headers"] = headers
             await send(message)
 

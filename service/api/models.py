@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Response
 from service import engine as tg
 from service.api import views
 from service.api.arrays import matrix
+from service.api.auth import AUTH_ERRORS, Authorized, StoreDep
 from service.api.bodies import OffLoopJsonRoute
 from service.api.deps import JsonBody, PageDep, RuntimeDep, encode_cursor
 from service.api.problems import ProblemError, invalid, responses
@@ -27,13 +28,14 @@ from service.api.schemas import (
     RandomInit,
 )
 from service.config import Settings
-from service.store import repo
 from service.store.codec import unpack_params
 from service.store.tables import ModelRow
 from service.training.kinds import Kind, make_kind, probabilities
 from service.training.kinds import Model as Trainable
 
-router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OffLoopJsonRoute)
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OffLoopJsonRoute,
+                   dependencies=[Authorized],
+                   responses=AUTH_ERRORS)
 
 
 def kind_of(spec: Any, settings: Settings) -> Kind:
@@ -102,7 +104,10 @@ def _named(shapes: dict[str, tuple[int, ...]], given: dict[str, Any]) -> dict[st
     responses=responses(400, 413, 415, 422),
 )
 def create(
-    runtime: RuntimeDep, response: Response, body: Annotated[ModelCreate | None, Body()] = None
+    runtime: RuntimeDep,
+    store: StoreDep,
+    response: Response,
+    body: Annotated[ModelCreate | None, Body()] = None,
 ) -> Model:
     """A model of a `kind`: `linear` (`x @ W + b`; with no `initial`, W = 5 for every feature
     and b = 0, the tutorial's start), `logistic` (2 classes: a sigmoid; more: a softmax) or
@@ -110,8 +115,8 @@ def create(
     spec = body or LinearModelCreate()
     kind = kind_of(spec, runtime.settings)
     params, seed = initial_params(kind, spec.initial)
-    with runtime.sessions.begin() as session:
-        row = repo.create_model(session, kind=kind.name, config=kind.config(), params=params,
+    with store.write() as repo:
+        row = repo.create_model(kind=kind.name, config=kind.config(), params=params,
                                 name=spec.name, random_seed=seed)
         view = views.model(row, training=False)
     response.headers["Location"] = f"/v1/models/{view.id}"
@@ -119,34 +124,34 @@ def create(
 
 
 @router.get("", summary="List models", responses=responses(422))
-def list_(runtime: RuntimeDep, page: PageDep) -> ModelPage:
-    """Models in creation order, a page at a time."""
-    with runtime.sessions() as session:
+def list_(runtime: RuntimeDep, store: StoreDep, page: PageDep) -> ModelPage:
+    """The tenant's models in creation order, a page at a time."""
+    with store.read() as repo:
         rows, after = repo.page(
-            session, ModelRow, page.limit, page.after_seq, newest_first=page.newest_first
+            ModelRow, page.limit, page.after_seq, newest_first=page.newest_first
         )
-        training = repo.training_model_ids(session, [r.id for r in rows])
+        training = repo.training_model_ids([r.id for r in rows])
         limit = runtime.settings.history_params_max
         return ModelPage(items=[views.model(r, r.id in training, limit) for r in rows],
                          next_cursor=encode_cursor(after))
 
 
 @router.get("/{model_id}", summary="Get a model and its parameters", responses=responses(404))
-def get(model_id: str, runtime: RuntimeDep) -> Model:
+def get(model_id: str, store: StoreDep) -> Model:
     """Current params (W and b where the kind has them), epochs trained, last loss and whether
     it is training."""
-    with runtime.sessions() as session:
-        row = repo.get_model(session, model_id)
-        return views.model(row, repo.active_run_id(session, model_id) is not None)  # type: ignore[no-any-return]
+    with store.read() as repo:
+        row = repo.get_model(model_id)
+        return views.model(row, repo.active_run_id(model_id) is not None)  # type: ignore[no-any-return]
 
 
 @router.delete(
     "/{model_id}", status_code=204, summary="Delete a model", responses=responses(404, 409)
 )
-def delete(model_id: str, runtime: RuntimeDep) -> Response:
+def delete(model_id: str, store: StoreDep) -> Response:
     """Delete a model with its runs and history; 409 while it trains."""
-    with runtime.sessions.begin() as session:
-        repo.delete_model(session, model_id)
+    with store.write() as repo:
+        repo.delete_model(model_id)
     return Response(status_code=204)
 
 
@@ -155,14 +160,15 @@ def delete(model_id: str, runtime: RuntimeDep) -> Response:
     summary="Predict with a model",
     dependencies=[JsonBody],
     responses=responses(400, 404, 413, 415, 422),
+    openapi_extra={"x-scope": "read"},  # a POST that changes nothing
 )
 def predict(model_id: str, body: PredictRequest,
-            runtime: RuntimeDep) -> ClassPrediction | Prediction:
+            store: StoreDep) -> ClassPrediction | Prediction:
     """The model's forward pass for each row of `x` (a flat list when the model has one
     feature): values `y` for regression; for a classifier, the most probable class `y`, each
     class's `probabilities`, and `labels` when the classes have names."""
-    with runtime.sessions() as session:
-        row = repo.get_model(session, model_id)
+    with store.read() as repo:
+        row = repo.get_model(model_id)
         kind = make_kind(row.kind, row.config)
         params, names = unpack_params(row.params), row.class_names
     x = matrix(body.x, ["body", "x"], kind.features)

@@ -56,6 +56,28 @@ def invalid(loc: list[str | int], msg: str) -> ProblemError:
     return ProblemError(422, f"{where}: {msg}", [{"loc": loc, "msg": msg}])
 
 
+def unauthorized(detail: str, error: str | None = None) -> ProblemError:
+    """A 401 asking for a bearer token (RFC 6750: ``error`` says what was wrong with the one
+    sent, if any). The detail never repeats the key."""
+    challenge = 'Bearer realm="tapeline"' + (f', error="{error}"' if error else "")
+    return ProblemError(401, detail, headers={"WWW-Authenticate": challenge})
+
+
+def forbidden(detail: str) -> ProblemError:
+    """A 403: the caller is known, but its scopes do not allow the operation."""
+    return ProblemError(403, detail)
+
+
+def over_quota(detail: str, limit: int, used: int, retry_after: int = 5) -> ProblemError:
+    """A 429 for a tenant at one of its quotas, with ``Retry-After`` and ``RateLimit-*``."""
+    return ProblemError(429, detail, headers={
+        "Retry-After": str(retry_after),
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(max(limit - used, 0)),
+        "RateLimit-Reset": str(retry_after),
+    })
+
+
 def _slug(status: int) -> str:
     return HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
 

@@ -10,19 +10,20 @@ from fastapi import APIRouter, Header, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.api import views
+from service.api.auth import AUTH_ERRORS, Authorized, StoreDep, TenantStore
 from service.api.bodies import OffLoopJsonRoute
 from service.api.deps import JsonBody, PageDep, Runtime, RuntimeDep, encode_cursor
 from service.api.prefer import decimal, wait_seconds
-from service.api.problems import ProblemError, invalid, responses
+from service.api.problems import ProblemError, invalid, over_quota, responses
 from service.api.schemas import Run, RunCreate, RunPage, ValidationDataset, ValidationFraction
-from service.store import repo
 from service.store.tables import FINAL_STATUSES, DatasetRow, ModelRow, RunRow
 from service.training.kinds import Kind, make_kind
 from service.training.losses import LOSSES
 from service.training.metrics import METRICS
 from service.training.metrics import names as metric_names
 
-router = APIRouter(tags=["runs"], route_class=OffLoopJsonRoute)
+router = APIRouter(tags=["runs"], route_class=OffLoopJsonRoute, dependencies=[Authorized],
+                   responses=AUTH_ERRORS)
 
 
 def _check_data(kind: Kind, model: ModelRow, dataset: DatasetRow,
@@ -82,26 +83,33 @@ def _options(kind: Kind, body: RunCreate, dataset: DatasetRow) -> dict[str, Any]
     }
 
 
-def _start(runtime: Runtime, model_id: str, body: RunCreate) -> Run:
-    with runtime.sessions.begin() as session:
-        queued = repo.lock_queue(session)
+def _start(runtime: Runtime, store: TenantStore, model_id: str, body: RunCreate) -> Run:
+    with store.write() as repo:
+        queued = repo.lock_queue()
         if queued >= runtime.settings.max_queued_runs:
             raise ProblemError(
                 429,
                 f"{queued} runs are already waiting; try again later",
                 headers={"Retry-After": "5"},
             )
-        model = repo.get_model(session, model_id)
+        quotas = store.quotas(repo)
+        if quotas is not None:  # counted under the queue's lock: no concurrent run slips by
+            active = repo.active_runs()
+            if active >= quotas.max_active_runs:
+                raise over_quota(
+                    f"tenant {repo.tenant!r} has {active} queued or running runs, its quota "
+                    f"of {quotas.max_active_runs}; wait for one to end or cancel one",
+                    quotas.max_active_runs, active)
+        model = repo.get_model(model_id)
         kind = make_kind(model.kind, model.config)
-        dataset = repo.get_dataset(session, body.dataset_id)
+        dataset = repo.get_dataset(body.dataset_id)
         _check_data(kind, model, dataset, ["body", "dataset_id"])
         validation_id = None
         if isinstance(body.validation, ValidationDataset):
             validation_id = body.validation.dataset_id
-            _check_data(kind, model, repo.get_dataset(session, validation_id),
+            _check_data(kind, model, repo.get_dataset(validation_id),
                         ["body", "validation", "dataset_id"])
         row = repo.create_run(
-            session,
             model=model,
             dataset=dataset,
             epochs=body.epochs,
@@ -116,13 +124,14 @@ def _start(runtime: Runtime, model_id: str, body: RunCreate) -> Run:
         return views.run(row)
 
 
-def read_run(runtime: Runtime, run_id: str) -> Run:
-    """The run as it is stored now."""
-    with runtime.sessions() as session:
-        return views.run(repo.get_run(session, run_id))
+def read_run(store: TenantStore, run_id: str) -> Run:
+    """The tenant's run as it is stored now."""
+    with store.read() as repo:
+        return views.run(repo.get_run(run_id))
 
 
-async def wait_for_end(runtime: Runtime, run: Run, seen: int, seconds: float) -> Run:
+async def wait_for_end(runtime: Runtime, store: TenantStore, run: Run, seen: int,
+                       seconds: float) -> Run:
     """The run once it is final, or as it is after ``seconds``; ``run`` is how it was when the
     run's news version was ``seen``, so the store is read only after news (or each second)."""
     deadline = time.monotonic() + seconds
@@ -134,7 +143,7 @@ async def wait_for_end(runtime: Runtime, run: Run, seen: int, seconds: float) ->
         if runtime.progress.closed:
             break  # the service is stopping: answer with the run as it is
         seen = runtime.progress.version(run.id)
-        run = await run_in_threadpool(read_run, runtime, run.id)
+        run = await run_in_threadpool(read_run, store, run.id)
     return run
 
 
@@ -153,6 +162,7 @@ async def create(
     model_id: str,
     body: RunCreate,
     runtime: RuntimeDep,
+    store: StoreDep,
     response: Response,
     prefer: Annotated[
         str | None,
@@ -169,13 +179,13 @@ async def create(
     penalty on the kernels, `validation` rows (the last `fraction`, or another dataset),
     `early_stopping`, and `shuffle: false` for mini-batches in row order. A classifier needs
     labels that are class indices in [0, classes)."""
-    run = await run_in_threadpool(_start, runtime, model_id, body)
+    run = await run_in_threadpool(_start, runtime, store, model_id, body)
     seen = runtime.progress.version(run.id)
     runtime.executor.submit(run.id)
     response.headers["Location"] = f"/v1/runs/{run.id}"
     wait = wait_seconds(prefer, runtime.settings.max_wait_seconds)
     if wait is not None:
-        run = await wait_for_end(runtime, run, seen, wait)
+        run = await wait_for_end(runtime, store, run, seen, wait)
         response.headers["Preference-Applied"] = f"wait={decimal(wait)}"
     if run.status in FINAL_STATUSES:
         response.status_code = 200
@@ -185,12 +195,11 @@ async def create(
 @router.get(
     "/v1/models/{model_id}/runs", summary="List a model's runs", responses=responses(404, 422)
 )
-def list_(model_id: str, runtime: RuntimeDep, page: PageDep) -> RunPage:
+def list_(model_id: str, store: StoreDep, page: PageDep) -> RunPage:
     """A model's runs in creation order (or `order=newest` first), a page at a time."""
-    with runtime.sessions() as session:
-        repo.get_model(session, model_id)
+    with store.read() as repo:
+        repo.get_model(model_id)
         rows, after = repo.page(
-            session,
             RunRow,
             page.limit,
             page.after_seq,
@@ -201,19 +210,20 @@ def list_(model_id: str, runtime: RuntimeDep, page: PageDep) -> RunPage:
 
 
 @router.get("/v1/runs", summary="List every run", responses=responses(422))
-def list_all(runtime: RuntimeDep, page: PageDep) -> RunPage:
-    """Runs of every model, a page at a time; `order=newest` lists the latest first."""
-    with runtime.sessions() as session:
+def list_all(store: StoreDep, page: PageDep) -> RunPage:
+    """Runs of every model of the tenant, a page at a time; `order=newest` lists the latest
+    first."""
+    with store.read() as repo:
         rows, after = repo.page(
-            session, RunRow, page.limit, page.after_seq, newest_first=page.newest_first
+            RunRow, page.limit, page.after_seq, newest_first=page.newest_first
         )
         return RunPage(items=[views.run(r) for r in rows], next_cursor=encode_cursor(after))
 
 
 @router.get("/v1/runs/{run_id}", summary="Get a run", responses=responses(404))
-def get(run_id: str, runtime: RuntimeDep) -> Run:
+def get(run_id: str, store: StoreDep) -> Run:
     """Status, progress, initial and final parameters, and the error if it did not succeed."""
-    return read_run(runtime, run_id)
+    return read_run(store, run_id)
 
 
 @router.post(
@@ -223,11 +233,11 @@ def get(run_id: str, runtime: RuntimeDep) -> Run:
     response_description="The run: `cancelling`, `cancelled`, or as it ended if already final.",
     responses=responses(404),
 )
-def cancel(run_id: str, runtime: RuntimeDep) -> Run:
+def cancel(run_id: str, runtime: RuntimeDep, store: StoreDep) -> Run:
     """A queued run is cancelled at once; a running one stops at its next epoch boundary and
     keeps its history. A finished run is returned unchanged."""
-    with runtime.sessions.begin() as session:
-        row = repo.request_cancel(session, run_id)
+    with store.write() as repo:
+        row = repo.request_cancel(run_id)
         run = views.run(row)
     runtime.executor.cancel(run_id)
     runtime.progress.notify_threadsafe(run_id)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response, Security
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from service.api.auth import BEARER, authenticate
 from service.api.deps import RuntimeDep
-from service.api.problems import ProblemError, responses
+from service.api.problems import ProblemError, forbidden, responses
 from service.api.schemas import Health
 from service.store.db import ping
 
@@ -31,6 +34,15 @@ async def readyz(runtime: RuntimeDep) -> Health:
     return Health(status="ok")
 
 
+def metrics_access(request: Request, runtime: RuntimeDep,
+                   _: Annotated[object, Security(BEARER)] = None) -> None:
+    """401 / 403 unless the caller has an ``admin`` key, or the metrics are public."""
+    if runtime.settings.metrics_public:
+        return
+    if not authenticate(request, runtime).may("admin"):
+        raise forbidden("the metrics need an admin key (or TAPELINE_METRICS_PUBLIC=true)")
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics",
@@ -39,8 +51,11 @@ async def readyz(runtime: RuntimeDep) -> Health:
         200: {
             "description": "Prometheus text exposition format.",
             "content": {"text/plain": {"schema": {"type": "string"}}},
-        }
+        },
+        **responses(401, 403, 429),
     },
+    dependencies=[Depends(metrics_access)],
+    openapi_extra={"x-scope": "admin"},
 )
 async def metrics(runtime: RuntimeDep) -> Response:
     """HTTP requests and latency, runs by status, epochs trained, executor load."""

@@ -1,8 +1,10 @@
-"""Repository functions: every read and write of datasets, models, runs and history that the
-API makes (the training side's writes are in ``lifecycle``).
+"""The repository: every read and write of datasets, models, runs and history that the API
+makes, bound to one tenant (the training side's writes are in ``lifecycle``).
 
-Each function takes an open :class:`~sqlalchemy.orm.Session`; the caller owns the
-transaction. Errors the API must report are :class:`NotFound` and :class:`Conflict`.
+A :class:`Repository` holds an open :class:`~sqlalchemy.orm.Session` (the caller owns the
+transaction) and the tenant it acts for; every query it makes filters by that tenant in SQL,
+so another tenant's id is exactly as unknown as an id that does not exist. Errors the API
+must report are :class:`NotFound` and :class:`Conflict`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from itertools import chain
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import delete, false, func, select, update
+from sqlalchemy import delete, exists, false, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -87,54 +89,9 @@ def dataset_summary(row: DatasetRow) -> dict[str, Any]:
     }
 
 
-def create_dataset(
-    session: Session,
-    *,
-    x: np.ndarray,
-    y: np.ndarray,
-    source: str,
-    name: str | None = None,
-    synthetic: dict[str, Any] | None = None,
-    classes: list[str] | None = None,
-) -> DatasetRow:
-    """Store a dataset; ``x`` is (examples, features), ``y`` is (examples,): values, or class
-    indices into ``classes`` when the labels had names."""
-    row = DatasetRow(
-        id=new_id("ds"),
-        name=name,
-        source=source,
-        num_examples=int(x.shape[0]),
-        features=int(x.shape[1]),
-        dtype=str(x.dtype),
-        x=pack_array(x),
-        y=pack_array(y),
-        summary=_summary(x, y),
-        synthetic=synthetic,
-        classes=classes,
-        y_min=float(y.min()),
-        y_max=float(y.max()),
-        y_integral=bool(np.all(y == np.round(y))),
-        created_at=now(),
-    )
-    session.add(row)
-    session.flush()
-    return row
-
-
-def _by_id(session: Session, table: type[Row], kind: str, resource_id: str) -> Row:
-    row = session.scalar(select(table).where(table.id == resource_id))  # type: ignore[attr-defined]
-    if row is None:
-        raise NotFound(kind, resource_id)
-    return row
-
-
-def get_dataset(session: Session, dataset_id: str) -> DatasetRow:
-    """The dataset with this id, or :class:`NotFound`."""
-    return _by_id(session, DatasetRow, "dataset", dataset_id)
-
-
 def load_arrays(session: Session, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """A dataset's ``x`` and ``y`` arrays, in one query."""
+    """A dataset's ``x`` and ``y`` arrays, in one query, whoever owns it: for the training
+    side, which runs what the API (bound to the run's tenant) queued."""
     found = session.execute(
         select(DatasetRow.x, DatasetRow.y).where(DatasetRow.id == dataset_id)
     ).one_or_none()
@@ -143,219 +100,359 @@ def load_arrays(session: Session, dataset_id: str) -> tuple[np.ndarray, np.ndarr
     return unpack_array(found.x), unpack_array(found.y)
 
 
-def delete_dataset(session: Session, dataset_id: str) -> None:
-    """Delete a dataset, or :class:`Conflict` while an active run uses it (to train or to
-    validate)."""
-    row = get_dataset(session, dataset_id)
-    uses = (RunRow.dataset_id == dataset_id) | (RunRow.validation_dataset_id == dataset_id)
-    busy = session.scalar(
-        select(RunRow.id).where(uses, RunRow.status.in_(ACTIVE_STATUSES)).limit(1)
-    )
-    if busy is not None:
-        raise Conflict(f"dataset {dataset_id!r} is in use by active run {busy!r}")
-    session.delete(row)
-
-
-def page(
-    session: Session,
-    table: type[Any],
-    limit: int,
-    after_seq: int | None,
-    *where: Any,
-    newest_first: bool = False,
-) -> tuple[Sequence[Any], int | None]:
-    """One page of ``table`` in creation order (or newest first) and the ``seq`` to continue
-    after, if any."""
-    order = table.seq.desc() if newest_first else table.seq
-    query = select(table).where(*where).order_by(order).limit(limit + 1)
-    if after_seq is not None:
-        query = query.where(table.seq < after_seq if newest_first else table.seq > after_seq)
-    rows = session.scalars(query).all()
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1].seq
-    return rows, None
-
-
-# ------------------------------------------------------------------ models
-
-
-def create_model(
-    session: Session,
-    *,
-    kind: str,
-    config: dict[str, Any],
-    params: dict[str, np.ndarray],
-    name: str | None,
-    random_seed: int | None = None,
-) -> ModelRow:
-    """Store a new model: its kind, the kind's config and its initial parameters."""
-    stamp = now()
-    row = ModelRow(
-        id=new_id("mdl"),
-        name=name,
-        kind=kind,
-        features=config["features"],
-        config=config,
-        params=pack_params(params),
-        random_seed=random_seed,
-        epochs_trained=0,
-        history_rows=0,
-        last_loss=None,
-        created_at=stamp,
-        updated_at=stamp,
-    )
-    session.add(row)
-    session.flush()
-    return row
-
-
-def get_model(session: Session, model_id: str) -> ModelRow:
-    """The model with this id, or :class:`NotFound`."""
-    return _by_id(session, ModelRow, "model", model_id)
-
-
-def active_run_id(session: Session, model_id: str) -> str | None:
-    """The id of the model's queued, running or cancelling run, if it has one."""
-    return session.scalar(
-        select(RunRow.id).where(RunRow.model_id == model_id, RunRow.status.in_(ACTIVE_STATUSES))
-    )
-
-
-def training_model_ids(session: Session, model_ids: Sequence[str]) -> set[str]:
-    """Which of these models have an active run."""
-    if not model_ids:
-        return set()
-    return set(
-        session.scalars(
-            select(RunRow.model_id).where(
-                RunRow.model_id.in_(model_ids), RunRow.status.in_(ACTIVE_STATUSES)
-            )
-        )
-    )
-
-
-def delete_model(session: Session, model_id: str) -> None:
-    """Delete a model with its runs and history, or :class:`Conflict` while it trains."""
-    row = get_model(session, model_id)
-    active = active_run_id(session, model_id)
-    if active is not None:
-        raise Conflict(f"model {model_id!r} is training (run {active!r})")
-    session.execute(delete(EpochRow).where(EpochRow.model_id == model_id))
-    session.execute(delete(RunRow).where(RunRow.model_id == model_id))
-    session.delete(row)
-
-
-# -------------------------------------------------------------------- runs
-
-
-def create_run(
-    session: Session,
-    *,
-    model: ModelRow,
-    dataset: DatasetRow,
-    epochs: int,
-    optimizer: dict[str, Any],
-    batch_size: int | None,
-    shuffle_seed: int | None,
-    dtype: str,
-    options: dict[str, Any],
-    record_params: bool = True,
-    validation_dataset_id: str | None = None,
-) -> RunRow:
-    """Queue a run of ``model`` on ``dataset``; :class:`Conflict` if the model has one active.
-    ``options`` are the run's loss, penalty, validation, early stopping and shuffling."""
-    active = active_run_id(session, model.id)
-    if active is not None:
-        raise Conflict(f"model {model.id!r} already has an active run {active!r}")
-    row = RunRow(
-        id=new_id("run"),
-        model_id=model.id,
-        dataset_id=dataset.id,
-        validation_dataset_id=validation_dataset_id,
-        status=RunStatus.QUEUED,
-        epochs=epochs,
-        epochs_completed=0,
-        optimizer=optimizer,
-        batch_size=batch_size,
-        shuffle_seed=shuffle_seed,
-        dtype=dtype,
-        options=options,
-        record_params=record_params,
-        history_base=model.history_rows,
-        initial_params=model.params,
-        created_at=now(),
-    )
-    session.add(row)
-    try:
-        session.flush()
-    except IntegrityError as error:  # lost a race against another request for this model
-        session.rollback()
-        raise Conflict(f"model {model.id!r} already has an active run") from error
-    return row
-
-
 # The PostgreSQL advisory lock that serialises queueing runs (any fixed number: "tape").
 QUEUE_LOCK = 0x74617065
+# The class of the per-tenant advisory locks that serialise storing a tenant's datasets.
+TENANT_LOCK = 0x74656E74
 
 
-def lock_queue(session: Session) -> int:
-    """How many runs are queued, counted under a lock the transaction holds until it ends, so
-    no other transaction (in any process) queues a run between this count and the caller's
-    own: an advisory lock on PostgreSQL, the database's write lock on SQLite."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(QUEUE_LOCK)))
-    else:  # a write that changes nothing takes SQLite's one write lock at once
-        session.execute(
-            update(RunRow)
-            .where(false())
-            .values(status=RunRow.status)
-            .execution_options(synchronize_session=False)
+def _take_write_lock(session: Session) -> None:
+    """SQLite's one write lock, at once: a write that changes nothing."""
+    session.execute(
+        update(RunRow)
+        .where(false())
+        .values(status=RunRow.status)
+        .execution_options(synchronize_session=False)
+    )
+
+
+class Repository:
+    """The datasets, models, runs and history of one tenant, read and written in ``session``.
+    Every query filters by the tenant; nothing of another tenant can be found, listed, used or
+    changed through it."""
+
+    def __init__(self, session: Session, tenant: str) -> None:
+        self.session = session
+        self.tenant = tenant
+
+    # ------------------------------------------------------------ datasets
+
+    def create_dataset(
+        self,
+        *,
+        x: np.ndarray,
+        y: np.ndarray,
+        source: str,
+        name: str | None = None,
+        synthetic: dict[str, Any] | None = None,
+        classes: list[str] | None = None,
+    ) -> DatasetRow:
+        """Store a dataset; ``x`` is (examples, features), ``y`` is (examples,): values, or
+        class indices into ``classes`` when the labels had names."""
+        x_blob, y_blob = pack_array(x), pack_array(y)
+        row = DatasetRow(
+            id=new_id("ds"),
+            owner=self.tenant,
+            name=name,
+            source=source,
+            num_examples=int(x.shape[0]),
+            features=int(x.shape[1]),
+            dtype=str(x.dtype),
+            x=x_blob,
+            y=y_blob,
+            summary=_summary(x, y),
+            synthetic=synthetic,
+            classes=classes,
+            y_min=float(y.min()),
+            y_max=float(y.max()),
+            y_integral=bool(np.all(y == np.round(y))),
+            stored_bytes=len(x_blob) + len(y_blob),
+            created_at=now(),
         )
-    return session.scalar(select(func.count()).where(RunRow.status == "queued")) or 0
+        self.session.add(row)
+        self.session.flush()
+        return row
 
+    def _by_id(self, table: type[Row], kind: str, resource_id: str) -> Row:
+        row = self.session.scalar(
+            select(table).where(table.id == resource_id, table.owner == self.tenant)  # type: ignore[attr-defined]
+        )
+        if row is None:
+            raise NotFound(kind, resource_id)
+        return row
 
-def get_run(session: Session, run_id: str) -> RunRow:
-    """The run with this id, or :class:`NotFound`."""
-    return _by_id(session, RunRow, "run", run_id)
+    def get_dataset(self, dataset_id: str) -> DatasetRow:
+        """The tenant's dataset with this id, or :class:`NotFound`."""
+        return self._by_id(DatasetRow, "dataset", dataset_id)
 
+    def load_arrays(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The tenant's dataset's ``x`` and ``y`` arrays, in one query."""
+        found = self.session.execute(
+            select(DatasetRow.x, DatasetRow.y).where(
+                DatasetRow.id == dataset_id, DatasetRow.owner == self.tenant
+            )
+        ).one_or_none()
+        if found is None:
+            raise NotFound("dataset", dataset_id)
+        return unpack_array(found.x), unpack_array(found.y)
 
-def request_cancel(session: Session, run_id: str) -> RunRow:
-    """Ask a run to stop: a queued run is cancelled at once, a running one becomes cancelling."""
-    row = get_run(session, run_id)
-    if row.status == RunStatus.QUEUED:
-        row.status = RunStatus.CANCELLED
-        row.finished_at = now()
-        row.error_reason, row.error_detail = "cancelled", "cancelled before it started"
-    elif row.status == RunStatus.RUNNING:
-        row.status = RunStatus.CANCELLING
-    session.flush()
-    return row
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a dataset, or :class:`Conflict` while an active run uses it (to train or to
+        validate)."""
+        row = self.get_dataset(dataset_id)
+        uses = (RunRow.dataset_id == dataset_id) | (RunRow.validation_dataset_id == dataset_id)
+        busy = self.session.scalar(
+            select(RunRow.id).where(uses, RunRow.status.in_(ACTIVE_STATUSES)).limit(1)
+        )
+        if busy is not None:
+            raise Conflict(f"dataset {dataset_id!r} is in use by active run {busy!r}")
+        self.session.delete(row)
 
+    def stored_bytes(self) -> int:
+        """The bytes the tenant's datasets take."""
+        total = self.session.scalar(
+            select(func.coalesce(func.sum(DatasetRow.stored_bytes), 0)).where(
+                DatasetRow.owner == self.tenant
+            )
+        )
+        return int(total or 0)
 
-# ----------------------------------------------------------------- history
+    def usage(self) -> dict[str, int]:
+        """What the tenant uses now: active runs, stored bytes, datasets and models."""
+        count = func.count()
+        return {
+            "active_runs": self.active_runs(),
+            "stored_bytes": self.stored_bytes(),
+            "datasets": self.session.scalar(
+                select(count).where(DatasetRow.owner == self.tenant)) or 0,
+            "models": self.session.scalar(select(count).where(ModelRow.owner == self.tenant)) or 0,
+        }
 
+    def lock_tenant(self) -> None:
+        """Hold, until the transaction ends, a lock that serialises the tenant's quota-checked
+        writes across processes: a per-tenant advisory lock on PostgreSQL, the database's
+        write lock on SQLite."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(
+                select(func.pg_advisory_xact_lock(TENANT_LOCK, func.hashtext(self.tenant)))
+            )
+        else:
+            _take_write_lock(self.session)
 
-def run_history(
-    session: Session, run_id: str, after: int | None, limit: int
-) -> tuple[Sequence[EpochRow], bool]:
-    """A run's history rows with ``epoch > after``, and whether more follow."""
-    query = select(EpochRow).where(EpochRow.run_id == run_id)
-    if after is not None:
-        query = query.where(EpochRow.epoch > after)
-    rows = session.scalars(query.order_by(EpochRow.epoch).limit(limit + 1)).all()
-    return rows[:limit], len(rows) > limit
+    def page(
+        self,
+        table: type[Any],
+        limit: int,
+        after_seq: int | None,
+        *where: Any,
+        newest_first: bool = False,
+    ) -> tuple[Sequence[Any], int | None]:
+        """One page of the tenant's rows of ``table`` in creation order (or newest first) and
+        the ``seq`` to continue after, if any."""
+        order = table.seq.desc() if newest_first else table.seq
+        query = (
+            select(table).where(table.owner == self.tenant, *where).order_by(order).limit(limit + 1)
+        )
+        if after_seq is not None:
+            query = query.where(table.seq < after_seq if newest_first else table.seq > after_seq)
+        rows = self.session.scalars(query).all()
+        if len(rows) > limit:
+            return rows[:limit], rows[limit - 1].seq
+        return rows, None
 
+    # -------------------------------------------------------------- models
 
-def model_history(
-    session: Session, model_id: str, after: int | None, limit: int
-) -> tuple[Sequence[EpochRow], bool]:
-    """Every run's history of a model in order, rows with ``step > after``, and whether more
-    follow."""
-    query = select(EpochRow).where(EpochRow.model_id == model_id)
-    if after is not None:
-        query = query.where(EpochRow.step > after)
-    rows = session.scalars(query.order_by(EpochRow.step).limit(limit + 1)).all()
-    return rows[:limit], len(rows) > limit
+    def create_model(
+        self,
+        *,
+        kind: str,
+        config: dict[str, Any],
+        params: dict[str, np.ndarray],
+        name: str | None,
+        random_seed: int | None = None,
+    ) -> ModelRow:
+        """Store a new model: its kind, the kind's config and its initial parameters."""
+        stamp = now()
+        row = ModelRow(
+            id=new_id("mdl"),
+            owner=self.tenant,
+            name=name,
+            kind=kind,
+            features=config["features"],
+            config=config,
+            params=pack_params(params),
+            random_seed=random_seed,
+            epochs_trained=0,
+            history_rows=0,
+            last_loss=None,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get_model(self, model_id: str) -> ModelRow:
+        """The tenant's model with this id, or :class:`NotFound`."""
+        return self._by_id(ModelRow, "model", model_id)
+
+    def active_run_id(self, model_id: str) -> str | None:
+        """The id of the model's queued, running or cancelling run, if it has one."""
+        return self.session.scalar(
+            select(RunRow.id).where(
+                RunRow.model_id == model_id,
+                RunRow.owner == self.tenant,
+                RunRow.status.in_(ACTIVE_STATUSES),
+            )
+        )
+
+    def training_model_ids(self, model_ids: Sequence[str]) -> set[str]:
+        """Which of these models have an active run."""
+        if not model_ids:
+            return set()
+        return set(
+            self.session.scalars(
+                select(RunRow.model_id).where(
+                    RunRow.model_id.in_(model_ids),
+                    RunRow.owner == self.tenant,
+                    RunRow.status.in_(ACTIVE_STATUSES),
+                )
+            )
+        )
+
+    def delete_model(self, model_id: str) -> None:
+        """Delete a model with its runs and history, or :class:`Conflict` while it trains."""
+        row = self.get_model(model_id)
+        active = self.active_run_id(model_id)
+        if active is not None:
+            raise Conflict(f"model {model_id!r} is training (run {active!r})")
+        self.session.execute(delete(EpochRow).where(EpochRow.model_id == row.id))
+        self.session.execute(delete(RunRow).where(RunRow.model_id == row.id))
+        self.session.delete(row)
+
+    # ---------------------------------------------------------------- runs
+
+    def create_run(
+        self,
+        *,
+        model: ModelRow,
+        dataset: DatasetRow,
+        epochs: int,
+        optimizer: dict[str, Any],
+        batch_size: int | None,
+        shuffle_seed: int | None,
+        dtype: str,
+        options: dict[str, Any],
+        record_params: bool = True,
+        validation_dataset_id: str | None = None,
+    ) -> RunRow:
+        """Queue a run of ``model`` on ``dataset`` (both the tenant's, found through this
+        repository); :class:`Conflict` if the model has one active. ``options`` are the run's
+        loss, penalty, validation, early stopping and shuffling."""
+        active = self.active_run_id(model.id)
+        if active is not None:
+            raise Conflict(f"model {model.id!r} already has an active run {active!r}")
+        row = RunRow(
+            id=new_id("run"),
+            owner=self.tenant,
+            model_id=model.id,
+            dataset_id=dataset.id,
+            validation_dataset_id=validation_dataset_id,
+            status=RunStatus.QUEUED,
+            epochs=epochs,
+            epochs_completed=0,
+            optimizer=optimizer,
+            batch_size=batch_size,
+            shuffle_seed=shuffle_seed,
+            dtype=dtype,
+            options=options,
+            record_params=record_params,
+            history_base=model.history_rows,
+            initial_params=model.params,
+            created_at=now(),
+        )
+        self.session.add(row)
+        try:
+            self.session.flush()
+        except IntegrityError as error:  # lost a race against another request for this model
+            self.session.rollback()
+            raise Conflict(f"model {model.id!r} already has an active run") from error
+        return row
+
+    def lock_queue(self) -> int:
+        """How many runs are queued (every tenant's), counted under a lock the transaction
+        holds until it ends, so no other transaction (in any process) queues a run between
+        this count and the caller's own: an advisory lock on PostgreSQL, the database's write
+        lock on SQLite."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(select(func.pg_advisory_xact_lock(QUEUE_LOCK)))
+        else:
+            _take_write_lock(self.session)
+        return self.session.scalar(select(func.count()).where(RunRow.status == "queued")) or 0
+
+    def active_runs(self) -> int:
+        """How many of the tenant's runs are queued, running or cancelling."""
+        return self.session.scalar(
+            select(func.count()).where(
+                RunRow.owner == self.tenant, RunRow.status.in_(ACTIVE_STATUSES)
+            )
+        ) or 0
+
+    def get_run(self, run_id: str) -> RunRow:
+        """The tenant's run with this id, or :class:`NotFound`."""
+        return self._by_id(RunRow, "run", run_id)
+
+    def request_cancel(self, run_id: str) -> RunRow:
+        """Ask a run to stop: a queued run is cancelled at once, a running one becomes
+        cancelling."""
+        row = self.get_run(run_id)
+        if row.status == RunStatus.QUEUED:
+            row.status = RunStatus.CANCELLED
+            row.finished_at = now()
+            row.error_reason, row.error_detail = "cancelled", "cancelled before it started"
+        elif row.status == RunStatus.RUNNING:
+            row.status = RunStatus.CANCELLING
+        self.session.flush()
+        return row
+
+    # ------------------------------------------------------------- history
+
+    def _run_rows(self, run_id: str) -> Any:
+        """The condition "a history row of the tenant's run ``run_id``"."""
+        owned = exists().where(RunRow.id == run_id, RunRow.owner == self.tenant)
+        return (EpochRow.run_id == run_id) & owned
+
+    def _model_rows(self, model_id: str) -> Any:
+        """The condition "a history row of the tenant's model ``model_id``"."""
+        owned = exists().where(ModelRow.id == model_id, ModelRow.owner == self.tenant)
+        return (EpochRow.model_id == model_id) & owned
+
+    def run_history(
+        self, run_id: str, after: int | None, limit: int
+    ) -> tuple[Sequence[EpochRow], bool]:
+        """A run's history rows with ``epoch > after``, and whether more follow."""
+        query = select(EpochRow).where(self._run_rows(run_id))
+        if after is not None:
+            query = query.where(EpochRow.epoch > after)
+        rows = self.session.scalars(query.order_by(EpochRow.epoch).limit(limit + 1)).all()
+        return rows[:limit], len(rows) > limit
+
+    def model_history(
+        self, model_id: str, after: int | None, limit: int
+    ) -> tuple[Sequence[EpochRow], bool]:
+        """Every run's history of a model in order, rows with ``step > after``, and whether
+        more follow."""
+        query = select(EpochRow).where(self._model_rows(model_id))
+        if after is not None:
+            query = query.where(EpochRow.step > after)
+        rows = self.session.scalars(query.order_by(EpochRow.step).limit(limit + 1)).all()
+        return rows[:limit], len(rows) > limit
+
+    def run_history_sample(
+        self, run_id: str, after: int | None, max_points: int
+    ) -> Sequence[EpochRow]:
+        """A run's history after ``after`` in at most ``max_points`` rows, keeping the first
+        and last epoch and the loss's extremes (``sampling.minmax_rows``)."""
+        return _sampled_history(self.session, self._run_rows(run_id), EpochRow.epoch, after,
+                                max_points)
+
+    def model_history_sample(
+        self, model_id: str, after: int | None, max_points: int
+    ) -> Sequence[EpochRow]:
+        """A model's history (every run, by ``step``) after ``after`` in at most
+        ``max_points`` rows, as :meth:`run_history_sample` reduces a run's."""
+        return _sampled_history(self.session, self._model_rows(model_id), EpochRow.step, after,
+                                max_points)
 
 
 def _fetch_raw(session: Session, query: Any) -> list[Any]:
@@ -388,21 +485,3 @@ def _sampled_history(
     keys, losses = pairs[0::2], pairs[1::2]
     chosen = keys[minmax_rows(losses, max_points)].astype(np.int64).tolist()
     return session.scalars(select(EpochRow).where(where, key.in_(chosen)).order_by(key)).all()
-
-
-def run_history_sample(
-    session: Session, run_id: str, after: int | None, max_points: int
-) -> Sequence[EpochRow]:
-    """A run's history after ``after`` in at most ``max_points`` rows, keeping the first and
-    last epoch and the loss's extremes (``sampling.minmax_rows``)."""
-    return _sampled_history(session, EpochRow.run_id == run_id, EpochRow.epoch, after, max_points)
-
-
-def model_history_sample(
-    session: Session, model_id: str, after: int | None, max_points: int
-) -> Sequence[EpochRow]:
-    """A model's history (every run, by ``step``) after ``after`` in at most ``max_points``
-    rows, as :func:`run_history_sample` reduces a run's."""
-    return _sampled_history(
-        session, EpochRow.model_id == model_id, EpochRow.step, after, max_points
-    )

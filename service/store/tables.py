@@ -2,8 +2,9 @@
 
 Arrays live in binary columns (see ``codec``): dataset arrays as ``.npy``, a model's
 named parameters as one safetensors blob; a kind's config and a run's options are JSON.
-Every resource carries an ``owner`` so that API-key tenants slot in without a schema
-change. ``seq`` columns give a stable creation order for cursors.
+Every resource carries an ``owner``: the tenant it belongs to. API keys (stored as hashes)
+and per-tenant quotas have tables of their own. ``seq`` columns give a stable creation order
+for cursors.
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ class DatasetRow(Base):
     y_min: Mapped[float] = mapped_column(Float(precision=53))
     y_max: Mapped[float] = mapped_column(Float(precision=53))
     y_integral: Mapped[bool] = mapped_column(Boolean)
+    # The size of the x and y blobs: what a tenant's byte quota counts.
+    stored_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -189,3 +192,32 @@ class EpochRow(Base):
     loss: Mapped[float] = mapped_column(Float(precision=53))
     metrics: Mapped[dict[str, float]] = mapped_column(JSON)
     elapsed_ms: Mapped[float] = mapped_column(Float(precision=53))
+
+
+class ApiKeyRow(Base):
+    """An API key of a tenant: only its hash is stored, with a short prefix to recognise it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class QuotaRow(Base):
+    """A tenant's own limits; a null one falls back to the settings' default."""
+
+    __tablename__ = "quotas"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    max_active_runs: Mapped[int | None] = mapped_column(Integer)
+    max_stored_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    rate_limit: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,226 @@
+"""Who is calling: API keys (``Authorization: Bearer tl_...``), scopes and rate limits.
+
+Every route of the resource routers depends on :func:`authorize`, which yields the
+:class:`Caller` (tenant, scopes, key id) or answers 401 / 403 / 429. The scope an operation
+needs is ``read`` for GET and HEAD and ``write`` otherwise, unless its route says
+(``openapi_extra={"x-scope": ...}``); ``admin`` grants ``write``, which grants ``read``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPBearer
+from limits import RateLimitItem, parse
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.api.deps import RuntimeDep
+from service.api.problems import ProblemError, forbidden, responses, unauthorized
+from service.config import Settings, is_loopback
+from service.store import keys
+from service.store.repo import Repository
+
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="An API key: `Authorization: Bearer tl_...` (`tapeline keys create`). "
+    "Not needed by a server on loopback with `TAPELINE_AUTH=auto` before any key exists.",
+)
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# The answers any authorised operation may give: no or a bad key, too few scopes, too fast.
+AUTH_ERRORS = responses(401, 403, 429)
+KEYLESS_TENANT = "default"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The tenant a request acts for, the scopes it has and the key it used (None without
+    one: keys are off, or not yet needed on loopback)."""
+
+    tenant: str
+    scopes: frozenset[str]
+    key_id: str | None
+
+    def may(self, scope: str) -> bool:
+        """Whether the caller has ``scope``."""
+        return scope in self.scopes
+
+
+KEYLESS = Caller(KEYLESS_TENANT, frozenset(keys.SCOPES), None)
+
+
+class RateLimiter:
+    """Requests per tenant in a moving window (the ``limits`` library): in this process's
+    memory, or in Redis so that every replica shares one budget."""
+
+    def __init__(self, settings: Settings) -> None:
+        uri = settings.redis_url or "memory://"
+        self._limiter = MovingWindowRateLimiter(storage_from_string(uri))
+        self._items: dict[str, RateLimitItem] = {}
+
+    def _item(self, text: str) -> RateLimitItem:
+        item = self._items.get(text)
+        if item is None:
+            item = self._items[text] = parse(text)
+        return item
+
+    def hit(self, tenant: str, limit: str) -> tuple[bool, dict[str, str]]:
+        """Count a request of ``tenant``: whether it is allowed, and the ``RateLimit-*``
+        headers (with ``Retry-After`` when it is not)."""
+        item = self._item(limit)
+        allowed = self._limiter.hit(item, "tenant", tenant)
+        stats = self._limiter.get_window_stats(item, "tenant", tenant)
+        reset = max(math.ceil(stats.reset_time - time.time()), 0)
+        headers = {
+            "RateLimit-Limit": str(item.amount),
+            "RateLimit-Remaining": str(stats.remaining),
+            "RateLimit-Reset": str(reset),
+        }
+        if not allowed:
+            headers["Retry-After"] = str(max(reset, 1))
+        return allowed, headers
+
+
+def key_secret(settings: Settings) -> str | None:
+    """The secret API keys are hashed under (``TAPELINE_SECRET_KEY``), if any."""
+    return None if settings.secret_key is None else settings.secret_key.get_secret_value()
+
+
+class Access:
+    """What authentication keeps between requests: whether a key exists (once one does, it
+    stays so) and the rate limiter."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.secret = key_secret(settings)
+        self.limiter = RateLimiter(settings)
+        self._keys_exist = False
+        self._lock = threading.Lock()
+
+    def keyless_allowed(self, sessions: sessionmaker[Session]) -> bool:
+        """Whether a request without a key may pass: never with ``required``, always with
+        ``off``, and with ``auto`` only on loopback while no key exists."""
+        mode = self.settings.auth
+        if mode != "auto":
+            return mode == "off"
+        if not is_loopback(self.settings.host) or self._keys_exist:
+            return False
+        with sessions() as session:
+            exists = keys.any_key(session)
+        if exists:
+            with self._lock:
+                self._keys_exist = True
+        return not exists
+
+
+def required_scope(request: Request) -> str:
+    """The scope the request's operation needs."""
+    extra = getattr(request.scope.get("route"), "openapi_extra", None) or {}
+    scope = extra.get("x-scope")
+    if scope:
+        return str(scope)
+    return "read" if request.method in SAFE_METHODS else "write"
+
+
+def _bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("the Authorization header must be `Bearer <API key>`", "invalid_request")
+    return token.strip()
+
+
+def authenticate(request: Request, runtime: RuntimeDep) -> Caller:
+    """The caller a request's key (or its absence, where allowed) makes it; 401 otherwise.
+    A plain ``def``: the key is looked up in the store, off the event loop."""
+    access: Access = request.app.state.access
+    if access.settings.auth == "off":
+        return KEYLESS
+    token = _bearer_token(request)
+    if token is None:
+        if access.keyless_allowed(runtime.sessions):
+            return KEYLESS
+        raise unauthorized("this operation needs an API key: `Authorization: Bearer tl_...`")
+    with runtime.sessions() as session:
+        try:
+            found = keys.authenticate(session, token, access.secret)
+        except keys.KeyRejected as error:
+            raise unauthorized(str(error), "invalid_token") from None
+    limit = found.rate_limit or runtime.settings.tenant_rate_limit
+    allowed, headers = access.limiter.hit(found.tenant, limit)
+    request.scope.setdefault("state", {})["rate_headers"] = headers
+    if not allowed:
+        raise ProblemError(
+            429,
+            f"tenant {found.tenant!r} is over its rate limit of {limit}; retry "
+            f"after {headers['Retry-After']} s",
+            headers=headers,
+        )
+    return Caller(found.tenant, found.scopes, found.key_id)
+
+
+def authorize(request: Request, caller: Annotated[Caller, Depends(authenticate)],
+              _: Annotated[object, Security(BEARER)] = None) -> Caller:
+    """The caller, if its scopes allow the operation; 403 otherwise."""
+    scope = required_scope(request)
+    if not caller.may(scope):
+        have = ", ".join(sorted(caller.scopes, key=keys.SCOPES.index)) or "none"
+        raise forbidden(f"this operation needs the {scope!r} scope; the key has {have}")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(authorize)]
+
+
+@dataclass(frozen=True)
+class TenantStore:
+    """The store as the caller's tenant sees it: every repository it opens is bound to that
+    tenant. Quotas apply to callers with a key (a keyless caller is the machine's one user)."""
+
+    sessions: sessionmaker[Session]
+    caller: Caller
+    settings: Settings
+
+    @contextmanager
+    def read(self) -> Iterator[Repository]:
+        """A repository of the tenant in a session that writes nothing."""
+        with self.sessions() as session:
+            yield Repository(session, self.caller.tenant)
+
+    @contextmanager
+    def write(self) -> Iterator[Repository]:
+        """A repository of the tenant in a transaction committed when the block ends."""
+        with self.sessions.begin() as session:
+            yield Repository(session, self.caller.tenant)
+
+    def quotas(self, repo: Repository) -> keys.Quotas | None:
+        """The tenant's quotas in force, or None for a keyless caller."""
+        if self.caller.key_id is None:
+            return None
+        return keys.quotas(repo.session, repo.tenant, default_quotas(self.settings))
+
+
+def default_quotas(settings: Settings) -> keys.Quotas:
+    """The quotas of a tenant that has none of its own."""
+    return keys.Quotas(settings.tenant_max_active_runs, settings.tenant_max_stored_bytes,
+                       settings.tenant_rate_limit)
+
+
+async def tenant_store(runtime: RuntimeDep, caller: CallerDep) -> TenantStore:
+    """The store bound to the caller's tenant."""
+    return TenantStore(runtime.sessions, caller, runtime.settings)
+
+
+StoreDep = Annotated[TenantStore, Depends(tenant_store)]
+Authorized = Depends(authorize)
