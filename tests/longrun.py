@@ -34,10 +34,10 @@ def store_finished_run(database_url: str, model_id: str, dataset_id: str, epochs
     sessions = make_sessionmaker(engine)
     W, b, loss = trajectory(epochs)
     with sessions.begin() as session:
-        run = repo.create_run(
-            session,
-            model=repo.Repository(session, "default").get_model(model_id),
-            dataset=repo.Repository(session, "default").get_dataset(dataset_id),
+        store = repo.Repository(session, "default")
+        run = store.create_run(
+            model=store.get_model(model_id),
+            dataset=store.get_dataset(dataset_id),
             epochs=epochs,
             optimizer={"kind": "sgd", "learning_rate": 0.1},
             batch_size=None,

@@ -1,7 +1,8 @@
 """A store written by v1 (tests/fixtures/v1_database.sqlite, made by make_v1_database.py with
 the code of commit 3744ea8) upgrades to the newest schema, on SQLite and on PostgreSQL, and
 every dataset, model, run and history row reads back through the API as v1 answered it
-(tests/fixtures/v1_database.json): each field v1 had, with the same value."""
+(tests/fixtures/v1_database.json): each field v1 had, with the same value, owned by tenant
+``default`` (what a keyless caller on loopback is)."""
 
 from __future__ import annotations
 
@@ -96,9 +97,25 @@ def test_a_v1_sqlite_store_upgrades_and_reads_back_the_same(tmp_path: Path) -> N
         assert run["initial"]["W"] == model["W"] and run["initial"]["b"] == model["b"]
         steps = client.get(f"/v1/models/{model['id']}/history").json()["items"]
         assert [r["step"] for r in steps] == list(range(len(steps)))
-    with make_engine(settings.database_url).connect() as connection:
+    check_tenancy(settings.database_url)
+
+
+def check_tenancy(url: str) -> None:
+    """After 0003: every v1 row belongs to tenant ``default``, each dataset knows its stored
+    size, and the key and quota tables are there, empty."""
+    engine = make_engine(url)
+    with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() \
-            == "0002"
+            == "0003"
+        for table in ("datasets", "models", "runs"):
+            owners = connection.execute(text(f"SELECT DISTINCT owner FROM {table}")).scalars()
+            assert list(owners) == ["default"], table
+        sizes = connection.execute(text(
+            "SELECT stored_bytes, length(x) + length(y) FROM datasets")).all()
+        assert sizes and all(stored == actual > 0 for stored, actual in sizes)
+        for table in ("api_keys", "quotas"):
+            assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
+    engine.dispose()
 
 
 def _utc(value: Any) -> Any:
@@ -127,6 +144,7 @@ def test_a_v1_postgres_store_upgrades_and_reads_back_the_same(postgres_url: str)
     with TestClient(create_app(Settings(database_url=postgres_url, workers=1)),
                     base_url="http://localhost") as client:
         check_upgraded(client)
+    check_tenancy(postgres_url)
 
 
 @pytest.mark.parametrize("key", ["datasets", "models", "runs"])
