@@ -1,4 +1,5 @@
-"""The ``tapeline`` command: ``serve`` the API, or write its ``openapi`` spec."""
+"""The ``tapeline`` command: ``serve`` the API, manage API ``keys``, or write the ``openapi``
+spec."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import resource
 import signal
 import sys
@@ -14,8 +16,10 @@ from pathlib import Path
 from types import FrameType
 
 from pydantic import ValidationError
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
-from service.config import DEFAULT_DATABASE_URL, Settings, get_settings
+from service.config import DEFAULT_DATABASE_URL, Settings, get_settings, is_loopback
 
 # Open files kept for the store, the workers' pipes and logs, beyond one per connection.
 RESERVED_FILES = 64
@@ -63,12 +67,38 @@ def _preflight(args: argparse.Namespace) -> Settings:
     from service.store.db import StoreUnavailable, open_store
 
     try:
-        open_store(
+        engine = open_store(
             settings.database_url, create_folder=settings.database_url == DEFAULT_DATABASE_URL
-        ).dispose()
+        )
     except StoreUnavailable as error:
         raise CannotStart(f"TAPELINE_DATABASE_URL: {error}") from error
+    try:
+        _check_keys(settings, engine)
+    finally:
+        engine.dispose()
     return settings
+
+
+def _check_keys(settings: Settings, engine: Engine) -> None:
+    """:class:`CannotStart` when the service would serve a network without keys: ``auto``, a
+    non-loopback address and no key (nor a bootstrap key) to require."""
+    from service.store import keys
+    from service.store.keys import KEY_PATTERN
+
+    bootstrap = settings.bootstrap_admin_key
+    if bootstrap is not None and not KEY_PATTERN.fullmatch(bootstrap.get_secret_value()):
+        raise CannotStart("TAPELINE_BOOTSTRAP_ADMIN_KEY: expected tl_ and at least 43 URL-safe "
+                          "characters (make one with `tapeline keys generate`)")
+    if settings.auth != "auto" or is_loopback(settings.host) or bootstrap is not None:
+        return
+    with Session(engine) as session:
+        if keys.any_key(session):
+            return
+    raise CannotStart(
+        f"bound to {settings.host}, a non-loopback address, with TAPELINE_AUTH=auto and no API "
+        "key: create one (`tapeline keys create --tenant NAME --scopes admin`) or set "
+        "TAPELINE_BOOTSTRAP_ADMIN_KEY, or serve without keys with TAPELINE_AUTH=off"
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -128,6 +158,99 @@ def _openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_sessions() -> Session:
+    """A session on the configured store (migrated), for the ``keys`` commands."""
+    from service.store.db import StoreUnavailable, open_store
+
+    settings = get_settings()
+    try:
+        engine = open_store(settings.database_url,
+                            create_folder=settings.database_url == DEFAULT_DATABASE_URL)
+    except StoreUnavailable as error:
+        raise CannotStart(f"TAPELINE_DATABASE_URL: {error}") from error
+    return Session(engine, expire_on_commit=False)
+
+
+def _secret() -> str | None:
+    secret = get_settings().secret_key
+    return None if secret is None else secret.get_secret_value()
+
+
+def _days(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 3650:
+        raise argparse.ArgumentTypeError(f"expected a whole number of days, 1 to 3650: {text!r}")
+    return int(text)
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from service.store import keys
+
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    unknown = [s for s in scopes if s not in keys.SCOPES]
+    if unknown or not scopes:
+        print(f"tapeline: scopes are {', '.join(keys.SCOPES)} (got {args.scopes!r})",
+              file=sys.stderr)
+        return 2
+    if not re.fullmatch(keys.TENANT_PATTERN, args.tenant):
+        print("tapeline: a tenant is lowercase letters, digits, - and _ (at most 64)",
+              file=sys.stderr)
+        return 2
+    with _store_sessions() as session:
+        row, key = keys.create_key(session, tenant=args.tenant, scopes=scopes, name=args.name,
+                                   expires_at=keys.expiry(args.expires_in_days),
+                                   secret=_secret())
+        session.commit()
+    expires = row.expires_at.isoformat() if row.expires_at else "never"
+    print(f"created key {row.id} of tenant {row.tenant} (scopes {','.join(row.scopes)}, "
+          f"expires {expires}); it is shown once, here:")
+    print(key)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from service.store import keys
+
+    with _store_sessions() as session:
+        rows = keys.list_keys(session, args.tenant)
+    print("id\ttenant\tname\tscopes\tprefix\tcreated\texpires\tlast used\trevoked")
+    for row in rows:
+        stamps = [row.created_at, row.expires_at, row.last_used_at, row.revoked_at]
+        print("\t".join([row.id, row.tenant, row.name or "-", ",".join(row.scopes),
+                         row.prefix + "...",
+                         *(s.isoformat(timespec="seconds") if s else "-" for s in stamps)]))
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from service.store import keys
+    from service.store.repo import NotFound
+
+    with _store_sessions() as session:
+        try:
+            row = keys.revoke(session, args.key_id, None)
+        except NotFound:
+            print(f"tapeline: no key with id {args.key_id!r}", file=sys.stderr)
+            return 1
+        session.commit()
+    print(f"revoked key {row.id} of tenant {row.tenant}")
+    return 0
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    from service.store import keys
+
+    print(keys.generate())
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    try:
+        return int(args.keys_func(args))
+    except CannotStart as error:
+        print(f"tapeline: {error}", file=sys.stderr)
+        return STARTUP_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tapeline`` console script."""
     parser = argparse.ArgumentParser(prog="tapeline", description=__doc__)
@@ -137,6 +260,29 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="bind address (default: TAPELINE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: TAPELINE_PORT or 8000)")
     serve.set_defaults(func=_serve)
+
+    keys = commands.add_parser("keys", help="manage API keys in the configured store")
+    keys.set_defaults(func=_keys)
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser(
+        "create", help="create a key; it is printed alone on the last line")
+    create.add_argument("--tenant", required=True, help="the tenant the key belongs to")
+    create.add_argument("--scopes", default="read,write",
+                        help="comma-separated: read, write, admin (default: read,write)")
+    create.add_argument("--name", help="a label for the key")
+    create.add_argument("--expires-in-days", type=_days, metavar="N",
+                        help="the key stops working N days from now (1-3650)")
+    create.set_defaults(keys_func=_keys_create)
+    listing = key_commands.add_parser("list", help="list keys (never the keys themselves)")
+    listing.add_argument("--tenant", help="only this tenant's keys")
+    listing.set_defaults(keys_func=_keys_list)
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(keys_func=_keys_revoke)
+    generate = key_commands.add_parser(
+        "generate", help="print a new random key without storing it (for "
+        "TAPELINE_BOOTSTRAP_ADMIN_KEY)")
+    generate.set_defaults(keys_func=_keys_generate)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI spec without serving")
     openapi.add_argument("--output", "-o", help="file to write (default: stdout)")

@@ -1,0 +1,285 @@
+"""Tenants against real servers, on SQLite and on PostgreSQL: a cross-tenant matrix generated
+from the OpenAPI spec (so a new endpoint is covered without a new test), the bootstrap key,
+keys kept out of logs and out of the database file, and the refusal to serve a network
+without keys."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT
+from tests.servers import LiveServer, free_port, sqlite_url, start_server
+
+pytestmark = pytest.mark.live
+
+BOOTSTRAP = "tl_" + "B" * 20 + secrets.token_urlsafe(32)
+UNKNOWN_IDS = {"dataset_id": "ds_00000000000000000000", "model_id": "mdl_00000000000000000000",
+               "run_id": "run_00000000000000000000", "key_id": "key_00000000000000000000"}
+# Path parameters that are not ids of a tenant's resources, and why.
+NOT_IDS = {"tenant": "names a tenant: only admins of tenant 'admin' may use it (403 for B)"}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres",
+                                                               marks=pytest.mark.postgres)])
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server that requires keys, with a bootstrap admin key, on each store."""
+    import psycopg
+
+    folder = tmp_path_factory.mktemp("tenants")
+    schema = plain = None
+    if request.param == "sqlite":
+        url = sqlite_url(folder)
+    else:
+        base = request.getfixturevalue("postgres_base")
+        schema = f"t_{secrets.token_hex(6)}"
+        plain = base.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(plain, autocommit=True) as connection:
+            connection.execute(f"CREATE SCHEMA {schema}")
+        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    live = start_server(url, folder / "server.log", TAPELINE_AUTH="required",
+                        TAPELINE_BOOTSTRAP_ADMIN_KEY=BOOTSTRAP, TAPELINE_WORKERS="1",
+                        TAPELINE_TENANT_RATE_LIMIT="10000/second")
+    live.database = url  # type: ignore[attr-defined]
+    yield live
+    live.stop()
+    if schema and plain:
+        with psycopg.connect(plain, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def new_key(server: LiveServer, tenant: str, scopes: list[str]) -> dict[str, Any]:
+    answer = httpx.post(f"{server.url}/v1/keys", headers=bearer(BOOTSTRAP),
+                        json={"tenant": tenant, "scopes": scopes, "name": f"{tenant} key"})
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+def wait_until(api: httpx.Client, run_id: str, statuses: set[str]) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        run = api.get(f"/v1/runs/{run_id}").json()
+        if run["status"] in statuses:
+            return dict(run)
+        assert time.monotonic() < deadline, run
+        time.sleep(0.05)
+
+
+def one_of_everything(api: httpx.Client) -> dict[str, Any]:
+    """A dataset, a model with a finished run, and a model with a running run."""
+    dataset = api.post("/v1/datasets/synthetic", json={"seed": 1}).json()
+    model = api.post("/v1/models").json()
+    finished = api.post(f"/v1/models/{model['id']}/runs", headers={"prefer": "wait=60"},
+                        json={"dataset_id": dataset["id"], "epochs": 3}).json()
+    assert finished["status"] == "succeeded", finished
+    slow_data = api.post("/v1/datasets/synthetic", json={"num_examples": 20000, "seed": 2}).json()
+    busy = api.post("/v1/models").json()
+    running = api.post(f"/v1/models/{busy['id']}/runs", json={
+        "dataset_id": slow_data["id"], "epochs": 2000, "batch_size": 4}).json()
+    wait_until(api, running["id"], {"running"})
+    return {"dataset": dataset, "model": model, "run": finished, "busy_model": busy,
+            "running": running, "slow_data": slow_data}
+
+
+def snapshot(api: httpx.Client, made: dict[str, Any]) -> dict[str, bytes]:
+    """The bytes of every answer about A's resources that nothing but A may change."""
+    paths = [f"/v1/datasets/{made['dataset']['id']}", f"/v1/datasets/{made['dataset']['id']}/data",
+             f"/v1/models/{made['model']['id']}", f"/v1/models/{made['model']['id']}/runs",
+             f"/v1/runs/{made['run']['id']}", f"/v1/runs/{made['run']['id']}/history",
+             f"/v1/models/{made['model']['id']}/history", "/v1/datasets"]
+    return {path: api.get(path).content for path in paths}
+
+
+def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every (method, path, operation) of the spec whose path holds a parameter, deletions
+    last."""
+    found = [(method.upper(), path, op) for path, ops in spec["paths"].items()
+             for method, op in ops.items() if "{" in path]
+    return sorted(found, key=lambda item: item[0] == "DELETE")
+
+
+def body_for(op: dict[str, Any], own_dataset: str) -> dict[str, Any] | None:
+    """The operation's example body, with any dataset id made the caller's own."""
+    content = op.get("requestBody", {}).get("content", {})
+    if "application/json" not in content:
+        return None
+    example = dict(content["application/json"].get("example") or {})
+    if "dataset_id" in example:
+        example["dataset_id"] = own_dataset
+    if op["operationId"] == "models-predict":
+        example = {"x": [1.0]}
+    return example
+
+
+def test_tenant_b_gets_404_for_every_id_of_tenant_a(server: LiveServer) -> None:
+    a_key, b_key = new_key(server, "team-a", ["admin"]), new_key(server, "team-b", ["admin"])
+    a = httpx.Client(base_url=server.url, headers=bearer(a_key["key"]), timeout=30)
+    b = httpx.Client(base_url=server.url, headers=bearer(b_key["key"]), timeout=30)
+    made = one_of_everything(a)
+    b_dataset = b.post("/v1/datasets/synthetic", json={"seed": 3}).json()["id"]
+    before = snapshot(a, made)
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    ids = {"dataset_id": made["dataset"]["id"], "model_id": made["model"]["id"],
+           "run_id": made["run"]["id"], "key_id": a_key["id"]}
+    checked = []
+    for method, path, op in operations(spec):
+        names = re.findall(r"\{([^}]+)\}", path)
+        if any(name in NOT_IDS for name in names):
+            continue
+        assert all(name in ids for name in names), f"{path}: an id the matrix does not know"
+        runs = [ids["run_id"], made["running"]["id"]] if "run_id" in names else [None]
+        for run_id in runs:
+            filled = {**ids, **({"run_id": run_id} if run_id else {})}
+            url = re.sub(r"\{([^}]+)\}", lambda m, f=filled: f[m.group(1)], path)
+            unknown = re.sub(r"\{([^}]+)\}", lambda m: UNKNOWN_IDS[m.group(1)], path)
+            body = body_for(op, b_dataset)
+            accepts = ["text/event-stream", "application/jsonl"] if "events" in path else [None]
+            for accept in accepts:
+                headers = {"accept": accept} if accept else {}
+                foreign = b.request(method, url, json=body, headers=headers)
+                missing = b.request(method, unknown, json=body, headers=headers)
+                assert foreign.status_code == 404, (method, url, foreign.text)
+                assert missing.status_code == 404, (method, unknown, missing.text)
+                assert foreign.headers["content-type"] == "application/problem+json"
+                assert foreign.json()["type"] == missing.json()["type"]
+                assert foreign.json()["title"] == missing.json()["title"]
+                checked.append(op["operationId"])
+    assert {"datasets-delete", "models-predict", "runs-create", "runs-cancel", "events-stream",
+            "history-run", "history-model", "keys-delete", "datasets-download"} <= set(checked)
+    # B's run on A's dataset, with B's own model: 404 naming no more than an unknown id would.
+    b_model = b.post("/v1/models").json()["id"]
+    answer = b.post(f"/v1/models/{b_model}/runs", json={"dataset_id": made["dataset"]["id"]})
+    assert answer.status_code == 404, answer.text
+    answer = b.post(f"/v1/models/{b_model}/runs", json={
+        "dataset_id": b_dataset, "validation": {"dataset_id": made["dataset"]["id"]}})
+    assert answer.status_code == 404, answer.text
+    # A's resources are untouched: byte for byte, and the running run still runs.
+    assert snapshot(a, made) == before
+    assert a.get(f"/v1/runs/{made['running']['id']}").json()["status"] == "running"
+    assert a.get("/v1/me").status_code == 200  # A's key was not revoked by B
+    # B's lists never show A's ids; A's lists show them.
+    a_ids = {made[name]["id"] for name in made}
+    for method, path, op in ((m.upper(), p, o) for p, ops in spec["paths"].items()
+                             for m, o in ops.items()):
+        if method != "GET" or "{" in path or path in ("/healthz", "/readyz", "/metrics"):
+            continue
+        text = b.get(path).text
+        assert not any(i in text for i in a_ids), path
+        assert a_key["id"] not in text or path != "/v1/keys", path
+    assert made["dataset"]["id"] in a.get("/v1/datasets").text
+    assert made["running"]["id"] in a.get("/v1/runs").text
+    a.post(f"/v1/runs/{made['running']['id']}/cancel")
+    wait_until(a, made["running"]["id"], {"cancelled"})
+
+
+def test_the_bootstrap_key_is_an_admin_of_tenant_admin(server: LiveServer) -> None:
+    me = httpx.get(f"{server.url}/v1/me", headers=bearer(BOOTSTRAP)).json()
+    assert me["tenant"] == "admin" and me["scopes"] == ["read", "write", "admin"]
+    listed = httpx.get(f"{server.url}/v1/keys", headers=bearer(BOOTSTRAP),
+                       params={"tenant": "admin"}).json()["items"]
+    assert [k["name"] for k in listed] == ["bootstrap"]
+    assert BOOTSTRAP not in json.dumps(listed) and listed[0]["prefix"] == BOOTSTRAP[:11]
+
+
+def test_a_restart_registers_the_bootstrap_key_once(server: LiveServer,
+                                                    tmp_path: Path) -> None:
+    """Start-up is idempotent: a second server on the same store adds no second key."""
+    url = server.database  # type: ignore[attr-defined]
+    second = start_server(url, tmp_path / "second.log", TAPELINE_AUTH="required",
+                          TAPELINE_BOOTSTRAP_ADMIN_KEY=BOOTSTRAP)
+    try:
+        listed = httpx.get(f"{second.url}/v1/keys", headers=bearer(BOOTSTRAP),
+                           params={"tenant": "admin"}).json()["items"]
+        assert len(listed) == 1
+    finally:
+        second.stop()
+
+
+def test_keys_never_reach_the_logs_or_the_database_file(tmp_path: Path) -> None:
+    live = start_server(sqlite_url(tmp_path), tmp_path / "server.log",
+                        TAPELINE_BOOTSTRAP_ADMIN_KEY=BOOTSTRAP, TAPELINE_LOG_LEVEL="debug")
+    try:
+        made = new_key(live, "team-a", ["read", "write"])
+        key = made["key"]
+        wrong = key[:-4] + "AAAA"
+        for headers in (bearer(key), bearer(wrong), bearer(BOOTSTRAP)):
+            httpx.get(f"{live.url}/v1/models", headers=headers)
+        assert httpx.get(f"{live.url}/v1/models", headers=bearer(wrong)).status_code == 401
+        httpx.delete(f"{live.url}/v1/keys/{made['id']}", headers=bearer(BOOTSTRAP))
+        revoked = httpx.get(f"{live.url}/v1/models", headers=bearer(key))
+        assert revoked.status_code == 401 and key not in revoked.text
+        metrics = httpx.get(f"{live.url}/metrics", headers=bearer(BOOTSTRAP)).text
+    finally:
+        live.stop()
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("tapeline.db*"))
+    log = (tmp_path / "server.log").read_text()
+    import hashlib
+
+    for secret in (key, wrong, BOOTSTRAP):
+        assert secret.encode() not in stored
+        assert secret not in log and secret not in metrics
+        assert secret[3:] not in log
+        assert hashlib.sha256(secret.encode()).hexdigest() not in log
+    assert hashlib.sha256(key.encode()).hexdigest().encode() in stored  # what is kept
+
+
+def test_auto_serves_loopback_without_keys_and_refuses_a_network(tmp_path: Path) -> None:
+    live = start_server(sqlite_url(tmp_path), tmp_path / "server.log")
+    try:
+        assert httpx.get(f"{live.url}/v1/models").status_code == 200
+        me = httpx.get(f"{live.url}/v1/me").json()
+        assert me["tenant"] == "default" and me["key_id"] is None
+    finally:
+        live.stop()
+    env = {"TAPELINE_DATABASE_URL": sqlite_url(tmp_path / "net"), "TAPELINE_HOST": "0.0.0.0",
+           "TAPELINE_PORT": str(free_port()), "TAPELINE_ALLOWED_HOSTS": "*",
+           "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    (tmp_path / "net").mkdir()
+    done = subprocess.run([sys.executable, "-m", "service.cli", "serve"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    message = done.stderr.strip()
+    assert len(message.splitlines()) == 1
+    assert "tapeline keys create" in message and "TAPELINE_BOOTSTRAP_ADMIN_KEY" in message
+    assert "TAPELINE_AUTH=off" in message
+    # Either way out works: a key in the store, or keys off.
+    created = subprocess.run([sys.executable, "-m", "service.cli", "keys", "create", "--tenant",
+                              "ops", "--scopes", "admin"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"tl_[A-Za-z0-9_-]{43}", key)
+    port = free_port()
+    served = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"],
+                              env={**env, "TAPELINE_PORT": str(port)}, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and served.poll() is None
+                time.sleep(0.1)
+        assert httpx.get(f"{url}/v1/models").status_code == 401
+        assert httpx.get(f"{url}/v1/models", headers=bearer(key)).status_code == 200
+    finally:
+        served.terminate()
+        served.wait(15)
