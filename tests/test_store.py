@@ -45,8 +45,13 @@ def outcome(W: list[float], b: float, loss: float) -> Outcome:
     return Outcome(False, linear(W, b), loss, {"mse": loss})
 
 
+def own(session: Session) -> repo.Repository:
+    """The repository of tenant ``default`` in ``session``."""
+    return repo.Repository(session, "default")
+
+
 def _model(session: Session, W: list[float], b: float, name: str | None = None) -> repo.ModelRow:
-    return repo.Repository(session, "default").create_model(kind="linear", config={"features": len(W)},
+    return own(session).create_model(kind="linear", config={"features": len(W)},
                              params=linear(W, b), name=name)
 
 
@@ -70,16 +75,16 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
 
 def _dataset(session: Session, n: int = 5, features: int = 2) -> repo.DatasetRow:
     x = np.arange(n * features, dtype=np.float32).reshape(n, features)
-    return repo.Repository(session, "default").create_dataset(x=x, y=x.sum(axis=1), source="inline", name="d")
+    return own(session).create_dataset(x=x, y=x.sum(axis=1), source="inline", name="d")
 
 
 def _queued_run(sessions: sessionmaker[Session], model_id: str | None = None,
                 dataset_id: str | None = None, epochs: int = 3) -> tuple[str, str, str]:
     """A queued run (on a new two-feature model and dataset unless given); its three ids."""
     with sessions.begin() as session:
-        dataset = repo.Repository(session, "default").get_dataset(dataset_id) if dataset_id else _dataset(session)
-        model = repo.Repository(session, "default").get_model(model_id) if model_id else _model(session, [0, 0], 0.0)
-        run = repo.Repository(session, "default").create_run(model=model, dataset=dataset, epochs=epochs,
+        dataset = own(session).get_dataset(dataset_id) if dataset_id else _dataset(session)
+        model = own(session).get_model(model_id) if model_id else _model(session, [0, 0], 0.0)
+        run = own(session).create_run(model=model, dataset=dataset, epochs=epochs,
                               optimizer={"kind": "sgd", "learning_rate": 0.1}, batch_size=None,
                               shuffle_seed=None, dtype="float32", options=V1_OPTIONS)
         return run.id, model.id, dataset.id
@@ -127,7 +132,7 @@ def test_dataset_round_trip_and_summary(sessions: sessionmaker[Session]) -> None
     with sessions.begin() as session:
         dataset_id = _dataset(session).id
     with sessions() as session:
-        row = repo.Repository(session, "default").get_dataset(dataset_id)
+        row = own(session).get_dataset(dataset_id)
         x, y = repo.load_arrays(session, dataset_id)
         summary = repo.dataset_summary(row)
     assert x.shape == (5, 2) and x.dtype == np.float32
@@ -159,7 +164,7 @@ def test_a_repository_sees_only_its_own_tenant(sessions: sessionmaker[Session]) 
             assert other.page(table, 10, None) == ([], None)
         assert other.usage() == {"active_runs": 0, "stored_bytes": 0, "datasets": 0,
                                  "models": 0}
-        owner = repo.Repository(session, "default").usage()
+        owner = own(session).usage()
         assert owner["active_runs"] == owner["datasets"] == owner["models"] == 1
         assert owner["stored_bytes"] > 0
     with sessions.begin() as session, pytest.raises(repo.NotFound):
@@ -187,7 +192,7 @@ def test_run_lifecycle_history_and_model_update(sessions: sessionmaker[Session])
     with sessions.begin() as session:
         dataset = _dataset(session)
         model = _model(session, [5.0, 5.0], 0.0, name="m")
-        run_id = repo.Repository(session, "default").create_run(model=model, dataset=dataset, epochs=2,
+        run_id = own(session).create_run(model=model, dataset=dataset, epochs=2,
                                  optimizer={"kind": "sgd", "learning_rate": 0.1},
                                  batch_size=None, shuffle_seed=None, dtype="float32",
                                  options=V1_OPTIONS).id
@@ -203,9 +208,9 @@ def test_run_lifecycle_history_and_model_update(sessions: sessionmaker[Session])
     with sessions.begin() as session:
         lifecycle.finish_run(session, run_id, "succeeded", final=outcome([3.0, 3.5], 1.0, 1.5))
     with sessions() as session:
-        run = repo.Repository(session, "default").get_run(run_id)
-        model = repo.Repository(session, "default").get_model(model_id)
-        rows, more = repo.Repository(session, "default").run_history(run_id, None, 10)
+        run = own(session).get_run(run_id)
+        model = own(session).get_model(model_id)
+        rows, more = own(session).run_history(run_id, None, 10)
         assert (run.status, run.epochs_completed) == ("succeeded", 2)
         params = unpack_params(model.params)
         assert params["W"].tolist() == [3.0, 3.5] and params["b"] == 1.0
@@ -215,9 +220,9 @@ def test_run_lifecycle_history_and_model_update(sessions: sessionmaker[Session])
         assert rows[1].params is not None
         assert unpack_params(rows[1].params)["W"].tolist() == [4.0, 4.5]
         assert rows[1].loss == 4.25 and rows[1].metrics == {"mse": 4.25}
-        after, more = repo.Repository(session, "default").run_history(run_id, 0, 10)
+        after, more = own(session).run_history(run_id, 0, 10)
         assert [r.epoch for r in after] == [1]
-        first, more = repo.Repository(session, "default").run_history(run_id, None, 1)
+        first, more = own(session).run_history(run_id, None, 1)
         assert len(first) == 1 and more
 
 
@@ -233,10 +238,10 @@ def test_model_history_spans_runs_in_order(sessions: sessionmaker[Session]) -> N
         with sessions.begin() as session:
             lifecycle.finish_run(session, run_id, "succeeded", final=outcome([0.0, 0.0], 0.0, 1.0))
     with sessions() as session:
-        rows, _ = repo.Repository(session, "default").model_history(model_id, None, 100)
+        rows, _ = own(session).model_history(model_id, None, 100)
         assert [r.step for r in rows] == list(range(6))
         assert [r.epoch for r in rows] == [0, 1, 2, 0, 1, 2]
-        later, _ = repo.Repository(session, "default").model_history(model_id, 3, 100)
+        later, _ = own(session).model_history(model_id, 3, 100)
         assert [r.step for r in later] == [4, 5]
 
 
@@ -244,23 +249,23 @@ def test_cancel_deletion_conflicts_and_interrupted_runs(sessions: sessionmaker[S
     run_id, model_id, dataset_id = _queued_run(sessions)
     with sessions.begin() as session:
         with pytest.raises(repo.Conflict):
-            repo.Repository(session, "default").delete_dataset(dataset_id)
+            own(session).delete_dataset(dataset_id)
         with pytest.raises(repo.Conflict):
-            repo.Repository(session, "default").delete_model(model_id)
+            own(session).delete_model(model_id)
     with sessions.begin() as session:
         lifecycle.start_run(session, run_id)
     with sessions.begin() as session:
         assert lifecycle.resolve_interrupted(session, "fail") == []
     with sessions() as session:
-        run = repo.Repository(session, "default").get_run(run_id)
+        run = own(session).get_run(run_id)
         assert (run.status, run.error_reason) == ("failed", "interrupted")
     with sessions.begin() as session:
-        repo.Repository(session, "default").delete_dataset(dataset_id)
-        repo.Repository(session, "default").delete_model(model_id)
+        own(session).delete_dataset(dataset_id)
+        own(session).delete_model(model_id)
     with sessions() as session:
         assert session.scalars(select(EpochRow)).all() == []
         with pytest.raises(repo.NotFound):
-            repo.Repository(session, "default").get_run(run_id)
+            own(session).get_run(run_id)
 
 
 def test_requeue_policy_restarts_interrupted_runs(sessions: sessionmaker[Session]) -> None:
@@ -272,17 +277,17 @@ def test_requeue_policy_restarts_interrupted_runs(sessions: sessionmaker[Session
     with sessions.begin() as session:
         assert lifecycle.resolve_interrupted(session, "requeue") == [run_id]
     with sessions() as session:
-        run = repo.Repository(session, "default").get_run(run_id)
+        run = own(session).get_run(run_id)
         assert (run.status, run.epochs_completed) == ("queued", 0)
-        assert repo.Repository(session, "default").run_history(run_id, None, 10)[0] == []
+        assert own(session).run_history(run_id, None, 10)[0] == []
 
 
 def test_request_cancel_of_queued_and_running_runs(sessions: sessionmaker[Session]) -> None:
     run_id, model_id, dataset_id = _queued_run(sessions)
     with sessions.begin() as session:
-        assert repo.Repository(session, "default").request_cancel(run_id).status == "cancelled"
+        assert own(session).request_cancel(run_id).status == "cancelled"
         assert lifecycle.start_run(session, run_id) is None
     second, _, _ = _queued_run(sessions, model_id, dataset_id)
     with sessions.begin() as session:
         lifecycle.start_run(session, second)
-        assert repo.Repository(session, "default").request_cancel(second).status == "cancelling"
+        assert own(session).request_cancel(second).status == "cancelling"
