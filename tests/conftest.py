@@ -20,6 +20,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "tf_reference_trajectories.json"
 POSTGRES_URL = os.environ.get("TAPELINE_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REDIS_URL = os.environ.get("TAPELINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 
 
 @pytest.fixture(scope="session")
@@ -100,3 +101,17 @@ def postgres_url(postgres_base: str) -> Iterator[str]:
     yield f"{postgres_base}{separator}options=-csearch_path%3D{schema}"
     with psycopg.connect(plain, autocommit=True) as connection:
         connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis server's URL; in CI its absence fails the run, elsewhere it skips."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as error:
+        if IN_CI:
+            pytest.fail(f"Redis is required in CI and unreachable at {REDIS_URL}: {error}")
+        pytest.skip(f"Redis unreachable at {REDIS_URL}: {error}")
+    return REDIS_URL

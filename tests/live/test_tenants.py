@@ -282,3 +282,28 @@ def test_auto_serves_loopback_without_keys_and_refuses_a_network(tmp_path: Path)
     finally:
         served.terminate()
         served.wait(15)
+
+
+@pytest.mark.redis
+def test_two_servers_with_redis_share_one_rate_budget(tmp_path: Path, redis_url: str) -> None:
+    """With TAPELINE_REDIS_URL, replicas count a tenant's requests together: 10 a minute
+    across two live servers means 10, not 20."""
+    settings = {"TAPELINE_BOOTSTRAP_ADMIN_KEY": BOOTSTRAP, "TAPELINE_REDIS_URL": redis_url,
+                "TAPELINE_TENANT_RATE_LIMIT": "10/minute"}
+    first = start_server(sqlite_url(tmp_path), tmp_path / "first.log", **settings)
+    second = start_server(sqlite_url(tmp_path), tmp_path / "second.log", **settings)
+    try:
+        tenant = f"shared-{secrets.token_hex(4)}"  # a budget no earlier run has used
+        key = new_key(first, tenant, ["read"])["key"]
+        statuses = []
+        for i in range(12):
+            live = (first, second)[i % 2]
+            answer = httpx.get(f"{live.url}/v1/me", headers=bearer(key))
+            statuses.append(answer.status_code)
+            if i == 9:
+                assert answer.headers["RateLimit-Remaining"] == "0"
+        assert statuses == [200] * 10 + [429] * 2
+        assert "Retry-After" in answer.headers and answer.headers["RateLimit-Limit"] == "10"
+    finally:
+        first.stop()
+        second.stop()
