@@ -253,6 +253,9 @@ say "image config: USER $img_user, EXPOSE 8000, VOLUME /data, HEALTHCHECK, CMD $
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 BASE_URL="http://127.0.0.1:$PORT"
 VOLUME="tapeline-ct-data-$$"
+# The image binds 0.0.0.0, so it serves only with API keys: an admin key made here, as an
+# operator would, and registered by the container at start-up.
+ADMIN_KEY="tl_$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 STATE="$CACHE/work/state-$$.json"
 pod volume create "$VOLUME" > /dev/null
 
@@ -263,6 +266,7 @@ start_container() {  # $1: name, then extra podman run options; the service on $
     pod run --detach --name "$name" --runtime runc --network host \
         --health-interval disable "$@" \
         --env TAPELINE_PORT="$PORT" --env TAPELINE_LOG_LEVEL=info \
+        --env TAPELINE_BOOTSTRAP_ADMIN_KEY="$ADMIN_KEY" \
         --volume "$VOLUME:/data" "$IMAGE" > /dev/null
 }
 
@@ -315,10 +319,10 @@ wait_healthy "tapeline-ct-$$-1"
 check_non_root "tapeline-ct-$$-1"
 
 step "4/5 the tutorial's workflow through the container (tests/container/workflow.py drive)"
-python3 "$HERE/workflow.py" drive --base-url "$BASE_URL" --state "$STATE"
+python3 "$HERE/workflow.py" drive --base-url "$BASE_URL" --state "$STATE" --key "$ADMIN_KEY"
 
 step "5/5 SIGTERM with a live event stream open"
-python3 "$HERE/workflow.py" hold-stream --base-url "$BASE_URL" --state "$STATE" \
+python3 "$HERE/workflow.py" hold-stream --base-url "$BASE_URL" --state "$STATE" --key "$ADMIN_KEY" \
     > "$CACHE/logs/hold-stream.log" 2>&1 &
 HOLD_PID=$!
 BG_PIDS+=("$HOLD_PID")
@@ -339,7 +343,7 @@ step "5/5 a new container on the same volume has every model and history row"
 start_container "tapeline-ct-$$-2"
 wait_healthy "tapeline-ct-$$-2"
 check_non_root "tapeline-ct-$$-2"
-python3 "$HERE/workflow.py" verify --base-url "$BASE_URL" --state "$STATE"
+python3 "$HERE/workflow.py" verify --base-url "$BASE_URL" --state "$STATE" --key "$ADMIN_KEY"
 sigterm_stop "tapeline-ct-$$-2"
 
 # ---------------------------------------------------------------- extra: PostgreSQL
@@ -364,11 +368,11 @@ else
     say "scratch database $PG_DB created"
     start_container "tapeline-ct-$$-pg1" --env TAPELINE_DATABASE_URL="$DB_URL"
     wait_healthy "tapeline-ct-$$-pg1"
-    python3 "$HERE/workflow.py" drive --base-url "$BASE_URL" --state "$STATE.pg"
+    python3 "$HERE/workflow.py" drive --base-url "$BASE_URL" --state "$STATE.pg" --key "$ADMIN_KEY"
     sigterm_stop "tapeline-ct-$$-pg1"
     start_container "tapeline-ct-$$-pg2" --env TAPELINE_DATABASE_URL="$DB_URL"
     wait_healthy "tapeline-ct-$$-pg2"
-    python3 "$HERE/workflow.py" verify --base-url "$BASE_URL" --state "$STATE.pg"
+    python3 "$HERE/workflow.py" verify --base-url "$BASE_URL" --state "$STATE.pg" --key "$ADMIN_KEY"
     sigterm_stop "tapeline-ct-$$-pg2"
     PG_RESULT="workflow and restart check passed"
 fi

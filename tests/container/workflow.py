@@ -2,7 +2,8 @@
 """Drive the tutorial's workflow through a running Tapeline container (stdlib only).
 
 Used by tests/container/run.sh on the host, against the HTTP contract of
-shared/API.md; every check that fails exits non-zero with a line saying what.
+shared/API.md; every check that fails exits non-zero with a line saying what. ``--key``
+sends an API key (the container's TAPELINE_BOOTSTRAP_ADMIN_KEY) with every request.
 
   workflow.py drive       --base-url URL --state FILE  synthesize the default dataset,
                           create the default model, train 10 epochs with `Prefer: wait=30`,
@@ -46,8 +47,9 @@ def ok(msg: str) -> None:
 
 
 class Client:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, key: str | None = None) -> None:
         self.base = base_url.rstrip("/")
+        self.auth = {"Authorization": f"Bearer {key}"} if key else {}
 
     def request(
         self,
@@ -58,7 +60,7 @@ class Client:
         timeout: float = 60.0,
     ) -> tuple[int, dict[str, str], bytes]:
         data = None
-        hdrs = {"Accept": "application/json"}
+        hdrs = {"Accept": "application/json", **self.auth}
         hdrs.update(headers or {})
         if body is not None:
             data = json.dumps(body).encode()
@@ -90,7 +92,7 @@ class Client:
         return json.loads(raw), headers, raw
 
     def open_stream(self, path: str, accept: str, timeout: float = 60.0):
-        req = urllib.request.Request(self.base + path, headers={"Accept": accept})
+        req = urllib.request.Request(self.base + path, headers={"Accept": accept, **self.auth})
         resp = urllib.request.urlopen(req, timeout=timeout)
         check(resp.status == 200, f"GET {path} ({accept}): status {resp.status}")
         ctype = resp.headers.get("content-type", "")
@@ -181,6 +183,13 @@ def cmd_drive(c: Client, state_path: str) -> None:
     spec, _, _ = c.json("GET", "/openapi.json")
     check("/v1/datasets/synthetic" in spec.get("paths", {}), "the image's OpenAPI has no /v1 API")
     ok(f"GET /openapi.json: {len(spec['paths'])} paths")
+    if c.auth:
+        status, headers, _ = Client(c.base).request("GET", "/v1/models")
+        check(status == 401 and headers.get("www-authenticate", "").startswith("Bearer"),
+              f"GET /v1/models without a key: {status}, want 401 with WWW-Authenticate")
+        me, _, _ = c.json("GET", "/v1/me")
+        check(me.get("tenant") == "admin" and "admin" in me.get("scopes", []), f"me: {me}")
+        ok("without a key: 401; the bootstrap key is an admin of tenant admin")
 
     ds, hdrs, _ = c.json("POST", "/v1/datasets/synthetic", {}, expect=201)
     check(ds.get("num_examples") == 1000 and ds.get("features") == 1, f"dataset: {ds}")
@@ -253,7 +262,7 @@ def cmd_drive(c: Client, state_path: str) -> None:
     # Resume: SSE with Last-Event-ID replays only later epochs.
     req = urllib.request.Request(
         c.base + f"{run_path}/events",
-        headers={"Accept": "text/event-stream", "Last-Event-ID": str(epochs[4])},
+        headers={"Accept": "text/event-stream", "Last-Event-ID": str(epochs[4]), **c.auth},
     )
     with urllib.request.urlopen(req, timeout=60) as resp:
         resumed = [e for e in sse_events(resp) if e[0] == "epoch"]
@@ -362,8 +371,9 @@ def main() -> int:
     parser.add_argument("command", choices=["drive", "hold-stream", "verify"])
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--state", required=True)
+    parser.add_argument("--key", help="the API key to send (TAPELINE_BOOTSTRAP_ADMIN_KEY)")
     args = parser.parse_args()
-    client = Client(args.base_url)
+    client = Client(args.base_url, args.key)
     fn = {"drive": cmd_drive, "hold-stream": cmd_hold_stream, "verify": cmd_verify}[args.command]
     try:
         fn(client, args.state)
