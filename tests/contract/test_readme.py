@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 
 from service.config import Settings
 from tests.conftest import LiveServer
+from tests.servers import sqlite_url, start_server
 from tests.contract.conftest import ROOT
 
 pytestmark = pytest.mark.live
@@ -101,7 +102,7 @@ def test_sh_blocks_run_as_written(live_server: LiveServer, tmp_path: Path) -> No
 def test_every_other_curl_line_runs(live_server: LiveServer) -> None:
     """The curl lines of the non-runnable blocks (deployment) hit ``localhost:8000``: each
     runs against the live server, and its answer matches the JSON in its comment."""
-    others = [line.strip() for lang, body in FENCE.findall(README) if lang != "sh"
+    others = [line.strip() for lang, body in FENCE.findall(README) if lang not in ("sh", "shell")
               for line in body.splitlines() if line.strip().startswith("curl ")]
     assert others, "expected curl lines in the deployment section"
     port = live_server.url.rsplit(":", 1)[1]
@@ -113,6 +114,33 @@ def test_every_other_curl_line_runs(live_server: LiveServer) -> None:
         expected = re.search(r"\{.*?\}", comment)
         if expected:
             assert json.loads(result.stdout) == json.loads(expected[0]), line
+
+
+def test_tenants_block_runs_against_a_server_that_requires_keys(tmp_path: Path) -> None:
+    """The `shell` block of "Tenants and API keys" runs, as written, against a server with
+    TAPELINE_AUTH=required and the block's key as its bootstrap admin key."""
+    [script] = blocks("shell")
+    admin = re.search(r"^export ADMIN_KEY=(\S+)$", script, re.M)
+    assert admin and script.startswith(f"export TAPELINE={DOCUMENTED_BASE}\n")
+    server = start_server(sqlite_url(tmp_path), tmp_path / "server.log",
+                          TAPELINE_AUTH="required", TAPELINE_BOOTSTRAP_ADMIN_KEY=admin[1])
+    try:
+        result = subprocess.run(
+            ["bash", "-c", "set -euo pipefail\n" + script.replace(DOCUMENTED_BASE, server.url, 1)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    finally:
+        server.stop()
+    assert result.returncode == 0, f"the block failed:\n{result.stdout}\n{result.stderr}"
+    me, end = json.JSONDecoder().raw_decode(result.stdout)  # curl adds no newline
+    assert me["tenant"] == "team-a" and me["usage"]["models"] == 1
+    foreign, forbidden, rest = result.stdout[end:].split("\n", 2)
+    assert (foreign, forbidden) == ("404", "403")  # B's read key: A's model; creating
+    assert rest.startswith("HTTP/1.1 401 Unauthorized")
+    assert 'www-authenticate: Bearer realm="tapeline"' in rest
+    quotas = documents(rest.split("\n\n", 1)[1])[-1]
+    assert quotas == {"max_active_runs": 2, "max_stored_bytes": 1024**3,
+                      "rate_limit": "20/second"}
+    assert admin[1] not in (tmp_path / "server.log").read_text()
 
 
 def test_python_example_runs(python_client: Path, live_server: LiveServer) -> None:
