@@ -255,3 +255,42 @@ def test_a_classifier_through_the_generated_client(client: Any) -> None:
         x=[[0.0, 1.0], [1.0, -0.5]]))
     assert isinstance(predicted, ClassPrediction) and predicted.y == [0, 1]
     assert all(abs(sum(row) - 1) < 1e-12 for row in predicted.probabilities)
+
+
+ADMIN_KEY = "tl_" + "P" * 43
+
+
+def test_the_generated_client_sends_a_key(python_client: Path, tmp_path: Path) -> None:
+    """`AuthenticatedClient(..., token=key)` against a server that requires keys: the key
+    works, a client without one gets the 401 problem the spec declares."""
+    from tests.servers import sqlite_url, start_server
+
+    server = start_server(sqlite_url(tmp_path), tmp_path / "server.log",
+                          TAPELINE_AUTH="required", TAPELINE_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY)
+    sys.path.insert(0, str(python_client))
+    try:
+        package = importlib.import_module(CLIENT_PACKAGE)
+        from tapeline_client.api.keys import keys_create
+        from tapeline_client.api.models import models_create, models_list
+        from tapeline_client.api.tenants import tenants_me
+        from tapeline_client.models import (
+            KeyCreate,
+            KeyCreateScopesItem,
+            LinearModelCreate,
+            Problem,
+        )
+
+        with package.AuthenticatedClient(base_url=server.url, token=ADMIN_KEY) as admin:
+            made = keys_create.sync(client=admin, body=KeyCreate(
+                tenant="team-py", scopes=[KeyCreateScopesItem.READ, KeyCreateScopesItem.WRITE]))
+        with package.AuthenticatedClient(base_url=server.url, token=made.key) as api:
+            me = tenants_me.sync(client=api)
+            assert me.tenant == "team-py" and me.key_id == made.id
+            model = models_create.sync(client=api, body=LinearModelCreate())
+            assert [m.id for m in models_list.sync(client=api).items] == [model.id]
+        with package.Client(base_url=server.url) as anonymous:
+            answer = models_list.sync_detailed(client=anonymous)
+            assert answer.status_code == 401 and isinstance(answer.parsed, Problem)
+    finally:
+        sys.path.remove(str(python_client))
+        server.stop()

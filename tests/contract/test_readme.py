@@ -18,8 +18,8 @@ from pydantic import TypeAdapter
 
 from service.config import Settings
 from tests.conftest import LiveServer
-from tests.servers import sqlite_url, start_server
 from tests.contract.conftest import ROOT
+from tests.servers import sqlite_url, start_server
 
 pytestmark = pytest.mark.live
 

@@ -1,5 +1,7 @@
 """Schemathesis runs every operation with generated valid and invalid inputs against a live
-server, on SQLite and on PostgreSQL, with all of its checks (see schemathesis.toml)."""
+server, on SQLite and on PostgreSQL, with all of its checks (see schemathesis.toml). The
+server requires API keys; Schemathesis sends an admin key of its own tenant (not tenant
+`admin`, so the quotas it may set and the keys it may revoke are only its own)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import IN_CI, sqlite_url, start_server
@@ -32,16 +35,27 @@ LIMITS = {
     "TAPELINE_WORKERS": "1",
     "TAPELINE_SSE_PING_SECONDS": "0.5",
 }
+# Keys required; rate limits far above what two Schemathesis workers send.
+KEYS = {
+    "TAPELINE_AUTH": "required",
+    "TAPELINE_BOOTSTRAP_ADMIN_KEY": "tl_" + "F" * 43,
+    "TAPELINE_TENANT_RATE_LIMIT": "100000/second",
+}
 # CI fuzzes with a fixed seed so a red build reproduces; elsewhere each run explores anew.
 SEED = os.environ.get("TAPELINE_FUZZ_SEED", "20240611" if IN_CI else "")
 
 
 def fuzz(database_url: str, folder: Path) -> None:
     """Serve on ``database_url`` and run Schemathesis against it; fail with its report."""
-    server = start_server(database_url, folder / "server.log", **LIMITS)
+    server = start_server(database_url, folder / "server.log", **LIMITS, **KEYS)
     try:
+        admin = {"Authorization": f"Bearer {KEYS['TAPELINE_BOOTSTRAP_ADMIN_KEY']}"}
+        made = httpx.post(f"{server.url}/v1/keys", json={"tenant": "fuzz", "scopes": ["admin"]},
+                          headers=admin)
+        assert made.status_code == 201, made.text
         command = [BIN / "st", "--config-file", CONFIG, "--no-color", "run",
-                   f"{server.url}/openapi.json", "--workers", "2"]
+                   f"{server.url}/openapi.json", "--workers", "2",
+                   "--header", f"Authorization: Bearer {made.json()['key']}"]
         if SEED:
             command += ["--seed", SEED]
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=280,
