@@ -21,6 +21,7 @@ from fastapi.security import HTTPBearer
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.deps import RuntimeDep
@@ -106,7 +107,7 @@ class Access:
         self._keys_exist = False
         self._lock = threading.Lock()
 
-    def keyless_allowed(self, sessions: sessionmaker[Session]) -> bool:
+    def keyless_allowed(self, engine: Engine) -> bool:
         """Whether a request without a key may pass: never with ``required``, always with
         ``off``, and with ``auto`` only on loopback while no key exists."""
         mode = self.settings.auth
@@ -114,8 +115,8 @@ class Access:
             return mode == "off"
         if not is_loopback(self.settings.host) or self._keys_exist:
             return False
-        with sessions() as session:
-            exists = keys.any_key(session)
+        with engine.connect() as connection:
+            exists = keys.any_key(connection)
         if exists:
             with self._lock:
                 self._keys_exist = True
@@ -149,12 +150,12 @@ def authenticate(request: Request, runtime: RuntimeDep) -> Caller:
         return KEYLESS
     token = _bearer_token(request)
     if token is None:
-        if access.keyless_allowed(runtime.sessions):
+        if access.keyless_allowed(runtime.engine):
             return KEYLESS
         raise unauthorized("this operation needs an API key: `Authorization: Bearer tl_...`")
-    with runtime.sessions() as session:
+    with runtime.engine.connect() as connection:
         try:
-            found = keys.authenticate(session, token, access.secret)
+            found = keys.authenticate(connection, token, access.secret)
         except keys.KeyRejected as error:
             raise unauthorized(str(error), "invalid_token") from None
     limit = found.rate_limit or runtime.settings.tenant_rate_limit
@@ -170,8 +171,8 @@ def authenticate(request: Request, runtime: RuntimeDep) -> Caller:
     return Caller(found.tenant, found.scopes, found.key_id)
 
 
-def authorize(request: Request, caller: Annotated[Caller, Depends(authenticate)],
-              _: Annotated[object, Security(BEARER)] = None) -> Caller:
+async def authorize(request: Request, caller: Annotated[Caller, Depends(authenticate)],
+                    _: Annotated[object, Security(BEARER)] = None) -> Caller:
     """The caller, if its scopes allow the operation; 403 otherwise."""
     scope = required_scope(request)
     if not caller.may(scope):
