@@ -1,5 +1,6 @@
 """openapi-typescript turns the committed spec into types; a typed script using them compiles
-with tsc and runs the tutorial against a live server (node must be present in CI)."""
+with tsc and runs the tutorial against a live server, keyless and on a server that requires
+an API key (sent as a header; node must be present in CI)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import LiveServer
 from tests.contract.conftest import ROOT, SPEC
 from tests.node import node_modules
+from tests.servers import sqlite_url, start_server
 
 pytestmark = pytest.mark.live
 
@@ -38,6 +41,7 @@ def node_tools() -> Path:
 
 def test_types_generate_compile_and_run(node_tools: Path, live_server: LiveServer,
                                         tmp_path: Path) -> None:
+    admin = "tl_" + "T" * 43
     for name in ("tsconfig.json", "tutorial.ts"):
         shutil.copy(HERE / name, tmp_path / name)
     generated = run([node_tools / "openapi-typescript", SPEC, *GENERATOR_FLAGS,
@@ -52,3 +56,14 @@ def test_types_generate_compile_and_run(node_tools: Path, live_server: LiveServe
     answer = run(["node", tmp_path / "out" / "tutorial.js"], cwd=tmp_path,
                  env={**os.environ, "TAPELINE": live_server.url})
     assert answer.stdout.count("ok: ") == 8, answer.stdout
+    keyed = start_server(sqlite_url(tmp_path), tmp_path / "server.log",
+                         TAPELINE_AUTH="required", TAPELINE_BOOTSTRAP_ADMIN_KEY=admin)
+    try:
+        made = httpx.post(f"{keyed.url}/v1/keys", json={"tenant": "ts"},
+                          headers={"Authorization": f"Bearer {admin}"})
+        assert made.status_code == 201, made.text
+        answer = run(["node", tmp_path / "out" / "tutorial.js"], cwd=tmp_path,
+                     env={**os.environ, "TAPELINE": keyed.url, "TAPELINE_KEY": made.json()["key"]})
+        assert answer.stdout.count("ok: ") == 8, answer.stdout
+    finally:
+        keyed.stop()
