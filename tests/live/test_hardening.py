@@ -36,7 +36,7 @@ from tests.hostile import zeros_bomb
 from tests.live.test_operations import children, start_slow, wait_for
 from tests.servers import LiveServer, PeakMemory, sqlite_url, start_server
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.serial]
 
 MiB = 1 << 20
 
