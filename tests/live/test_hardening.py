@@ -73,11 +73,12 @@ def test_a_64_mib_csv_uploads_off_the_event_loop(server: LiveServer, tmp_path: P
     assert (dataset["num_examples"], dataset["features"]) == (1_590_000, 3)
     final = dataset["num_examples"] * (dataset["features"] + 1) * 8  # 51 MB of float64
     # Was: 9.9 s frozen, 1.12 GB (17x the file). The upload adds under 100 ms to the p99 the
-    # machine shows idle (about 1 ms when nothing else runs). SQLite's driver alone copies a
-    # blob twice as it inserts it: the peak is x and y, their .npy bytes and those copies.
+    # machine shows idle (about 1 ms when nothing else runs). The arrays are written into
+    # SQLite in place (service/store/blobs.py), so the peak is the file as received (1.26x
+    # the final size) and the parsed arrays; binding them as bytes made it 4.1x.
     assert busy.p99_ms() < 100 + idle, (busy.p99_ms(), idle)
     assert busy.failures == 0 and len(busy.latencies) > 20
-    assert peak.growth < 4.5 * final, peak.growth / final
+    assert peak.growth < 3.3 * final, peak.growth / final
 
 
 def test_a_large_json_body_is_decoded_off_the_event_loop(server: LiveServer,
