@@ -20,8 +20,9 @@ from sqlalchemy import delete, exists, false, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service.store import blobs
 from service.store.codec import (
-    pack_array,
+    npy_parts,
     pack_params,
     pack_vector,
     unpack_array,
@@ -139,7 +140,7 @@ class Repository:
     ) -> DatasetRow:
         """Store a dataset; ``x`` is (examples, features), ``y`` is (examples,): values, or
         class indices into ``classes`` when the labels had names."""
-        x_blob, y_blob = pack_array(x), pack_array(y)
+        stored = sum(len(header) + len(data) for header, data in map(npy_parts, (x, y)))
         row = DatasetRow(
             id=new_id("ds"),
             owner=self.tenant,
@@ -148,19 +149,20 @@ class Repository:
             num_examples=int(x.shape[0]),
             features=int(x.shape[1]),
             dtype=str(x.dtype),
-            x=x_blob,
-            y=y_blob,
+            x=blobs.value(self.session, x),
+            y=blobs.value(self.session, y),
             summary=_summary(x, y),
             synthetic=synthetic,
             classes=classes,
             y_min=float(y.min()),
             y_max=float(y.max()),
             y_integral=bool(np.all(y == np.round(y))),
-            stored_bytes=len(x_blob) + len(y_blob),
+            stored_bytes=stored,
             created_at=now(),
         )
         self.session.add(row)
         self.session.flush()
+        blobs.write(self.session, DatasetRow, row.id, {"x": x, "y": y})
         return row
 
     def _by_id(self, table: type[Row], kind: str, resource_id: str) -> Row:
