@@ -249,7 +249,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     problem = {problems.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     schemas = spec["components"]["schemas"]
     for path in spec.get("paths", {}).values():
-        for operation in path.values():
+        for method, operation in path.items():
+            if "security" in operation:  # the scope a key needs (service.api.auth)
+                operation.setdefault("x-scope", "read" if method in ("get", "head") else "write")
             for media in operation.get("requestBody", {}).get("content", {}).values():
                 refs = _alternatives(media["schema"])
                 examples = [
