@@ -307,3 +307,37 @@ def test_two_servers_with_redis_share_one_rate_budget(tmp_path: Path, redis_url:
     finally:
         first.stop()
         second.stop()
+
+
+def test_the_keys_command_line(tmp_path: Path) -> None:
+    """`tapeline keys create | list | revoke | generate` on the configured store; the new key
+    is alone on the last line, and the list never shows a key."""
+    env = {"TAPELINE_DATABASE_URL": sqlite_url(tmp_path), "PYTHONPATH": str(ROOT),
+           "PATH": "/usr/bin:/bin"}
+
+    def tapeline(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "service.cli", "keys", *args], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    made = tapeline("create", "--tenant", "team-cli", "--scopes", "read", "--name", "ci",
+                    "--expires-in-days", "30")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.rstrip("\n").splitlines()[-1]
+    assert re.fullmatch(r"tl_[A-Za-z0-9_-]{43}", key)
+    key_id = re.search(r"key_[0-9a-f]{20}", made.stdout)[0]  # type: ignore[index]
+    listed = tapeline("list", "--tenant", "team-cli")
+    assert listed.returncode == 0 and key_id in listed.stdout and key not in listed.stdout
+    assert key[:11] + "..." in listed.stdout and "\tread\t" in listed.stdout
+    assert tapeline("list", "--tenant", "nobody").stdout.count("\n") == 1  # the header alone
+    revoked = tapeline("revoke", key_id)
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+    assert tapeline("list").stdout.split("\n")[1].split("\t")[-1] != "-"  # revoked at a time
+    missing = tapeline("revoke", "key_00000000000000000000")
+    assert missing.returncode == 1 and "no key" in missing.stderr
+    for bad in (["--scopes", "root"], ["--expires-in-days", "0"]):
+        wrong = tapeline("create", "--tenant", "team-cli", *bad)
+        assert wrong.returncode == 2 and key not in wrong.stderr
+    assert tapeline("create", "--tenant", "Team A").returncode == 2
+    fresh = tapeline("generate").stdout.strip()
+    assert re.fullmatch(r"tl_[A-Za-z0-9_-]{43}", fresh)
+    assert fresh not in tapeline("list").stdout  # generated, not stored
