@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/compile.py
 	$(BIN)/python bench/kinds.py
 	$(BIN)/python bench/service.py
+	$(BIN)/python bench/auth.py
 	$(BIN)/python bench/ui.py
 
 test-container:  ## build the image with buildah and drive it with podman (root, Debian)

@@ -791,8 +791,8 @@ class KeyCreate(Request):
         description="`read` reads; `write` also creates, trains, cancels and deletes; "
         "`admin` also manages keys and quotas.",
     )
-    expires_in_days: Integer | None = Field(
-        None, ge=1, le=3650, description="The key stops working this many days from now."
+    expires_in_days: Annotated[int, Field(ge=1, le=3650), BeforeValidator(_integral)] | None = (
+        Field(None, description="The key stops working this many days from now.")
     )
 
     model_config = ConfigDict(
@@ -838,10 +838,12 @@ class Quotas(Public):
 class QuotasUpdate(Request):
     """A tenant's own limits; an absent or null field falls back to the service's default."""
 
-    max_active_runs: Integer | None = Field(None, ge=0, le=1_000_000)
-    max_stored_bytes: Integer | None = Field(None, ge=0, lt=SAFE_INT_END)
+    max_active_runs: Annotated[int, Field(ge=0, le=1_000_000), BeforeValidator(_integral)] | None \
+        = None
+    max_stored_bytes: Annotated[int, Field(ge=0, lt=SAFE_INT_END),
+                                BeforeValidator(_integral)] | None = None
     rate_limit: str | None = Field(
-        None, pattern=r"^[0-9]{1,9} ?(/|per) ?([0-9]{1,6} )?(second|minute|hour|day)s?$",
+        None, pattern=r"^[1-9][0-9]{0,8} ?(/|per) ?([1-9][0-9]{0,5} )?(second|minute|hour|day)s?$",
         description="e.g. `50/second`, `1000 per minute`, `10/5 seconds`.",
     )
 

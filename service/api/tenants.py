@@ -32,6 +32,7 @@ from service.api.schemas import (
     Usage,
 )
 from service.store import keys
+from service.store.repo import Conflict
 from service.store.tables import ApiKeyRow
 
 ADMIN = {"x-scope": "admin"}
@@ -90,9 +91,14 @@ def list_(
 
 
 @keys_router.delete("/{key_id}", status_code=204, summary="Revoke an API key",
-                    responses=responses(401, 403, 404, 429), openapi_extra=ADMIN)
+                    responses=responses(401, 403, 404, 409, 429), openapi_extra=ADMIN)
 def delete(key_id: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
-    """Revoke a key: the next request with it answers 401. Revoking twice changes nothing."""
+    """Revoke a key: the next request with it answers 401. Revoking twice changes nothing. A
+    key cannot revoke itself (409), so an admin cannot lock itself out by mistake: use another
+    admin key, or `tapeline keys revoke`."""
+    if key_id == caller.key_id:
+        raise Conflict(f"key {key_id!r} is the one making this request; revoke it with another "
+                       "admin key or `tapeline keys revoke`")
     with runtime.sessions.begin() as session:
         keys.revoke(session, key_id, None if operator(caller) else caller.tenant)
     return Response(status_code=204)
