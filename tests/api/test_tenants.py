@@ -117,7 +117,10 @@ def test_scopes_read_write_admin(client: TestClient) -> None:
 
 def test_an_admin_manages_its_own_tenant_and_only_tenant_admin_manages_others(
         client: TestClient) -> None:
-    team = bearer(new_key(client, "team-c", scopes=["admin"])["key"])
+    own = new_key(client, "team-c", scopes=["admin"])
+    team = bearer(own["key"])
+    itself = client.delete(f"/v1/keys/{own['id']}", headers=team)
+    assert itself.status_code == 409 and "another admin key" in itself.json()["detail"]
     made = client.post("/v1/keys", headers=team, json={"name": "ci", "scopes": ["read"]})
     assert made.status_code == 201 and made.json()["tenant"] == "team-c"
     assert made.json()["key"].startswith("tl_") and len(made.json()["key"]) >= 46
