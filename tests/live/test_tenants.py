@@ -341,3 +341,31 @@ def test_the_keys_command_line(tmp_path: Path) -> None:
     fresh = tapeline("generate").stdout.strip()
     assert re.fullmatch(r"tl_[A-Za-z0-9_-]{43}", fresh)
     assert fresh not in tapeline("list").stdout  # generated, not stored
+
+
+def test_concurrent_runs_never_pass_the_active_run_quota(server: LiveServer) -> None:
+    """Eight runs sent at once by a tenant whose quota is three: exactly three are queued, on
+    SQLite and on PostgreSQL (the count is taken under the queue's lock)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = new_key(server, "team-quota", ["write"])["key"]
+    assert httpx.put(f"{server.url}/v1/tenants/team-quota/quotas", headers=bearer(BOOTSTRAP),
+                     json={"max_active_runs": 3}).status_code == 200
+    api = httpx.Client(base_url=server.url, headers=bearer(key), timeout=60)
+    dataset = api.post("/v1/datasets/synthetic", json={"num_examples": 20000}).json()["id"]
+    models = [api.post("/v1/models").json()["id"] for _ in range(8)]
+
+    def start(model: str) -> httpx.Response:
+        with httpx.Client(base_url=server.url, headers=bearer(key), timeout=60) as own:
+            return own.post(f"/v1/models/{model}/runs", json={
+                "dataset_id": dataset, "epochs": 1000, "batch_size": 4})
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(start, models))
+    assert sorted(a.status_code for a in answers) == [202] * 3 + [429] * 5
+    assert all(a.headers["RateLimit-Limit"] == "3" and a.headers["Retry-After"]
+               for a in answers if a.status_code == 429)
+    assert api.get("/v1/me").json()["usage"]["active_runs"] == 3
+    for answer in answers:
+        if answer.status_code == 202:
+            api.post(f"/v1/runs/{answer.json()['id']}/cancel")
