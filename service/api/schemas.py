@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from service.api.limits import Limit
+from service.store.keys import TENANT_PATTERN
 from service.store.tables import RunStatus
 from service.training.data import SYNTHETIC
 from service.training.kinds import ACTIVATIONS, KINDS
@@ -774,7 +775,7 @@ def dump(model: BaseModel) -> dict[str, Any]:
 Scope = Literal["read", "write", "admin"]
 TenantName = Annotated[
     str,
-    Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+    Field(pattern=TENANT_PATTERN,
           description="A tenant: lowercase letters, digits, `-` and `_`, at most 64."),
 ]
 

@@ -126,8 +126,7 @@ def me(store: StoreDep) -> Me:
                                                                  429),
                     openapi_extra=ADMIN)
 def set_quotas(
-    tenant: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
-                                description="The tenant.")],
+    tenant: Annotated[str, Path(pattern=keys.TENANT_PATTERN, description="The tenant.")],
     body: QuotasUpdate,
     runtime: RuntimeDep,
     caller: CallerDep,
