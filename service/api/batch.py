@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from service.api.bodies import DecodedRequest, OffLoopJsonRoute
@@ -103,6 +104,16 @@ def _fast_rows(block: list[str], width: int) -> np.ndarray | None:
 
 def read_csv(body: bytes, limits: Limits) -> tuple[list[str], np.ndarray]:
     """The header and the rows of numbers of a CSV body."""
+    try:
+        return _read_csv(body, limits)
+    except ProblemError as error:  # the upload reader's helpers name the "file"
+        if error.errors and error.errors[0]["loc"][:1] == ["file"]:
+            loc = ["body", *error.errors[0]["loc"][1:]]
+            raise invalid(loc, error.errors[0]["msg"]) from error
+        raise
+
+
+def _read_csv(body: bytes, limits: Limits) -> tuple[list[str], np.ndarray]:
     text = io.TextIOWrapper(io.BytesIO(body), encoding="utf-8-sig", newline="")
     header, first_line = _header(text)
     limits.check(["body"], 1, len(header))
@@ -164,6 +175,7 @@ class FileBodyRoute(OffLoopJsonRoute):
         handler = super().get_route_handler()
         if "requestBody" not in (self.openapi_extra or {}):
             return handler
+        decoded_handler = APIRoute.get_route_handler(self)  # the body arrives decoded
 
         async def route(request: Request) -> Response:
             media = media_of(request)
@@ -181,7 +193,7 @@ class FileBodyRoute(OffLoopJsonRoute):
             scope[COLUMNS] = columns
             plain = Request(scope, request.receive)
             value = PredictRequest.model_construct(x=x)  # type: ignore[arg-type]
-            return await handler(DecodedRequest(plain, body, value))
+            return await decoded_handler(DecodedRequest(plain, body, value))
 
         return route
 

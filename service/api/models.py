@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Body, Request, Response
 
 from service import engine as tg
-from service.api import batch, views
+from service.api import batch, dryrun, views
 from service.api.arrays import matrix
 from service.api.batch import FileBodyRoute
 from service.api.deps import JsonBody, PageDep, RuntimeDep, encode_cursor
@@ -21,6 +21,7 @@ from service.api.schemas import (
     Model,
     ModelCreate,
     ModelPage,
+    ModelPreview,
     NamedInit,
     Prediction,
     PredictRequest,
@@ -106,10 +107,13 @@ def initial_params_named(
     status_code=201,
     summary="Create a model",
     dependencies=[JsonBody],
-    responses=responses(400, 413, 415, 422),
+    responses={**dryrun.responses(ModelPreview), **responses(400, 413, 415, 422)},
 )
 def create(
-    runtime: RuntimeDep, response: Response, body: Annotated[ModelCreate | None, Body()] = None
+    runtime: RuntimeDep,
+    response: Response,
+    body: Annotated[ModelCreate | None, Body()] = None,
+    dry_run: dryrun.DryRun = False,
 ) -> Model:
     """A model of a `kind`: `linear` (`x @ W + b`; with no `initial`, W = 5 for every feature
     and b = 0, the tutorial's start), `logistic` (2 classes: a sigmoid; more: a softmax) or
@@ -117,10 +121,12 @@ def create(
     spec = body or LinearModelCreate()
     kind = kind_of(spec, runtime.settings)
     params, seed = initial_params(kind, spec.initial)
-    with runtime.sessions.begin() as session:
+    with dryrun.transaction(runtime, dry_run) as session:
         row = repo.create_model(session, kind=kind.name, config=kind.config(), params=params,
                                 name=spec.name, random_seed=seed)
         view = views.model(row, training=False)
+    if dry_run:
+        return dryrun.preview(view)  # type: ignore[return-value]
     response.headers["Location"] = f"/v1/models/{view.id}"
     return view  # type: ignore[no-any-return]
 
