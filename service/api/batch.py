@@ -42,7 +42,8 @@ REQUEST_BODY = {
         "content": {
             CSV: {"schema": {"type": "string"},
                   "example": "x0,x1\n0.5,1.0\n1.5,-2.0\n"},
-            NPY: {"schema": {"type": "string", "format": "binary"}},
+            NPY: {"schema": {"type": "string", "format": "binary"},
+                  "example": "(the bytes np.save writes: an .npy array of shape [N, F])"},
         }
     }
 }

@@ -144,6 +144,9 @@ def _import(runtime: Runtime, response: Response, file: UploadFile, name: str | 
         "requestBody": {
             "content": {
                 "multipart/form-data": {
+                    "example": {"file": '{"format": "tapeline.model/1", "kind": "linear", '
+                                        '"config": {"features": 1}, '
+                                        '"params": {"W": [3.0], "b": 2.0}}'},
                     "encoding": {"file": {"contentType":
                                           "application/octet-stream, application/json"}},
                 }
