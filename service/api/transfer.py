@@ -43,6 +43,7 @@ def _bundle(runtime: Runtime, model_id: str) -> Bundle:
 
 @router.get(
     "/{model_id}/export",
+    name="export",
     summary="Export a model as a file",
     response_class=Response,
     responses={
@@ -137,6 +138,7 @@ def _import(runtime: Runtime, response: Response, file: UploadFile, name: str | 
 
 @router.post(
     "/import",
+    name="import",
     status_code=201,
     summary="Import a model from a safetensors or JSON file",
     responses=responses(400, 413, 415, 422),

@@ -72,3 +72,10 @@ def csv_files(draw: st.DrawFn) -> bytes:
 
 
 schemathesis.openapi.media_type("text/csv", csv_files())
+
+
+@schemathesis.serializer("text/csv", "application/octet-stream")
+def raw_bytes(ctx: object, value: object) -> bytes:
+    """A CSV or binary body (a predict request's file) as the bytes generated, or a string's
+    UTF-8."""
+    return value if isinstance(value, bytes) else str(value).encode()
