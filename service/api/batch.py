@@ -40,7 +40,7 @@ CHUNK_ROWS = 20_000
 REQUEST_BODY = {
     "requestBody": {
         "content": {
-            CSV: {"schema": {"type": "string"},
+            CSV: {"schema": {"type": "string", "format": "binary"},
                   "example": "x0,x1\n0.5,1.0\n1.5,-2.0\n"},
             NPY: {"schema": {"type": "string", "format": "binary"},
                   "example": "(the bytes np.save writes: an .npy array of shape [N, F])"},

@@ -98,7 +98,8 @@ def test_sh_blocks_run_as_written(live_server: LiveServer, tmp_path: Path) -> No
     assert output_of("dry_run=true").split() == ["None", "[16]", "relu", "65"]
     terminal = output_of("tapeline train")
     assert "succeeded after 100 epochs" in terminal and "val_r2" in terminal
-    assert terminal.split("wrote predictions.csv")[1].split()[0] == "y" and (tmp_path / "plane.onnx").stat().st_size > 0
+    assert terminal.split("wrote predictions.csv")[1].split()[0] == "y"
+    assert (tmp_path / "plane.onnx").stat().st_size > 0
 
     sse = output_of("text/event-stream")
     assert sse.count("event: epoch") == 30 and "event: end" in sse
