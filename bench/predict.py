@@ -100,6 +100,8 @@ def main() -> None:
                 def floor(model: dict[str, Any] = model) -> None:
                     bare_forward(model, x)
 
+                by_npy()  # warm up: the route, the model's first read, BLAS
+                floor()
                 samples: dict[str, list[float]] = {"floor": [], "npy": [], "csv": []}
                 for _ in range(args.repeats):
                     for name, action in (("floor", floor), ("npy", by_npy), ("csv", by_csv)):
