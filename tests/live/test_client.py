@@ -96,6 +96,12 @@ def test_train_shows_live_progress_and_final_metrics(live_server: LiveServer,
     assert "succeeded after 400 epochs" in screen and re.search(r"val_r2\s+│\s+0\.9", screen)
     assert "Traceback" not in screen
     model_id = re.findall(r"model (mdl_\w+)", screen)[-1]
+    run_id = re.findall(r"run (run_\w+)", screen)[-1]
+
+    watched = Terminal(live_server, data, "watch", run_id)  # a finished run replays and ends
+    assert watched.finish() == 0, watched.text()
+    assert re.search(r"epoch\s+400/400", watched.text())
+    assert f"run {run_id} succeeded after 400 epochs" in watched.text()
 
     exported = Terminal(live_server, data, "export", model_id, "--format", "onnx", "-o",
                         "model.onnx")
