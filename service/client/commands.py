@@ -53,8 +53,10 @@ def follow(api: Api, run_id: str, console: Console) -> int:
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                TextColumn("{task.fields[metrics]}"))
     after: int | None = None
+    last = ""
     console.print(f"run {run_id}: {run['epochs']} epochs")
-    with Progress(*columns, console=console, transient=False) as progress:
+    # Off a terminal (a pipe, a log) the bar is left out and the last epoch printed once.
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task(run_id, total=run["epochs"], metrics="",
                                  completed=run["epochs_completed"])
         while True:
@@ -65,9 +67,8 @@ def follow(api: Api, run_id: str, console: Console) -> int:
                         done = run["epochs_completed"]
                         progress.update(task, completed=done, total=max(run["epochs"], done))
                         break
-                    after = event["epoch"]
-                    progress.update(task, completed=event["epoch"] + 1,
-                                    metrics=_metric_text(event))
+                    after, last = event["epoch"], _metric_text(event)
+                    progress.update(task, completed=event["epoch"] + 1, metrics=last)
                 else:
                     continue  # the stream ended without an end event: follow it again
                 break
@@ -77,6 +78,8 @@ def follow(api: Api, run_id: str, console: Console) -> int:
                     api.json("POST", f"/v1/runs/{run_id}/cancel")
                     console.print(f"asked run {run_id} to stop")
                 progress.start()
+    if not console.is_terminal and last:
+        console.print(f"epoch {after + 1 if after is not None else 0}/{run['epochs']}  {last}")
     return _report(run, console)
 
 
