@@ -43,9 +43,10 @@ def blocks(language: str) -> list[str]:
 
 def test_sh_blocks_run_as_written(live_server: LiveServer, tmp_path: Path) -> None:
     scripts = blocks("sh")
-    assert scripts[0].startswith(f"export TAPELINE={DOCUMENTED_BASE}\n")
+    assert scripts[0].startswith(f"export TAPELINE_URL={DOCUMENTED_BASE}\n")  # the client's
+    assert scripts[1].startswith(f"export TAPELINE={DOCUMENTED_BASE}\n")  # the tutorial's
     # The one substitution: the live server's port for the documented one.
-    scripts[0] = scripts[0].replace(DOCUMENTED_BASE, live_server.url, 1)
+    scripts[:2] = [script.replace(DOCUMENTED_BASE, live_server.url, 1) for script in scripts[:2]]
     marked = "".join(f"echo '=== block {i}'\n{body}\necho\n" for i, body in enumerate(scripts))
     # The terminal client's `tapeline` is the one installed beside this Python.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -165,11 +166,12 @@ def test_settings_table_matches_the_settings() -> None:
         assert value == expected, (name, default, expected)
 
 
-def test_quick_start_is_the_two_commands() -> None:
+def test_quick_start_is_the_two_commands_and_the_terminal_client() -> None:
     quick_start = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    [commands] = blocks_in(quick_start)
+    commands, terminal, _ = blocks_in(quick_start)  # then the terminal client and its output
     assert [line.split("#")[0].strip() for line in commands.splitlines()] == [
         "make run", "make test"]
+    assert "tapeline train" in terminal
 
 
 def blocks_in(text: str) -> list[str]:
