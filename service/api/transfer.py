@@ -78,14 +78,14 @@ def export_model(
     )
 
 
-def _problems(error: ValidationError) -> ProblemError:
-    errors = [{"loc": ["file", "config", *e["loc"][1:]], "msg": e["msg"]}
-              for e in field_problems(
-                  [{"loc": ("body", *e["loc"]), "msg": e["msg"]}
-                   for e in error.errors(include_url=False)])]
-    first = errors[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return ProblemError(422, f"{where}: {first['msg']}", errors)
+def _config_problem(error: ValidationError) -> ProblemError:
+    """A 422 naming the config fields at fault, as a create request's would name its body's
+    (``field_problems`` drops the kind's tag from each location)."""
+    raw = [{"loc": ("body", *e["loc"]), "msg": e["msg"]} for e in error.errors(include_url=False)]
+    errors = [{"loc": ["file", "config", *p["loc"][1:]], "msg": p["msg"]}
+              for p in field_problems(raw)]
+    where = ".".join(str(part) for part in errors[0]["loc"])
+    return ProblemError(422, f"{where}: {errors[0]['msg']}", errors)
 
 
 def checked(parsed: Parsed, runtime: Runtime) -> tuple[Any, dict[str, Any]]:
@@ -100,7 +100,7 @@ def checked(parsed: Parsed, runtime: Runtime) -> tuple[Any, dict[str, Any]]:
         with bound(runtime.settings):
             spec = _create.validate_python({"kind": parsed.kind, **parsed.config})
     except ValidationError as error:
-        raise _problems(error) from error
+        raise _config_problem(error) from error
     kind = kind_of(spec, runtime.settings)
     params = initial_params_named(kind.shapes(), parsed.params, ["file", "params"])
     return kind, params
