@@ -8,8 +8,9 @@ full batch its own forward pass gives the row, exactly as the tutorial computes 
 logs. Everything the loop carries between epochs is a :class:`LoopState`.
 
 The step and the forward pass over a whole split run compiled with ``tg.function`` unless
-``TAPELINE_COMPILE`` is false: each batch shape is traced once (the full batch, the
-mini-batches, the last short batch) and replayed after, with the same bits as eager steps.
+``TAPELINE_COMPILE`` is false: each batch shape (the full batch, the mini-batches, the last
+short batch) runs eagerly its first ``COMPILE_AFTER`` times, is then traced once and replayed
+after, with the same bits as eager calls throughout.
 """
 
 from __future__ import annotations
@@ -36,6 +37,36 @@ from service.training.records import (
     Params,
     StoppedEarly,
 )
+
+# Calls of one batch shape run eagerly before it is compiled. Tracing a step costs ~5-20
+# eager calls of it and a replay saves most of one, so a short run (the tutorial's 10
+# full-batch epochs) never pays for a trace, and a long one compiles within its first epochs.
+COMPILE_AFTER = 16
+
+Batch = Callable[[tg.Tensor, tg.Tensor], tuple[tg.Tensor, tg.Tensor]]
+
+
+class Compiling:
+    """``function`` of a batch (inputs, targets), called eagerly until its batch shape has come
+    ``COMPILE_AFTER`` times, then through ``tg.function`` (the same bits either way)."""
+
+    def __init__(self, function: Batch) -> None:
+        self.eager = function
+        self.compiled = tg.function(function)
+        self.calls: dict[tuple[int, ...], int] = {}
+
+    @property
+    def trace_count(self) -> int:
+        return int(self.compiled.trace_count)
+
+    def __call__(self, x: tg.Tensor, targets: tg.Tensor) -> tuple[tg.Tensor, tg.Tensor]:
+        shape = x.shape
+        seen = self.calls.get(shape, 0)
+        if seen < COMPILE_AFTER:
+            self.calls[shape] = seen + 1
+            return self.eager(x, targets)
+        result: tuple[tg.Tensor, tg.Tensor] = self.compiled(x, targets)
+        return result
 
 
 class Diverged(ArithmeticError):
@@ -107,12 +138,8 @@ class Fit:
         # ``compiled``: None reads TAPELINE_COMPILE. Compiled or not, the same NumPy calls run
         # in the same order, so every number is the same.
         self.compiled = get_settings().compile if compiled is None else compiled
-        self._step: Callable[[tg.Tensor, tg.Tensor], tuple[tg.Tensor, tg.Tensor]] = self.step
-        self._forward: Callable[[tg.Tensor, tg.Tensor], tuple[tg.Tensor, tg.Tensor]] = (
-            self.forward)
-        if self.compiled:
-            self._step = tg.function(self.step)
-            self._forward = tg.function(self.forward)
+        self._step: Batch = Compiling(self.step) if self.compiled else self.step
+        self._forward: Batch = Compiling(self.forward) if self.compiled else self.forward
 
     def state(self) -> LoopState:
         """What the loop carries into its next epoch, as plain data."""
