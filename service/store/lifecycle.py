@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import ClauseElement, Table, delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from service.store.codec import pack_params
@@ -27,6 +27,17 @@ from service.store.tables import (
 from service.training.records import EpochRecord, Outcome
 
 EPOCHS: Table = EpochRow.__table__  # type: ignore[assignment]
+RUNS: Table = RunRow.__table__  # type: ignore[assignment]
+MODELS: Table = ModelRow.__table__  # type: ignore[assignment]
+
+
+def _typed(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """An UPDATE's values as binds of their columns' types. A plain value becomes a bind of a
+    new NullType, whose cache key SQLAlchemy derives afresh on every statement by inspecting
+    the type's constructors; a column's own type computes it once. (With Core tables, not the
+    ORM's bulk UPDATE path, which rebuilds each value's bind.)"""
+    return {name: value if isinstance(value, ClauseElement)
+            else literal(value, table.c[name].type) for name, value in values.items()}
 
 
 def queued_run_ids(session: Session) -> list[str]:
@@ -99,7 +110,8 @@ def append_epochs(session: Session, run: RunRow, records: Sequence[EpochRecord])
         ],
     )
     session.execute(
-        update(RunRow).where(RunRow.id == run.id).values(epochs_completed=records[-1].epoch + 1)
+        update(RUNS).where(RUNS.c.id == run.id)
+        .values(_typed(RUNS, {"epochs_completed": records[-1].epoch + 1}))
     )
 
 
@@ -137,20 +149,15 @@ def finish_run(
             model |= {
                 "params": params,
                 "last_loss": final.loss,
-                "epochs_trained": ModelRow.epochs_trained + completed,
+                "epochs_trained": MODELS.c.epochs_trained + completed,
             }
             if found.classes is not None:
                 model["class_names"] = found.classes
     if error is not None:
         run |= {"error_reason": error[0], "error_detail": error[1], "error_epoch": error[2]}
-    sync = {"synchronize_session": False}
-    session.execute(update(RunRow).where(RunRow.id == run_id).values(run).execution_options(**sync))
-    session.execute(
-        update(ModelRow)
-        .where(ModelRow.id == found.model_id)
-        .values(model)
-        .execution_options(**sync)
-    )
+    session.execute(update(RUNS).where(RUNS.c.id == run_id).values(_typed(RUNS, run)))
+    session.execute(update(MODELS).where(MODELS.c.id == found.model_id)
+                    .values(_typed(MODELS, model)))
 
 
 def resolve_interrupted(
