@@ -66,12 +66,12 @@ def start_run(session: Session, run_id: str) -> Started | None:
     started = (
         update(RunRow)
         .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED)
-        .values(
-            status=RunStatus.RUNNING,
-            started_at=now(),
-            history_base=select(ModelRow.history_rows).where(of_model).scalar_subquery(),
-            initial_params=select(ModelRow.params).where(of_model).scalar_subquery(),
-        )
+        .values(_typed(RUNS, {
+            "status": RunStatus.RUNNING,
+            "started_at": now(),
+            "history_base": select(ModelRow.history_rows).where(of_model).scalar_subquery(),
+            "initial_params": select(ModelRow.params).where(of_model).scalar_subquery(),
+        }))
         .returning(
             RunRow,
             select(ModelRow.kind).where(of_model).scalar_subquery(),
@@ -88,9 +88,11 @@ def run_status(session: Session, run_id: str) -> str | None:
     return session.scalar(select(RunRow.status).where(RunRow.id == run_id))
 
 
-def append_epochs(session: Session, run: RunRow, records: Sequence[EpochRecord]) -> None:
+def append_epochs(session: Session, run: RunRow, records: Sequence[EpochRecord],
+                  *, count: bool = True) -> None:
     """Add history rows to a run and count them as completed epochs (a Core INSERT: the
-    rows need none of the ORM's bookkeeping)."""
+    rows need none of the ORM's bookkeeping); ``count=False`` leaves the count to the
+    caller (:func:`finish_run` sets it in the same transaction)."""
     if not records:
         return
     session.execute(
@@ -109,10 +111,11 @@ def append_epochs(session: Session, run: RunRow, records: Sequence[EpochRecord])
             for r in records
         ],
     )
-    session.execute(
-        update(RUNS).where(RUNS.c.id == run.id)
-        .values(_typed(RUNS, {"epochs_completed": records[-1].epoch + 1}))
-    )
+    if count:
+        session.execute(
+            update(RUNS).where(RUNS.c.id == run.id)
+            .values(_typed(RUNS, {"epochs_completed": records[-1].epoch + 1}))
+        )
 
 
 def finish_run(
