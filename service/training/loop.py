@@ -54,10 +54,19 @@ class Compiling:
         self.eager = function
         self.compiled = tg.function(function)
         self.calls: dict[tuple[int, ...], int] = {}
+        self.released_traces = 0
 
     @property
     def trace_count(self) -> int:
-        return int(self.compiled.trace_count)
+        """Traces so far, released ones included."""
+        return self.released_traces + int(self.compiled.trace_count)
+
+    def release(self) -> None:
+        """Drop the plans and their buffers now (the function and its loop refer to each
+        other, so they would otherwise wait for the cyclic garbage collector)."""
+        self.released_traces = self.trace_count
+        self.compiled = tg.function(self.eager)
+        self.calls.clear()
 
     def __call__(self, x: tg.Tensor, targets: tg.Tensor) -> tuple[tg.Tensor, tg.Tensor]:
         shape = x.shape
@@ -241,6 +250,14 @@ class Fit:
         """Yield an :class:`EpochRecord` per epoch trained, then one :class:`Outcome`; raises
         :class:`Diverged` when numbers stop being finite. ``should_stop`` is asked at every
         epoch boundary (then the outcome says ``cancelled``)."""
+        try:
+            yield from self._epochs(should_stop)
+        finally:  # the compiled plans' buffers go with the run
+            for function in (self._step, self._forward):
+                if isinstance(function, Compiling):
+                    function.release()
+
+    def _epochs(self, should_stop: Callable[[], bool]) -> Iterator[EpochRecord | Outcome]:
         spec, train = self.spec, self.train
         full_batch = spec.batch_size is None or spec.batch_size >= train.n
         with np.errstate(all="ignore"):

@@ -114,6 +114,9 @@ def test_whole_runs_are_bit_identical_compiled_and_eager(kind: Kind, dtype: str,
         assert traces <= shapes
     else:
         assert traces == shapes
+    # the run released its plans (and their buffers) when it ended
+    assert compiled_loop._step.compiled.plans() == []  # type: ignore[attr-defined]
+    assert compiled_loop._forward.compiled.plans() == []  # type: ignore[attr-defined]
     for model_params in (eager_loop.model.params(), compiled_loop.model.params()):
         assert model_params.keys() == outcome.params.keys()
     assert all(np.array_equal(compiled_loop.model.params()[k], eager_loop.model.params()[k])
