@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from service.config import get_settings
+from service.training import loop
 from service.training.data import synthesize
 from service.training.kinds import Linear, Model
 from service.training.loop import Diverged, Examples, fit
@@ -49,8 +50,10 @@ def b_of(item: EpochRecord | Outcome) -> float:
 @pytest.fixture(params=["true", "false"])
 def compile_setting(request: pytest.FixtureRequest,
                     monkeypatch: pytest.MonkeyPatch) -> Iterator[bool]:
-    """TAPELINE_COMPILE on (the default) and off, read afresh by the loop."""
+    """TAPELINE_COMPILE on (the default; here every step compiled, from the first) and off,
+    read afresh by the loop."""
     monkeypatch.setenv("TAPELINE_COMPILE", request.param)
+    monkeypatch.setattr(loop, "COMPILE_AFTER", 0)
     get_settings.cache_clear()
     yield request.param == "true"
     get_settings.cache_clear()
