@@ -15,7 +15,17 @@ from fastapi.routing import APIRoute
 from sqlalchemy import func, select
 
 from service import __version__
-from service.api import datasets, events, history, models, pages, problems, runs, tenants
+from service.api import (
+    datasets,
+    events,
+    history,
+    models,
+    pages,
+    problems,
+    runs,
+    tenants,
+    transfer,
+)
 from service.api import service as service_routes
 from service.api.auth import Access, key_secret
 from service.api.bodies import BodyDecoder
@@ -157,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.access = Access(settings)
     problems.install(app)
-    for module in (datasets, models, runs, history):
+    for module in (datasets, models, transfer, runs, history):
         app.include_router(module.router)
     app.include_router(tenants.keys_router)
     app.include_router(tenants.tenants_router)

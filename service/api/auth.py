@@ -24,6 +24,7 @@ from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.api import dryrun
 from service.api.deps import RuntimeDep
 from service.api.problems import ProblemError, forbidden, responses, unauthorized
 from service.config import Settings, is_loopback
@@ -200,9 +201,10 @@ class TenantStore:
             yield Repository(session, self.caller.tenant)
 
     @contextmanager
-    def write(self) -> Iterator[Repository]:
-        """A repository of the tenant in a transaction committed when the block ends."""
-        with self.sessions.begin() as session:
+    def write(self, dry_run: bool = False) -> Iterator[Repository]:
+        """A repository of the tenant in a transaction committed when the block ends (rolled
+        back for a dry run)."""
+        with dryrun.transaction(self.sessions, dry_run) as session:
             yield Repository(session, self.caller.tenant)
 
     def quotas(self, repo: Repository) -> keys.Quotas | None:

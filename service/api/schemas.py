@@ -870,3 +870,41 @@ class Me(Public):
     key_id: str | None
     quotas: Quotas | None = Field(description="Null for a keyless caller: no quotas apply.")
     usage: Usage
+
+# ---------------------------------------------------------------- dry runs
+
+DRY_RUN_ID = Field(None, description="null: a dry run creates nothing.")
+
+
+class DatasetPreview(Dataset):
+    """A dataset as a dry run would have created it."""
+
+    id: None = DRY_RUN_ID  # type: ignore[assignment]
+
+
+class LinearModelPreview(LinearModel):
+    """A linear model as a dry run would have created it."""
+
+    id: None = DRY_RUN_ID  # type: ignore[assignment]
+
+
+class LogisticModelPreview(LogisticModel):
+    """A logistic regression model as a dry run would have created it."""
+
+    id: None = DRY_RUN_ID  # type: ignore[assignment]
+
+
+class MLPModelPreview(MLPModel):
+    """A multi-layer perceptron as a dry run would have created it."""
+
+    id: None = DRY_RUN_ID  # type: ignore[assignment]
+
+
+ModelPreview = Annotated[LinearModelPreview | LogisticModelPreview | MLPModelPreview,
+                         Field(discriminator="kind")]
+
+
+class RunPreview(Run):
+    """A run as a dry run would have queued it."""
+
+    id: None = DRY_RUN_ID  # type: ignore[assignment]

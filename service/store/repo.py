@@ -394,6 +394,16 @@ class Repository:
         """The tenant's run with this id, or :class:`NotFound`."""
         return self._by_id(RunRow, "run", run_id)
 
+    def producing_run_id(self, model_id: str) -> str | None:
+        """The run whose final params the model holds now: its latest succeeded run, if any."""
+        return self.session.scalar(
+            select(RunRow.id)
+            .where(RunRow.model_id == model_id, RunRow.owner == self.tenant,
+                   RunRow.status == RunStatus.SUCCEEDED)
+            .order_by(RunRow.seq.desc())
+            .limit(1)
+        )
+
     def request_cancel(self, run_id: str) -> RunRow:
         """Ask a run to stop: a queued run is cancelled at once, a running one becomes
         cancelling."""
