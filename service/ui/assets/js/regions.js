@@ -39,7 +39,10 @@ function mark(ctx, shape, x, y, r) {
  * Draw the regions of model `modelId` and the points `{x: [[x0, x1], ...], y: [class, ...]}`
  * into `fig` (from charts.figure); resolves with the predicted grid (for the table).
  */
-export async function drawRegions(fig, modelId, points, labels = []) {
+export async function drawRegions(fig, modelId, sample, labels = []) {
+  // A dataset with named classes samples its labels as names: back to indices.
+  const index = new Map(labels.map((name, i) => [name, i]));
+  const points = { x: sample.x, y: sample.y.map((c) => (typeof c === "number" ? c : index.get(c) ?? 0)) };
   const [x0lo, x0hi] = bounds(points.x.map((p) => p[0]));
   const [x1lo, x1hi] = bounds(points.x.map((p) => p[1]));
   const grid = [];
@@ -91,6 +94,10 @@ export async function drawRegions(fig, modelId, points, labels = []) {
   fig.el.dataset.points = String(points.x.length);
   fig.el.dataset.series = String(classes);
   fig.el.dataset.cells = String(probabilities.length);
+  // Where the grid lies (for tests and readers of the table): the cells' centres follow.
+  fig.el.dataset.grid = String(GRID);
+  fig.el.dataset.bounds = [x0lo, x0hi, x1lo, x1hi].join(",");
+  fig.el.dataset.predicted = answer.y.join(",");
   markFirstChart();
   return { grid, predicted: answer.y };
 }
