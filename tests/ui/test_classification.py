@@ -38,9 +38,9 @@ def grid_centres(page: Any) -> list[list[float]]:
             for j in range(size) for i in range(size)]
 
 
-def painted_classes(page: Any) -> list[int | None]:
-    """The class whose colour each grid cell's centre is painted in (None where a data point
-    covers it: points are opaque, regions translucent)."""
+def painted_classes(page: Any) -> list[int]:
+    """The class whose colour each grid cell's centre is painted in, on the regions' layer
+    (the points are drawn on a layer above it)."""
     pixels = page.evaluate("""(palette) => {
         const figure = document.querySelector('#regions-chart');
         const canvas = figure.querySelector('canvas.regions');
@@ -57,11 +57,9 @@ def painted_classes(page: Any) -> list[int | None]:
         }
         return found;
     }""", PALETTE)
-    classes: list[int | None] = []
+    classes: list[int] = []
     for r, g, b, a in pixels:
-        if a == 0 or a > 160:
-            classes.append(None)
-            continue
+        assert 0 < a < 160, "regions are painted translucent"
         distance = [abs(r - pr) + abs(g - pg) + abs(b - pb) for pr, pg, pb in PALETTE]
         best = min(range(len(PALETTE)), key=distance.__getitem__)
         assert distance[best] <= 24, f"a cell painted ({r}, {g}, {b}) is no class's colour"
@@ -112,17 +110,15 @@ def test_a_moons_mlp_started_from_the_form_draws_its_decision_regions(open_page:
     assert shown == predicted
     assert {0, 1} <= set(predicted)  # the trained moons model predicts both classes
     # ...and each cell is painted in its class's colour.
-    painted = painted_classes(page)
-    checked = [(p, c) for p, c in zip(painted, predicted, strict=True) if p is not None]
-    assert len(checked) > len(predicted) // 2, "most cells are covered by points"
-    assert all(p == c for p, c in checked), [i for i, (p, c) in enumerate(checked) if p != c]
+    assert painted_classes(page) == predicted
 
     # The v2 rows: validation loss on the loss chart, val_* metrics, each layer's norms.
     assert attr(page, "#loss-chart", "data-series") == "2"
     assert "validation loss" in page.text_content("#loss-chart .u-legend")
     final = run["final"]["metrics"]
     for name in ("accuracy", "val_accuracy", "val_loss", "log_loss"):
-        assert page.text_content(f"td[data-latest={name}]") == f"{final[name]:.4f}", name
+        shown_value = float(page.text_content(f"td[data-latest={name}]") or "nan")
+        assert shown_value == pytest.approx(final[name], rel=1e-3, abs=5e-5), name
     assert attr(page, "#params-chart", "data-series") == "6"  # W1, b1, W2, b2, W3, b3
     legend = page.text_content("#params-chart .u-legend")
     assert all(f"‖{p}‖" in legend for p in ("W1", "b1", "W2", "b2", "W3", "b3"))
@@ -139,7 +135,7 @@ def test_an_early_stop_and_an_error_are_shown(open_page: Any, api: httpx.Client)
     assert stopped["stopped_early"], stopped
     diverged = api.post(f"/v1/models/{model['id']}/runs", headers=WAIT, json={
         "dataset_id": dataset["id"], "epochs": 50,
-        "optimizer": {"kind": "sgd", "learning_rate": 1e12}}).json()
+        "optimizer": {"kind": "sgd", "learning_rate": 1e6}}).json()
     assert diverged["status"] == "diverged", diverged
 
     watched = open_page()

@@ -57,14 +57,19 @@ export async function drawRegions(fig, modelId, sample, labels = []) {
 
   const width = Math.max(240, fig.plot.clientWidth || 400);
   const side = Math.min(width, 480);
-  const canvas = h("canvas", { class: "regions" });
+  // Two layers: the regions, and the points over them (so each can be read, or redrawn, alone).
   const ratio = window.devicePixelRatio || 1;
-  canvas.width = side * ratio;
-  canvas.height = side * ratio;
-  canvas.style.width = `${side}px`;
-  canvas.style.height = `${side}px`;
-  const ctx = canvas.getContext("2d");
-  ctx.scale(ratio, ratio);
+  const layer = (name) => {
+    const canvas = h("canvas", { class: name });
+    canvas.width = side * ratio;
+    canvas.height = side * ratio;
+    canvas.style.width = `${side}px`;
+    canvas.style.height = `${side}px`;
+    const ctx = canvas.getContext("2d");
+    ctx.scale(ratio, ratio);
+    return [canvas, ctx];
+  };
+  const [canvas, ctx] = layer("regions");
   const cell = side / GRID;
   probabilities.forEach((p, k) => {
     const best = p.indexOf(Math.max(...p));
@@ -75,22 +80,23 @@ export async function drawRegions(fig, modelId, sample, labels = []) {
     const j = Math.floor(k / GRID);
     ctx.fillRect(i * cell, side - (j + 1) * cell, cell + 0.5, cell + 0.5);
   });
-  ctx.globalAlpha = 1;
-  ctx.strokeStyle = "#fff";
-  ctx.lineWidth = 0.8;
+  const [pointsCanvas, dots] = layer("points");
+  dots.strokeStyle = "#fff";
+  dots.lineWidth = 0.8;
   points.x.forEach(([a, b], k) => {
     const c = points.y[k];
-    ctx.fillStyle = PALETTE[c % PALETTE.length];
+    dots.fillStyle = PALETTE[c % PALETTE.length];
     const px = ((a - x0lo) / (x0hi - x0lo)) * side;
     const py = side - ((b - x1lo) / (x1hi - x1lo)) * side;
-    mark(ctx, SHAPES[c % SHAPES.length], px, py, 3.2);
+    mark(dots, SHAPES[c % SHAPES.length], px, py, 3.2);
   });
+  const stack = h("div", { class: "regions-stack" }, canvas, pointsCanvas);
   const legend = h("ul", { class: "legend" }, Array.from({ length: classes }, (_, c) => h("li", {},
     h("span", { class: `swatch c${c % PALETTE.length} ${SHAPES[c % SHAPES.length]}`, "aria-hidden": "true" }),
     ` class ${labels[c] ?? c} (${SHAPES[c % SHAPES.length]})`)));
   const axes = h("p", { class: "axes-note" },
     `x0 from ${x0lo.toFixed(2)} to ${x0hi.toFixed(2)} (left to right), x1 from ${x1lo.toFixed(2)} to ${x1hi.toFixed(2)} (bottom to top)`);
-  fig.plot.replaceChildren(canvas, legend, axes);
+  fig.plot.replaceChildren(stack, legend, axes);
   fig.el.dataset.points = String(points.x.length);
   fig.el.dataset.series = String(classes);
   fig.el.dataset.cells = String(probabilities.length);

@@ -154,7 +154,7 @@ export function runView(main, runId) {
 
   // ---- the data with predictions (one-feature regression) or decision regions
   function drawLine() {
-    if (!dataSample || !trace.hasWb || !trace.x.length) return;
+    if (dataFig?.el.id !== "data-chart" || !dataSample || !trace.hasWb || !trace.x.length) return;
     const order = dataSample.x.map((_, i) => i).sort((a, b) => dataSample.x[a][0] - dataSample.x[b][0]);
     const xs = order.map((i) => dataSample.x[i][0]);
     const ys = order.map((i) => dataSample.y[i]);
