@@ -252,7 +252,7 @@ def test_no_serious_accessibility_violations_on_v2_views(open_page: Any,
     check("classification run, tables open")
     watched.goto(f"/ui/models/{model['id']}")
     drawn(page)
-    page.wait_for_selector("#compare-measure option[value=accuracy]")
+    page.wait_for_selector("#compare-measure option[value=accuracy]", state="attached")
     check("model with compare")
     watched.goto("/ui/start")
     page.wait_for_selector("#start-run")
