@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -11,6 +13,7 @@ from service.api.deps import PageSize, RuntimeDep
 from service.api.problems import responses
 from service.api.schemas import INT32_END, HistoryColumns, HistoryPage
 from service.store import repo
+from service.store.tables import FINAL_STATUSES
 
 router = APIRouter(tags=["history"])
 
@@ -36,6 +39,33 @@ MaxPoints = Annotated[
 ]
 
 
+class FinishedAnswers:
+    """The last few `max_points` answers about finished runs, rendered: a finished run's history
+    never changes again, and reopening its page should not scan 100,000 rows each time. Keyed
+    by the store too (one process may serve several apps, as tests do)."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self.answers: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        with self.lock:
+            found = self.answers.get(key)
+            if found is not None:
+                self.answers.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[object, ...], body: bytes) -> None:
+        with self.lock:
+            self.answers[key] = body
+            while len(self.answers) > self.size:
+                self.answers.popitem(last=False)
+
+
+finished_answers = FinishedAnswers()
+
+
 @router.get(
     "/v1/runs/{run_id}/history",
     summary="A run's per-epoch history",
@@ -58,13 +88,21 @@ def run(
     chart's worth of them."""
     settings = runtime.settings
     with runtime.sessions() as session:
-        repo.get_run(session, run_id)
+        finished = repo.get_run(session, run_id).status in FINAL_STATUSES
+        key = (id(runtime.engine), run_id, after, max_points, format)
+        if max_points is not None and finished:
+            body = finished_answers.get(key)
+            if body is not None:
+                return Response(body, media_type="application/json")
         if max_points is not None:
             rows, more = repo.run_history_sample(session, run_id, after, max_points), False
         else:
             rows, more = repo.run_history(session, run_id, after,
                                           limit or settings.max_page_size)
-        return views.rendered(views.history(rows, more, format, "epoch"))
+        answer = views.rendered(views.history(rows, more, format, "epoch"))
+    if max_points is not None and finished:
+        finished_answers.put(key, bytes(answer.body))
+    return answer
 
 
 @router.get(

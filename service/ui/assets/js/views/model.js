@@ -93,7 +93,7 @@ export function modelView(main, modelId) {
       await compare(picked).catch((error) => { note.textContent = `Cannot compare: ${error.message}`; });
     });
     replace(runsBox, h("h3", { id: "model-runs-title" }, "Runs"),
-      runs.items.length ? h("div", { class: "table-scroll" }, h("table", { class: "runs" },
+      runs.items.length ? h("div", { class: "table-scroll", tabindex: "0", role: "region", "aria-label": "Runs of this model" }, h("table", { class: "runs" },
         h("thead", {}, h("tr", {}, ["Compare", "Run", "Status", "Epochs", "Final loss", "Created", "Duration"].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, runs.items.map((run, i) => h("tr", {},
           h("td", {}, h("label", { for: boxes[i].id, class: "visually-hidden" }, `compare ${run.id}`), boxes[i]),
