@@ -130,3 +130,51 @@ def test_every_run_newest_first_in_pages(app_client: TestClient) -> None:
     models = app_client.get("/v1/models", params={"order": "newest", "limit": 1}).json()
     assert models["items"][0]["id"] == oldest[-1]["model_id"]
     assert app_client.get("/v1/runs", params={"order": "sideways"}).status_code == 422
+
+
+def test_a_finished_runs_chart_answer_is_reused_and_a_running_runs_is_not(
+        app_client: TestClient, long_run: dict[str, Any]) -> None:
+    from service.api.history import finished_answers
+
+    params = {"format": "columns", "max_points": 400, "after": 17}
+    first = app_client.get(f"/v1/runs/{long_run['id']}/history", params=params)
+    assert first.status_code == 200
+    engine = app_client.app.state.runtime.engine  # type: ignore[attr-defined]
+    key = (id(engine), long_run["id"], 17, 400, "columns")
+    assert finished_answers.get(key) == first.content  # kept, rendered
+    again = app_client.get(f"/v1/runs/{long_run['id']}/history", params=params)
+    assert again.content == first.content
+    assert again.headers["content-type"] == "application/json"
+    assert again.json()["epoch"][0] == 18
+    # A run still training is read afresh each time: its history grows.
+    running = _running_run(app_client, epochs=5)
+    one = app_client.get(f"/v1/runs/{running}/history", params={"max_points": 400})
+    assert [row["epoch"] for row in one.json()["items"]] == list(range(5))
+    assert (id(engine), running, None, 400, "rows") not in finished_answers.answers
+
+
+def _running_run(app_client: TestClient, epochs: int) -> str:
+    """A run left running after ``epochs`` stored epochs (written straight into the store)."""
+    from service.store import lifecycle, repo
+    from service.store.db import make_sessionmaker
+    from service.training.records import EpochRecord
+    from tests.longrun import OPTIONS
+
+    dataset = app_client.post("/v1/datasets/synthetic", json={"seed": 5}).json()
+    model = app_client.post("/v1/models").json()
+    runtime = app_client.app.state.runtime  # type: ignore[attr-defined]
+    sessions = make_sessionmaker(runtime.engine)
+    with sessions.begin() as session:
+        run_id = repo.create_run(
+            session, model=repo.get_model(session, model["id"]),
+            dataset=repo.get_dataset(session, dataset["id"]), epochs=1000,
+            optimizer={"kind": "sgd", "learning_rate": 0.1}, batch_size=None,
+            shuffle_seed=None, dtype="float32", options=OPTIONS).id
+    with sessions.begin() as session:
+        started = lifecycle.start_run(session, run_id)
+        assert started is not None
+        lifecycle.append_epochs(session, started.run, [
+            EpochRecord(e, 1.0 / (e + 1), {"mse": 1.0 / (e + 1)},
+                        {"W": np.array([5.0]), "b": np.array(0.0)}, 0.05)
+            for e in range(epochs)])
+    return str(run_id)
