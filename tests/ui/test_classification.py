@@ -111,6 +111,13 @@ def test_a_moons_mlp_started_from_the_form_draws_its_decision_regions(open_page:
     assert {0, 1} <= set(predicted)  # the trained moons model predicts both classes
     # ...and each cell is painted in its class's colour.
     assert painted_classes(page) == predicted
+    # While a run trains, the page draws the regions itself from the latest history row's
+    # params: its forward pass agrees with the API's (float32 there: a boundary cell may not).
+    local = page.evaluate("""async ([model, grid]) => {
+        const { forward } = await import('/ui/assets/js/regions.js');
+        return forward(model, model.params)(grid).y;
+    }""", [model, grid_centres(page)])
+    assert sum(a != b for a, b in zip(local, predicted, strict=True)) <= 2
 
     # The v2 rows: validation loss on the loss chart, val_* metrics, each layer's norms.
     assert attr(page, "#loss-chart", "data-series") == "2"

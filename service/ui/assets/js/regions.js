@@ -1,10 +1,60 @@
 // Decision regions of a two-feature classifier: the model's predicted class over a grid
-// (POST /v1/models/{id}/predict answers `probabilities` for classifiers), shaded by how sure
+// (POST /v1/models/{id}/predict answers `probabilities` for classifiers; while a run trains,
+// the same forward pass here over the params of its latest history row), shaded by how sure
 // it is, with the data points on top, each class a palette colour and a marker shape.
 
 import { id, postJSON } from "./api.js";
 import { PALETTE, markFirstChart } from "./charts.js";
 import { h } from "./dom.js";
+
+const ACTIVATIONS = {
+  relu: (v) => Math.max(0, v),
+  tanh: Math.tanh,
+  sigmoid: (v) => 1 / (1 + Math.exp(-v)),
+};
+
+function softmax(logits) {
+  const top = Math.max(...logits);
+  const e = logits.map((v) => Math.exp(v - top));
+  const total = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / total);
+}
+
+/**
+ * The classifier `model` (logistic or MLP) as a function of the grid, from `params` (a
+ * history row's named arrays), answering like /predict: `{y, probabilities}`; null when
+ * the params are not all there.
+ */
+export function forward(model, params) {
+  if (!params) return null;
+  let layers;
+  if (model.kind === "logistic") {
+    if (params.W == null || params.b == null) return null;
+    layers = [[params.W, params.b]];
+  } else if (model.kind === "mlp") {
+    layers = [];
+    for (let k = 1; params[`W${k}`] != null; k++) layers.push([params[`W${k}`], params[`b${k}`]]);
+    if (!layers.length || layers.some(([, b]) => b == null)) return null;
+  } else return null;
+  const act = ACTIVATIONS[model.activation] ?? ACTIVATIONS.relu;
+  return (grid) => {
+    const y = [];
+    const probabilities = grid.map((point) => {
+      let values = point;
+      layers.forEach(([W, b], k) => {
+        const bias = [b].flat();
+        const columns = bias.length;
+        // W is (inputs, outputs); a 2-class logistic W is a vector of inputs and b a number.
+        const out = bias.map((v, j) => values.reduce((sum, x, i) => sum + x * (columns === 1 && !Array.isArray(W[i]) ? W[i] : W[i][j]), v));
+        values = k < layers.length - 1 ? out.map(act) : out;
+      });
+      const p = values.length === 1 ? [1 - ACTIVATIONS.sigmoid(values[0]), ACTIVATIONS.sigmoid(values[0])] : softmax(values);
+      y.push(p.indexOf(Math.max(...p)));
+      return p;
+    });
+    return { y, probabilities };
+  };
+}
 
 const GRID = 40; // 1,600 predictions: within the page's 2,000-point budget
 const SHAPES = ["circle", "square", "triangle", "diamond"];
@@ -39,7 +89,7 @@ function mark(ctx, shape, x, y, r) {
  * Draw the regions of model `modelId` and the points `{x: [[x0, x1], ...], y: [class, ...]}`
  * into `fig` (from charts.figure); resolves with the predicted grid (for the table).
  */
-export async function drawRegions(fig, modelId, sample, labels = []) {
+export async function drawRegions(fig, modelId, sample, labels = [], predict = null) {
   // A dataset with named classes samples its labels as names: back to indices.
   const index = new Map(labels.map((name, i) => [name, i]));
   const points = { x: sample.x, y: sample.y.map((c) => (typeof c === "number" ? c : index.get(c) ?? 0)) };
@@ -51,7 +101,7 @@ export async function drawRegions(fig, modelId, sample, labels = []) {
       grid.push([x0lo + ((i + 0.5) * (x0hi - x0lo)) / GRID, x1lo + ((j + 0.5) * (x1hi - x1lo)) / GRID]);
     }
   }
-  const answer = await postJSON(`/v1/models/${id(modelId)}/predict`, { x: grid });
+  const answer = predict ? predict(grid) : await postJSON(`/v1/models/${id(modelId)}/predict`, { x: grid });
   const probabilities = answer.probabilities ?? answer.y.map((c) => [c]);
   const classes = Math.max(2, probabilities[0]?.length ?? 2, ...points.y.map((c) => c + 1));
 

@@ -3,7 +3,7 @@
 import { ApiError, getJSON, id, postJSON, withQuery } from "../api.js";
 import { PALETTE, figure, lineChart } from "../charts.js";
 import { ACTIVE, duration, h, num, nums, replace, when } from "../dom.js";
-import { drawRegions } from "../regions.js";
+import { drawRegions, forward } from "../regions.js";
 import { follow } from "../stream.js";
 import { BUDGET, appendRows, fromColumns, keepToBudget, norm, smooth } from "../trace.js";
 
@@ -211,13 +211,28 @@ export function runView(main, runId) {
     }
   }
 
-  async function drawRegionsNow() {
+  /** Regions of the model as it is now (/predict), or, `live`, at the latest history row. */
+  async function drawRegionsNow(live = false) {
     if (dataFig?.el.id !== "regions-chart") return;
+    const names = Object.keys(trace.params);
+    const last = trace.x.length - 1;
+    const latest = live && last >= 0 && names.length ? Object.fromEntries(names.map((n) => [n, trace.params[n][last]])) : null;
+    const predict = latest ? forward(model, latest) : null;
+    if (live && !predict) return;
     try {
-      await drawRegions(dataFig, run.model_id, dataSample, dataset.classes ?? []);
+      await drawRegions(dataFig, run.model_id, dataSample, dataset.classes ?? [], predict);
+      dataFig.el.dataset.regionsOf = live ? `epoch ${trace.x[last]}` : "model";
     } catch (error) {
       replace(dataFig.plot, h("p", { class: "problem" }, `Cannot draw decision regions: ${error.message}`));
     }
+  }
+
+  // While the run trains, its regions follow the latest epoch's params, a few times a second.
+  let regionsDrawnAt = 0;
+  function drawRegionsLive() {
+    if (!ACTIVE.includes(run.status) || performance.now() - regionsDrawnAt < 400) return;
+    regionsDrawnAt = performance.now();
+    drawRegionsNow(true);
   }
 
   // ---- numbers: parameters and metrics at the first and latest epoch (or final)
@@ -278,6 +293,7 @@ export function runView(main, runId) {
     drawLoss();
     drawParams();
     drawLine();
+    drawRegionsLive();
   }
 
   function schedule() {
