@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -11,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from service.api import views
 from service.api.deps import PageSize, RuntimeDep
 from service.api.problems import responses
+from service.api.recent import Recent
 from service.api.schemas import INT32_END, HistoryColumns, HistoryPage
 from service.store import repo
 from service.store.tables import FINAL_STATUSES
@@ -39,31 +38,8 @@ MaxPoints = Annotated[
 ]
 
 
-class FinishedAnswers:
-    """The last few `max_points` answers about finished runs, rendered: a finished run's history
-    never changes again, and reopening its page should not scan 100,000 rows each time. Keyed
-    by the store too (one process may serve several apps, as tests do)."""
-
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
-        self.answers: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key: tuple[object, ...]) -> bytes | None:
-        with self.lock:
-            found = self.answers.get(key)
-            if found is not None:
-                self.answers.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[object, ...], body: bytes) -> None:
-        with self.lock:
-            self.answers[key] = body
-            while len(self.answers) > self.size:
-                self.answers.popitem(last=False)
-
-
-finished_answers = FinishedAnswers()
+# Rendered `max_points` answers about finished runs: their history never changes again.
+finished_answers: Recent[bytes] = Recent(32)
 
 
 @router.get(

@@ -113,6 +113,21 @@ def test_a_dataset_sample_is_seeded_in_order_and_of_the_data(app_client: TestCli
         assert answer.json()["errors"][0]["loc"] == ["query", "sample"]
 
 
+def test_a_kept_sample_is_the_datasets_and_gone_with_it(app_client: TestClient) -> None:
+    from service.api.datasets import samples
+
+    dataset = app_client.post("/v1/datasets/synthetic",
+                              json={"num_examples": 3000, "seed": 4}).json()
+    path = f"/v1/datasets/{dataset['id']}/data"
+    first = app_client.get(path, params={"sample": 50, "seed": 3}).json()
+    engine = app_client.app.state.runtime.engine  # type: ignore[attr-defined]
+    assert samples.get((id(engine), dataset["id"], 50, 3)) is not None
+    assert app_client.get(path, params={"sample": 50, "seed": 3}).json() == first
+    assert app_client.delete(f"/v1/datasets/{dataset['id']}").status_code == 204
+    gone = app_client.get(path, params={"sample": 50, "seed": 3})
+    assert gone.status_code == 404
+
+
 def test_every_run_newest_first_in_pages(app_client: TestClient) -> None:
     dataset = app_client.post("/v1/datasets/synthetic", json={"seed": 2}).json()
     made = []
@@ -150,7 +165,7 @@ def test_a_finished_runs_chart_answer_is_reused_and_a_running_runs_is_not(
     running = _running_run(app_client, epochs=5)
     one = app_client.get(f"/v1/runs/{running}/history", params={"max_points": 400})
     assert [row["epoch"] for row in one.json()["items"]] == list(range(5))
-    assert (id(engine), running, None, 400, "rows") not in finished_answers.answers
+    assert (id(engine), running, None, 400, "rows") not in finished_answers.values
 
 
 def _running_run(app_client: TestClient, epochs: int) -> str:

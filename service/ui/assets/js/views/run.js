@@ -310,14 +310,12 @@ export function runView(main, runId) {
     const historyAnswer = getJSON(withQuery(`/v1/runs/${id(runId)}/history`, { format: "columns", max_points: OPENING_POINTS }), { signal });
     historyAnswer.catch(() => {});
     run = await getJSON(`/v1/runs/${id(runId)}`, { signal });
-    const context = Promise.all([
-      getJSON(`/v1/models/${id(run.model_id)}`, { signal }).catch(() => null),
-      getJSON(`/v1/datasets/${id(run.dataset_id)}`, { signal }).catch(() => null),
-    ]);
-    const sample = context.then(([m, d]) => {
-      [model, dataset] = [m, d];
-      return dataKind() ? getJSON(withQuery(`/v1/datasets/${id(d.id)}/data`, { sample: SAMPLE }), { signal }) : null;
-    });
+    const datasetAnswer = getJSON(`/v1/datasets/${id(run.dataset_id)}`, { signal }).catch(() => null);
+    const context = Promise.all([getJSON(`/v1/models/${id(run.model_id)}`, { signal }).catch(() => null), datasetAnswer]);
+    // The sample is asked for as soon as the dataset says it has one or two features (the
+    // model, asked for meanwhile, then decides which figure it makes).
+    const sample = datasetAnswer.then((d) => (d && (d.features === 1 || d.features === 2)
+      ? getJSON(withQuery(`/v1/datasets/${id(d.id)}/data`, { sample: SAMPLE }), { signal }) : null));
     sample.catch(() => {});
     trace = fromColumns(await historyAnswer);
     figures.append(lossFig.el);
