@@ -272,3 +272,54 @@ def test_no_serious_accessibility_violations_on_v2_views(open_page: Any,
     page.wait_for_selector("#start-problem p")
     check("start form, a problem shown")
     assert not found, found
+
+
+def test_the_form_trains_a_stored_model_on_a_stored_dataset(open_page: Any,
+                                                            api: httpx.Client) -> None:
+    dataset = api.post("/v1/datasets/synthetic", json={
+        "kind": "circles", "num_examples": 120, "noise": 0.05, "seed": 8}).json()
+    model = api.post("/v1/models", json={"kind": "logistic", "features": 2,
+                                         "name": "circles-logistic"}).json()
+    watched = open_page()
+    page = watched.page
+    watched.goto("/ui/start")
+    page.wait_for_selector("#start-run")
+    page.check("#dataset-existing")
+    page.select_option("#dataset-id", dataset["id"])
+    page.check("#model-existing")
+    page.select_option("#model-id", model["id"])
+    assert page.is_hidden("#syn-kind") and page.is_hidden("#model-kind")
+    page.select_option("#optimizer", "momentum")
+    page.fill("#learning-rate", "0.3")
+    page.fill("#epochs", "7")
+    page.click("#start-run")
+    page.wait_for_url("**/ui/runs/run_*")
+    drawn(page)
+    run = api.get(f"/v1/runs/{page.url.rsplit('/', 1)[1]}").json()
+    assert (run["model_id"], run["dataset_id"]) == (model["id"], dataset["id"])
+    assert run["optimizer"]["kind"] == "momentum" and run["optimizer"]["learning_rate"] == 0.3
+    assert run["epochs"] == 7
+    # A 2-class logistic model has W and b: they are drawn per epoch, and its regions too.
+    assert attr(page, "#params-chart", "data-points") == "7"
+    page.wait_for_selector("#regions-chart canvas.regions")
+
+
+def test_a_classification_run_page_on_a_phone(open_page: Any, api: httpx.Client) -> None:
+    dataset = api.post("/v1/datasets/synthetic", json={
+        "kind": "blobs", "num_examples": 150, "classes": 4, "seed": 6}).json()
+    model = api.post("/v1/models", json={"kind": "mlp", "features": 2, "hidden": [8],
+                                         "task": "classification", "classes": 4}).json()
+    run = api.post(f"/v1/models/{model['id']}/runs", headers=WAIT, json={
+        "dataset_id": dataset["id"], "epochs": 20,
+        "optimizer": {"kind": "adam", "learning_rate": 0.05}}).json()
+    watched = open_page(360, 740)
+    page = watched.page
+    watched.goto(f"/ui/runs/{run['id']}")
+    drawn(page)
+    page.wait_for_selector("#regions-chart canvas.regions")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360  # no sideways scroll
+    box = page.locator("#regions-chart canvas.regions").bounding_box()
+    assert box is not None and 200 <= box["width"] <= 340 and box["height"] == pytest.approx(box["width"], abs=1)
+    assert attr(page, "#regions-chart", "data-series") == "4"
+    assert len(page.query_selector_all("#regions-chart .legend li")) == 4
+    assert len(set(painted_classes(page))) >= 3  # the four blobs' regions, mostly

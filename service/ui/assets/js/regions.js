@@ -105,7 +105,7 @@ export async function drawRegions(fig, modelId, sample, labels = [], predict = n
   const probabilities = answer.probabilities ?? answer.y.map((c) => [c]);
   const classes = Math.max(2, probabilities[0]?.length ?? 2, ...points.y.map((c) => c + 1));
 
-  const width = Math.max(240, fig.plot.clientWidth || 400);
+  const width = Math.max(240, (fig.plot.clientWidth || 400) - 2); // inside the frame's border
   const side = Math.min(width, 480);
   // Two layers: the regions, and the points over them (so each can be read, or redrawn, alone).
   const ratio = window.devicePixelRatio || 1;
@@ -113,8 +113,7 @@ export async function drawRegions(fig, modelId, sample, labels = [], predict = n
     const canvas = h("canvas", { class: name });
     canvas.width = side * ratio;
     canvas.height = side * ratio;
-    canvas.style.width = `${side}px`;
-    canvas.style.height = `${side}px`;
+    canvas.style.width = `${side}px`; // square (app.css): shrinks with a narrower frame
     const ctx = canvas.getContext("2d");
     ctx.scale(ratio, ratio);
     return [canvas, ctx];
