@@ -319,7 +319,8 @@ def test_a_classification_run_page_on_a_phone(open_page: Any, api: httpx.Client)
     page.wait_for_selector("#regions-chart canvas.regions")
     assert page.evaluate("document.documentElement.scrollWidth") <= 360  # no sideways scroll
     box = page.locator("#regions-chart canvas.regions").bounding_box()
-    assert box is not None and 200 <= box["width"] <= 340 and box["height"] == pytest.approx(box["width"], abs=1)
+    assert box is not None and 200 <= box["width"] <= 340
+    assert box["height"] == pytest.approx(box["width"], abs=1)  # square
     assert attr(page, "#regions-chart", "data-series") == "4"
     assert len(page.query_selector_all("#regions-chart .legend li")) == 4
     assert len(set(painted_classes(page))) >= 3  # the four blobs' regions, mostly
