@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import chain
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import delete, false, func, select, update
@@ -388,11 +388,7 @@ def _sampled_history(
     pairs = np.fromiter(chain.from_iterable(scanned), np.float64, 2 * len(scanned))
     keys, losses = pairs[0::2], pairs[1::2]
     chosen = keys[minmax_rows(losses, max_points)].astype(np.int64).tolist()
-    # Core rows, not ORM objects: they read the same attributes (the table's columns), and
-    # a chart's 2,000 of them come back in a fraction of the time instances take to set up.
-    table = EpochRow.__table__
-    found = session.execute(select(table).where(where, key.in_(chosen)).order_by(key)).all()
-    return cast("Sequence[EpochRow]", found)
+    return session.scalars(select(EpochRow).where(where, key.in_(chosen)).order_by(key)).all()
 
 
 def run_history_sample(
