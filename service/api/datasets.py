@@ -230,7 +230,7 @@ def download(
     media_type = choose(request.headers.get("accept"), DATA_TYPES)
     if media_type is None:
         raise ProblemError(406, f"can send only {', '.join(DATA_TYPES)}")
-    key = (id(runtime.engine), dataset_id, sample, seed)
+    key = (id(runtime.sessions), dataset_id, sample, seed)
     with runtime.sessions() as session:
         classes = repo.get_dataset(session, dataset_id).classes
         kept = samples.get(key) if sample is not None and sample <= SAMPLES_KEPT_ROWS else None

@@ -65,7 +65,7 @@ def run(
     settings = runtime.settings
     with runtime.sessions() as session:
         finished = repo.get_run(session, run_id).status in FINAL_STATUSES
-        key = (id(runtime.engine), run_id, after, max_points, format)
+        key = (id(runtime.sessions), run_id, after, max_points, format)
         if max_points is not None and finished:
             body = finished_answers.get(key)
             if body is not None:

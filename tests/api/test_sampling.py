@@ -120,8 +120,8 @@ def test_a_kept_sample_is_the_datasets_and_gone_with_it(app_client: TestClient) 
                               json={"num_examples": 3000, "seed": 4}).json()
     path = f"/v1/datasets/{dataset['id']}/data"
     first = app_client.get(path, params={"sample": 50, "seed": 3}).json()
-    engine = app_client.app.state.runtime.engine  # type: ignore[attr-defined]
-    assert samples.get((id(engine), dataset["id"], 50, 3)) is not None
+    store = app_client.app.state.runtime.sessions  # type: ignore[attr-defined]
+    assert samples.get((id(store), dataset["id"], 50, 3)) is not None
     assert app_client.get(path, params={"sample": 50, "seed": 3}).json() == first
     assert app_client.delete(f"/v1/datasets/{dataset['id']}").status_code == 204
     gone = app_client.get(path, params={"sample": 50, "seed": 3})
@@ -154,8 +154,8 @@ def test_a_finished_runs_chart_answer_is_reused_and_a_running_runs_is_not(
     params = {"format": "columns", "max_points": 400, "after": 17}
     first = app_client.get(f"/v1/runs/{long_run['id']}/history", params=params)
     assert first.status_code == 200
-    engine = app_client.app.state.runtime.engine  # type: ignore[attr-defined]
-    key = (id(engine), long_run["id"], 17, 400, "columns")
+    store = app_client.app.state.runtime.sessions  # type: ignore[attr-defined]
+    key = (id(store), long_run["id"], 17, 400, "columns")
     assert finished_answers.get(key) == first.content  # kept, rendered
     again = app_client.get(f"/v1/runs/{long_run['id']}/history", params=params)
     assert again.content == first.content
@@ -165,7 +165,7 @@ def test_a_finished_runs_chart_answer_is_reused_and_a_running_runs_is_not(
     running = _running_run(app_client, epochs=5)
     one = app_client.get(f"/v1/runs/{running}/history", params={"max_points": 400})
     assert [row["epoch"] for row in one.json()["items"]] == list(range(5))
-    assert (id(engine), running, None, 400, "rows") not in finished_answers.values
+    assert (id(store), running, None, 400, "rows") not in finished_answers.values
 
 
 def _running_run(app_client: TestClient, epochs: int) -> str:
