@@ -1,8 +1,8 @@
 """Small in-process memories of answers about things that never change again (a finished
 run's downsampled history, a dataset's seeded sample): reopening a long run's page should not
 scan 100,000 history rows or decode a 1,000,000-row dataset each time. Each entry is keyed by
-the store's session factory too (one process may serve several apps, as tests do); the caller still checks the
-resource exists (and is the caller's) before using one."""
+the app's session factory too (one process may serve several apps, as tests do); the caller
+still checks that the resource exists (and is the caller's) before using one."""
 
 from __future__ import annotations
 
