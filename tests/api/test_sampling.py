@@ -4,6 +4,7 @@ list of every run, newest first."""
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
 import numpy as np
@@ -162,34 +163,22 @@ def test_a_finished_runs_chart_answer_is_reused_and_a_running_runs_is_not(
     assert again.headers["content-type"] == "application/json"
     assert again.json()["epoch"][0] == 18
     # A run still training is read afresh each time: its history grows.
-    running = _running_run(app_client, epochs=5)
-    one = app_client.get(f"/v1/runs/{running}/history", params={"max_points": 400})
-    assert [row["epoch"] for row in one.json()["items"]] == list(range(5))
-    assert (id(store), running, None, 400, "rows") not in finished_answers.values
-
-
-def _running_run(app_client: TestClient, epochs: int) -> str:
-    """A run left running after ``epochs`` stored epochs (written straight into the store)."""
-    from service.store import lifecycle, repo
-    from service.store.db import make_sessionmaker
-    from service.training.records import EpochRecord
-    from tests.longrun import OPTIONS
-
-    dataset = app_client.post("/v1/datasets/synthetic", json={"seed": 5}).json()
+    dataset = app_client.post("/v1/datasets/synthetic",
+                              json={"num_examples": 4000, "seed": 5}).json()
     model = app_client.post("/v1/models").json()
-    runtime = app_client.app.state.runtime  # type: ignore[attr-defined]
-    sessions = make_sessionmaker(runtime.engine)
-    with sessions.begin() as session:
-        run_id = repo.create_run(
-            session, model=repo.get_model(session, model["id"]),
-            dataset=repo.get_dataset(session, dataset["id"]), epochs=1000,
-            optimizer={"kind": "sgd", "learning_rate": 0.1}, batch_size=None,
-            shuffle_seed=None, dtype="float32", options=OPTIONS).id
-    with sessions.begin() as session:
-        started = lifecycle.start_run(session, run_id)
-        assert started is not None
-        lifecycle.append_epochs(session, started.run, [
-            EpochRecord(e, 1.0 / (e + 1), {"mse": 1.0 / (e + 1)},
-                        {"W": np.array([5.0]), "b": np.array(0.0)}, 0.05)
-            for e in range(epochs)])
-    return str(run_id)
+    running = app_client.post(f"/v1/models/{model['id']}/runs", json={
+        "dataset_id": dataset["id"], "epochs": 10_000, "batch_size": 1}).json()["id"]
+    try:
+        seen: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(seen) < 2 and time.monotonic() < deadline:
+            answer = app_client.get(f"/v1/runs/{running}/history", params={"max_points": 400})
+            count = len(answer.json()["items"])
+            if count and (not seen or count > seen[-1]):
+                seen.append(count)
+            time.sleep(0.05)
+        assert len(seen) == 2, f"the running run's history did not grow: {seen}"
+        assert app_client.get(f"/v1/runs/{running}").json()["status"] == "running"
+        assert (id(store), running, None, 400, "rows") not in finished_answers.values
+    finally:
+        app_client.post(f"/v1/runs/{running}/cancel")
