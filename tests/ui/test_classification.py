@@ -324,3 +324,29 @@ def test_a_classification_run_page_on_a_phone(open_page: Any, api: httpx.Client)
     assert attr(page, "#regions-chart", "data-series") == "4"
     assert len(page.query_selector_all("#regions-chart .legend li")) == 4
     assert len(set(painted_classes(page))) >= 3  # the four blobs' regions, mostly
+
+
+def test_the_regions_follow_a_training_run_live(open_page: Any, api: httpx.Client) -> None:
+    dataset = api.post("/v1/datasets/synthetic", json={
+        "kind": "moons", "num_examples": 400, "noise": 0.1, "seed": 12}).json()
+    model = api.post("/v1/models", json={"kind": "mlp", "features": 2, "hidden": [8],
+                                         "task": "classification"}).json()
+    # One-example steps for many epochs: still training while the page watches.
+    run = api.post(f"/v1/models/{model['id']}/runs", json={
+        "dataset_id": dataset["id"], "epochs": 5000, "batch_size": 1}).json()
+    watched = open_page()
+    page = watched.page
+    try:
+        watched.goto(f"/ui/runs/{run['id']}")
+        shown = "(document.querySelector('#regions-chart')?.dataset.regionsOf || '')"
+        page.wait_for_function(f"() => {shown}.startsWith('epoch')", timeout=60_000)
+        first = page.evaluate(f"() => {shown}")
+        page.wait_for_function(f"() => {shown}.startsWith('epoch') && {shown} !== {first!r}",
+                               timeout=60_000)
+        assert api.get(f"/v1/runs/{run['id']}").json()["status"] == "running"
+    finally:
+        api.post(f"/v1/runs/{run['id']}/cancel")
+    # Once the run ends, the regions are the model's own /predict answers.
+    page.wait_for_selector("main[data-state=drawn]", timeout=60_000)
+    assert page.evaluate(f"() => {shown}") == "model"
+    assert page.text_content("#run-status") == "cancelled"
