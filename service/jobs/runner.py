@@ -75,8 +75,8 @@ def execute_run(
                 with sessions.begin() as own:
                     lifecycle.append_epochs(own, run, pending)
                 announce(run_id)
-            else:
-                lifecycle.append_epochs(session, run, pending)
+            else:  # finishing: finish_run counts the epochs in the same transaction
+                lifecycle.append_epochs(session, run, pending, count=False)
             pending.clear()
         last_flush = time.monotonic()
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import ClauseElement, Table, delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from service.store.codec import pack_params
@@ -27,6 +27,17 @@ from service.store.tables import (
 from service.training.records import EpochRecord, Outcome
 
 EPOCHS: Table = EpochRow.__table__  # type: ignore[assignment]
+RUNS: Table = RunRow.__table__  # type: ignore[assignment]
+MODELS: Table = ModelRow.__table__  # type: ignore[assignment]
+
+
+def _typed(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """An UPDATE's values as binds of their columns' types. A plain value becomes a bind of a
+    new NullType, whose cache key SQLAlchemy derives afresh on every statement by inspecting
+    the type's constructors; a column's own type computes it once. (With Core tables, not the
+    ORM's bulk UPDATE path, which rebuilds each value's bind.)"""
+    return {name: value if isinstance(value, ClauseElement)
+            else literal(value, table.c[name].type) for name, value in values.items()}
 
 
 def queued_run_ids(session: Session) -> list[str]:
@@ -55,12 +66,12 @@ def start_run(session: Session, run_id: str) -> Started | None:
     started = (
         update(RunRow)
         .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED)
-        .values(
-            status=RunStatus.RUNNING,
-            started_at=now(),
-            history_base=select(ModelRow.history_rows).where(of_model).scalar_subquery(),
-            initial_params=select(ModelRow.params).where(of_model).scalar_subquery(),
-        )
+        .values(_typed(RUNS, {
+            "status": RunStatus.RUNNING,
+            "started_at": now(),
+            "history_base": select(ModelRow.history_rows).where(of_model).scalar_subquery(),
+            "initial_params": select(ModelRow.params).where(of_model).scalar_subquery(),
+        }))
         .returning(
             RunRow,
             select(ModelRow.kind).where(of_model).scalar_subquery(),
@@ -77,9 +88,11 @@ def run_status(session: Session, run_id: str) -> str | None:
     return session.scalar(select(RunRow.status).where(RunRow.id == run_id))
 
 
-def append_epochs(session: Session, run: RunRow, records: Sequence[EpochRecord]) -> None:
+def append_epochs(session: Session, run: RunRow, records: Sequence[EpochRecord],
+                  *, count: bool = True) -> None:
     """Add history rows to a run and count them as completed epochs (a Core INSERT: the
-    rows need none of the ORM's bookkeeping)."""
+    rows need none of the ORM's bookkeeping); ``count=False`` leaves the count to the
+    caller (:func:`finish_run` sets it in the same transaction)."""
     if not records:
         return
     session.execute(
@@ -98,9 +111,11 @@ def append_epochs(session: Session, run: RunRow, records: Sequence[EpochRecord])
             for r in records
         ],
     )
-    session.execute(
-        update(RunRow).where(RunRow.id == run.id).values(epochs_completed=records[-1].epoch + 1)
-    )
+    if count:
+        session.execute(
+            update(RUNS).where(RUNS.c.id == run.id)
+            .values(_typed(RUNS, {"epochs_completed": records[-1].epoch + 1}))
+        )
 
 
 def finish_run(
@@ -137,20 +152,15 @@ def finish_run(
             model |= {
                 "params": params,
                 "last_loss": final.loss,
-                "epochs_trained": ModelRow.epochs_trained + completed,
+                "epochs_trained": MODELS.c.epochs_trained + completed,
             }
             if found.classes is not None:
                 model["class_names"] = found.classes
     if error is not None:
         run |= {"error_reason": error[0], "error_detail": error[1], "error_epoch": error[2]}
-    sync = {"synchronize_session": False}
-    session.execute(update(RunRow).where(RunRow.id == run_id).values(run).execution_options(**sync))
-    session.execute(
-        update(ModelRow)
-        .where(ModelRow.id == found.model_id)
-        .values(model)
-        .execution_options(**sync)
-    )
+    session.execute(update(RUNS).where(RUNS.c.id == run_id).values(_typed(RUNS, run)))
+    session.execute(update(MODELS).where(MODELS.c.id == found.model_id)
+                    .values(_typed(MODELS, model)))
 
 
 def resolve_interrupted(
