@@ -292,13 +292,14 @@ def test_the_form_trains_a_stored_model_on_a_stored_dataset(open_page: Any,
     page.select_option("#optimizer", "momentum")
     page.fill("#learning-rate", "0.3")
     page.fill("#epochs", "7")
+    page.fill("#patience", "2")
     page.click("#start-run")
     page.wait_for_url("**/ui/runs/run_*")
     drawn(page)
     run = api.get(f"/v1/runs/{page.url.rsplit('/', 1)[1]}").json()
     assert (run["model_id"], run["dataset_id"]) == (model["id"], dataset["id"])
     assert run["optimizer"]["kind"] == "momentum" and run["optimizer"]["learning_rate"] == 0.3
-    assert run["epochs"] == 7
+    assert run["epochs"] == 7 and run["early_stopping"]["patience"] == 2
     # A 2-class logistic model has W and b: they are drawn per epoch, and its regions too.
     assert attr(page, "#params-chart", "data-points") == "7"
     page.wait_for_selector("#regions-chart canvas.regions")
