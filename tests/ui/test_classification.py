@@ -111,6 +111,15 @@ def test_a_moons_mlp_started_from_the_form_draws_its_decision_regions(open_page:
     assert {0, 1} <= set(predicted)  # the trained moons model predicts both classes
     # ...and each cell is painted in its class's colour.
     assert painted_classes(page) == predicted
+    # No cell overlaps another (overlapping translucent cells would draw a darker grid).
+    most_opaque = page.evaluate("""() => {
+        const canvas = document.querySelector('#regions-chart canvas.regions');
+        const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+        let top = 0;
+        for (let k = 3; k < data.length; k += 4) top = Math.max(top, data[k]);
+        return top;
+    }""")
+    assert most_opaque <= round(0.52 * 255) + 1
     # While a run trains, the page draws the regions itself from the latest history row's
     # params: its forward pass agrees with the API's (float32 there: a boundary cell may not).
     local = page.evaluate("""async ([model, grid]) => {

@@ -119,7 +119,9 @@ export async function drawRegions(fig, modelId, sample, labels = [], predict = n
     return [canvas, ctx];
   };
   const [canvas, ctx] = layer("regions");
-  const cell = side / GRID;
+  // Cells on whole device pixels, edge to edge: translucent cells must not overlap.
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  const edge = (n) => Math.round((n * canvas.width) / GRID);
   probabilities.forEach((p, k) => {
     const best = p.indexOf(Math.max(...p));
     const sure = (p[best] - 1 / classes) / (1 - 1 / classes);
@@ -127,7 +129,8 @@ export async function drawRegions(fig, modelId, sample, labels = [], predict = n
     ctx.fillStyle = PALETTE[answer.y[k] % PALETTE.length];
     const i = k % GRID;
     const j = Math.floor(k / GRID);
-    ctx.fillRect(i * cell, side - (j + 1) * cell, cell + 0.5, cell + 0.5);
+    const top = canvas.height - edge(j + 1);
+    ctx.fillRect(edge(i), top, edge(i + 1) - edge(i), canvas.height - edge(j) - top);
   });
   const [pointsCanvas, dots] = layer("points");
   dots.strokeStyle = "#fff";
