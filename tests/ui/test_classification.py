@@ -9,8 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image, ImageStat
 
 from tests.node import node_modules
+from tests.ui.test_dashboard import SCREENSHOTS
 
 pytestmark = pytest.mark.live
 
@@ -334,6 +336,11 @@ def test_a_classification_run_page_on_a_phone(open_page: Any, api: httpx.Client)
     assert attr(page, "#regions-chart", "data-series") == "4"
     assert len(page.query_selector_all("#regions-chart .legend li")) == 4
     assert len(set(painted_classes(page))) >= 3  # the four blobs' regions, mostly
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOTS / "classification-run-page-360x740.png"
+    page.locator("#regions-chart").screenshot(path=str(shot))
+    image = Image.open(shot).convert("L")
+    assert ImageStat.Stat(image).stddev[0] > 10, f"the regions are blank in {shot}"
 
 
 def test_the_regions_follow_a_training_run_live(open_page: Any, api: httpx.Client) -> None:
