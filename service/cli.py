@@ -1,4 +1,5 @@
-"""The ``tapeline`` command: ``serve`` the API, or write its ``openapi`` spec."""
+"""The ``tapeline`` command: ``serve`` the API, write its ``openapi`` spec, or, as a client of a
+server, ``train``, ``watch``, ``export`` and ``predict``."""
 
 from __future__ import annotations
 
@@ -141,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     openapi = commands.add_parser("openapi", help="write the OpenAPI spec without serving")
     openapi.add_argument("--output", "-o", help="file to write (default: stdout)")
     openapi.set_defaults(func=_openapi)
+
+    from service.client.commands import add_commands
+
+    add_commands(commands)
 
     args = parser.parse_args(argv)
     return int(args.func(args))
