@@ -122,7 +122,7 @@ def test_a_kept_sample_is_the_datasets_and_gone_with_it(app_client: TestClient) 
     path = f"/v1/datasets/{dataset['id']}/data"
     first = app_client.get(path, params={"sample": 50, "seed": 3}).json()
     store = app_client.app.state.runtime.sessions  # type: ignore[attr-defined]
-    assert samples.get((id(store), dataset["id"], 50, 3)) is not None
+    assert samples.get((id(store), "default", dataset["id"], 50, 3)) is not None
     assert app_client.get(path, params={"sample": 50, "seed": 3}).json() == first
     assert app_client.delete(f"/v1/datasets/{dataset['id']}").status_code == 204
     gone = app_client.get(path, params={"sample": 50, "seed": 3})
@@ -156,7 +156,7 @@ def test_a_finished_runs_chart_answer_is_reused_and_a_running_runs_is_not(
     first = app_client.get(f"/v1/runs/{long_run['id']}/history", params=params)
     assert first.status_code == 200
     store = app_client.app.state.runtime.sessions  # type: ignore[attr-defined]
-    key = (id(store), long_run["id"], 17, 400, "columns")
+    key = (id(store), "default", long_run["id"], 17, 400, "columns")
     assert finished_answers.get(key) == first.content  # kept, rendered
     again = app_client.get(f"/v1/runs/{long_run['id']}/history", params=params)
     assert again.content == first.content
@@ -179,6 +179,6 @@ def test_a_finished_runs_chart_answer_is_reused_and_a_running_runs_is_not(
             time.sleep(0.05)
         assert len(seen) == 2, f"the running run's history did not grow: {seen}"
         assert app_client.get(f"/v1/runs/{running}").json()["status"] == "running"
-        assert (id(store), running, None, 400, "rows") not in finished_answers.values
+        assert (id(store), "default", running, None, 400, "rows") not in finished_answers.values
     finally:
         app_client.post(f"/v1/runs/{running}/cancel")

@@ -277,3 +277,22 @@ def test_every_operation_of_the_spec_enforces_its_key_and_scope(client: TestClie
                     assert answer.status_code not in (401, 403), (method, path, answer.text)
             checked += 1
     assert checked >= 25
+
+
+def test_kept_answers_never_cross_tenants(client: TestClient) -> None:
+    """A finished run's downsampled history and a dataset's seeded sample are kept in memory
+    once read; another tenant asking for the same still gets 404."""
+    owner = bearer(new_key(client, "team-kept")["key"])
+    other = bearer(new_key(client, "team-peek")["key"])
+    dataset = client.post("/v1/datasets/synthetic", headers=owner, json={"seed": 5}).json()
+    model = client.post("/v1/models", headers=owner).json()
+    run = client.post(f"/v1/models/{model['id']}/runs", headers={**owner, "prefer": "wait=60"},
+                      json={"dataset_id": dataset["id"], "epochs": 3}).json()
+    assert run["status"] == "succeeded"
+    history = f"/v1/runs/{run['id']}/history"
+    sample = f"/v1/datasets/{dataset['id']}/data"
+    for _ in range(2):  # the second answer comes from memory
+        assert client.get(history, headers=owner, params={"max_points": 4}).status_code == 200
+        assert client.get(sample, headers=owner, params={"sample": 5}).status_code == 200
+    assert client.get(history, headers=other, params={"max_points": 4}).status_code == 404
+    assert client.get(sample, headers=other, params={"sample": 5}).status_code == 404
