@@ -1,4 +1,5 @@
-"""The ``tapeline`` command: ``serve`` the API, or write its ``openapi`` spec."""
+"""The ``tapeline`` command: ``serve`` the API, train queued runs as a ``worker``, or write
+its ``openapi`` spec."""
 
 from __future__ import annotations
 
@@ -115,6 +116,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0 if server.started else STARTUP_FAILED
 
 
+def _worker(args: argparse.Namespace) -> int:
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        print(f"tapeline: cannot start: {_settings_problem(error)}", file=sys.stderr)
+        return STARTUP_FAILED
+    from service.jobs.worker import run_worker
+    from service.logs import configure_logging
+    from service.store.db import StoreUnavailable
+
+    configure_logging(settings.log_level)
+    try:
+        return run_worker(settings, args.concurrency)
+    except (StoreUnavailable, ValueError) as error:
+        print(f"tapeline: cannot start: TAPELINE_DATABASE_URL: {error}", file=sys.stderr)
+        return STARTUP_FAILED
+
+
 def _openapi(args: argparse.Namespace) -> int:
     from service.app import create_app
 
@@ -137,6 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="bind address (default: TAPELINE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: TAPELINE_PORT or 8000)")
     serve.set_defaults(func=_serve)
+
+    worker = commands.add_parser(
+        "worker", help="train queued runs (TAPELINE_EXECUTOR=queue, on PostgreSQL)"
+    )
+    worker.add_argument(
+        "--concurrency", type=int, help="runs trained at once, one process each (default: "
+        "one per core)"
+    )
+    worker.set_defaults(func=_worker)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI spec without serving")
     openapi.add_argument("--output", "-o", help="file to write (default: stdout)")

@@ -170,6 +170,11 @@ class RunRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Scale-out (migration 0004): the current attempt (every write of a run names it), the
+    # worker holding it and when that worker last showed it was alive.
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    worker: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class EpochRow(Base):
@@ -189,3 +194,18 @@ class EpochRow(Base):
     loss: Mapped[float] = mapped_column(Float(precision=53))
     metrics: Mapped[dict[str, float]] = mapped_column(JSON)
     elapsed_ms: Mapped[float] = mapped_column(Float(precision=53))
+
+
+class CheckpointRow(Base):
+    """A run's last checkpoint: the loop's state at the start of epoch ``epoch`` (params,
+    optimizer slots, shuffling RNG, early stopping), written by attempt ``attempt``."""
+
+    __tablename__ = "run_checkpoints"
+
+    run_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
