@@ -30,12 +30,12 @@ from service.api.middleware import (
 )
 from service.api.telemetry import Metrics
 from service.config import DEFAULT_DATABASE_URL, Settings, get_settings
-from service.jobs.executor import ProcessExecutor
+from service.jobs.base import start_executor
 from service.jobs.progress import Progress
 from service.logs import configure_logging
 from service.store import lifecycle
 from service.store.db import make_sessionmaker, open_store
-from service.store.tables import ACTIVE_STATUSES, RunRow, RunStatus
+from service.store.tables import RunRow
 
 log = logging.getLogger("tapeline.app")
 
@@ -73,28 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         progress = Progress()
         progress.bind(asyncio.get_running_loop())
 
-        def crashed(run_id: str) -> None:
-            with sessions.begin() as session:  # still queued if it died while starting it
-                if lifecycle.run_status(session, run_id) in ACTIVE_STATUSES:
-                    lifecycle.finish_run(
-                        session,
-                        run_id,
-                        RunStatus.FAILED,
-                        error=("worker_crashed", "the worker process training this run died", None),
-                    )
-
-        executor = ProcessExecutor(
-            settings.database_url,
-            settings.workers,
-            on_news=progress.notify_threadsafe,
-            on_crash=crashed,
-            log_level=settings.log_level,
+        executor, requeued, listener = await asyncio.to_thread(
+            start_executor, settings, engine, sessions, progress
         )
-        with sessions.begin() as session:
-            requeued = lifecycle.resolve_interrupted(session, settings.on_interrupted)
-        executor.start()
-        for run_id in requeued:
-            executor.submit(run_id)
         feeds = Feeds(progress, partial(events.read_items, sessions))
         decoder = BodyDecoder()
         runtime = Runtime(settings, engine, sessions, executor, progress, feeds, decoder, metrics)
@@ -105,7 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             extra={
                 "fields": {
                     "database": engine.url.render_as_string(),
-                    "workers": settings.workers,
+                    "executor": settings.executor,
+                    "workers": settings.workers if settings.executor == "local" else 0,
                     "requeued": len(requeued),
                 }
             },
@@ -114,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             decoder.close()
+            if listener is not None:
+                listener.stop()
             abandoned = await asyncio.to_thread(executor.stop)
             if abandoned:
                 with sessions.begin() as session:

@@ -98,7 +98,20 @@ def test_a_v1_sqlite_store_upgrades_and_reads_back_the_same(tmp_path: Path) -> N
         assert [r["step"] for r in steps] == list(range(len(steps)))
     with make_engine(settings.database_url).connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() \
-            == "0002"
+            == "0004"
+        check_scale_out(connection)
+
+
+def check_scale_out(connection: Any) -> None:
+    """0004: every v1 run (each one started) counts one attempt, held by no worker, with no
+    checkpoint (its history is whole); the new run trained above counts one too."""
+    runs = connection.execute(text(
+        "SELECT id, attempt, worker, heartbeat_at, started_at FROM runs")).all()
+    assert runs and all(r.started_at is not None for r in runs)
+    v1 = {r["id"] for r in V1_ANSWERS["runs"]}
+    assert {r.id: r.attempt for r in runs if r.id in v1} == dict.fromkeys(v1, 1)
+    assert all(r.worker is None and r.heartbeat_at is None for r in runs if r.id in v1)
+    assert connection.execute(text("SELECT count(*) FROM run_checkpoints")).scalar() == 0
 
 
 def _utc(value: Any) -> Any:
@@ -127,6 +140,10 @@ def test_a_v1_postgres_store_upgrades_and_reads_back_the_same(postgres_url: str)
     with TestClient(create_app(Settings(database_url=postgres_url, workers=1)),
                     base_url="http://localhost") as client:
         check_upgraded(client)
+    engine = make_engine(postgres_url)
+    with engine.connect() as connection:
+        check_scale_out(connection)
+    engine.dispose()
 
 
 @pytest.mark.parametrize("key", ["datasets", "models", "runs"])

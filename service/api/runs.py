@@ -171,7 +171,7 @@ async def create(
     labels that are class indices in [0, classes)."""
     run = await run_in_threadpool(_start, runtime, model_id, body)
     seen = runtime.progress.version(run.id)
-    runtime.executor.submit(run.id)
+    await run_in_threadpool(runtime.executor.submit, run.id)
     response.headers["Location"] = f"/v1/runs/{run.id}"
     wait = wait_seconds(prefer, runtime.settings.max_wait_seconds)
     if wait is not None:

@@ -13,6 +13,7 @@ priority first, so owners take turns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -83,10 +84,8 @@ class QueueExecutor:
         """Defer the run's job (blocking: call it off the event loop)."""
         with self._sessions() as session:
             options = defer_options(session, run_id)
-        try:
+        with contextlib.suppress(pexc.AlreadyEnqueued):  # a job of the run waits already
             self._app.configure_task(TASK, **options).defer(run_id=run_id)
-        except pexc.AlreadyEnqueued:
-            pass  # a job of the run is waiting already
 
     def cancel(self, run_id: str) -> None:
         """Nothing to do: the store says cancelling, and the worker training it looks."""
@@ -147,11 +146,9 @@ async def defer_async(app: procrastinate.App, sessions: sessionmaker[Session],
         with sessions() as session:
             return defer_options(session, run_id)
 
-    try:
+    with contextlib.suppress(pexc.AlreadyEnqueued):
         await app.configure_task(TASK, **await asyncio.to_thread(options)).defer_async(
             run_id=run_id)
-    except pexc.AlreadyEnqueued:
-        pass
 
 
 def orphans(session: Session, timeout: float) -> list[str]:

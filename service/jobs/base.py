@@ -1,0 +1,143 @@
+"""The executor interface the API uses, and the executor a server's settings choose."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import Protocol
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings
+from service.jobs.executor import ProcessExecutor
+from service.jobs.notify import Listener
+from service.jobs.progress import Progress
+from service.jobs.runner import Claim
+from service.store import lifecycle
+from service.store.tables import ACTIVE_STATUSES, RunStatus
+
+log = logging.getLogger("tapeline.jobs")
+
+
+class Executor(Protocol):
+    """Trains queued runs somewhere: the API hands it run ids and cancel requests."""
+
+    def start(self) -> None: ...
+
+    def submit(self, run_id: str) -> None:
+        """A run was queued (may block on the store: call it off the event loop)."""
+
+    def cancel(self, run_id: str) -> None:
+        """A run was asked to stop (the store says so already)."""
+
+    @property
+    def busy(self) -> int: ...
+
+    @property
+    def queued(self) -> int: ...
+
+    def stop(self, timeout: float = 3.0) -> list[str]:
+        """Stop; the ids of runs this process abandoned (none for the queue)."""
+
+
+def claim_of(settings: Settings, worker: str) -> Claim:
+    """How a worker named ``worker`` claims runs under these settings."""
+    return Claim(worker=worker, timeout=settings.worker_timeout,
+                 max_attempts=settings.max_attempts,
+                 checkpoint_seconds=settings.checkpoint_seconds)
+
+
+class LocalExecutor:
+    """Today's pool of processes in the server, fair across tenants; a crashed worker's run
+    is failed (``fail``) or resumed from its checkpoint (``requeue``)."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session],
+                 on_news: Callable[[str], None]) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._on_news = on_news
+        self._pool = ProcessExecutor(
+            settings.database_url,
+            settings.workers,
+            on_news=on_news,
+            on_crash=self._crashed,
+            log_level=settings.log_level,
+            claim=claim_of(settings, f"local:{socket.gethostname()}"),
+        )
+
+    def start(self) -> None:
+        self._pool.start()
+
+    def submit(self, run_id: str) -> None:
+        with self._sessions() as session:
+            owner, _ = lifecycle.queue_rank(session, run_id)
+        self._pool.submit(run_id, owner)
+
+    def cancel(self, run_id: str) -> None:
+        self._pool.cancel(run_id)
+
+    @property
+    def busy(self) -> int:
+        return self._pool.busy
+
+    @property
+    def queued(self) -> int:
+        return self._pool.queued
+
+    def stop(self, timeout: float = 3.0) -> list[str]:
+        return self._pool.stop(timeout)
+
+    def _crashed(self, run_id: str) -> None:
+        with self._sessions.begin() as session:  # still queued if it died while starting it
+            if lifecycle.run_status(session, run_id) not in ACTIVE_STATUSES:
+                return
+            if self._settings.on_interrupted == "requeue":
+                requeued = lifecycle.resolve_interrupted(session, "requeue", [run_id])
+            else:
+                requeued = []
+                lifecycle.finish_run(
+                    session,
+                    run_id,
+                    RunStatus.FAILED,
+                    error=("worker_crashed", "the worker process training this run died", None),
+                )
+        for again in requeued:
+            log.warning("run %s: its worker process died; resuming it from its checkpoint",
+                        again)
+            self.submit(again)
+
+
+def start_executor(
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    progress: Progress,
+) -> tuple[Executor, list[str], Listener | None]:
+    """Start the executor the settings choose, and (on PostgreSQL) the listener of other
+    processes' news. ``local`` settles the runs a previous server left active (it was the
+    only one training them); ``queue`` settles nothing: workers take over runs whose worker
+    is gone, never a live one's."""
+    listener = None
+    if engine.dialect.name == "postgresql":
+        from service.jobs.queue import conninfo
+
+        listener = Listener(conninfo(settings.database_url), progress)
+        listener.start()
+    executor: Executor
+    requeued: list[str] = []
+    if settings.executor == "queue":
+        from service.jobs.queue import QueueExecutor, ensure_queue_schema
+
+        ensure_queue_schema(engine)
+        executor = QueueExecutor(settings.database_url, sessions)
+        executor.start()
+        return executor, requeued, listener
+    executor = LocalExecutor(settings, sessions, progress.notify_threadsafe)
+    with sessions.begin() as session:
+        requeued = lifecycle.resolve_interrupted(session, settings.on_interrupted)
+    executor.start()
+    for run_id in requeued:
+        executor.submit(run_id)
+    return executor, requeued, listener
