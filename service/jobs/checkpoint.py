@@ -30,7 +30,7 @@ class Checkpoint:
 
 
 def _arrays(prefix: str, params: Params) -> dict[str, np.ndarray]:
-    return {f"{prefix}/{name}": np.ascontiguousarray(value) for name, value in params.items()}
+    return {f"{prefix}/{name}": np.array(value, order="C", copy=True) for name, value in params.items()}
 
 
 def _take(arrays: dict[str, np.ndarray], prefix: str) -> Params:
@@ -48,7 +48,8 @@ def pack_checkpoint(params: Params, state: LoopState) -> bytes:
         arrays |= _arrays("best", best.params)
         meta["best"] = {"value": best.value, "epoch": best.epoch, "loss": best.loss,
                         "metrics": best.metrics, "wait": best.wait}
-    # 0-d arrays are fine in safetensors; an empty dict is not, so there is always one array.
+    # 0-d arrays keep their shape (np.ascontiguousarray would make them 1-d); a blob always
+    # holds one array at least.
     arrays["format/version"] = np.array(1, dtype=np.int64)
     return save(arrays, metadata={"tapeline": json.dumps(meta)})
 
