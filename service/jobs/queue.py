@@ -58,7 +58,9 @@ def ensure_queue_schema(engine: Engine) -> None:
     with engine.begin() as connection:
         connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         if connection.scalar(text("SELECT to_regclass('procrastinate_jobs')")) is None:
-            connection.exec_driver_sql(schema)
+            cursor = connection.connection.cursor()  # the script has '%': no parameters
+            cursor.execute(schema)
+            cursor.close()
 
 
 def defer_options(session: Session, run_id: str) -> dict[str, Any]:

@@ -71,11 +71,12 @@ def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: in
             def drain() -> None:
                 log.info("worker %s draining", name)
                 state.draining.set()
+                sweeper.cancel()  # its own job looks stalled once it unregisters
                 worker.cancel()
 
+            sweeper = asyncio.create_task(sweep_forever(app, state))
             loop.add_signal_handler(signal.SIGTERM, drain)
             loop.add_signal_handler(signal.SIGINT, drain)
-            sweeper = asyncio.create_task(sweep_forever(app, state))
 
             async def beat() -> None:
                 while True:
