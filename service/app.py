@@ -30,7 +30,7 @@ from service.api.middleware import (
 )
 from service.api.telemetry import Metrics
 from service.config import DEFAULT_DATABASE_URL, Settings, get_settings
-from service.jobs.base import start_executor
+from service.jobs.base import scale_collector, start_executor
 from service.jobs.progress import Progress
 from service.logs import configure_logging
 from service.store import lifecycle
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = Runtime(settings, engine, sessions, executor, progress, feeds, decoder, metrics)
         app.state.runtime = runtime
         metrics.watch_store(lambda: _store_metrics(runtime))
+        metrics.registry.register(scale_collector(settings, sessions, executor))
         log.info(
             "started",
             extra={

@@ -134,6 +134,29 @@ def _worker(args: argparse.Namespace) -> int:
         return STARTUP_FAILED
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        print(f"tapeline: cannot migrate: {_settings_problem(error)}", file=sys.stderr)
+        return STARTUP_FAILED
+    from service.store.db import StoreUnavailable, open_store
+
+    try:
+        engine = open_store(settings.database_url,
+                            create_folder=settings.database_url == DEFAULT_DATABASE_URL)
+    except StoreUnavailable as error:
+        print(f"tapeline: cannot migrate: TAPELINE_DATABASE_URL: {error}", file=sys.stderr)
+        return STARTUP_FAILED
+    if engine.dialect.name == "postgresql":
+        from service.jobs.queue import ensure_queue_schema
+
+        ensure_queue_schema(engine)
+    engine.dispose()
+    print("tapeline: the store is up to date")
+    return 0
+
+
 def _openapi(args: argparse.Namespace) -> int:
     from service.app import create_app
 
@@ -165,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         "one per core)"
     )
     worker.set_defaults(func=_worker)
+
+    migrate = commands.add_parser(
+        "migrate", help="bring the store's schema up to date (once per release) and exit"
+    )
+    migrate.set_defaults(func=_migrate)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI spec without serving")
     openapi.add_argument("--output", "-o", help="file to write (default: stdout)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from sqlalchemy import Engine
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.jobs.executor import ProcessExecutor
+from service.jobs.metrics import ScaleCollector, queue_workers, read_figures
 from service.jobs.notify import Listener
 from service.jobs.progress import Progress
 from service.jobs.runner import Claim
@@ -107,6 +109,17 @@ class LocalExecutor:
             log.warning("run %s: its worker process died; resuming it from its checkpoint",
                         again)
             self.submit(again)
+
+
+def scale_collector(settings: Settings, sessions: sessionmaker[Session],
+                    executor: Executor) -> ScaleCollector:
+    """The /metrics collector of workers, attempts and queue depth."""
+    if settings.executor == "queue":
+        workers = queue_workers(settings.worker_timeout)
+    else:
+        def workers(session: Session) -> int:
+            return settings.workers
+    return ScaleCollector(partial(read_figures, sessions, workers))
 
 
 def start_executor(

@@ -30,7 +30,8 @@ class Checkpoint:
 
 
 def _arrays(prefix: str, params: Params) -> dict[str, np.ndarray]:
-    return {f"{prefix}/{name}": np.array(value, order="C", copy=True) for name, value in params.items()}
+    return {f"{prefix}/{name}": np.array(value, order="C", copy=True)
+            for name, value in params.items()}
 
 
 def _take(arrays: dict[str, np.ndarray], prefix: str) -> Params:
