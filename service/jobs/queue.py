@@ -75,9 +75,8 @@ class QueueExecutor:
 
     def __init__(self, database_url: str, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
-        self._app = procrastinate.App(
-            connector=procrastinate.SyncPsycopgConnector(conninfo=conninfo(database_url))
-        )
+        self._app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(
+            conninfo=conninfo(database_url), min_size=1, max_size=4))
 
     def start(self) -> None:
         self._app.open()
@@ -126,7 +125,7 @@ class WorkerState:
 def build_worker_app(database_url: str, state: WorkerState) -> procrastinate.App:
     """A procrastinate app whose one task trains an attempt of a run in a thread."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(
-        conninfo=conninfo(database_url)))
+        conninfo=conninfo(database_url), min_size=1, max_size=4))
 
     @app.task(name=TASK, queue=QUEUE)
     async def train(run_id: str) -> None:
