@@ -131,7 +131,7 @@ def build_worker_app(database_url: str, state: WorkerState) -> procrastinate.App
     async def train(run_id: str) -> None:
         status = await asyncio.to_thread(
             execute_run, state.sessions, run_id, claim=state.claim,
-            draining=state.draining.is_set,
+            draining=state.draining.is_set, stored=state.on_epochs,
         )
         state.on_run()
         if status == RunStatus.QUEUED:  # handed back while draining: another worker resumes

@@ -93,12 +93,13 @@ def execute_run(
     cancelled: Callable[[], bool] = lambda: False,
     draining: Callable[[], bool] = lambda: False,
     announce: Callable[[str], None] = lambda run_id: None,
+    stored: Callable[[int], None] = lambda count: None,
 ) -> str | None:
     """Claim the run ``run_id`` with a new attempt and train it from its checkpoint (or its
     start) to its end; return its final status, ``"queued"`` when the worker handed it back
     (``draining``), or ``None`` if it was not claimable (or this attempt lost it).
     ``cancelled`` and ``draining`` are polled at every epoch boundary; ``announce`` is called
-    whenever new history is stored."""
+    whenever new history is stored, ``stored`` with how many epochs were."""
     one_blas_thread()
     claim = claim or Claim()
     with sessions.begin() as session:
@@ -148,6 +149,7 @@ def execute_run(
             return
         if pending:
             lifecycle.append_epochs(session, run, pending, attempt)
+            stored(len(pending))
             pending.clear()
         else:
             lifecycle.heartbeat(session, run_id, attempt)
@@ -162,6 +164,7 @@ def execute_run(
         with sessions.begin() as session:
             if pending:
                 lifecycle.append_epochs(session, run, pending, attempt)
+                stored(len(pending))
                 pending.clear()
             lifecycle.finish_run(session, run_id, status, completed=completed, attempt=attempt,
                                  **outcome)

@@ -50,7 +50,11 @@ def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: in
     def ran() -> None:
         stats[index * STATS] += 1
 
+    def epochs(count: int) -> None:
+        stats[index * STATS + 1] += count
+
     state.on_run = ran
+    state.on_epochs = epochs
     app = build_worker_app(settings.database_url, state)
 
     async def main() -> None:
@@ -101,14 +105,18 @@ def _serve_metrics(port: int, stats: Any, count: int) -> None:
         def collect(self) -> Any:
             runs = CounterMetricFamily("tapeline_worker_runs", "Run attempts trained",
                                        labels=["process"])
+            epochs = CounterMetricFamily("tapeline_worker_epochs", "Epochs stored (their "
+                                         "rate() is epochs per second)", labels=["process"])
             age = GaugeMetricFamily("tapeline_worker_heartbeat_age_seconds",
                                     "Seconds since the worker process last showed it is alive",
                                     labels=["process"])
             for i in range(count):
                 runs.add_metric([str(i)], stats[i * STATS])
+                epochs.add_metric([str(i)], stats[i * STATS + 1])
                 beat = stats[i * STATS + 2]
                 age.add_metric([str(i)], time.time() - beat if beat else float("inf"))
             yield runs
+            yield epochs
             yield age
 
     REGISTRY.register(Collector())

@@ -23,7 +23,14 @@ import psycopg
 import pytest
 
 from tests.live.test_operations import children, wait_for
-from tests.servers import LiveServer, LiveWorker, sqlite_url, start_server, start_worker
+from tests.servers import (
+    LiveServer,
+    LiveWorker,
+    free_port,
+    sqlite_url,
+    start_server,
+    start_worker,
+)
 
 pytestmark = [pytest.mark.live, pytest.mark.postgres, pytest.mark.slow]
 
@@ -41,18 +48,25 @@ class Topology:
     a: LiveServer
     b: LiveServer
     workers: list[LiveWorker]
+    ports: list[int]
     folder: Path
     dataset: str
     control: dict[str, Any]
 
     def worker(self, index: int) -> LiveWorker:
-        self.workers[index] = start_worker(self.url, self.folder / f"w{index}-{time.time()}.log",
-                                           **ENV)
+        self.workers[index], self.ports[index] = spawn(self.url,
+                                                       self.folder / f"w{index}-{time.time()}.log")
         return self.workers[index]
 
     def sql(self, query: str, *args: Any) -> Any:
         with psycopg.connect(self.plain) as connection:
             return connection.execute(query, args).fetchone()
+
+
+def spawn(url: str, log: Path) -> tuple[LiveWorker, int]:
+    """A worker serving its metrics on a port of its own."""
+    port = free_port()
+    return start_worker(url, log, TAPELINE_WORKER_METRICS_PORT=str(port), **ENV), port
 
 
 def trace(api: httpx.Client, run_id: str) -> dict[str, Any]:
@@ -85,7 +99,8 @@ def topology(postgres_base: str, tmp_path_factory: pytest.TempPathFactory) -> It
     url = f"{postgres_base}?options=-csearch_path%3D{schema}"
     a = start_server(url, folder / "a.log", **ENV)
     b = start_server(url, folder / "b.log", **ENV)
-    workers = [start_worker(url, folder / f"w{i}.log", **ENV) for i in range(2)]
+    spawned = [spawn(url, folder / f"w{i}.log") for i in range(2)]
+    workers, ports = [w for w, _ in spawned], [p for _, p in spawned]
     try:
         with httpx.Client(base_url=a.url, timeout=120) as api:
             dataset = api.post("/v1/datasets/synthetic",
@@ -93,8 +108,8 @@ def topology(postgres_base: str, tmp_path_factory: pytest.TempPathFactory) -> It
             control_id = start(api, dataset, h={"prefer": "wait=120"})
             control = trace(api, control_id)
         assert control["status"] == "succeeded" and len(control["rows"]) == 12
-        yield Topology(url, f"{plain}?options=-csearch_path%3D{schema}", a, b, workers, folder,
-                       dataset, control)
+        yield Topology(url, f"{plain}?options=-csearch_path%3D{schema}", a, b, workers, ports,
+                       folder, dataset, control)
     finally:
         for worker in workers:
             worker.stop()
@@ -143,6 +158,18 @@ def test_a_run_streams_and_cancels_across_replicas(topology: Topology) -> None:
         assert epochs == list(range(len(epochs)))
     for replica in (topology.a, topology.b):  # the replicas trained nothing
         assert "attempt" not in replica.log.read_text()
+    # Metrics: the API's from the database, each worker's from its own port.
+    text = httpx.get(f"{topology.b.url}/metrics").text
+    assert "tapeline_workers 2.0" in text and "tapeline_queue_depth 0.0" in text
+    assert 'tapeline_runs{status="cancelled"} 1.0' in text
+    assert "tapeline_run_attempts_total" in text
+    trained = 0.0
+    for port in topology.ports:
+        found = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert "tapeline_worker_heartbeat_age_seconds" in found
+        trained += sum(float(line.rsplit(" ", 1)[1]) for line in found.splitlines()
+                       if line.startswith("tapeline_worker_epochs_total"))
+    assert trained >= 2 + 12 + 2  # the control run, the waited one, the cancelled one
 
 
 def test_a_worker_killed_mid_run_loses_nothing(topology: Topology) -> None:
