@@ -63,6 +63,9 @@ def _preflight(args: argparse.Namespace) -> Settings:
         raise CannotStart(str(error)) from error
     from service.store.db import StoreUnavailable, open_store
 
+    if settings.executor == "queue" and not settings.database_url.startswith("postgresql"):
+        raise CannotStart("TAPELINE_EXECUTOR: queue needs PostgreSQL (TAPELINE_DATABASE_URL="
+                          "postgresql+psycopg://...)")
     try:
         open_store(
             settings.database_url, create_folder=settings.database_url == DEFAULT_DATABASE_URL

@@ -125,9 +125,10 @@ def _serve_metrics(port: int, stats: Any, count: int) -> None:
 
 def run_worker(settings: Settings, concurrency: int | None = None) -> int:
     """Run ``concurrency`` worker processes until told to stop; the exit status."""
-    from service.jobs.queue import ensure_queue_schema
+    from service.jobs.queue import conninfo, ensure_queue_schema
     from service.store.db import open_store
 
+    conninfo(settings.database_url)  # ValueError unless PostgreSQL
     count = concurrency or os.cpu_count() or 1
     engine = open_store(settings.database_url)
     ensure_queue_schema(engine)

@@ -101,20 +101,21 @@ def topology(postgres_base: str, tmp_path_factory: pytest.TempPathFactory) -> It
     b = start_server(url, folder / "b.log", **ENV)
     spawned = [spawn(url, folder / f"w{i}.log") for i in range(2)]
     workers, ports = [w for w, _ in spawned], [p for _, p in spawned]
+    topology = Topology(url, f"{plain}?options=-csearch_path%3D{schema}", a, b, workers, ports,
+                        folder, "", {})
     try:
         with httpx.Client(base_url=a.url, timeout=120) as api:
-            dataset = api.post("/v1/datasets/synthetic",
-                               json={"num_examples": 4000, "seed": 1}).json()["id"]
-            control_id = start(api, dataset, h={"prefer": "wait=120"})
-            control = trace(api, control_id)
-        assert control["status"] == "succeeded" and len(control["rows"]) == 12
-        yield Topology(url, f"{plain}?options=-csearch_path%3D{schema}", a, b, workers, ports,
-                       folder, dataset, control)
+            topology.dataset = api.post("/v1/datasets/synthetic",
+                                        json={"num_examples": 4000, "seed": 1}).json()["id"]
+            topology.control = trace(api, start(api, topology.dataset, h={"prefer": "wait=120"}))
+        assert topology.control["status"] == "succeeded"
+        assert len(topology.control["rows"]) == 12
+        yield topology
     finally:
-        for worker in workers:
+        for worker in topology.workers:
             worker.stop()
-        a.stop()
-        b.stop()
+        topology.a.stop()
+        topology.b.stop()
         with psycopg.connect(plain, autocommit=True) as connection:
             connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
@@ -262,3 +263,23 @@ def test_local_requeue_resumes_from_the_checkpoint_after_a_kill(tmp_path: Path) 
     finally:
         second.stop()
     assert "attempt 2 started at epoch" in (tmp_path / "b.log").read_text()
+
+
+def test_a_replica_restarts_while_the_other_keeps_streaming(topology: Topology) -> None:
+    with httpx.Client(base_url=topology.a.url, timeout=60) as a:
+        run_id = start(a, topology.dataset)
+    lines: list[dict[str, Any]] = []
+    with httpx.Client(base_url=topology.b.url, timeout=60) as b, \
+            b.stream("GET", f"/v1/runs/{run_id}/events",
+                     headers={"accept": "application/jsonl"}) as response:
+        for line in response.iter_lines():
+            if not line:
+                continue
+            lines.append(json.loads(line))
+            if len(lines) == 2:
+                assert topology.a.stop() == 0
+                topology.a = start_server(topology.url, topology.folder / "a2.log", **ENV)
+    assert lines[-1]["type"] == "end" and lines[-1]["status"] == "succeeded"
+    assert [line["epoch"] for line in lines[:-1]] == list(range(12))
+    with httpx.Client(base_url=topology.a.url, timeout=60) as a:
+        assert trace(a, run_id) == topology.control
