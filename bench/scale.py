@@ -228,8 +228,8 @@ def tutorial(count: int) -> tuple[float, float]:
     return queue, local
 
 
-def store_rows(writers: int, seconds: float) -> float:
-    """Epoch rows committed per second by ``writers`` threads, one row a commit."""
+def store_rows(writers: int, seconds: float, batch: int = 1) -> float:
+    """Epoch rows committed per second by ``writers`` threads, ``batch`` rows a commit."""
     with schema() as url:
         engine = make_engine(url)
         migrate(engine)
@@ -242,7 +242,8 @@ def store_rows(writers: int, seconds: float) -> float:
             dataset = repo.create_dataset(session, x=x, y=x[:, 0], source="inline", name="d")
             for _ in range(writers):
                 model = repo.create_model(session, kind="linear", config={"features": 1},
-                                          params={"W": np.array([5.0]), "b": np.array(0.0)})
+                                          params={"W": np.array([5.0]), "b": np.array(0.0)},
+                                          name=None)
                 runs.append(repo.create_run(
                     session, model=model, dataset=dataset, epochs=10**9,
                     optimizer={"kind": "sgd", "learning_rate": 0.1}, batch_size=None,
@@ -266,8 +267,9 @@ def store_rows(writers: int, seconds: float) -> float:
             while time.perf_counter() < stop:
                 with sessions.begin() as session:
                     lifecycle.append_epochs(session, started.run, [
-                        EpochRecord(epoch, 1.0, {"mse": 1.0}, params, 0.1)], started.attempt)
-                epoch += 1
+                        EpochRecord(e, 1.0, {"mse": 1.0}, params, 0.1)
+                        for e in range(epoch, epoch + batch)], started.attempt)
+                epoch += batch
             done[i] = epoch
 
         threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
@@ -293,7 +295,8 @@ def checkpoint_rate(size: int, seconds: float) -> float:
             x = np.zeros((4, 1), dtype=np.float32)
             dataset = repo.create_dataset(session, x=x, y=x[:, 0], source="inline", name="d")
             model = repo.create_model(session, kind="linear", config={"features": 1},
-                                      params={"W": np.array([5.0]), "b": np.array(0.0)})
+                                      params={"W": np.array([5.0]), "b": np.array(0.0)},
+                                          name=None)
             run_id = repo.create_run(
                 session, model=model, dataset=dataset, epochs=10**9,
                 optimizer={"kind": "sgd", "learning_rate": 0.1}, batch_size=None,
@@ -347,8 +350,10 @@ def main() -> None:
                                   "ratio": round(queue / local, 2)}
     if "store" in want:
         seconds = 3.0 if args.quick else 10.0
-        results["epoch rows/s by writers"] = {n: round(store_rows(n, seconds))
-                                              for n in (1, 2, 4, 8)}
+        results["epoch rows/s by writers, 1 row a commit"] = {
+            n: round(store_rows(n, seconds)) for n in (1, 2, 4, 8)}
+        results["epoch rows/s by writers, 10 rows a commit"] = {
+            n: round(store_rows(n, seconds, 10)) for n in (1, 4)}
         results["checkpoint MB/s (1 MB blobs, one writer)"] = round(
             checkpoint_rate(1 << 20, seconds) / 1e6, 1)
     print(json.dumps(results, indent=2))
