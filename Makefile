@@ -17,8 +17,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 run: $(STAMP)  ## serve on 127.0.0.1:8000 with the embedded SQLite store under ./var/
 	$(BIN)/tapeline serve
 
-test: $(STAMP)  ## the whole test suite
-	$(BIN)/python -m pytest
+test: $(STAMP)  ## the whole test suite: two processes, then the latency/CPU-share tests alone
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -m serial
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench examples

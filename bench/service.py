@@ -9,9 +9,10 @@ Measures, in one run and against baselines measured in the same run:
   * 16 concurrent clients: workflows per second;
   * ``/healthz`` p99 while both workers train long runs, against ``/healthz`` p99 when idle;
   * ``/healthz`` p99 while a 64 MiB CSV uploads (posted from another process), against idle;
-  * N SSE readers of one run (500 by default; from another process): how long after the run
-    ended the last one got its end event, and the run's duration, against one reader's, in
-    alternating runs (medians).
+  * N SSE readers of one run (500 by default; from another process, pinned with ``--pin``,
+    the default, to the last CPU while the service runs on the others): how long after the
+    run ended the last one got its end event, and the run's duration, against one reader's,
+    in alternating runs (medians).
 """
 
 from __future__ import annotations
@@ -58,14 +59,19 @@ def seconds(timestamp: str) -> float:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
-def watched(client: httpx.Client, url: str, dataset: str, readers: int) -> tuple[float, float]:
-    """A run of 8 mini-batch epochs read by ``readers`` SSE clients: how long it trained, and
-    how long after it ended the last reader had its end event."""
+CROWD_EPOCHS = 32  # ~12 s a run: the readers' arrival (one burst of requests) is paid once
+
+
+def watched(client: httpx.Client, url: str, dataset: str, readers: int,
+            cpus: set[int] | None) -> tuple[float, float]:
+    """A run of mini-batch epochs read by ``readers`` SSE clients (on ``cpus``): how long it
+    trained, and how long after it ended the last reader had its end event."""
     model = client.post("/v1/models").json()["id"]
     run = client.post(f"/v1/models/{model}/runs", json={
-        "dataset_id": dataset, "epochs": 8, "batch_size": 8}).json()["id"]
-    readings = in_process(sse_crowd, url, f"/v1/runs/{run}/events", readers).result()
-    assert all(r.epochs == list(range(8)) and r.ended_at for r in readings), readings[:3]
+        "dataset_id": dataset, "epochs": CROWD_EPOCHS, "batch_size": 8}).json()["id"]
+    readings = in_process(sse_crowd, url, f"/v1/runs/{run}/events", readers, cpus).result()
+    assert all(r.epochs == list(range(CROWD_EPOCHS)) and r.ended_at for r in readings), \
+        readings[:3]
     ended = client.get(f"/v1/runs/{run}").json()
     finished = seconds(ended["finished_at"])
     return finished - seconds(ended["started_at"]), max(r.ended_at or 0.0 for r in readings) \
@@ -114,11 +120,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--readers", type=int, default=500)
     parser.add_argument("--crowd-runs", type=int, default=3, help="runs of each kind")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                        help="readers on the last CPU, the service on the others")
     args = parser.parse_args()
     raise_open_files()
 
     folder = Path(tempfile.mkdtemp(prefix="tapeline-bench-"))
-    server = start_server(sqlite_url(folder), folder / "server.log",
+    # With --pin, the SSE readers run on the last CPU and the service on the others, as when
+    # readers are on other machines: the run's slowdown is then the service's own work for them.
+    cpus = sorted(os.sched_getaffinity(0))
+    service_cpus, crowd_cpus = ((set(cpus[:-1]), {cpus[-1]}) if args.pin and len(cpus) > 1
+                                else (None, None))
+    server = start_server(sqlite_url(folder), folder / "server.log", cpus=service_cpus,
                           TAPELINE_LOG_LEVEL="warning", TAPELINE_WORKERS="2")
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -156,8 +169,8 @@ def main() -> None:
                                                                "seed": 1}).json()["id"]
             alone, crowd = [], []
             for _ in range(args.crowd_runs):
-                alone.append(watched(client, server.url, slow, 1))
-                crowd.append(watched(client, server.url, slow, args.readers))
+                alone.append(watched(client, server.url, slow, 1, crowd_cpus))
+                crowd.append(watched(client, server.url, slow, args.readers, crowd_cpus))
     finally:
         server.stop()
 
@@ -177,8 +190,10 @@ def main() -> None:
           f"idle in the same run {quiet_p99:.1f} ms")
     alone_took, alone_lag = (statistics.median(v) for v in zip(*alone, strict=True))
     crowd_took, crowd_lag = (statistics.median(v) for v in zip(*crowd, strict=True))
-    print(f"{args.readers} SSE readers of one run (medians of {args.crowd_runs} runs each, "
-          "alternating):")
+    placement = (f"service on CPUs {sorted(service_cpus)}, readers on {sorted(crowd_cpus)}"
+                 if service_cpus and crowd_cpus else "unpinned")
+    print(f"{args.readers} SSE readers of one run of {CROWD_EPOCHS} epochs (medians of "
+          f"{args.crowd_runs} runs each, alternating; {placement}):")
     print(f"  last end event {crowd_lag * 1000:.0f} ms after the run ended (target < 1 s); "
           f"one reader: {alone_lag * 1000:.0f} ms")
     print(f"  run {crowd_took:.2f} s, one reader {alone_took:.2f} s: "

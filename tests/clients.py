@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import resource
 import statistics
 import threading
@@ -92,9 +93,12 @@ async def _read_sse(url: str, path: str) -> Reading:
     return reading
 
 
-def sse_crowd(url: str, path: str, readers: int) -> list[Reading]:
-    """``readers`` concurrent SSE readers of ``path``, each until the end event."""
+def sse_crowd(url: str, path: str, readers: int, cpus: set[int] | None = None) -> list[Reading]:
+    """``readers`` concurrent SSE readers of ``path``, each until the end event; with ``cpus``,
+    this process runs on those CPUs only (the readers' own work kept off the service's)."""
     raise_open_files()
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
 
     async def crowd() -> list[Reading]:
         return list(await asyncio.gather(*(_read_sse(url, path) for _ in range(readers))))

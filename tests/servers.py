@@ -49,10 +49,10 @@ class LiveServer:
 
 
 def start_server(database_url: str, log: Path, open_files: int | None = None,
-                 cwd: Path = ROOT, **env: str) -> LiveServer:
+                 cwd: Path = ROOT, cpus: set[int] | None = None, **env: str) -> LiveServer:
     """Start ``tapeline serve`` (in ``cwd``) on a free port and wait until ``/healthz``
     answers; with ``open_files``, it starts with that soft limit of open files (a common
-    default is 1024)."""
+    default is 1024); with ``cpus``, it and its workers run on those CPUs only."""
     port = free_port()
     environment = {**os.environ, "TAPELINE_DATABASE_URL": database_url,
                    "TAPELINE_PORT": str(port), "TAPELINE_HOST": "127.0.0.1",
@@ -63,6 +63,8 @@ def start_server(database_url: str, log: Path, open_files: int | None = None,
         if open_files is not None:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
 
     process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=cwd,
                                env=environment, stdout=handle, stderr=subprocess.STDOUT,

@@ -123,6 +123,32 @@ def test_arrays_are_stored_as_binary_not_json(sessions: sessionmaker[Session],
     assert bytes(x_blob).startswith(b"\x93NUMPY")
 
 
+def test_large_arrays_round_trip_exactly_and_a_failed_insert_stores_nothing(
+        sessions: sessionmaker[Session], engine: Engine) -> None:
+    """Arrays over blobs.STREAM_BYTES (written in place with incremental blob I/O on SQLite,
+    bound as bytes on PostgreSQL) come back bit for bit, in the .npy form of small ones; and
+    a transaction that fails after the write leaves no row behind."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300_000, 3))  # 7.2 MB: streamed in two chunks on SQLite
+    y = rng.standard_normal(300_000).astype(np.float32)
+    with sessions.begin() as session:
+        dataset_id = repo.create_dataset(session, x=x, y=y, source="inline").id
+    with sessions() as session:
+        back_x, back_y = repo.load_arrays(session, dataset_id)
+    assert back_x.dtype == x.dtype and np.array_equal(back_x, x)
+    assert back_y.dtype == y.dtype and np.array_equal(back_y, y)
+    with engine.connect() as connection:
+        stored = bytes(connection.exec_driver_sql(
+            f"SELECT x FROM datasets WHERE id = '{dataset_id}'").scalar_one())
+    assert stored == pack_array(x)
+    with pytest.raises(RuntimeError), sessions.begin() as session:
+        doomed = repo.create_dataset(session, x=x, y=y, source="inline").id
+        raise RuntimeError("after the write")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql(
+            f"SELECT count(*) FROM datasets WHERE id = '{doomed}'").scalar_one() == 0
+
+
 def test_dataset_round_trip_and_summary(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
         dataset_id = _dataset(session).id

@@ -17,13 +17,19 @@ _VECTOR_DTYPE = np.dtype("<f8")
 _NUMBER = re.compile(r"(\d+)")
 
 
-def pack_array(array: np.ndarray) -> bytes:
-    """Serialise an array of any shape and plain dtype as ``.npy`` bytes (no pickling), with
-    one copy of the data (``np.save`` into a buffer makes three)."""
+def npy_parts(array: np.ndarray) -> tuple[bytes, memoryview]:
+    """An array's ``.npy`` form in two parts, the header and a view of the data (no copy
+    unless the array is not contiguous)."""
     array = np.ascontiguousarray(array)
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
-    return b"".join([header.getvalue(), array.reshape(-1).view(np.uint8).data])
+    return header.getvalue(), array.reshape(-1).view(np.uint8).data
+
+
+def pack_array(array: np.ndarray) -> bytes:
+    """Serialise an array of any shape and plain dtype as ``.npy`` bytes (no pickling), with
+    one copy of the data (``np.save`` into a buffer makes three)."""
+    return b"".join(npy_parts(array))
 
 
 def unpack_array(data: bytes) -> np.ndarray:

@@ -18,8 +18,8 @@ from sqlalchemy import delete, false, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service.store import blobs
 from service.store.codec import (
-    pack_array,
     pack_params,
     pack_vector,
     unpack_array,
@@ -106,8 +106,8 @@ def create_dataset(
         num_examples=int(x.shape[0]),
         features=int(x.shape[1]),
         dtype=str(x.dtype),
-        x=pack_array(x),
-        y=pack_array(y),
+        x=blobs.value(session, x),
+        y=blobs.value(session, y),
         summary=_summary(x, y),
         synthetic=synthetic,
         classes=classes,
@@ -118,6 +118,7 @@ def create_dataset(
     )
     session.add(row)
     session.flush()
+    blobs.write(session, DatasetRow, row.id, {"x": x, "y": y})
     return row
 
 

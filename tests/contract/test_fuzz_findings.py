@@ -153,7 +153,8 @@ def test_param_names_the_spec_refuses_are_refused_by_their_name(api: TestClient)
     """A param name holding NUL missed the spec's key pattern, which (as patternProperties)
     left its value unconstrained: Schemathesis sent an object as a param and called the 422
     a surprise. The spec now says every value is a param array and names need no NUL."""
-    named = json.loads(SPEC.read_text())["components"]["schemas"]["NamedInit"]["properties"]["params"]
+    schemas = json.loads(SPEC.read_text())["components"]["schemas"]
+    named = schemas["NamedInit"]["properties"]["params"]
     assert "patternProperties" not in named
     assert named["propertyNames"]["pattern"] == "^[^\\x00]*$"
     assert "anyOf" in named["additionalProperties"]

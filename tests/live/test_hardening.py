@@ -36,7 +36,7 @@ from tests.hostile import zeros_bomb
 from tests.live.test_operations import children, start_slow, wait_for
 from tests.servers import LiveServer, PeakMemory, sqlite_url, start_server
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.serial]
 
 MiB = 1 << 20
 
@@ -73,11 +73,12 @@ def test_a_64_mib_csv_uploads_off_the_event_loop(server: LiveServer, tmp_path: P
     assert (dataset["num_examples"], dataset["features"]) == (1_590_000, 3)
     final = dataset["num_examples"] * (dataset["features"] + 1) * 8  # 51 MB of float64
     # Was: 9.9 s frozen, 1.12 GB (17x the file). The upload adds under 100 ms to the p99 the
-    # machine shows idle (about 1 ms when nothing else runs). SQLite's driver alone copies a
-    # blob twice as it inserts it: the peak is x and y, their .npy bytes and those copies.
+    # machine shows idle (about 1 ms when nothing else runs). The arrays are written into
+    # SQLite in place (service/store/blobs.py), so the peak is the file as received (1.26x
+    # the final size) and the parsed arrays; binding them as bytes made it 4.1x.
     assert busy.p99_ms() < 100 + idle, (busy.p99_ms(), idle)
     assert busy.failures == 0 and len(busy.latencies) > 20
-    assert peak.growth < 4.5 * final, peak.growth / final
+    assert peak.growth < 3.3 * final, peak.growth / final
 
 
 def test_a_large_json_body_is_decoded_off_the_event_loop(server: LiveServer,
@@ -312,8 +313,10 @@ def cpu_seconds(pid: int) -> float:
 def test_a_crowd_of_readers_is_cheap(tmp_path: Path) -> None:
     """500 SSE readers of one run: every epoch in order, the last reader within 1 s of the
     run's end, /healthz under 100 ms over the machine's own idle p99 while they follow it,
-    and the service's work for them a small fraction of one core, so the run trains at its
-    usual pace (wall-clock ratios are too noisy on a shared machine to test; bench/service.py
+    and the service's work for them (their arrival, a burst of 500 requests, plus 32 epochs
+    fanned out to each, plus the /healthz sampling) under a quarter of one core over a run
+    long enough (~12 s idle) that the burst does not dominate, so the run trains at its usual
+    pace (wall-clock ratios are too noisy on a shared machine to test; bench/service.py
     measures them). Was: the run 17 s -> 45 s, the last reader 90 s late, /healthz p50
     259-461 ms."""
     server = start_server(sqlite_url(tmp_path), tmp_path / "server.log", TAPELINE_WORKERS="1",
@@ -326,7 +329,7 @@ def test_a_crowd_of_readers_is_cheap(tmp_path: Path) -> None:
             idle = idle_p99_ms(server.url)
             model = api.post("/v1/models").json()["id"]
             run = api.post(f"/v1/models/{model}/runs", json={
-                "dataset_id": dataset, "epochs": 8, "batch_size": 8}).json()["id"]
+                "dataset_id": dataset, "epochs": 32, "batch_size": 8}).json()["id"]
             used = cpu_seconds(server.process.pid)
             crowd = in_process(sse_crowd, server.url, f"/v1/runs/{run}/events", 500)
             with HealthSampler(server.url) as health:
@@ -337,7 +340,7 @@ def test_a_crowd_of_readers_is_cheap(tmp_path: Path) -> None:
         server.stop()
     assert ended["status"] == "succeeded"
     assert [r.error for r in readings if r.error] == []
-    assert all(r.epochs == list(range(8)) for r in readings)
+    assert all(r.epochs == list(range(32)) for r in readings)
     finished = seconds(ended["finished_at"])
     lag = max(r.ended_at or math.inf for r in readings) - finished
     assert lag < 1.0, lag
