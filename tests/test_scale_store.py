@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.jobs.checkpoint import pack_checkpoint, unpack_checkpoint
 from service.jobs.executor import FairQueue
+from service.jobs.queue import QUEUE, defer_options
 from service.store import lifecycle, repo
 from service.store.db import make_engine, make_sessionmaker, migrate
 from service.store.tables import CheckpointRow, EpochRow, RunRow
@@ -181,6 +182,13 @@ def test_dispatch_takes_turns_across_tenants(sessions: sessionmaker[Session]) ->
         assert lifecycle.fair_queue(session) == [big[0], small[0], big[1], small[1], *big[2:]]
         assert lifecycle.queue_rank(session, small[1]) == ("small", 1)
         assert lifecycle.queue_rank(session, big[5]) == ("big", 5)
+        # The queue executor's jobs: procrastinate takes the highest priority first (then
+        # the oldest), and a run's priority is minus its owner's runs queued before it.
+        assert defer_options(session, small[1]) == {
+            "queue": QUEUE, "priority": -1, "queueing_lock": small[1]}
+        jobs = sorted((-defer_options(session, run_id)["priority"], seq, run_id)
+                      for seq, run_id in enumerate([*big, *small]))
+        assert [run_id for _, _, run_id in jobs] == lifecycle.fair_queue(session)
     queue = FairQueue()  # the local executor's in-memory queue does the same
     for owner in ("big", "small"):
         for run_id in ids[owner]:
