@@ -283,3 +283,27 @@ def test_a_replica_restarts_while_the_other_keeps_streaming(topology: Topology) 
     assert [line["epoch"] for line in lines[:-1]] == list(range(12))
     with httpx.Client(base_url=topology.a.url, timeout=60) as a:
         assert trace(a, run_id) == topology.control
+
+
+def test_local_requeue_resumes_a_run_whose_worker_process_died(tmp_path: Path) -> None:
+    """The `local` executor with `requeue`: a training process killed with SIGKILL is
+    replaced and its run resumes from the checkpoint in the new one, bit-identical."""
+    env = {"TAPELINE_ON_INTERRUPTED": "requeue", "TAPELINE_WORKERS": "1"}
+    server = start_server(sqlite_url(tmp_path), tmp_path / "server.log", **env)
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as api:
+            dataset = api.post("/v1/datasets/synthetic",
+                               json={"num_examples": 4000, "seed": 1}).json()["id"]
+            control = trace(api, start(api, dataset, h={"prefer": "wait=120"}))
+            run_id = start(api, dataset)
+            wait_for(api, run_id, lambda r: r["epochs_completed"] >= 3)
+            before = api.get(f"/v1/runs/{run_id}/history").json()["items"]
+            for pid in children(server.process.pid):
+                os.kill(pid, signal.SIGKILL)
+            wait_for(api, run_id, lambda r: r["status"] == "succeeded", timeout=120)
+            assert trace(api, run_id) == control
+            after = api.get(f"/v1/runs/{run_id}/history").json()["items"]
+            assert after[:len(before)] == before
+    finally:
+        server.stop()
+    assert "resuming it from its checkpoint" in (tmp_path / "server.log").read_text()
