@@ -163,8 +163,23 @@ def test_a_released_run_is_queued_for_the_next_worker(sessions: sessionmaker[Ses
     with sessions.begin() as session:
         assert lifecycle.release_run(session, run_id, 1)
     run, _ = stored(sessions, run_id)
-    assert (run.status, run.worker) == ("queued", None)
+    assert (run.status, run.worker, run.handbacks) == ("queued", None, 1)
     assert claim(sessions, run_id, "b") is not None  # at once: nobody holds it
+
+
+def test_hand_backs_are_not_lost_workers(sessions: sessionmaker[Session]) -> None:
+    """A run drained by three rolling restarts still gets its attempts for real losses."""
+    run_id, _, _ = _queued_run(sessions)
+    for attempt in (1, 2, 3):
+        assert claim(sessions, run_id, f"w{attempt}", max_attempts=2) is not None
+        with sessions.begin() as session:
+            assert lifecycle.release_run(session, run_id, attempt)
+    started = claim(sessions, run_id, "w4", max_attempts=2)
+    assert started is not None and started.attempt == 4
+    assert claim(sessions, run_id, "w5", timeout=0.0, max_attempts=2) is not None  # a loss
+    assert claim(sessions, run_id, "w6", timeout=0.0, max_attempts=2) is None  # two losses
+    run, _ = stored(sessions, run_id)
+    assert (run.status, run.error_reason) == ("failed", "worker_lost")
 
 
 def test_dispatch_takes_turns_across_tenants(sessions: sessionmaker[Session]) -> None:

@@ -141,7 +141,8 @@ def claim_run(
     so from its commit on every write of the previous attempt is refused. Epochs stored after
     the run's checkpoint are deleted (the new attempt trains them again from there). ``None``
     when the run is not claimable (final, cancelled, or held by a live worker); a run past
-    ``max_attempts`` is failed with reason ``worker_lost`` and ``None`` returned."""
+    ``max_attempts`` (hand-backs not counted) is failed with reason ``worker_lost`` and
+    ``None`` returned."""
     stamp = now()
     of_model = ModelRow.id == RunRow.model_id
     claimed = (
@@ -182,7 +183,7 @@ def claim_run(
     if found is None:
         return None
     run: RunRow = found[0]
-    if run.attempt > max_attempts:
+    if run.attempt - run.handbacks > max_attempts:
         finish_run(
             session,
             run_id,
@@ -254,6 +255,7 @@ def release_run(session: Session, run_id: str, attempt: int) -> bool:
             ),
             worker=None,
             heartbeat_at=None,
+            handbacks=RunRow.handbacks + 1,
         )
         .execution_options(synchronize_session=False)
     )

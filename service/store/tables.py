@@ -175,6 +175,8 @@ class RunRow(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     worker: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Attempts that ended by handing the run back (a worker draining), not by a loss.
+    handbacks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class EpochRow(Base):

@@ -7,6 +7,8 @@ Each run counts its attempts (an attempt is one worker's claim of it; every writ
 its epochs and its checkpoint names the attempt, so a worker presumed dead that comes back
 writes nothing), names the worker holding it and when it last heard from it, and may keep a
 checkpoint: the loop's state at an epoch boundary, from which another worker resumes it.
+Hand-backs (a draining worker returning a run) are counted apart: they are attempts for
+fencing, not lost workers.
 Existing runs that ever started count as one attempt; none has a checkpoint.
 """
 
@@ -25,6 +27,8 @@ def upgrade() -> None:
                                    server_default="0"))
         batch.add_column(sa.Column("worker", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("handbacks", sa.Integer(), nullable=False,
+                                   server_default="0"))
     runs = sa.table("runs", sa.column("attempt"), sa.column("started_at"))
     op.get_bind().execute(runs.update().where(runs.c.started_at.is_not(None)).values(attempt=1))
     op.create_table(
@@ -42,6 +46,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("run_checkpoints")
     with op.batch_alter_table("runs") as batch:
+        batch.drop_column("handbacks")
         batch.drop_column("heartbeat_at")
         batch.drop_column("worker")
         batch.drop_column("attempt")
