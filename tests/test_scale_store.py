@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -263,3 +264,36 @@ def test_a_checkpoint_resumes_a_run_bit_for_bit(optimizer: dict[str, Any]) -> No
     assert isinstance(control[-1], Outcome) and control[-1].stopped_early is not None
     for mine, theirs in zip([*head, *tail], control, strict=True):
         _same(mine, theirs)
+
+
+def test_start_up_settles_only_runs_whose_worker_is_gone(
+        sessions: sessionmaker[Session]) -> None:
+    """A `local` server starting next to live workers leaves their runs alone: it settles a
+    run of a silent worker, or of a server on this host whose process is gone, never one a
+    live worker (of another replica or machine) trains."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from service.jobs.base import owner_alive
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    holders = {"queue": f"{host}:{os.getpid()}:abc:0", "remote": "elsewhere:1:local",
+               "gone": f"local:{host}:{dead.pid}", "silent": "elsewhere:2:abc:0"}
+    runs = {}
+    for name, worker in holders.items():
+        run_id, _, _ = _queued_run(sessions)
+        assert claim(sessions, run_id, worker) is not None
+        runs[name] = run_id
+    with sessions.begin() as session:
+        session.execute(update(RunRow).where(RunRow.id == runs["silent"])
+                        .values(heartbeat_at=lifecycle.now() - timedelta(seconds=60)))
+    with sessions.begin() as session:
+        requeued = lifecycle.resolve_interrupted(
+            session, "requeue", keep=lambda row: owner_alive(row, 30.0))
+    assert sorted(requeued) == sorted([runs["gone"], runs["silent"]])
+    for name in ("queue", "remote"):
+        assert stored(sessions, runs[name])[0].status == "running"

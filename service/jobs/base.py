@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Callable
+from datetime import timedelta
 from functools import partial
 from typing import Protocol
 
@@ -18,7 +20,8 @@ from service.jobs.notify import Listener
 from service.jobs.progress import Progress
 from service.jobs.runner import Claim
 from service.store import lifecycle
-from service.store.tables import ACTIVE_STATUSES, RunStatus
+from service.store.repo import now
+from service.store.tables import ACTIVE_STATUSES, RunRow, RunStatus
 
 log = logging.getLogger("tapeline.jobs")
 
@@ -51,6 +54,33 @@ def claim_of(settings: Settings, worker: str) -> Claim:
                  checkpoint_seconds=settings.checkpoint_seconds)
 
 
+def local_worker_name() -> str:
+    """How this server's pool names itself on the runs it trains: ``local:<host>:<pid>``."""
+    return f"local:{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(row: RunRow, timeout: float) -> bool:
+    """Whether a live worker other than this server holds an active run: one that showed it
+    was alive within ``timeout`` seconds, unless it is a ``local`` pool of a server on this
+    host whose process is gone (it died with its server, whatever its last heartbeat)."""
+    if row.status == RunStatus.QUEUED or row.worker is None or row.heartbeat_at is None:
+        return False
+    if now() - row.heartbeat_at > timedelta(seconds=timeout):
+        return False
+    kind, _, rest = row.worker.partition(":")
+    host, _, pid = rest.partition(":")
+    if kind == "local" and host == socket.gethostname() and pid.isdigit():
+        if int(pid) == os.getpid():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return True
+
+
 class LocalExecutor:
     """Today's pool of processes in the server, fair across tenants; a crashed worker's run
     is failed (``fail``) or resumed from its checkpoint (``requeue``)."""
@@ -66,7 +96,7 @@ class LocalExecutor:
             on_news=on_news,
             on_crash=self._crashed,
             log_level=settings.log_level,
-            claim=claim_of(settings, f"local:{socket.gethostname()}"),
+            claim=claim_of(settings, local_worker_name()),
         )
 
     def start(self) -> None:
@@ -149,7 +179,9 @@ def start_executor(
         return executor, requeued, listener
     executor = LocalExecutor(settings, sessions, progress.notify_threadsafe)
     with sessions.begin() as session:
-        requeued = lifecycle.resolve_interrupted(session, settings.on_interrupted)
+        requeued = lifecycle.resolve_interrupted(
+            session, settings.on_interrupted,
+            keep=partial(owner_alive, timeout=settings.worker_timeout))
     executor.start()
     for run_id in requeued:
         executor.submit(run_id)

@@ -82,11 +82,16 @@ class QueueExecutor:
         self._app.open()
 
     def submit(self, run_id: str) -> None:
-        """Defer the run's job (blocking: call it off the event loop)."""
-        with self._sessions() as session:
-            options = defer_options(session, run_id)
-        with contextlib.suppress(pexc.AlreadyEnqueued):  # a job of the run waits already
-            self._app.configure_task(TASK, **options).defer(run_id=run_id)
+        """Defer the run's job (blocking: call it off the event loop). The run is stored
+        already: if the defer fails, a worker's sweep defers it a few seconds later."""
+        try:
+            with self._sessions() as session:
+                options = defer_options(session, run_id)
+            with contextlib.suppress(pexc.AlreadyEnqueued):  # a job of the run waits already
+                self._app.configure_task(TASK, **options).defer(run_id=run_id)
+        except Exception:
+            log.warning("could not defer the job of run %s; a worker's sweep will", run_id,
+                        exc_info=True)
 
     def cancel(self, run_id: str) -> None:
         """Nothing to do: the store says cancelling, and the worker training it looks."""

@@ -7,7 +7,7 @@ tenant. Each takes an open :class:`~sqlalchemy.orm.Session`; the caller owns the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -386,17 +386,23 @@ def finish_run(
 
 
 def resolve_interrupted(
-    session: Session, policy: str, only: Sequence[str] | None = None
+    session: Session,
+    policy: str,
+    only: Sequence[str] | None = None,
+    keep: Callable[[RunRow], bool] | None = None,
 ) -> list[str]:
     """Active runs that a stop or crash interrupted (all of them, or ``only`` these): fail them
     (``fail``), or re-queue them (``requeue``) to resume from their checkpoint (the epochs
-    after it are deleted when the next attempt claims the run); returns the re-queued ids."""
+    after it are deleted when the next attempt claims the run); returns the re-queued ids.
+    Runs for which ``keep`` says true (their worker is alive) are left alone."""
     query = select(RunRow).where(RunRow.status.in_(ACTIVE_STATUSES)).order_by(RunRow.seq)
     if only is not None:
         query = query.where(RunRow.id.in_(only))
     rows = session.scalars(query).all()
     requeued: list[str] = []
     for row in rows:
+        if keep is not None and keep(row):
+            continue  # a live worker elsewhere trains it
         if policy == "requeue" and row.status != RunStatus.CANCELLING:
             resume_at = session.scalar(
                 select(CheckpointRow.epoch).where(CheckpointRow.run_id == row.id)
