@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Models with at most this many parameters log them in every history row.",
     )
+    compile: bool = Field(
+        True,
+        description="Training compiles its step with tg.function (bit-identical to eager); "
+        "false runs every step eagerly, for debugging.",
+    )
     max_page_size: int = Field(1000, ge=1, description="Largest `limit` of a page.")
     max_queued_runs: int = Field(1000, ge=1, description="Most runs waiting in the queue.")
     max_wait_seconds: float = Field(

@@ -12,7 +12,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, case, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ClauseElement,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from service.store.codec import pack_params
@@ -29,6 +42,8 @@ from service.store.tables import (
 from service.training.records import EpochRecord, Outcome
 
 EPOCHS: Table = EpochRow.__table__  # type: ignore[assignment]
+RUNS: Table = RunRow.__table__  # type: ignore[assignment]
+MODELS: Table = ModelRow.__table__  # type: ignore[assignment]
 # The PostgreSQL channel that announces a run's news to every replica (payload: the run id).
 CHANNEL = "tapeline_runs"
 TRAINING = (RunStatus.RUNNING, RunStatus.CANCELLING)
@@ -48,6 +63,20 @@ def announce(session: Session, run_id: str) -> None:
     transaction commits (nothing on SQLite, whose one server announces in process)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(CHANNEL, run_id)))
+
+
+def _typed(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """An UPDATE's values as binds of their columns' types. A plain value becomes a bind of a
+    new NullType, whose cache key SQLAlchemy derives afresh on every statement by inspecting
+    the type's constructors; a column's own type computes it once. (With Core tables, not the
+    ORM's bulk UPDATE path, which rebuilds each value's bind.)"""
+    return {name: value if isinstance(value, ClauseElement)
+            else literal(value, table.c[name].type) for name, value in values.items()}
+
+
+def _owned_core(run_id: str, attempt: int) -> Any:
+    return and_(RUNS.c.id == run_id, RUNS.c.attempt == attempt,
+                RUNS.c.status.in_([str(s) for s in TRAINING]))
 
 
 def _owned(run_id: str, attempt: int) -> Any:
@@ -111,12 +140,12 @@ def start_run(session: Session, run_id: str) -> Started | None:
     started = (
         update(RunRow)
         .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED)
-        .values(
-            status=RunStatus.RUNNING,
-            started_at=now(),
-            history_base=select(ModelRow.history_rows).where(of_model).scalar_subquery(),
-            initial_params=select(ModelRow.params).where(of_model).scalar_subquery(),
-        )
+        .values(_typed(RUNS, {
+            "status": RunStatus.RUNNING,
+            "started_at": now(),
+            "history_base": select(ModelRow.history_rows).where(of_model).scalar_subquery(),
+            "initial_params": select(ModelRow.params).where(of_model).scalar_subquery(),
+        }))
         .returning(
             RunRow,
             select(ModelRow.kind).where(of_model).scalar_subquery(),
@@ -288,19 +317,23 @@ def append_epochs(
     run: RunRow,
     records: Sequence[EpochRecord],
     attempt: int | None = None,
+    *,
+    count: bool = True,
 ) -> None:
     """Add history rows to a run and count them as completed epochs (a Core INSERT: the
     rows need none of the ORM's bookkeeping). With ``attempt``, the run's row is updated
     first on the condition that the attempt still owns it, which also locks it until commit:
-    a superseded attempt gets :class:`Fenced` and writes nothing."""
+    a superseded attempt gets :class:`Fenced` and writes nothing. Without ``attempt``,
+    ``count=False`` leaves the count to the caller (:func:`finish_run` sets it in the same
+    transaction)."""
     if not records:
         return
     if attempt is not None:
         owned = session.execute(
-            update(RunRow)
-            .where(_owned(run.id, attempt))
-            .values(epochs_completed=records[-1].epoch + 1, heartbeat_at=now())
-            .execution_options(synchronize_session=False)
+            update(RUNS)
+            .where(_owned_core(run.id, attempt))
+            .values(_typed(RUNS, {"epochs_completed": records[-1].epoch + 1,
+                                  "heartbeat_at": now()}))
         )
         if owned.rowcount == 0:  # type: ignore[attr-defined]
             raise Fenced(run.id, attempt)
@@ -320,10 +353,10 @@ def append_epochs(
             for r in records
         ],
     )
-    if attempt is None:
+    if attempt is None and count:
         session.execute(
-            update(RunRow).where(RunRow.id == run.id)
-            .values(epochs_completed=records[-1].epoch + 1)
+            update(RUNS).where(RUNS.c.id == run.id)
+            .values(_typed(RUNS, {"epochs_completed": records[-1].epoch + 1}))
         )
     announce(session, run.id)
 
@@ -364,25 +397,20 @@ def finish_run(
             model |= {
                 "params": params,
                 "last_loss": final.loss,
-                "epochs_trained": ModelRow.epochs_trained + completed,
+                "epochs_trained": MODELS.c.epochs_trained + completed,
             }
             if found.classes is not None:
                 model["class_names"] = found.classes
     if error is not None:
         run |= {"error_reason": error[0], "error_detail": error[1], "error_epoch": error[2]}
-    sync = {"synchronize_session": False}
-    where = RunRow.id == run_id if attempt is None else _owned(run_id, attempt)
-    ended = session.execute(update(RunRow).where(where).values(run).execution_options(**sync))
+    where = RUNS.c.id == run_id if attempt is None else _owned_core(run_id, attempt)
+    ended = session.execute(update(RUNS).where(where).values(_typed(RUNS, run)))
     if attempt is not None and ended.rowcount == 0:  # type: ignore[attr-defined]
         raise Fenced(run_id, attempt)
     session.execute(delete(CheckpointRow).where(CheckpointRow.run_id == run_id))
     announce(session, run_id)
-    session.execute(
-        update(ModelRow)
-        .where(ModelRow.id == found.model_id)
-        .values(model)
-        .execution_options(**sync)
-    )
+    session.execute(update(MODELS).where(MODELS.c.id == found.model_id)
+                    .values(_typed(MODELS, model)))
 
 
 def resolve_interrupted(

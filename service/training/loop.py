@@ -6,6 +6,11 @@ Row e of the history is the model at the START of epoch e, measured over the tra
 step function (forward pass, tape, optimizer) serves the full batch and every mini-batch; at
 full batch its own forward pass gives the row, exactly as the tutorial computes the loss it
 logs. Everything the loop carries between epochs is a :class:`LoopState`.
+
+The step and the forward pass over a whole split run compiled with ``tg.function`` unless
+``TAPELINE_COMPILE`` is false: each batch shape (the full batch, the mini-batches, the last
+short batch) runs eagerly its first ``COMPILE_AFTER`` times, is then traced once and replayed
+after, with the same bits as eager calls throughout.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from service import engine as tg
+from service.config import get_settings
 from service.training import metrics as m
 from service.training.kinds import Model
 from service.training.losses import objective
@@ -31,6 +37,45 @@ from service.training.records import (
     Params,
     StoppedEarly,
 )
+
+# Calls of one batch shape run eagerly before it is compiled. Tracing a step costs ~5-20
+# eager calls of it and a replay saves most of one, so a short run (the tutorial's 10
+# full-batch epochs) never pays for a trace, and a long one compiles within its first epochs.
+COMPILE_AFTER = 16
+
+Batch = Callable[[tg.Tensor, tg.Tensor], tuple[tg.Tensor, tg.Tensor]]
+
+
+class Compiling:
+    """``function`` of a batch (inputs, targets), called eagerly until its batch shape has come
+    ``COMPILE_AFTER`` times, then through ``tg.function`` (the same bits either way)."""
+
+    def __init__(self, function: Batch) -> None:
+        self.eager = function
+        self.compiled = tg.function(function)
+        self.calls: dict[tuple[int, ...], int] = {}
+        self.released_traces = 0
+
+    @property
+    def trace_count(self) -> int:
+        """Traces so far, released ones included."""
+        return self.released_traces + int(self.compiled.trace_count)
+
+    def release(self) -> None:
+        """Drop the plans and their buffers now (the function and its loop refer to each
+        other, so they would otherwise wait for the cyclic garbage collector)."""
+        self.released_traces = self.trace_count
+        self.compiled = tg.function(self.eager)
+        self.calls.clear()
+
+    def __call__(self, x: tg.Tensor, targets: tg.Tensor) -> tuple[tg.Tensor, tg.Tensor]:
+        shape = x.shape
+        seen = self.calls.get(shape, 0)
+        if seen < COMPILE_AFTER:
+            self.calls[shape] = seen + 1
+            return self.eager(x, targets)
+        result: tuple[tg.Tensor, tg.Tensor] = self.compiled(x, targets)
+        return result
 
 
 class Diverged(ArithmeticError):
@@ -81,6 +126,8 @@ class Fit:
         spec: FitSpec,
         validation: Examples | None = None,
         state: LoopState | None = None,
+        *,
+        compiled: bool | None = None,
     ) -> None:
         self.model, self.spec = model, spec
         kind = model.kind
@@ -97,6 +144,11 @@ class Fit:
             if state.rng is not None:
                 self.rng.bit_generator.state = state.rng
         self.optimizer.build(model.variables)
+        # ``compiled``: None reads TAPELINE_COMPILE. Compiled or not, the same NumPy calls run
+        # in the same order, so every number is the same.
+        self.compiled = get_settings().compile if compiled is None else compiled
+        self._step: Batch = Compiling(self.step) if self.compiled else self.step
+        self._forward: Batch = Compiling(self.forward) if self.compiled else self.forward
 
     def state(self) -> LoopState:
         """What the loop carries into its next epoch, as plain data."""
@@ -116,10 +168,14 @@ class Fit:
         self.optimizer.apply(tape.gradient(loss, model.variables), model.variables)
         return loss, outputs
 
+    def forward(self, x: tg.Tensor, targets: tg.Tensor) -> tuple[tg.Tensor, tg.Tensor]:
+        """The objective and outputs on a batch, with no tape and no update."""
+        outputs = self.model(x)
+        return self.objective(self.model.named, targets, outputs), outputs
+
     def evaluate(self, split: _Prepared) -> tuple[tg.Tensor, tg.Tensor]:
-        """The objective and outputs over a whole split, with no tape and no update."""
-        outputs = self.model(split.xs)
-        return self.objective(self.model.named, split.ts, outputs), outputs
+        """The objective and outputs over a whole split (compiled unless the loop is not)."""
+        return self._forward(split.xs, split.ts)
 
     def _measure(self, loss: tg.Tensor, outputs: tg.Tensor, split: _Prepared,
                  prefix: str = "") -> dict[str, float]:
@@ -194,6 +250,14 @@ class Fit:
         """Yield an :class:`EpochRecord` per epoch trained, then one :class:`Outcome`; raises
         :class:`Diverged` when numbers stop being finite. ``should_stop`` is asked at every
         epoch boundary (then the outcome says ``cancelled``)."""
+        try:
+            yield from self._epochs(should_stop)
+        finally:  # the compiled plans' buffers go with the run
+            for function in (self._step, self._forward):
+                if isinstance(function, Compiling):
+                    function.release()
+
+    def _epochs(self, should_stop: Callable[[], bool]) -> Iterator[EpochRecord | Outcome]:
         spec, train = self.spec, self.train
         full_batch = spec.batch_size is None or spec.batch_size >= train.n
         with np.errstate(all="ignore"):
@@ -207,7 +271,7 @@ class Fit:
                 params = self._snapshot(epoch)
                 validation = self._validation()
                 if full_batch:
-                    loss_t, outputs = self.step(train.xs, train.ts)
+                    loss_t, outputs = self._step(train.xs, train.ts)
                 else:
                     loss_t, outputs = self.evaluate(train)
                 loss = float(loss_t.numpy())
@@ -231,6 +295,7 @@ class Fit:
     def _minibatches(self) -> None:
         spec, train = self.spec, self.train
         assert spec.batch_size is not None
+        step = self._step
         order = self.rng.permutation(train.n) if spec.shuffle else None
         for lo in range(0, train.n, spec.batch_size):
             if order is None:
@@ -238,7 +303,7 @@ class Fit:
             else:
                 idx = order[lo:lo + spec.batch_size]
                 xb, tb = train.x[idx], train.targets[idx]
-            self.step(tg.constant(xb), tg.constant(tb))
+            step(tg.constant(xb), tg.constant(tb))
 
 
 def _check_params(epoch: int, arrays: Iterable[np.ndarray]) -> None:

@@ -4,12 +4,16 @@ row's params, loss and metrics, and the final ones, agree within the case's tole
 norm of the difference over the norm of Keras' array; accuracy within one example.
 
 Any case of the same shape runs the same way (the comparison reads everything from the case).
+Every case runs with the training step compiled (the default) and eager (TAPELINE_COMPILE=false,
+read by the worker processes); every case has at least 20 full-batch epochs or 120 steps, so
+the compiled runs replay plans from their 17th call of each batch shape on.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,26 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from service.app import create_app
+from service.config import Settings
+from tests.servers import sqlite_url
+
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "keras_reference_runs.json"
 CASES: dict[str, dict[str, Any]] = json.loads(FIXTURE.read_text())["cases"]
 WAIT = {"prefer": "wait=120"}
+
+
+@pytest.fixture(scope="module", params=["compiled", "eager"])
+def app_client(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The in-process app, its workers training with the step compiled, then eager."""
+    folder = tmp_path_factory.mktemp("keras")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TAPELINE_COMPILE", str(request.param == "compiled").lower())
+        settings = Settings(database_url=sqlite_url(folder), workers=2)
+        with TestClient(create_app(settings), base_url="http://localhost",
+                        raise_server_exceptions=False) as client:
+            yield client
 
 
 def relative_error(ours: Any, theirs: Any) -> float:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 
+from service.config import get_settings
+from service.training import loop
 from service.training.data import synthesize
 from service.training.kinds import Linear, Model
 from service.training.loop import Diverged, Examples, fit
@@ -45,8 +47,22 @@ def b_of(item: EpochRecord | Outcome) -> float:
     return float(item.params["b"])
 
 
+@pytest.fixture(params=["true", "false"])
+def compile_setting(request: pytest.FixtureRequest,
+                    monkeypatch: pytest.MonkeyPatch) -> Iterator[bool]:
+    """TAPELINE_COMPILE on (the default; here every step compiled, from the first) and off,
+    read afresh by the loop."""
+    monkeypatch.setenv("TAPELINE_COMPILE", request.param)
+    monkeypatch.setattr(loop, "COMPILE_AFTER", 0)
+    get_settings.cache_clear()
+    yield request.param == "true"
+    get_settings.cache_clear()
+
+
 @pytest.mark.parametrize("case", ["seed_defaults", "small_lr_long"])
-def test_fit_reproduces_tensorflow(tf_cases: dict[str, Any], case: str) -> None:
+def test_fit_reproduces_tensorflow(tf_cases: dict[str, Any], case: str,
+                                   compile_setting: bool) -> None:
+    """Compiled (the default) and eager (TAPELINE_COMPILE=false) alike."""
     ref = tf_cases[case]
     x = np.asarray(ref["x"], dtype=np.float32).reshape(-1, 1)
     y = np.asarray(ref["y"], dtype=np.float32)
