@@ -30,7 +30,7 @@ openapi: $(STAMP)  ## regenerate openapi/openapi.json
 
 client: $(STAMP)  ## generate the Python client from openapi/openapi.json into clients/python/
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/openapi-python-client generate --path openapi/openapi.json \
-		--fail-on-warning --meta none --output-path clients/python/tapeline_client --overwrite
+		--config openapi/client.yaml --fail-on-warning --meta none --output-path clients/python/tapeline_client --overwrite
 
 client-ts:  ## generate TypeScript types into clients/typescript/tapeline.ts (needs node + npm)
 	npm ci --no-audit --no-fund

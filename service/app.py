@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import func, select
 
 from service import __version__
-from service.api import datasets, events, history, models, pages, problems, runs
+from service.api import datasets, events, history, models, pages, problems, runs, transfer
 from service.api import service as service_routes
 from service.api.bodies import BodyDecoder
 from service.api.deps import Runtime, no_nul_in_path
@@ -128,7 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     problems.install(app)
-    for module in (datasets, models, runs, history):
+    for module in (datasets, models, transfer, runs, history):
         app.include_router(module.router)
     for router in events.routers():
         app.include_router(router)

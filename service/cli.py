@@ -1,5 +1,6 @@
-"""The ``tapeline`` command: ``serve`` the API, train queued runs as a ``worker``, or write
-its ``openapi`` spec."""
+"""The ``tapeline`` command: ``serve`` the API, train queued runs as a ``worker``, ``migrate``
+the store, write its ``openapi`` spec, or, as a client of a server, ``train``, ``watch``,
+``export`` and ``predict``."""
 
 from __future__ import annotations
 
@@ -200,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     openapi = commands.add_parser("openapi", help="write the OpenAPI spec without serving")
     openapi.add_argument("--output", "-o", help="file to write (default: stdout)")
     openapi.set_defaults(func=_openapi)
+
+    from service.client.commands import add_commands
+
+    add_commands(commands)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

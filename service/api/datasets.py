@@ -5,20 +5,21 @@ from __future__ import annotations
 import csv
 import io
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Body, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from service.api import views
+from service.api import dryrun, views
 from service.api.arrays import check_dataset, matrix
 from service.api.bodies import OffLoopJsonRoute
 from service.api.deps import JsonBody, PageDep, Runtime, RuntimeDep, encode_cursor
 from service.api.labels import encode
 from service.api.negotiation import choose
 from service.api.problems import ProblemError, responses
+from service.api.recent import Recent
 from service.api.schemas import (
     NO_NUL,
     SAFE_INT_END,
@@ -27,6 +28,7 @@ from service.api.schemas import (
     DatasetCreate,
     DatasetData,
     DatasetPage,
+    DatasetPreview,
     Examples,
     LinearSynthetic,
     SyntheticCreate,
@@ -50,11 +52,14 @@ def _store(
     name: str | None,
     synthetic: dict[str, object] | None = None,
     classes: list[str] | None = None,
-) -> Dataset:
-    with runtime.sessions.begin() as session:
+    dry_run: bool = False,
+) -> Any:
+    with dryrun.transaction(runtime, dry_run) as session:
         row = repo.create_dataset(session, x=x, y=y, source=source, name=name,
                                   synthetic=synthetic, classes=classes)
         view = views.dataset(row)
+    if dry_run:
+        return dryrun.preview(view)
     response.headers["Location"] = f"/v1/datasets/{view.id}"
     return view
 
@@ -64,15 +69,17 @@ def _store(
     status_code=201,
     summary="Create a dataset from inline JSON",
     dependencies=[JsonBody],
-    responses=responses(400, 413, 415, 422),
+    responses={**dryrun.responses(DatasetPreview), **responses(400, 413, 415, 422)},
 )
-def create(body: DatasetCreate, runtime: RuntimeDep, response: Response) -> Dataset:
+def create(body: DatasetCreate, runtime: RuntimeDep, response: Response,
+           dry_run: dryrun.DryRun = False) -> Dataset:
     """Store `x` (a list of numbers for one feature, or a list of rows) and `y`: numbers, or
     class names (stored as indices into the sorted names, reported as `classes`)."""
     x = matrix(body.x, ["body", "x"])
     y, classes = _targets(body.y, ["body", "y"], runtime.settings)
     x, y = check_dataset(x, y, runtime.settings, (["body", "x"], ["body", "y"]))
-    return _store(runtime, response, x, y, "inline", body.name, classes=classes)
+    return _store(runtime, response, x, y, "inline", body.name,  # type: ignore[no-any-return]
+                  classes=classes, dry_run=dry_run)
 
 
 def _targets(y: list[float] | list[str] | np.ndarray, loc: list[str | int],
@@ -89,12 +96,13 @@ def _targets(y: list[float] | list[str] | np.ndarray, loc: list[str | int],
     status_code=201,
     summary="Synthesize the tutorial's noisy line",
     dependencies=[JsonBody],
-    responses=responses(400, 413, 415, 422),
+    responses={**dryrun.responses(DatasetPreview), **responses(400, 413, 415, 422)},
 )
 def create_synthetic(
     runtime: RuntimeDep,
     response: Response,
     body: Annotated[SyntheticCreate | None, Body()] = None,
+    dry_run: dryrun.DryRun = False,
 ) -> Dataset:
     """Seeded synthetic data of a `kind`: `linear` (the default: `y = x @ true_W + true_b +
     noise`; with no body, the tutorial's 1000 points), or for classification `blobs`,
@@ -115,14 +123,15 @@ def create_synthetic(
     params = {**spec.model_dump(exclude={"name"}), "seed": seed}
     if isinstance(spec, LinearSynthetic):
         del params["kind"]  # v1 stored the line's parameters alone; absent kind means linear
-    return _store(runtime, response, x, y, "synthetic", spec.name, params)
+    return _store(runtime, response, x, y, "synthetic", spec.name,  # type: ignore[no-any-return]
+                  params, dry_run=dry_run)
 
 
 @router.post(
     "/upload",
     status_code=201,
     summary="Upload a .csv, .npy or .npz file",
-    responses=responses(400, 413, 415, 422),
+    responses={**dryrun.responses(DatasetPreview), **responses(400, 413, 415, 422)},
     openapi_extra={
         "requestBody": {
             "content": {
@@ -152,14 +161,17 @@ async def upload(
         str | None,
         Form(max_length=200, pattern=NO_NUL, description="A label; the file's name by default."),
     ] = None,
+    dry_run: dryrun.DryRun = False,
 ) -> Dataset:
     """Store a dataset from a file; every other CSV column (or the npz `x`) is a feature."""
-    return await run_in_threadpool(_store_upload, runtime, response, file, target, name)
+    return await run_in_threadpool(  # type: ignore[no-any-return]
+        _store_upload, runtime, response, file, target, name, dry_run)
 
 
 def _store_upload(
-    runtime: Runtime, response: Response, file: UploadFile, target: str, name: str | None
-) -> Dataset:
+    runtime: Runtime, response: Response, file: UploadFile, target: str, name: str | None,
+    dry_run: bool,
+) -> Any:
     """Parse, check and store an upload (in a worker thread: parsing is CPU work); a target
     column of text becomes class indices."""
     filename = file.filename or ""
@@ -167,7 +179,7 @@ def _store_upload(
     y, classes = _targets(y, ["file", target], runtime.settings)
     x, y = check_dataset(x, y, runtime.settings, (["file"], ["file", target]))
     label = name or filename.replace("\x00", "")[:200] or None
-    return _store(runtime, response, x, y, "upload", label, classes=classes)
+    return _store(runtime, response, x, y, "upload", label, classes=classes, dry_run=dry_run)
 
 
 @router.get("", summary="List datasets", responses=responses(422))
@@ -188,6 +200,10 @@ def get(dataset_id: str, runtime: RuntimeDep) -> Dataset:
 
 
 DATA_TYPES = ("application/json", "text/csv", "application/octet-stream")
+# Seeded samples of datasets (a dataset's rows never change): a chart's 1,000 rows of a
+# 1,000,000-row dataset without decoding all of it again.
+samples: Recent[tuple[np.ndarray, np.ndarray]] = Recent(32)
+SAMPLES_KEPT_ROWS = 10_000  # larger samples are not kept
 
 
 @router.get(
@@ -225,12 +241,16 @@ def download(
     media_type = choose(request.headers.get("accept"), DATA_TYPES)
     if media_type is None:
         raise ProblemError(406, f"can send only {', '.join(DATA_TYPES)}")
+    key = (id(runtime.sessions), dataset_id, sample, seed)
     with runtime.sessions() as session:
         classes = repo.get_dataset(session, dataset_id).classes
-        x, y = repo.load_arrays(session, dataset_id)
-    if sample is not None:
+        kept = samples.get(key) if sample is not None and sample <= SAMPLES_KEPT_ROWS else None
+        x, y = kept if kept is not None else repo.load_arrays(session, dataset_id)
+    if sample is not None and kept is None:
         rows = sample_rows(len(y), sample, seed)
         x, y = x[rows], y[rows]
+        if sample <= SAMPLES_KEPT_ROWS:
+            samples.put(key, (x, y))
     named = np.asarray(classes)[y.astype(np.int64)] if classes else None
     if media_type == "application/json":
         return JSONResponse({"x": x.astype(np.float64).tolist(),

@@ -9,8 +9,10 @@ from fastapi import APIRouter, Query, Response
 from service.api import views
 from service.api.deps import PageSize, RuntimeDep
 from service.api.problems import responses
+from service.api.recent import Recent
 from service.api.schemas import INT32_END, HistoryColumns, HistoryPage
 from service.store import repo
+from service.store.tables import FINAL_STATUSES
 
 router = APIRouter(tags=["history"])
 
@@ -36,6 +38,10 @@ MaxPoints = Annotated[
 ]
 
 
+# Rendered `max_points` answers about finished runs: their history never changes again.
+finished_answers: Recent[bytes] = Recent(32)
+
+
 @router.get(
     "/v1/runs/{run_id}/history",
     summary="A run's per-epoch history",
@@ -58,13 +64,21 @@ def run(
     chart's worth of them."""
     settings = runtime.settings
     with runtime.sessions() as session:
-        repo.get_run(session, run_id)
+        finished = repo.get_run(session, run_id).status in FINAL_STATUSES
+        key = (id(runtime.sessions), run_id, after, max_points, format)
+        if max_points is not None and finished:
+            body = finished_answers.get(key)
+            if body is not None:
+                return Response(body, media_type="application/json")
         if max_points is not None:
             rows, more = repo.run_history_sample(session, run_id, after, max_points), False
         else:
             rows, more = repo.run_history(session, run_id, after,
                                           limit or settings.max_page_size)
-        return views.rendered(views.history(rows, more, format, "epoch"))
+        answer = views.rendered(views.history(rows, more, format, "epoch"))
+    if max_points is not None and finished:
+        finished_answers.put(key, bytes(answer.body))
+    return answer
 
 
 @router.get(

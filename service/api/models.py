@@ -6,12 +6,12 @@ import secrets
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Request, Response
 
 from service import engine as tg
-from service.api import views
+from service.api import batch, dryrun, views
 from service.api.arrays import matrix
-from service.api.bodies import OffLoopJsonRoute
+from service.api.batch import FileBodyRoute
 from service.api.deps import JsonBody, PageDep, RuntimeDep, encode_cursor
 from service.api.problems import ProblemError, invalid, responses
 from service.api.schemas import (
@@ -21,6 +21,7 @@ from service.api.schemas import (
     Model,
     ModelCreate,
     ModelPage,
+    ModelPreview,
     NamedInit,
     Prediction,
     PredictRequest,
@@ -33,7 +34,7 @@ from service.store.tables import ModelRow
 from service.training.kinds import Kind, make_kind, probabilities
 from service.training.kinds import Model as Trainable
 
-router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OffLoopJsonRoute)
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FileBodyRoute)
 
 
 def kind_of(spec: Any, settings: Settings) -> Kind:
@@ -66,29 +67,36 @@ def initial_params(kind: Kind, initial: Any) -> tuple[dict[str, np.ndarray], int
                           "feature(s)")
         return {"W": np.asarray(initial.W, dtype=np.float64), "b": np.array(initial.b)}, None
     if isinstance(initial, NamedInit):
-        return _named(shapes, initial.params), None
+        return initial_params_named(shapes, initial.params), None
     seed = initial.random_seed if isinstance(initial, RandomInit) else None
     if seed is None and kind.random_default:
         seed = secrets.randbits(53)
     return kind.initial(seed), seed
 
 
-def _named(shapes: dict[str, tuple[int, ...]], given: dict[str, Any]) -> dict[str, np.ndarray]:
+def initial_params_named(
+    shapes: dict[str, tuple[int, ...]],
+    given: dict[str, Any],
+    loc: list[str | int] | None = None,
+) -> dict[str, np.ndarray]:
+    """Every param of ``shapes`` from ``given`` by name; 422 naming (under ``loc``) an unknown,
+    missing, ragged or misshapen one."""
+    loc = loc or ["body", "initial", "params"]
     for name in given:
         if name not in shapes:
-            raise invalid(["body", "initial", "params", name],
+            raise invalid([*loc, name],
                           f"the model has no param {name!r} (it has {', '.join(shapes)})")
     params = {}
     for name, shape in shapes.items():
         if name not in given:
-            raise invalid(["body", "initial", "params", name], f"missing: shape {list(shape)}")
+            raise invalid([*loc, name], f"missing: shape {list(shape)}")
         try:
             value = np.asarray(given[name], dtype=np.float64)
         except ValueError as error:  # ragged nested lists
-            raise invalid(["body", "initial", "params", name],
+            raise invalid([*loc, name],
                           f"expected shape {list(shape)}, got ragged lists") from error
         if value.shape != shape:
-            raise invalid(["body", "initial", "params", name],
+            raise invalid([*loc, name],
                           f"expected shape {list(shape)}, got {list(value.shape)}")
         params[name] = value
     return params
@@ -99,10 +107,13 @@ def _named(shapes: dict[str, tuple[int, ...]], given: dict[str, Any]) -> dict[st
     status_code=201,
     summary="Create a model",
     dependencies=[JsonBody],
-    responses=responses(400, 413, 415, 422),
+    responses={**dryrun.responses(ModelPreview), **responses(400, 413, 415, 422)},
 )
 def create(
-    runtime: RuntimeDep, response: Response, body: Annotated[ModelCreate | None, Body()] = None
+    runtime: RuntimeDep,
+    response: Response,
+    body: Annotated[ModelCreate | None, Body()] = None,
+    dry_run: dryrun.DryRun = False,
 ) -> Model:
     """A model of a `kind`: `linear` (`x @ W + b`; with no `initial`, W = 5 for every feature
     and b = 0, the tutorial's start), `logistic` (2 classes: a sigmoid; more: a softmax) or
@@ -110,10 +121,12 @@ def create(
     spec = body or LinearModelCreate()
     kind = kind_of(spec, runtime.settings)
     params, seed = initial_params(kind, spec.initial)
-    with runtime.sessions.begin() as session:
+    with dryrun.transaction(runtime, dry_run) as session:
         row = repo.create_model(session, kind=kind.name, config=kind.config(), params=params,
                                 name=spec.name, random_seed=seed)
         view = views.model(row, training=False)
+    if dry_run:
+        return dryrun.preview(view)  # type: ignore[return-value]
     response.headers["Location"] = f"/v1/models/{view.id}"
     return view  # type: ignore[no-any-return]
 
@@ -154,17 +167,27 @@ def delete(model_id: str, runtime: RuntimeDep) -> Response:
     "/{model_id}/predict",
     summary="Predict with a model",
     dependencies=[JsonBody],
-    responses=responses(400, 404, 413, 415, 422),
+    response_model=ClassPrediction | Prediction,
+    responses={
+        200: {"description": "Predictions as JSON, CSV or .npy (per `Accept`).",
+              "content": batch.ANSWER_CONTENT},
+        **responses(400, 404, 413, 415, 422),
+    },
+    openapi_extra=batch.REQUEST_BODY,
 )
-def predict(model_id: str, body: PredictRequest,
-            runtime: RuntimeDep) -> ClassPrediction | Prediction:
+def predict(model_id: str, body: PredictRequest, runtime: RuntimeDep, request: Request) -> Any:
     """The model's forward pass for each row of `x` (a flat list when the model has one
     feature): values `y` for regression; for a classifier, the most probable class `y`, each
-    class's `probabilities`, and `labels` when the classes have names."""
+    class's `probabilities`, and `labels` when the classes have names. The inputs may also be
+    a file: CSV (`text/csv`: a header row, then the model's features in order) or `.npy`
+    (`application/octet-stream`: rows of features); the answer is JSON, CSV (`y`, or `y`,
+    `p_0`..`p_K-1` and `label`) or `.npy` (`y`, or the class then each probability per row)
+    as `Accept` asks, large answers streamed."""
     with runtime.sessions() as session:
         row = repo.get_model(session, model_id)
         kind = make_kind(row.kind, row.config)
         params, names = unpack_params(row.params), row.class_names
+    batch.check_columns(request, kind.features)
     x = matrix(body.x, ["body", "x"], kind.features)
     model = Trainable(kind, params, dtype="float64")
     with np.errstate(all="ignore"):
@@ -173,9 +196,12 @@ def predict(model_id: str, body: PredictRequest,
         values = found.numpy()
     if not np.isfinite(values).all():
         raise ProblemError(422, "body.x: inputs this large give predictions that are not finite")
-    if kind.task == "regression":
+    media = batch.accepted(request)
+    classes = None if kind.task == "regression" else np.argmax(values, axis=1)
+    if media != batch.JSON:
+        return batch.answer(media, model_id, values, classes, names)
+    if classes is None:
         return Prediction(y=values.tolist())
-    classes = np.argmax(values, axis=1)
     return ClassPrediction(
         y=classes.tolist(),
         probabilities=values.tolist(),

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from service.api.schemas import BODY_KIND_TAGS, FIELD_SHAPE_TAGS, request_schema_names
+from service.export import FileProblem
 from service.store.repo import Conflict, NotFound
 
 MEDIA_TYPE = "application/problem+json"
@@ -124,6 +125,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
         return problem_response(request, exc.status, exc.detail, exc.errors, exc.headers)
+
+    @app.exception_handler(FileProblem)
+    async def _file(request: Request, exc: FileProblem) -> JSONResponse:
+        where = ".".join(str(p) for p in exc.loc)
+        errors = [{"loc": exc.loc, "msg": exc.msg}] if exc.status == 422 else None
+        return problem_response(request, exc.status, f"{where}: {exc.msg}", errors)
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:

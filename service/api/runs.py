@@ -9,12 +9,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.api import views
+from service.api import dryrun, views
 from service.api.bodies import OffLoopJsonRoute
 from service.api.deps import JsonBody, PageDep, Runtime, RuntimeDep, encode_cursor
 from service.api.prefer import decimal, wait_seconds
 from service.api.problems import ProblemError, invalid, responses
-from service.api.schemas import Run, RunCreate, RunPage, ValidationDataset, ValidationFraction
+from service.api.schemas import (
+    Run,
+    RunCreate,
+    RunPage,
+    RunPreview,
+    ValidationDataset,
+    ValidationFraction,
+)
 from service.store import repo
 from service.store.tables import FINAL_STATUSES, DatasetRow, ModelRow, RunRow
 from service.training.kinds import Kind, make_kind
@@ -82,8 +89,8 @@ def _options(kind: Kind, body: RunCreate, dataset: DatasetRow) -> dict[str, Any]
     }
 
 
-def _start(runtime: Runtime, model_id: str, body: RunCreate) -> Run:
-    with runtime.sessions.begin() as session:
+def _start(runtime: Runtime, model_id: str, body: RunCreate, dry_run: bool = False) -> Run:
+    with dryrun.transaction(runtime, dry_run) as session:
         queued = repo.lock_queue(session)
         if queued >= runtime.settings.max_queued_runs:
             raise ProblemError(
@@ -145,7 +152,9 @@ async def wait_for_end(runtime: Runtime, run: Run, seen: int, seconds: float) ->
     response_description="The run, queued or training; `Location` names it.",
     dependencies=[JsonBody],
     responses={
-        200: {"model": Run, "description": "The run finished within `Prefer: wait`."},
+        200: {"model": Run | RunPreview,
+              "description": "The run finished within `Prefer: wait`; or, for a dry run, the "
+                             "run as it would be queued (`id` null; nothing stored or queued)."},
         **responses(400, 404, 409, 413, 415, 422, 429),
     },
 )
@@ -162,6 +171,7 @@ async def create(
             "`Preference-Applied`); other preferences are ignored",
         ),
     ] = None,
+    dry_run: dryrun.DryRun = False,
 ) -> Run:
     """Queue a run (one active run per model; 409 otherwise). It trains as soon as a worker is
     free; watch it with `GET /v1/runs/{id}/events`. Besides the optimizer and mini-batches, a
@@ -169,7 +179,9 @@ async def create(
     penalty on the kernels, `validation` rows (the last `fraction`, or another dataset),
     `early_stopping`, and `shuffle: false` for mini-batches in row order. A classifier needs
     labels that are class indices in [0, classes)."""
-    run = await run_in_threadpool(_start, runtime, model_id, body)
+    run = await run_in_threadpool(_start, runtime, model_id, body, dry_run)
+    if dry_run:
+        return dryrun.preview(run)  # type: ignore[return-value]
     seen = runtime.progress.version(run.id)
     await run_in_threadpool(runtime.executor.submit, run.id)
     response.headers["Location"] = f"/v1/runs/{run.id}"

@@ -767,3 +767,42 @@ class Health(Public):
 def dump(model: BaseModel) -> dict[str, Any]:
     """A model as JSON-ready data."""
     return model.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------- dry runs
+
+DRY_RUN_ID = Field(None, description="null: a dry run creates nothing.")
+
+
+class DatasetPreview(Dataset):
+    """A dataset as a dry run would have created it."""
+
+    id: None = DRY_RUN_ID  # type: ignore[assignment]
+
+
+class LinearModelPreview(LinearModel):
+    """A linear model as a dry run would have created it."""
+
+    id: None = DRY_RUN_ID  # type: ignore[assignment]
+
+
+class LogisticModelPreview(LogisticModel):
+    """A logistic regression model as a dry run would have created it."""
+
+    id: None = DRY_RUN_ID  # type: ignore[assignment]
+
+
+class MLPModelPreview(MLPModel):
+    """A multi-layer perceptron as a dry run would have created it."""
+
+    id: None = DRY_RUN_ID  # type: ignore[assignment]
+
+
+ModelPreview = Annotated[LinearModelPreview | LogisticModelPreview | MLPModelPreview,
+                         Field(discriminator="kind")]
+
+
+class RunPreview(Run):
+    """A run as a dry run would have queued it."""
+
+    id: None = DRY_RUN_ID  # type: ignore[assignment]

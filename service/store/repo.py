@@ -407,3 +407,13 @@ def model_history_sample(
     return _sampled_history(
         session, EpochRow.model_id == model_id, EpochRow.step, after, max_points
     )
+
+
+def producing_run_id(session: Session, model_id: str) -> str | None:
+    """The run whose final params the model holds now: its latest succeeded run, if any."""
+    return session.scalar(
+        select(RunRow.id)
+        .where(RunRow.model_id == model_id, RunRow.status == RunStatus.SUCCEEDED)
+        .order_by(RunRow.seq.desc())
+        .limit(1)
+    )

@@ -4,6 +4,7 @@ list of every run, newest first."""
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
 import numpy as np
@@ -113,6 +114,21 @@ def test_a_dataset_sample_is_seeded_in_order_and_of_the_data(app_client: TestCli
         assert answer.json()["errors"][0]["loc"] == ["query", "sample"]
 
 
+def test_a_kept_sample_is_the_datasets_and_gone_with_it(app_client: TestClient) -> None:
+    from service.api.datasets import samples
+
+    dataset = app_client.post("/v1/datasets/synthetic",
+                              json={"num_examples": 3000, "seed": 4}).json()
+    path = f"/v1/datasets/{dataset['id']}/data"
+    first = app_client.get(path, params={"sample": 50, "seed": 3}).json()
+    store = app_client.app.state.runtime.sessions  # type: ignore[attr-defined]
+    assert samples.get((id(store), dataset["id"], 50, 3)) is not None
+    assert app_client.get(path, params={"sample": 50, "seed": 3}).json() == first
+    assert app_client.delete(f"/v1/datasets/{dataset['id']}").status_code == 204
+    gone = app_client.get(path, params={"sample": 50, "seed": 3})
+    assert gone.status_code == 404
+
+
 def test_every_run_newest_first_in_pages(app_client: TestClient) -> None:
     dataset = app_client.post("/v1/datasets/synthetic", json={"seed": 2}).json()
     made = []
@@ -130,3 +146,39 @@ def test_every_run_newest_first_in_pages(app_client: TestClient) -> None:
     models = app_client.get("/v1/models", params={"order": "newest", "limit": 1}).json()
     assert models["items"][0]["id"] == oldest[-1]["model_id"]
     assert app_client.get("/v1/runs", params={"order": "sideways"}).status_code == 422
+
+
+def test_a_finished_runs_chart_answer_is_reused_and_a_running_runs_is_not(
+        app_client: TestClient, long_run: dict[str, Any]) -> None:
+    from service.api.history import finished_answers
+
+    params = {"format": "columns", "max_points": 400, "after": 17}
+    first = app_client.get(f"/v1/runs/{long_run['id']}/history", params=params)
+    assert first.status_code == 200
+    store = app_client.app.state.runtime.sessions  # type: ignore[attr-defined]
+    key = (id(store), long_run["id"], 17, 400, "columns")
+    assert finished_answers.get(key) == first.content  # kept, rendered
+    again = app_client.get(f"/v1/runs/{long_run['id']}/history", params=params)
+    assert again.content == first.content
+    assert again.headers["content-type"] == "application/json"
+    assert again.json()["epoch"][0] == 18
+    # A run still training is read afresh each time: its history grows.
+    dataset = app_client.post("/v1/datasets/synthetic",
+                              json={"num_examples": 4000, "seed": 5}).json()
+    model = app_client.post("/v1/models").json()
+    running = app_client.post(f"/v1/models/{model['id']}/runs", json={
+        "dataset_id": dataset["id"], "epochs": 10_000, "batch_size": 1}).json()["id"]
+    try:
+        seen: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(seen) < 2 and time.monotonic() < deadline:
+            answer = app_client.get(f"/v1/runs/{running}/history", params={"max_points": 400})
+            count = len(answer.json()["items"])
+            if count and (not seen or count > seen[-1]):
+                seen.append(count)
+            time.sleep(0.05)
+        assert len(seen) == 2, f"the running run's history did not grow: {seen}"
+        assert app_client.get(f"/v1/runs/{running}").json()["status"] == "running"
+        assert (id(store), running, None, 400, "rows") not in finished_answers.values
+    finally:
+        app_client.post(f"/v1/runs/{running}/cancel")

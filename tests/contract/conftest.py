@@ -27,7 +27,8 @@ def generate_python_client(folder: Path, spec: Path = SPEC) -> Path:
     way ``make client`` does, failing on any generator warning; return the package's folder."""
     package = folder / CLIENT_PACKAGE
     result = subprocess.run(
-        [BIN / "openapi-python-client", "generate", "--path", spec, "--fail-on-warning",
+        [BIN / "openapi-python-client", "generate", "--path", spec, "--config",
+         ROOT / "openapi" / "client.yaml", "--fail-on-warning",
          "--meta", "none", "--output-path", package, "--overwrite"],
         capture_output=True, text=True, timeout=120, cwd=folder,
         env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},

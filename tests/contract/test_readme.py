@@ -43,12 +43,16 @@ def blocks(language: str) -> list[str]:
 
 def test_sh_blocks_run_as_written(live_server: LiveServer, tmp_path: Path) -> None:
     scripts = blocks("sh")
-    assert scripts[0].startswith(f"export TAPELINE={DOCUMENTED_BASE}\n")
+    assert scripts[0].startswith(f"export TAPELINE_URL={DOCUMENTED_BASE}\n")  # the client's
+    assert scripts[1].startswith(f"export TAPELINE={DOCUMENTED_BASE}\n")  # the tutorial's
     # The one substitution: the live server's port for the documented one.
-    scripts[0] = scripts[0].replace(DOCUMENTED_BASE, live_server.url, 1)
+    scripts[:2] = [script.replace(DOCUMENTED_BASE, live_server.url, 1) for script in scripts[:2]]
     marked = "".join(f"echo '=== block {i}'\n{body}\necho\n" for i, body in enumerate(scripts))
+    # The terminal client's `tapeline` is the one installed beside this Python.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + marked], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=180)
+                            capture_output=True, text=True, timeout=240,
+                            env={**os.environ, "PATH": path})
     assert result.returncode == 0, f"a README block failed:\n{result.stdout}\n{result.stderr}"
     outputs = {int(m[1]): m[2] for m in re.finditer(r"^=== block (\d+)\n(.*?)(?=^=== block|\Z)",
                                                     result.stdout, re.M | re.S)}
@@ -85,6 +89,18 @@ def test_sh_blocks_run_as_written(live_server: LiveServer, tmp_path: Path) -> No
     assert mlp["y"] == [0, 1, 1] and mlp["labels"] is None
     assert np.allclose(np.sum(mlp["probabilities"], axis=1), 1.0)
     assert pets["labels"] == ["cat", "dog"] and pets["y"] == [0, 1]
+
+    [imported] = documents(output_of("softmax.json"))
+    assert imported["y"] == [1, 0] and len(imported["probabilities"][0]) == 3
+    assert (tmp_path / "softmax.onnx").stat().st_size > 0
+    batch = output_of("Accept: text/csv").splitlines()
+    assert batch[0] == "y,p_0,p_1,p_2" and [line.split(",")[0] for line in batch[1:3]] == \
+        ["1", "0"]
+    assert output_of("dry_run=true").split() == ["None", "[16]", "relu", "65"]
+    terminal = output_of("tapeline train")
+    assert "succeeded after 100 epochs" in terminal and "val_r2" in terminal
+    assert terminal.split("wrote predictions.csv")[1].split()[0] == "y"
+    assert (tmp_path / "plane.onnx").stat().st_size > 0
 
     sse = output_of("text/event-stream")
     assert sse.count("event: epoch") == 30 and "event: end" in sse
@@ -150,11 +166,12 @@ def test_settings_table_matches_the_settings() -> None:
         assert value == expected, (name, default, expected)
 
 
-def test_quick_start_is_the_two_commands() -> None:
+def test_quick_start_is_the_two_commands_and_the_terminal_client() -> None:
     quick_start = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    [commands] = blocks_in(quick_start)
+    commands, terminal, _ = blocks_in(quick_start)  # then the terminal client and its output
     assert [line.split("#")[0].strip() for line in commands.splitlines()] == [
         "make run", "make test"]
+    assert "tapeline train" in terminal
 
 
 def blocks_in(text: str) -> list[str]:

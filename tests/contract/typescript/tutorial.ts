@@ -9,11 +9,14 @@ type Schemas = components["schemas"];
 type Body<Op> = Op extends { requestBody?: { content: { "application/json": infer B } } }
   ? B
   : never;
+// The JSON answer where an operation answers in several media types (predict: JSON, CSV, .npy).
 type Answer<Op, Status extends number> = Op extends {
-  responses: { [S in Status]: { content: { [media: string]: infer A } } };
+  responses: { [S in Status]: { content: { "application/json": infer A } } };
 }
   ? A
-  : never;
+  : Op extends { responses: { [S in Status]: { content: { [media: string]: infer A } } } }
+    ? A
+    : never;
 type StreamItem = Schemas["EpochEvent"] | Schemas["EndEvent"];
 
 const BASE = process.env.TAPELINE ?? "http://127.0.0.1:8000";

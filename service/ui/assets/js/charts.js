@@ -25,7 +25,8 @@ export function markFirstChart() {
  */
 export function figure({ id, title, caption, controls = [], rows }) {
   const plot = h("div", { class: "plot", role: "img", "aria-label": `${title}: ${caption}` });
-  const tableBox = h("div", { id: `${id}-table`, class: "table-box", hidden: true });
+  // Scrollable, so focusable: a keyboard reaches every row.
+  const tableBox = h("div", { id: `${id}-table`, class: "table-box", hidden: true, tabindex: "0", role: "region", "aria-label": `${title}, as a table` });
   const toggle = h("button", {
     type: "button", class: "link", "aria-expanded": "false", "aria-controls": `${id}-table`,
   }, "Show as table");

@@ -17,7 +17,7 @@ export function fromColumns(columns, key = "epoch") {
   trace.loss = columns.loss.slice();
   for (const [name, values] of Object.entries(columns.metrics ?? {})) trace.metrics[name] = values.slice();
   for (const [name, values] of Object.entries(columns.params ?? {})) trace.params[name] = values.slice();
-  if (Array.isArray(columns.W) && columns.W.length === n && columns.W.every((w) => w != null)) {
+  if (n > 0 && Array.isArray(columns.W) && columns.W.length === n && columns.W.every((w) => w != null)) {
     trace.W = columns.W.slice();
     trace.b = columns.b.slice();
     trace.hasWb = true;

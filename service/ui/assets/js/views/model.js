@@ -21,22 +21,49 @@ export function modelView(main, modelId) {
   let compareFig = null;
   let compareChart = null;
   let compared = [];
+  // What the comparison overlays: the training loss or any metric the runs recorded.
+  const measure = h("select", { id: "compare-measure" }, h("option", { value: "loss" }, "loss"));
+  measure.addEventListener("change", () => drawCompare());
+
+  const column = (trace, name) => (name === "loss" ? trace.loss : trace.metrics[name] ?? trace.x.map(() => null));
+
+  function offerMeasures() {
+    const names = new Set(compared.flatMap(({ trace }) => Object.keys(trace.metrics)));
+    const wanted = ["loss", ...[...names].sort()];
+    const current = measure.value;
+    measure.replaceChildren(...wanted.map((name) => h("option", { value: name, selected: name === current }, name)));
+    if (!wanted.includes(current)) measure.value = "loss";
+  }
+
+  function drawCompare() {
+    const name = measure.value;
+    compareChart?.destroy();
+    compareChart = lineChart(compareFig, { xLabel: "epoch", yLabel: name,
+      series: compared.map(({ run }, i) => ({ label: run.id, color: PALETTE[i % PALETTE.length] })) });
+    const joined = uPlot.join(compared.map(({ trace }) => [trace.x, column(trace, name)]));
+    compareChart.draw(joined[0], joined.slice(1));
+    compareFig.el.dataset.measure = name;
+  }
 
   async function compare(runs) {
     const each = Math.floor(BUDGET / runs.length);
     const traces = await Promise.all(runs.map((run) => getJSON(withQuery(`/v1/runs/${id(run.id)}/history`, { format: "columns", max_points: each }), { signal: stop.signal }).then((c) => fromColumns(c))));
     compared = runs.map((run, i) => ({ run, trace: traces[i] }));
     if (!compareFig) {
-      compareFig = figure({ id: "compare-chart", title: "Loss per epoch, runs compared",
-        caption: "The training loss of each selected run at the start of each epoch, overlaid; hover for values.",
-        rows: () => ({ columns: ["run", "epoch", "loss"], rows: compared.flatMap(({ run, trace }) => trace.x.map((x, i) => [run.id, x, trace.loss[i]])) }) });
+      compareFig = figure({ id: "compare-chart", title: "Runs compared",
+        caption: "The chosen measure (training loss by default; accuracy and the other metrics the runs recorded) of each selected run at the start of each epoch, overlaid; hover for values.",
+        controls: [h("label", { for: "compare-measure", class: "inline" }, "Measure ", measure)],
+        rows: () => {
+          const name = measure.value;
+          return { columns: ["run", "epoch", name], rows: compared.flatMap(({ run, trace }) => {
+            const values = column(trace, name);
+            return trace.x.map((x, i) => [run.id, x, values[i]]);
+          }) };
+        } });
       figures.prepend(compareFig.el);
     }
-    compareChart?.destroy();
-    compareChart = lineChart(compareFig, { xLabel: "epoch", yLabel: "loss",
-      series: runs.map((run, i) => ({ label: run.id, color: PALETTE[i % PALETTE.length] })) });
-    const joined = uPlot.join(compared.map(({ trace }) => [trace.x, trace.loss]));
-    compareChart.draw(joined[0], joined.slice(1));
+    offerMeasures();
+    drawCompare();
   }
 
   async function start() {
@@ -66,7 +93,7 @@ export function modelView(main, modelId) {
       await compare(picked).catch((error) => { note.textContent = `Cannot compare: ${error.message}`; });
     });
     replace(runsBox, h("h3", { id: "model-runs-title" }, "Runs"),
-      runs.items.length ? h("div", { class: "table-scroll" }, h("table", { class: "runs" },
+      runs.items.length ? h("div", { class: "table-scroll", tabindex: "0", role: "region", "aria-label": "Runs of this model" }, h("table", { class: "runs" },
         h("thead", {}, h("tr", {}, ["Compare", "Run", "Status", "Epochs", "Final loss", "Created", "Duration"].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, runs.items.map((run, i) => h("tr", {},
           h("td", {}, h("label", { for: boxes[i].id, class: "visually-hidden" }, `compare ${run.id}`), boxes[i]),

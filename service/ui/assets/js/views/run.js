@@ -3,11 +3,14 @@
 import { ApiError, getJSON, id, postJSON, withQuery } from "../api.js";
 import { PALETTE, figure, lineChart } from "../charts.js";
 import { ACTIVE, duration, h, num, nums, replace, when } from "../dom.js";
-import { drawRegions } from "../regions.js";
+import { drawRegions, forward } from "../regions.js";
 import { follow } from "../stream.js";
 import { BUDGET, appendRows, fromColumns, keepToBudget, norm, smooth } from "../trace.js";
 
 const SAMPLE = 1000; // dataset rows drawn behind the predictions
+// History points asked for when the page opens: a point per pixel of a wide chart (a
+// 100,000-epoch run comes back as 250 buckets' extremes); live epochs add to them up to BUDGET.
+const OPENING_POINTS = 1000;
 
 function optimizerText(optimizer) {
   const { kind, ...rest } = optimizer;
@@ -154,7 +157,7 @@ export function runView(main, runId) {
 
   // ---- the data with predictions (one-feature regression) or decision regions
   function drawLine() {
-    if (!dataSample || !trace.hasWb || !trace.x.length) return;
+    if (dataFig?.el.id !== "data-chart" || !dataSample || !trace.hasWb || !trace.x.length) return;
     const order = dataSample.x.map((_, i) => i).sort((a, b) => dataSample.x[a][0] - dataSample.x[b][0]);
     const xs = order.map((i) => dataSample.x[i][0]);
     const ys = order.map((i) => dataSample.y[i]);
@@ -181,13 +184,19 @@ export function runView(main, runId) {
     dataChart.draw(xs, [ys, line(first), latest]);
   }
 
-  async function setUpData() {
-    if (!dataset) return;
-    const oneFeature = dataset.features === 1 && !isClassifier(model);
-    const twoClasses = dataset.features === 2 && isClassifier(model);
-    if (!oneFeature && !twoClasses) return;
-    dataSample = await getJSON(withQuery(`/v1/datasets/${id(dataset.id)}/data`, { sample: SAMPLE }), { signal: stop.signal });
-    if (oneFeature) {
+  /** What the data figure shows for this model and dataset: "line", "regions" or nothing. */
+  function dataKind() {
+    if (!dataset) return null;
+    if (dataset.features === 1 && !isClassifier(model)) return "line";
+    if (dataset.features === 2 && isClassifier(model)) return "regions";
+    return null;
+  }
+
+  async function setUpData(sample) {
+    const kind = dataKind();
+    if (!kind || !sample) return;
+    dataSample = sample;
+    if (kind === "line") {
       dataFig = figure({ id: "data-chart", title: "Data and predictions",
         caption: `A sample of ${dataSample.y.length} of the dataset's ${dataset.num_examples} points, with the model's predictions at the first and the latest epoch.`,
         rows: () => ({ columns: ["x", "y"], rows: dataSample.x.map((x, i) => [x[0], dataSample.y[i]]) }) });
@@ -202,13 +211,28 @@ export function runView(main, runId) {
     }
   }
 
-  async function drawRegionsNow() {
+  /** Regions of the model as it is now (/predict), or, `live`, at the latest history row. */
+  async function drawRegionsNow(live = false) {
     if (dataFig?.el.id !== "regions-chart") return;
+    const names = Object.keys(trace.params);
+    const last = trace.x.length - 1;
+    const latest = live && last >= 0 && names.length ? Object.fromEntries(names.map((n) => [n, trace.params[n][last]])) : null;
+    const predict = latest ? forward(model, latest) : null;
+    if (live && !predict) return;
     try {
-      await drawRegions(dataFig, run.model_id, dataSample, dataset.classes ?? []);
+      await drawRegions(dataFig, run.model_id, dataSample, dataset.classes ?? [], predict);
+      dataFig.el.dataset.regionsOf = live ? `epoch ${trace.x[last]}` : "model";
     } catch (error) {
       replace(dataFig.plot, h("p", { class: "problem" }, `Cannot draw decision regions: ${error.message}`));
     }
+  }
+
+  // While the run trains, its regions follow the latest epoch's params, a few times a second.
+  let regionsDrawnAt = 0;
+  function drawRegionsLive() {
+    if (!ACTIVE.includes(run.status) || performance.now() - regionsDrawnAt < 400) return;
+    regionsDrawnAt = performance.now();
+    drawRegionsNow(true);
   }
 
   // ---- numbers: parameters and metrics at the first and latest epoch (or final)
@@ -228,7 +252,7 @@ export function runView(main, runId) {
       rows.push([name, num(column[0]), final?.metrics?.[name] != null ? num(final.metrics[name]) : num(column[last]), name]);
     }
     replace(numbers, h("h3", { id: "numbers-title" }, "Parameters and metrics"),
-      h("div", { class: "table-scroll" }, h("table", { id: "numbers" },
+      h("div", { class: "table-scroll", tabindex: "0", role: "region", "aria-labelledby": "numbers-title" }, h("table", { id: "numbers" },
         h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "name"), h("th", { scope: "col" }, "first epoch"), h("th", { scope: "col" }, latestName))),
         h("tbody", {}, rows.map(([name, a, b, key]) => h("tr", {}, h("th", { scope: "row" }, name), h("td", {}, a),
           h("td", { dataset: { latest: key } }, b)))))));
@@ -269,6 +293,7 @@ export function runView(main, runId) {
     drawLoss();
     drawParams();
     drawLine();
+    drawRegionsLive();
   }
 
   function schedule() {
@@ -279,21 +304,26 @@ export function runView(main, runId) {
   }
 
   async function start() {
-    const [found, columns] = await Promise.all([
-      getJSON(`/v1/runs/${id(runId)}`, { signal: stop.signal }),
-      getJSON(withQuery(`/v1/runs/${id(runId)}/history`, { format: "columns", max_points: BUDGET }), { signal: stop.signal }),
-    ]);
-    run = found;
-    trace = fromColumns(columns);
+    // Everything the page needs is asked for at once: the history (the long answer) alongside
+    // the run, then its model, dataset and the dataset's sample as soon as the run names them.
+    const signal = stop.signal;
+    const historyAnswer = getJSON(withQuery(`/v1/runs/${id(runId)}/history`, { format: "columns", max_points: OPENING_POINTS }), { signal });
+    historyAnswer.catch(() => {});
+    run = await getJSON(`/v1/runs/${id(runId)}`, { signal });
+    const datasetAnswer = getJSON(`/v1/datasets/${id(run.dataset_id)}`, { signal }).catch(() => null);
+    const context = Promise.all([getJSON(`/v1/models/${id(run.model_id)}`, { signal }).catch(() => null), datasetAnswer]);
+    // The sample is asked for as soon as the dataset says it has one or two features (the
+    // model, asked for meanwhile, then decides which figure it makes).
+    const sample = datasetAnswer.then((d) => (d && (d.features === 1 || d.features === 2)
+      ? getJSON(withQuery(`/v1/datasets/${id(d.id)}/data`, { sample: SAMPLE }), { signal }) : null));
+    sample.catch(() => {});
+    trace = fromColumns(await historyAnswer);
     figures.append(lossFig.el);
     drawLoss();
-    [model, dataset] = await Promise.all([
-      getJSON(`/v1/models/${id(run.model_id)}`, { signal: stop.signal }).catch(() => null),
-      getJSON(`/v1/datasets/${id(run.dataset_id)}`, { signal: stop.signal }).catch(() => null),
-    ]);
+    [model, dataset] = await context;
     drawAll();
     status.textContent = ACTIVE.includes(run.status) ? "Following the run live…" : `The run ${run.status}.`;
-    await setUpData();
+    await setUpData(await sample);
     if (ACTIVE.includes(run.status)) {
       await follow(runId, {
         after: trace.x.length ? trace.x[trace.x.length - 1] : -1,

@@ -28,7 +28,7 @@ export function runsView(main) {
     h("div", { class: "view-head" }, h("h2", { id: "view-title" }, "Runs"),
       h("a", { href: "/ui/start", "data-link": true, class: "button" }, "Start a run")),
     note,
-    h("div", { class: "table-scroll" }, h("table", { id: "runs", class: "runs" },
+    h("div", { class: "table-scroll", tabindex: "0", role: "region", "aria-label": "Runs" }, h("table", { id: "runs", class: "runs" },
       h("caption", { class: "visually-hidden" }, "Runs, newest first"),
       h("thead", {}, h("tr", {}, ["Run", "Status", "Progress", "Model", "Dataset", "Created", "Duration"].map((c) => h("th", { scope: "col" }, c)))),
       body)));

@@ -100,7 +100,8 @@ export function startView(main, go) {
       field("epochs", "Epochs", "10", { inputmode: "numeric" }),
       field("batch-size", "Batch size (empty: full batch)", "", { inputmode: "numeric" }),
       field("shuffle-seed", "Shuffle seed (empty: random)", "", { inputmode: "numeric" }),
-      offered.runFields.has("validation") ? field("validation", "Validation fraction (empty: none)", "", { inputmode: "decimal" }) : null));
+      offered.runFields.has("validation") ? field("validation", "Validation fraction (empty: none)", "", { inputmode: "decimal" }) : null,
+      offered.runFields.has("early_stopping") ? field("patience", "Early stopping patience in epochs (empty: none)", "", { inputmode: "numeric" }) : null));
 
     const submit = h("button", { type: "submit", id: "start-run" }, "Start run");
     replace(form, datasetChoice, modelChoice, training, h("p", {}, submit));
@@ -165,6 +166,10 @@ export function startView(main, go) {
         if (value("shuffle-seed").trim()) run.shuffle_seed = parse("int", value("shuffle-seed"), "Shuffle seed");
         if (offered.runFields.has("validation") && value("validation").trim()) {
           run.validation = { fraction: parse("float", value("validation"), "Validation fraction") };
+        }
+        if (offered.runFields.has("early_stopping") && value("patience").trim()) {
+          // Keras's EarlyStopping: val_loss when the run validates, else the training loss.
+          run.early_stopping = { patience: parse("int", value("patience"), "Early stopping patience") };
         }
         progress.textContent = "Starting the run…";
         const started = await postJSON(`/v1/models/${id(modelId)}/runs`, run);

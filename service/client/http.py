@@ -1,0 +1,67 @@
+"""A small HTTP client of the Tapeline API: problems become :class:`Problem` with their
+``detail``, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class Problem(Exception):
+    """The server refused a request (its problem's ``detail``) or could not be reached."""
+
+
+class Api:
+    """The server at ``url``, with an API key if given."""
+
+    def __init__(self, url: str, key: str | None = None, timeout: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        """Close the connections."""
+        self.http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer to a request; :class:`Problem` for a 4xx/5xx or no answer."""
+        try:
+            answer = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise Problem(f"cannot reach {self.url}: {error}") from error
+        if answer.status_code >= 400:
+            raise Problem(_detail(answer))
+        return answer
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer to a request."""
+        return self.request(method, path, **kwargs).json()
+
+    def events(self, run_id: str, after: int | None) -> Iterator[dict[str, Any]]:
+        """A run's events (JSON Lines) from epoch ``after`` on, until its end event."""
+        params = {} if after is None else {"after": after}
+        try:
+            with self.http.stream("GET", f"/v1/runs/{run_id}/events", params=params,
+                                  headers={"Accept": "application/jsonl"},
+                                  timeout=httpx.Timeout(60.0, read=None)) as answer:
+                if answer.status_code >= 400:
+                    answer.read()
+                    raise Problem(_detail(answer))
+                for line in answer.iter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.HTTPError as error:
+            raise Problem(f"lost the stream of run {run_id}: {error}") from error
+
+
+def _detail(answer: httpx.Response) -> str:
+    try:
+        problem = answer.json()
+        return f"{problem['detail']} ({answer.status_code})"
+    except (ValueError, KeyError, TypeError):
+        return f"{answer.status_code} {answer.reason_phrase}"
