@@ -41,12 +41,12 @@ from service.api.middleware import (
 )
 from service.api.telemetry import Metrics
 from service.config import DEFAULT_DATABASE_URL, Settings, get_settings
-from service.jobs.executor import ProcessExecutor
+from service.jobs.base import scale_collector, start_executor
 from service.jobs.progress import Progress
 from service.logs import configure_logging
 from service.store import keys, lifecycle
 from service.store.db import make_sessionmaker, open_store
-from service.store.tables import ACTIVE_STATUSES, RunRow, RunStatus
+from service.store.tables import RunRow
 
 log = logging.getLogger("tapeline.app")
 
@@ -88,45 +88,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         progress = Progress()
         progress.bind(asyncio.get_running_loop())
 
-        def crashed(run_id: str) -> None:
-            with sessions.begin() as session:  # still queued if it died while starting it
-                if lifecycle.run_status(session, run_id) in ACTIVE_STATUSES:
-                    lifecycle.finish_run(
-                        session,
-                        run_id,
-                        RunStatus.FAILED,
-                        error=("worker_crashed", "the worker process training this run died", None),
-                    )
-
-        executor = ProcessExecutor(
-            settings.database_url,
-            settings.workers,
-            on_news=progress.notify_threadsafe,
-            on_crash=crashed,
-            log_level=settings.log_level,
-        )
-        with sessions.begin() as session:
-            requeued = lifecycle.resolve_interrupted(session, settings.on_interrupted)
         if settings.bootstrap_admin_key is not None:
             with sessions.begin() as session:
                 added = keys.register_bootstrap(
                     session, settings.bootstrap_admin_key.get_secret_value(), key_secret(settings)
                 )
             log.info("bootstrap admin key %s", "registered" if added else "already stored")
-        executor.start()
-        for run_id in requeued:
-            executor.submit(run_id)
+        executor, requeued, listener = await asyncio.to_thread(
+            start_executor, settings, engine, sessions, progress
+        )
         feeds = Feeds(progress, partial(events.read_items, sessions))
         decoder = BodyDecoder()
         runtime = Runtime(settings, engine, sessions, executor, progress, feeds, decoder, metrics)
         app.state.runtime = runtime
         metrics.watch_store(lambda: _store_metrics(runtime))
+        metrics.registry.register(scale_collector(settings, sessions, executor))
         log.info(
             "started",
             extra={
                 "fields": {
                     "database": engine.url.render_as_string(),
-                    "workers": settings.workers,
+                    "executor": settings.executor,
+                    "workers": settings.workers if settings.executor == "local" else 0,
                     "requeued": len(requeued),
                 }
             },
@@ -135,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             decoder.close()
+            if listener is not None:
+                listener.stop()
             abandoned = await asyncio.to_thread(executor.stop)
             if abandoned:
                 with sessions.begin() as session:

@@ -1,5 +1,6 @@
-"""The ``tapeline`` command: ``serve`` the API, manage API ``keys``, write its ``openapi`` spec,
-or, as a client of a server, ``train``, ``watch``, ``export`` and ``predict``."""
+"""The ``tapeline`` command: ``serve`` the API, train queued runs as a ``worker``, ``migrate``
+the store, manage API ``keys``, write its ``openapi`` spec, or, as a client of a server,
+``train``, ``watch``, ``export`` and ``predict``."""
 
 from __future__ import annotations
 
@@ -66,6 +67,9 @@ def _preflight(args: argparse.Namespace) -> Settings:
         raise CannotStart(str(error)) from error
     from service.store.db import StoreUnavailable, open_store
 
+    if settings.executor == "queue" and not settings.database_url.startswith("postgresql"):
+        raise CannotStart("TAPELINE_EXECUTOR: queue needs PostgreSQL (TAPELINE_DATABASE_URL="
+                          "postgresql+psycopg://...)")
     try:
         engine = open_store(
             settings.database_url, create_folder=settings.database_url == DEFAULT_DATABASE_URL
@@ -143,6 +147,47 @@ def _serve(args: argparse.Namespace) -> int:
     server = Server(config)
     server.run()
     return 0 if server.started else STARTUP_FAILED
+
+
+def _worker(args: argparse.Namespace) -> int:
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        print(f"tapeline: cannot start: {_settings_problem(error)}", file=sys.stderr)
+        return STARTUP_FAILED
+    from service.jobs.worker import run_worker
+    from service.logs import configure_logging
+    from service.store.db import StoreUnavailable
+
+    configure_logging(settings.log_level)
+    try:
+        return run_worker(settings, args.concurrency)
+    except (StoreUnavailable, ValueError) as error:
+        print(f"tapeline: cannot start: TAPELINE_DATABASE_URL: {error}", file=sys.stderr)
+        return STARTUP_FAILED
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        print(f"tapeline: cannot migrate: {_settings_problem(error)}", file=sys.stderr)
+        return STARTUP_FAILED
+    from service.store.db import StoreUnavailable, open_store
+
+    try:
+        engine = open_store(settings.database_url,
+                            create_folder=settings.database_url == DEFAULT_DATABASE_URL)
+    except StoreUnavailable as error:
+        print(f"tapeline: cannot migrate: TAPELINE_DATABASE_URL: {error}", file=sys.stderr)
+        return STARTUP_FAILED
+    if engine.dialect.name == "postgresql":
+        from service.jobs.queue import ensure_queue_schema
+
+        ensure_queue_schema(engine)
+    engine.dispose()
+    print("tapeline: the store is up to date")
+    return 0
 
 
 def _openapi(args: argparse.Namespace) -> int:
@@ -283,6 +328,20 @@ def main(argv: list[str] | None = None) -> int:
         "generate", help="print a new random key without storing it (for "
         "TAPELINE_BOOTSTRAP_ADMIN_KEY)")
     generate.set_defaults(keys_func=_keys_generate)
+
+    worker = commands.add_parser(
+        "worker", help="train queued runs (TAPELINE_EXECUTOR=queue, on PostgreSQL)"
+    )
+    worker.add_argument(
+        "--concurrency", type=int, help="runs trained at once, one process each (default: "
+        "one per core)"
+    )
+    worker.set_defaults(func=_worker)
+
+    migrate = commands.add_parser(
+        "migrate", help="bring the store's schema up to date (once per release) and exit"
+    )
+    migrate.set_defaults(func=_migrate)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI spec without serving")
     openapi.add_argument("--output", "-o", help="file to write (default: stdout)")

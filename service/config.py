@@ -65,6 +65,27 @@ class Settings(BaseSettings):
         "fail",
         description="What start-up does with runs a crash left queued or running.",
     )
+    executor: Literal["local", "queue"] = Field(
+        "local",
+        description="Where runs train: `local` (processes of this server) or `queue` (jobs "
+        "on PostgreSQL that `tapeline worker` processes on any machine take; the API then "
+        "trains nothing).",
+    )
+    worker_timeout: float = Field(
+        30.0, gt=0, description="Seconds a silent worker keeps its runs before another takes "
+        "them over."
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="Attempts a run gets before it fails with reason `worker_lost`."
+    )
+    checkpoint_seconds: float = Field(
+        5.0, gt=0, description="Longest time between checkpoints of a large model's run (small "
+        "models checkpoint at every stored epoch boundary)."
+    )
+    worker_metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Port where `tapeline worker` serves its metrics "
+        "(none by default)."
+    )
     body_timeout_seconds: float = Field(
         30.0, gt=0, description="Time a request body has to arrive whole (408 beyond)."
     )

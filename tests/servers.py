@@ -106,3 +106,34 @@ class PeakMemory:
 
     def __exit__(self, *exc: object) -> None:
         self.growth = memory(self.pid, "VmHWM") - self._start
+
+
+@dataclass
+class LiveWorker:
+    """A real ``tapeline worker`` process (a supervisor and its worker processes)."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM the worker (it drains) and wait for it; return its exit code."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def start_worker(database_url: str, log: Path, concurrency: int = 1,
+                 **env: str) -> LiveWorker:
+    """Start ``tapeline worker --concurrency N`` on the queue of ``database_url``."""
+    environment = {**os.environ, "TAPELINE_DATABASE_URL": database_url,
+                   "TAPELINE_EXECUTOR": "queue", "PYTHONPATH": str(ROOT), **env}
+    handle = log.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "worker", "--concurrency", str(concurrency)],
+        cwd=ROOT, env=environment, stdout=handle, stderr=subprocess.STDOUT)
+    return LiveWorker(process, log)

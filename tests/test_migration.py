@@ -101,12 +101,13 @@ def test_a_v1_sqlite_store_upgrades_and_reads_back_the_same(tmp_path: Path) -> N
 
 
 def check_tenancy(url: str) -> None:
-    """After 0003: every v1 row belongs to tenant ``default``, each dataset knows its stored
-    size, and the key and quota tables are there, empty."""
+    """At head (0004): after 0003 every v1 row belongs to tenant ``default``, each dataset
+    knows its stored size, and the key and quota tables are there, empty; then 0004's
+    checks."""
     engine = make_engine(url)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() \
-            == "0003"
+            == "0004"
         for table in ("datasets", "models", "runs"):
             owners = connection.execute(text(f"SELECT DISTINCT owner FROM {table}")).scalars()
             assert list(owners) == ["default"], table
@@ -115,7 +116,20 @@ def check_tenancy(url: str) -> None:
         assert sizes and all(stored == actual > 0 for stored, actual in sizes)
         for table in ("api_keys", "quotas"):
             assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
+        check_scale_out(connection)
     engine.dispose()
+
+
+def check_scale_out(connection: Any) -> None:
+    """0004: every v1 run (each one started) counts one attempt, held by no worker, with no
+    checkpoint (its history is whole); the new run trained above counts one too."""
+    runs = connection.execute(text(
+        "SELECT id, attempt, worker, heartbeat_at, started_at FROM runs")).all()
+    assert runs and all(r.started_at is not None for r in runs)
+    v1 = {r["id"] for r in V1_ANSWERS["runs"]}
+    assert {r.id: r.attempt for r in runs if r.id in v1} == dict.fromkeys(v1, 1)
+    assert all(r.worker is None and r.heartbeat_at is None for r in runs if r.id in v1)
+    assert connection.execute(text("SELECT count(*) FROM run_checkpoints")).scalar() == 0
 
 
 def _utc(value: Any) -> Any:

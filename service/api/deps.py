@@ -19,7 +19,7 @@ from service.api.limits import Limit
 from service.api.problems import ProblemError
 from service.api.telemetry import Metrics
 from service.config import Settings
-from service.jobs.executor import ProcessExecutor
+from service.jobs.base import Executor
 from service.jobs.progress import Progress
 
 
@@ -31,7 +31,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    executor: ProcessExecutor
+    executor: Executor
     progress: Progress
     feeds: Feeds
     decoder: BodyDecoder

@@ -30,9 +30,12 @@ log = logging.getLogger("tapeline.api")
 WINDOW = 1024
 # Epochs read from the store at a time.
 PAGE = 500
-# Even without a wake-up, look at the store this often (news from another process or replica).
-# It also wakes its readers then, so they need no timer of their own to send keep-alives.
+# Even without a wake-up, look at the store this often (news from another process or replica)
+# unless news is pushed (PostgreSQL LISTEN/NOTIFY wakes every replica). The tick also wakes
+# its readers, so they need no timer of their own to send keep-alives.
 POLL_SECONDS = 1.0
+# With pushed news, look at the store without news only this often (a notification lost).
+PUSHED_POLL_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -147,9 +150,16 @@ class Feeds:
                         async with asyncio.timeout(POLL_SECONDS):
                             await feed.caught_up.wait()
                     continue
-                await progress.wait(run_id, seen, POLL_SECONDS)
-                if progress.version(run_id) == seen:
+                quiet = 0.0
+                while True:
+                    await progress.wait(run_id, seen, POLL_SECONDS)
+                    if progress.version(run_id) != seen or progress.closed:
+                        break
                     feed.notify()  # no news: a tick, for readers' keep-alives
+                    quiet += POLL_SECONDS
+                    if not progress.pushed or quiet >= PUSHED_POLL_SECONDS or \
+                            feed.readers == 0:
+                        break
         except NotFound:
             pass  # deleted (with its model): readers end
         except Exception:

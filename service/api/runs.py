@@ -194,7 +194,7 @@ async def create(
     if dry_run:
         return dryrun.preview(run)  # type: ignore[return-value]
     seen = runtime.progress.version(run.id)
-    runtime.executor.submit(run.id)
+    await run_in_threadpool(runtime.executor.submit, run.id)
     response.headers["Location"] = f"/v1/runs/{run.id}"
     wait = wait_seconds(prefer, runtime.settings.max_wait_seconds)
     if wait is not None:

@@ -62,6 +62,7 @@ def _worker_main(
     cancel_tokens: Any,
     parent_pid: int,
     log_level: str,
+    claim: Any = None,
 ) -> None:
     """A worker process: train each run id it is sent until it is sent ``None`` or its parent
     is gone."""
@@ -90,9 +91,58 @@ def _worker_main(
         def announce(news_of: str) -> None:
             conn.send(("news", news_of, None))
 
-        status = execute_run(sessions, run_id, cancelled=cancelled, announce=announce)
+        status = execute_run(sessions, run_id, claim=claim, cancelled=cancelled,
+                             announce=announce)
         conn.send(("done", run_id, status))
     engine.dispose()
+
+
+class FairQueue:
+    """Run ids waiting for a worker, taken round-robin across their owners (tenants): one
+    owner's thousand queued runs never starve another owner's one."""
+
+    def __init__(self) -> None:
+        self._by_owner: dict[str, deque[str]] = {}
+        self._turns: deque[str] = deque()  # owners with runs waiting, next turn first
+
+    def append(self, run_id: str, owner: str) -> None:
+        waiting = self._by_owner.get(owner)
+        if waiting is None:
+            waiting = self._by_owner[owner] = deque()
+            self._turns.append(owner)
+        waiting.append(run_id)
+
+    def popleft(self) -> str:
+        owner = self._turns.popleft()
+        waiting = self._by_owner[owner]
+        run_id = waiting.popleft()
+        if waiting:
+            self._turns.append(owner)
+        else:
+            del self._by_owner[owner]
+        return run_id
+
+    def remove(self, run_id: str) -> None:
+        for owner, waiting in list(self._by_owner.items()):
+            if run_id in waiting:
+                waiting.remove(run_id)
+                if not waiting:
+                    del self._by_owner[owner]
+                    self._turns.remove(owner)
+                return
+
+    def drain(self) -> list[str]:
+        taken = [self.popleft() for _ in range(len(self))]
+        return taken
+
+    def __contains__(self, run_id: object) -> bool:
+        return any(run_id in waiting for waiting in self._by_owner.values())
+
+    def __len__(self) -> int:
+        return sum(len(waiting) for waiting in self._by_owner.values())
+
+    def __bool__(self) -> bool:
+        return bool(self._turns)
 
 
 @dataclass
@@ -115,8 +165,10 @@ class ProcessExecutor:
         on_news: Callable[[str], None],
         on_crash: Callable[[str], None],
         log_level: str = "info",
+        claim: Any = None,
     ) -> None:
         self._url = database_url
+        self._claim = claim
         self._log_level = log_level
         self._size = workers
         self._on_news = on_news
@@ -124,7 +176,7 @@ class ProcessExecutor:
         self._ctx = mp.get_context("spawn")
         self._cancel_tokens: Any = self._ctx.RawArray("q", workers)
         self._workers: list[_Worker] = []
-        self._queue: deque[str] = deque()
+        self._queue: FairQueue = FairQueue()
         self._lock = threading.Lock()
         self._next_token = NO_TOKEN
         self._stopping = threading.Event()
@@ -137,7 +189,8 @@ class ProcessExecutor:
             target=_worker_main,
             name=f"tapeline-worker-{index}",
             daemon=True,
-            args=(index, self._url, child_end, self._cancel_tokens, os.getpid(), self._log_level),
+            args=(index, self._url, child_end, self._cancel_tokens, os.getpid(), self._log_level,
+                  self._claim),
         )
         process.start()
         child_end.close()
@@ -151,10 +204,11 @@ class ProcessExecutor:
         )
         self._collector.start()
 
-    def submit(self, run_id: str) -> None:
-        """Queue a run; it starts as soon as a worker is free, in submission order."""
+    def submit(self, run_id: str, owner: str = "default") -> None:
+        """Queue a run; it starts as soon as a worker is free: round-robin across owners,
+        each owner's runs in submission order."""
         with self._lock:
-            self._queue.append(run_id)
+            self._queue.append(run_id, owner)
             self._dispatch()
 
     def cancel(self, run_id: str) -> None:
@@ -246,8 +300,7 @@ class ProcessExecutor:
             self._collector.join(timeout)
         with self._lock:
             abandoned = [w.run_id for w in self._workers if w.run_id is not None]
-            abandoned.extend(self._queue)
-            self._queue.clear()
+            abandoned.extend(self._queue.drain())
             for worker in self._workers:
                 if worker.run_id is None:
                     with contextlib.suppress(OSError):

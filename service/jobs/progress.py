@@ -17,6 +17,9 @@ class Progress:
         self._versions: OrderedDict[str, int] = OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.closed = False
+        # True while news from other processes is pushed here (PostgreSQL LISTEN): readers
+        # then need not look at the store without news.
+        self.pushed = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach to the event loop that readers wait on."""
@@ -30,6 +33,15 @@ class Progress:
         """Announce news of a run from any thread."""
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._notify, run_id)
+
+    def notify_all_threadsafe(self) -> None:
+        """Announce news of every run with readers (news may have been missed)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._notify_all)
+
+    def _notify_all(self) -> None:
+        for run_id in list(self._waiters):
+            self._notify(run_id)
 
     def close_threadsafe(self) -> None:
         """The service is stopping: wake every waiter now and let none wait from here on."""

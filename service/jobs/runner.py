@@ -1,17 +1,22 @@
-"""Execute one run: load it from the store, train epoch by epoch, write history as it goes."""
+"""Execute one attempt of a run: claim it (fenced), load it and its checkpoint from the store,
+train epoch by epoch, write history and checkpoints as it goes, and hand it back when the
+worker drains."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 from threadpoolctl import threadpool_limits
 
+from service.jobs.checkpoint import pack_checkpoint, unpack_checkpoint
 from service.store import lifecycle, repo
 from service.store.codec import unpack_params
 from service.store.tables import RunRow, RunStatus
@@ -37,24 +42,79 @@ def one_blas_thread() -> object:
     return threadpool_limits(limits=1, user_api="blas")
 
 
+@dataclass(frozen=True)
+class Claim:
+    """Who trains and how: the worker's name (logged and stored with the run), how long a
+    silent worker keeps its runs, how many attempts a run gets, how often a large model
+    checkpoints."""
+
+    worker: str = "local"
+    timeout: float = 30.0
+    max_attempts: int = 3
+    checkpoint_seconds: float = 5.0
+
+
+class Heartbeat:
+    """A thread that shows the store this attempt is alive while an epoch takes long (a
+    flush of history does it too), and notices when the attempt lost the run."""
+
+    def __init__(self, sessions: sessionmaker[Session], run_id: str, attempt: int,
+                 every: float) -> None:
+        self.lost = False
+        self.status: str | None = None
+        self._stop = threading.Event()
+        self._args = (sessions, run_id, attempt)
+        self._thread = threading.Thread(target=self._beat, args=(every,), daemon=True,
+                                        name=f"heartbeat-{run_id}")
+        self._thread.start()
+
+    def _beat(self, every: float) -> None:
+        sessions, run_id, attempt = self._args
+        while not self._stop.wait(every):
+            try:
+                with sessions.begin() as session:
+                    self.status = lifecycle.heartbeat(session, run_id, attempt)
+            except lifecycle.Fenced:
+                self.lost = True
+                return
+            except Exception:  # the store is away for a moment: try again next beat
+                log.warning("heartbeat of run %s failed", run_id, exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 def execute_run(
     sessions: sessionmaker[Session],
     run_id: str,
     *,
+    claim: Claim | None = None,
     cancelled: Callable[[], bool] = lambda: False,
+    draining: Callable[[], bool] = lambda: False,
     announce: Callable[[str], None] = lambda run_id: None,
+    stored: Callable[[int], None] = lambda count: None,
 ) -> str | None:
-    """Train the queued run ``run_id`` to its end and return its final status (``None`` if it
-    was no longer queued). ``cancelled`` is polled at every epoch boundary; ``announce`` is
-    called whenever new history is stored."""
+    """Claim the run ``run_id`` with a new attempt and train it from its checkpoint (or its
+    start) to its end; return its final status, ``"queued"`` when the worker handed it back
+    (``draining``), or ``None`` if it was not claimable (or this attempt lost it).
+    ``cancelled`` and ``draining`` are polled at every epoch boundary; ``announce`` is called
+    whenever new history is stored, ``stored`` with how many epochs were."""
     one_blas_thread()
+    claim = claim or Claim()
     with sessions.begin() as session:
-        started = lifecycle.start_run(session, run_id)
+        started = lifecycle.claim_run(session, run_id, claim.worker, timeout=claim.timeout,
+                                      max_attempts=claim.max_attempts)
         if started is None:
             return None
-        run = started.run
+        run, attempt = started.run, started.attempt
         kind = make_kind(started.kind, started.config)
-        model = Model(kind, unpack_params(run.initial_params), dtype=run.dtype)
+        state = None
+        params = unpack_params(run.initial_params)
+        if started.checkpoint is not None:
+            saved = unpack_checkpoint(started.checkpoint)
+            params, state = saved.params, saved.state
+        model = Model(kind, params, dtype=run.dtype)
         x, y = repo.load_arrays(session, run.dataset_id)
         train, validation = Examples(x, y), None
         if run.validation_dataset_id is not None:
@@ -62,32 +122,61 @@ def execute_run(
         elif run.options["validation"] is not None:
             train, validation = validation_split(train, run.options["validation"]["fraction"])
         spec = fit_spec(run)
+    announce(run_id)
+    context = {"fields": {"run_id": run_id, "attempt": attempt, "worker": claim.worker}}
+    log.info("run %s attempt %d started at epoch %d", run_id, attempt, started.checkpoint_epoch,
+             extra=context)
 
+    fit = Fit(model, train, spec, validation, state=state)
     pending: list[EpochRecord] = []
-    completed = 0
-    last_flush = last_poll = time.monotonic()
-    status_says_stop = False
+    completed = started.checkpoint_epoch
+    last_flush = last_poll = last_checkpoint = time.monotonic()
+    status_says_stop = run.status == RunStatus.CANCELLING
+    handing_over = False
+    beat = Heartbeat(sessions, run_id, attempt, max(claim.timeout / 3, 0.05))
 
-    def flush(session: Session | None = None) -> None:
-        nonlocal last_flush
+    def checkpoint_due() -> bool:
+        return run.record_params or time.monotonic() - last_checkpoint >= claim.checkpoint_seconds
+
+    def flush(session: Session | None = None, keep: bool = False) -> None:
+        """Store the pending epochs (fenced), and a checkpoint at this epoch boundary when one
+        is due (or ``keep``)."""
+        nonlocal last_flush, last_checkpoint
+        if session is None:
+            with sessions.begin() as own:
+                flush(own, keep)
+            announce(run_id)
+            return
         if pending:
-            if session is None:
-                with sessions.begin() as own:
-                    lifecycle.append_epochs(own, run, pending)
-                announce(run_id)
-            else:  # finishing: finish_run counts the epochs in the same transaction
-                lifecycle.append_epochs(session, run, pending, count=False)
+            lifecycle.append_epochs(session, run, pending, attempt)
+            stored(len(pending))
             pending.clear()
+        else:
+            lifecycle.heartbeat(session, run_id, attempt)
+        if keep or checkpoint_due():
+            state_now = fit.state()
+            lifecycle.save_checkpoint(session, run_id, attempt, state_now.epoch,
+                                      pack_checkpoint(model.params(), state_now))
+            last_checkpoint = time.monotonic()
         last_flush = time.monotonic()
 
     def finish(status: str, **outcome: Any) -> None:
         with sessions.begin() as session:
-            flush(session)
-            lifecycle.finish_run(session, run_id, status, completed=completed, **outcome)
+            if pending:
+                lifecycle.append_epochs(session, run, pending, attempt)
+                stored(len(pending))
+                pending.clear()
+            lifecycle.finish_run(session, run_id, status, completed=completed, attempt=attempt,
+                                 **outcome)
 
     def should_stop() -> bool:
-        nonlocal last_poll, status_says_stop
+        nonlocal last_poll, status_says_stop, handing_over
+        if beat.lost:
+            raise lifecycle.Fenced(run_id, attempt)
         if cancelled() or status_says_stop:
+            return True
+        if draining():
+            handing_over = True
             return True
         if time.monotonic() - last_poll >= STATUS_POLL_SECONDS:
             last_poll = time.monotonic()
@@ -96,11 +185,17 @@ def execute_run(
                                                                         RunStatus.CANCELLING)
         return status_says_stop
 
-    status: str
+    status: str | None
     try:
-        for item in Fit(model, train, spec, validation).run(should_stop):
+        for item in fit.run(should_stop):
             if isinstance(item, Outcome):
-                if item.cancelled:
+                if item.cancelled and handing_over:
+                    with sessions.begin() as session:
+                        flush(session, keep=True)
+                        lifecycle.release_run(session, run_id, attempt)
+                    status = RunStatus.QUEUED
+                    log.info("run %s handed back at epoch %d", run_id, completed, extra=context)
+                elif item.cancelled:
                     status = RunStatus.CANCELLED
                     finish(
                         status,
@@ -118,18 +213,35 @@ def execute_run(
             completed += 1
             if time.monotonic() - last_flush >= FLUSH_SECONDS:
                 flush()
+        else:  # pragma: no cover - the loop always ends with an outcome
+            status = None
+    except lifecycle.Fenced:
+        log.warning("run %s: attempt %d lost the run to another worker; it writes nothing "
+                    "more", run_id, attempt, extra=context)
+        beat.stop()
+        return None
     except Diverged as diverged:
         status = RunStatus.DIVERGED
-        finish(status, error=("diverged", diverged.detail, diverged.epoch))
+        try:
+            finish(status, error=("diverged", diverged.detail, diverged.epoch))
+        except lifecycle.Fenced:
+            status = None
     except Exception:  # any other failure ends the run, never the worker
         # Clients read error.detail: it says what happened and where to look, never how.
         reference = uuid.uuid4().hex[:12]
-        log.exception("run %s failed", run_id, extra={"fields": {"reference": reference}})
+        log.exception("run %s failed", run_id, extra={"fields": {"reference": reference,
+                                                                 **context["fields"]}})
         status = RunStatus.FAILED
         pending.clear()
         detail = f"the run failed unexpectedly; the server log has the details (ref {reference})"
-        with sessions.begin() as session:
-            lifecycle.finish_run(session, run_id, status, error=("error", detail, None))
+        try:
+            with sessions.begin() as session:
+                lifecycle.finish_run(session, run_id, status, error=("error", detail, None),
+                                     attempt=attempt)
+        except lifecycle.Fenced:
+            status = None
+    finally:
+        beat.stop()
     announce(run_id)
     return status
 

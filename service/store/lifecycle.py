@@ -7,17 +7,32 @@ tenant. Each takes an open :class:`~sqlalchemy.orm.Session`; the caller owns the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ClauseElement, Table, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    ClauseElement,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from service.store.codec import pack_params
 from service.store.repo import NotFound, now
 from service.store.tables import (
     ACTIVE_STATUSES,
+    CheckpointRow,
     DatasetRow,
     EpochRow,
     ModelRow,
@@ -29,6 +44,25 @@ from service.training.records import EpochRecord, Outcome
 EPOCHS: Table = EpochRow.__table__  # type: ignore[assignment]
 RUNS: Table = RunRow.__table__  # type: ignore[assignment]
 MODELS: Table = ModelRow.__table__  # type: ignore[assignment]
+# The PostgreSQL channel that announces a run's news to every replica (payload: the run id).
+CHANNEL = "tapeline_runs"
+TRAINING = (RunStatus.RUNNING, RunStatus.CANCELLING)
+
+
+class Fenced(RuntimeError):
+    """This attempt no longer owns the run (another worker took it over, or it ended): the
+    database refused the write, and the caller must stop training it."""
+
+    def __init__(self, run_id: str, attempt: int) -> None:
+        super().__init__(f"attempt {attempt} of run {run_id} no longer owns it")
+        self.run_id, self.attempt = run_id, attempt
+
+
+def announce(session: Session, run_id: str) -> None:
+    """Tell every replica listening on PostgreSQL that the run has news, when this
+    transaction commits (nothing on SQLite, whose one server announces in process)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(CHANNEL, run_id)))
 
 
 def _typed(table: Table, values: dict[str, Any]) -> dict[str, Any]:
@@ -38,6 +72,42 @@ def _typed(table: Table, values: dict[str, Any]) -> dict[str, Any]:
     ORM's bulk UPDATE path, which rebuilds each value's bind.)"""
     return {name: value if isinstance(value, ClauseElement)
             else literal(value, table.c[name].type) for name, value in values.items()}
+
+
+def _owned_core(run_id: str, attempt: int) -> Any:
+    return and_(RUNS.c.id == run_id, RUNS.c.attempt == attempt,
+                RUNS.c.status.in_([str(s) for s in TRAINING]))
+
+
+def _owned(run_id: str, attempt: int) -> Any:
+    return and_(RunRow.id == run_id, RunRow.attempt == attempt, RunRow.status.in_(TRAINING))
+
+
+def fair_queue(session: Session, limit: int | None = None) -> list[str]:
+    """Queued run ids in the order dispatch takes them: round-robin across owners (every
+    owner's oldest run, then every owner's second oldest, ...), so one tenant's thousand runs
+    never starve another's one."""
+    rank = func.row_number().over(partition_by=RunRow.owner, order_by=RunRow.seq).label("rank")
+    ranked = (
+        select(RunRow.id, RunRow.seq, rank).where(RunRow.status == RunStatus.QUEUED).subquery()
+    )
+    query = select(ranked.c.id).order_by(ranked.c.rank, ranked.c.seq)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def queue_rank(session: Session, run_id: str) -> tuple[str, int]:
+    """The run's owner and how many of that owner's runs are queued before it."""
+    owner, seq = session.execute(
+        select(RunRow.owner, RunRow.seq).where(RunRow.id == run_id)
+    ).one()
+    ahead = session.scalar(
+        select(func.count()).where(
+            RunRow.owner == owner, RunRow.status == RunStatus.QUEUED, RunRow.seq < seq
+        )
+    )
+    return owner, int(ahead or 0)
 
 
 def queued_run_ids(session: Session) -> list[str]:
@@ -51,11 +121,15 @@ def queued_run_ids(session: Session) -> list[str]:
 
 @dataclass(frozen=True)
 class Started:
-    """A run that has just started, with its model's kind and config."""
+    """A run that has just started, with its model's kind and config (and, once claimed by an
+    attempt, the attempt's number and the run's checkpoint blob, if it has one)."""
 
     run: RunRow
     kind: str
     config: dict[str, Any]
+    attempt: int = 0
+    checkpoint: bytes | None = None
+    checkpoint_epoch: int = 0
 
 
 def start_run(session: Session, run_id: str) -> Started | None:
@@ -83,18 +157,186 @@ def start_run(session: Session, run_id: str) -> Started | None:
     return None if found is None else Started(found[0], found[1], found[2])
 
 
+def claim_run(
+    session: Session,
+    run_id: str,
+    worker: str,
+    *,
+    timeout: float,
+    max_attempts: int,
+) -> Started | None:
+    """Start a new attempt of a run: a queued one, or an active one whose worker has not shown
+    it is alive for ``timeout`` seconds (a takeover). One conditional UPDATE bumps the attempt,
+    so from its commit on every write of the previous attempt is refused. Epochs stored after
+    the run's checkpoint are deleted (the new attempt trains them again from there). ``None``
+    when the run is not claimable (final, cancelled, or held by a live worker); a run past
+    ``max_attempts`` (hand-backs not counted) is failed with reason ``worker_lost`` and
+    ``None`` returned."""
+    stamp = now()
+    of_model = ModelRow.id == RunRow.model_id
+    claimed = (
+        update(RunRow)
+        .where(
+            RunRow.id == run_id,
+            or_(
+                RunRow.status == RunStatus.QUEUED,
+                and_(
+                    RunRow.status.in_(TRAINING),
+                    or_(
+                        RunRow.heartbeat_at.is_(None),
+                        RunRow.heartbeat_at < stamp - timedelta(seconds=timeout),
+                    ),
+                ),
+            ),
+        )
+        .values(
+            status=case(
+                (RunRow.status == RunStatus.QUEUED, RunStatus.RUNNING.value),
+                else_=RunRow.status,
+            ),
+            attempt=RunRow.attempt + 1,
+            worker=worker,
+            heartbeat_at=stamp,
+            started_at=func.coalesce(RunRow.started_at, stamp),
+            history_base=select(ModelRow.history_rows).where(of_model).scalar_subquery(),
+            initial_params=select(ModelRow.params).where(of_model).scalar_subquery(),
+        )
+        .returning(
+            RunRow,
+            select(ModelRow.kind).where(of_model).scalar_subquery(),
+            select(ModelRow.config).where(of_model).scalar_subquery(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    found = session.execute(claimed).one_or_none()
+    if found is None:
+        return None
+    run: RunRow = found[0]
+    if run.attempt - run.handbacks > max_attempts:
+        finish_run(
+            session,
+            run_id,
+            RunStatus.FAILED,
+            error=(
+                "worker_lost",
+                f"the workers training this run were lost {max_attempts} times",
+                None,
+            ),
+            attempt=run.attempt,
+        )
+        return None
+    checkpoint = session.execute(
+        select(CheckpointRow.epoch, CheckpointRow.state).where(CheckpointRow.run_id == run_id)
+    ).one_or_none()
+    resume_at = 0 if checkpoint is None else checkpoint.epoch
+    session.execute(delete(EpochRow).where(EpochRow.run_id == run_id, EpochRow.epoch >= resume_at))
+    session.execute(
+        update(RunRow).where(RunRow.id == run_id).values(epochs_completed=resume_at)
+        .execution_options(synchronize_session=False)
+    )
+    run.epochs_completed = resume_at
+    announce(session, run_id)
+    return Started(
+        run,
+        found[1],
+        found[2],
+        attempt=run.attempt,
+        checkpoint=None if checkpoint is None else bytes(checkpoint.state),
+        checkpoint_epoch=resume_at,
+    )
+
+
+def heartbeat(session: Session, run_id: str, attempt: int) -> str:
+    """Show that ``attempt`` is alive and still owns the run; the run's status (raises
+    :class:`Fenced` when the attempt no longer owns it)."""
+    status = session.scalar(
+        update(RunRow).where(_owned(run_id, attempt)).values(heartbeat_at=now())
+        .returning(RunRow.status).execution_options(synchronize_session=False)
+    )
+    if status is None:
+        raise Fenced(run_id, attempt)
+    return str(status)
+
+
+def save_checkpoint(session: Session, run_id: str, attempt: int, epoch: int,
+                    state: bytes) -> None:
+    """Keep the loop's state at the start of ``epoch`` as the run's checkpoint (the caller
+    has fenced this transaction with :func:`append_epochs` or :func:`heartbeat`)."""
+    values = {"attempt": attempt, "epoch": epoch, "state": state, "created_at": now()}
+    updated = session.execute(
+        update(CheckpointRow).where(CheckpointRow.run_id == run_id).values(values)
+        .execution_options(synchronize_session=False)
+    )
+    if updated.rowcount == 0:  # type: ignore[attr-defined]
+        session.execute(insert(CheckpointRow).values(run_id=run_id, **values))
+
+
+def release_run(session: Session, run_id: str, attempt: int) -> bool:
+    """Hand a run back to the queue (its worker is stopping): queued again, held by nobody,
+    to resume from its checkpoint; a cancelling run stays cancelling for the next attempt to
+    end. False when this attempt no longer owned it."""
+    released = session.execute(
+        update(RunRow)
+        .where(_owned(run_id, attempt))
+        .values(
+            status=text(
+                "CASE WHEN status = 'cancelling' THEN 'cancelling' ELSE 'queued' END"
+            ),
+            worker=None,
+            heartbeat_at=None,
+            handbacks=RunRow.handbacks + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    announce(session, run_id)
+    return bool(released.rowcount)  # type: ignore[attr-defined]
+
+
+def stale_runs(session: Session, timeout: float) -> list[str]:
+    """Active runs whose worker has not shown it is alive for ``timeout`` seconds."""
+    limit = now() - timedelta(seconds=timeout)
+    return list(
+        session.scalars(
+            select(RunRow.id)
+            .where(
+                RunRow.status.in_(TRAINING),
+                or_(RunRow.heartbeat_at.is_(None), RunRow.heartbeat_at < limit),
+            )
+            .order_by(RunRow.seq)
+        )
+    )
+
+
 def run_status(session: Session, run_id: str) -> str | None:
     """The run's current status (``None`` if it was deleted)."""
     return session.scalar(select(RunRow.status).where(RunRow.id == run_id))
 
 
-def append_epochs(session: Session, run: RunRow, records: Sequence[EpochRecord],
-                  *, count: bool = True) -> None:
+def append_epochs(
+    session: Session,
+    run: RunRow,
+    records: Sequence[EpochRecord],
+    attempt: int | None = None,
+    *,
+    count: bool = True,
+) -> None:
     """Add history rows to a run and count them as completed epochs (a Core INSERT: the
-    rows need none of the ORM's bookkeeping); ``count=False`` leaves the count to the
-    caller (:func:`finish_run` sets it in the same transaction)."""
+    rows need none of the ORM's bookkeeping). With ``attempt``, the run's row is updated
+    first on the condition that the attempt still owns it, which also locks it until commit:
+    a superseded attempt gets :class:`Fenced` and writes nothing. Without ``attempt``,
+    ``count=False`` leaves the count to the caller (:func:`finish_run` sets it in the same
+    transaction)."""
     if not records:
         return
+    if attempt is not None:
+        owned = session.execute(
+            update(RUNS)
+            .where(_owned_core(run.id, attempt))
+            .values(_typed(RUNS, {"epochs_completed": records[-1].epoch + 1,
+                                  "heartbeat_at": now()}))
+        )
+        if owned.rowcount == 0:  # type: ignore[attr-defined]
+            raise Fenced(run.id, attempt)
     session.execute(
         insert(EPOCHS),
         [
@@ -111,11 +353,12 @@ def append_epochs(session: Session, run: RunRow, records: Sequence[EpochRecord],
             for r in records
         ],
     )
-    if count:
+    if attempt is None and count:
         session.execute(
             update(RUNS).where(RUNS.c.id == run.id)
             .values(_typed(RUNS, {"epochs_completed": records[-1].epoch + 1}))
         )
+    announce(session, run.id)
 
 
 def finish_run(
@@ -126,10 +369,12 @@ def finish_run(
     final: Outcome | None = None,
     error: tuple[str, str, int | None] | None = None,
     completed: int | None = None,
+    attempt: int | None = None,
 ) -> None:
     """End a run; a succeeded run's final params and loss become its model's (with the class
     names of its dataset, if its labels had names). ``completed`` is the number of history
-    rows the run has (counted when not given)."""
+    rows the run has (counted when not given). With ``attempt``, only while that attempt
+    owns the run (else :class:`Fenced`, and nothing is written)."""
     found = session.execute(
         select(RunRow.model_id, RunRow.history_base, DatasetRow.classes)
         .outerjoin(DatasetRow, DatasetRow.id == RunRow.dataset_id)
@@ -158,25 +403,45 @@ def finish_run(
                 model["class_names"] = found.classes
     if error is not None:
         run |= {"error_reason": error[0], "error_detail": error[1], "error_epoch": error[2]}
-    session.execute(update(RUNS).where(RUNS.c.id == run_id).values(_typed(RUNS, run)))
+    where = RUNS.c.id == run_id if attempt is None else _owned_core(run_id, attempt)
+    ended = session.execute(update(RUNS).where(where).values(_typed(RUNS, run)))
+    if attempt is not None and ended.rowcount == 0:  # type: ignore[attr-defined]
+        raise Fenced(run_id, attempt)
+    session.execute(delete(CheckpointRow).where(CheckpointRow.run_id == run_id))
+    announce(session, run_id)
     session.execute(update(MODELS).where(MODELS.c.id == found.model_id)
                     .values(_typed(MODELS, model)))
 
 
 def resolve_interrupted(
-    session: Session, policy: str, only: Sequence[str] | None = None
+    session: Session,
+    policy: str,
+    only: Sequence[str] | None = None,
+    keep: Callable[[RunRow], bool] | None = None,
 ) -> list[str]:
     """Active runs that a stop or crash interrupted (all of them, or ``only`` these): fail them
-    (``fail``), or re-queue them from scratch (``requeue``); returns the re-queued ids."""
+    (``fail``), or re-queue them (``requeue``) to resume from their checkpoint (the epochs
+    after it are deleted when the next attempt claims the run); returns the re-queued ids.
+    Runs for which ``keep`` says true (their worker is alive) are left alone."""
     query = select(RunRow).where(RunRow.status.in_(ACTIVE_STATUSES)).order_by(RunRow.seq)
     if only is not None:
         query = query.where(RunRow.id.in_(only))
     rows = session.scalars(query).all()
     requeued: list[str] = []
     for row in rows:
+        if keep is not None and keep(row):
+            continue  # a live worker elsewhere trains it
         if policy == "requeue" and row.status != RunStatus.CANCELLING:
-            session.execute(delete(EpochRow).where(EpochRow.run_id == row.id))
-            row.status, row.started_at, row.epochs_completed = RunStatus.QUEUED, None, 0
+            resume_at = session.scalar(
+                select(CheckpointRow.epoch).where(CheckpointRow.run_id == row.id)
+            ) or 0
+            session.execute(
+                delete(EpochRow).where(EpochRow.run_id == row.id, EpochRow.epoch >= resume_at)
+            )
+            row.status, row.epochs_completed = RunStatus.QUEUED, resume_at
+            row.worker, row.heartbeat_at = None, None
+            if resume_at == 0:
+                row.started_at = None
             requeued.append(row.id)
         else:
             finish_run(

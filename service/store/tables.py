@@ -173,6 +173,13 @@ class RunRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Scale-out (migration 0004): the current attempt (every write of a run names it), the
+    # worker holding it and when that worker last showed it was alive.
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    worker: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Attempts that ended by handing the run back (a worker draining), not by a loss.
+    handbacks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class EpochRow(Base):
@@ -221,3 +228,18 @@ class QuotaRow(Base):
     max_stored_bytes: Mapped[int | None] = mapped_column(BigInteger)
     rate_limit: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CheckpointRow(Base):
+    """A run's last checkpoint: the loop's state at the start of epoch ``epoch`` (params,
+    optimizer slots, shuffling RNG, early stopping), written by attempt ``attempt``."""
+
+    __tablename__ = "run_checkpoints"
+
+    run_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,63 @@
+"""Scale-out metrics on the API's /metrics, read from the store when scraped: workers alive,
+attempts made (more than one per run means takeovers or hand-overs), queue depth."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.store.tables import RunRow, RunStatus
+
+
+@dataclass(frozen=True)
+class ScaleFigures:
+    workers: int
+    attempts: int
+    retried_runs: int
+    queued: int
+
+
+def read_figures(sessions: sessionmaker[Session], workers: Callable[[Session], int]
+                 ) -> ScaleFigures:
+    """The figures as the store has them now; ``workers`` counts the live workers."""
+    with sessions() as session:
+        attempts, retried = session.execute(
+            select(func.coalesce(func.sum(RunRow.attempt), 0),
+                   func.count().filter(RunRow.attempt > 1))
+        ).one()
+        queued = session.scalar(select(func.count()).where(RunRow.status == RunStatus.QUEUED))
+        return ScaleFigures(workers(session), int(attempts), int(retried), int(queued or 0))
+
+
+def queue_workers(timeout: float) -> Callable[[Session], int]:
+    """Live ``tapeline worker`` processes: procrastinate's heartbeats within ``timeout``."""
+    def count(session: Session) -> int:
+        return int(session.scalar(text(
+            "SELECT count(*) FROM procrastinate_workers "
+            "WHERE last_heartbeat > now() - make_interval(secs => :timeout)"),
+            {"timeout": timeout}) or 0)
+    return count
+
+
+class ScaleCollector(Collector):
+    def __init__(self, read: Callable[[], ScaleFigures]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Any]:
+        figures = self._read()
+        yield GaugeMetricFamily("tapeline_workers", "Worker processes alive (for `queue`: "
+                                "procrastinate heartbeats within TAPELINE_WORKER_TIMEOUT).",
+                                value=figures.workers)
+        yield GaugeMetricFamily("tapeline_queue_depth", "Runs queued in the database.",
+                                value=figures.queued)
+        yield CounterMetricFamily("tapeline_run_attempts", "Attempts started by all runs.",
+                                  value=figures.attempts)
+        yield GaugeMetricFamily("tapeline_runs_retried", "Runs that needed more than one "
+                                "attempt (a worker lost, drained or restarted).",
+                                value=figures.retried_runs)

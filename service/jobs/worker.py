@@ -1,0 +1,177 @@
+"""``tapeline worker``: processes that train the queue's runs, one run at a time each.
+
+The command's process supervises ``concurrency`` worker processes (training is CPU-bound
+NumPy: one process per core by default), restarts one that dies, and on SIGTERM / SIGINT
+drains: every process hands its run back at the next epoch boundary with a checkpoint (the
+next worker resumes it there) and exits. Each worker process runs a procrastinate worker
+(heartbeats, LISTEN/NOTIFY for new jobs) and sweeps for stalled jobs and orphaned runs. With
+``TAPELINE_WORKER_METRICS_PORT`` the supervisor serves Prometheus metrics: runs trained,
+epochs per second and heartbeat age per worker process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from service.config import Settings
+
+log = logging.getLogger("tapeline.worker")
+
+RESTART_BACKOFF_SECONDS = 2.0
+# Per worker process, in shared memory: runs trained, epochs stored, last heartbeat (time).
+STATS = 3
+
+
+def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: int) -> None:
+    from service.jobs.executor import exit_with_parent
+    from service.jobs.queue import WorkerState, build_worker_app, sweep_forever
+    from service.jobs.runner import Claim
+    from service.logs import configure_logging
+    from service.store.db import make_engine, make_sessionmaker
+
+    exit_with_parent(parent_pid)
+    configure_logging(settings.log_level)
+    engine = make_engine(settings.database_url)
+    claim = Claim(worker=name, timeout=settings.worker_timeout,
+                  max_attempts=settings.max_attempts,
+                  checkpoint_seconds=settings.checkpoint_seconds)
+    state = WorkerState(make_sessionmaker(engine), claim)
+
+    def ran() -> None:
+        stats[index * STATS] += 1
+
+    def epochs(count: int) -> None:
+        stats[index * STATS + 1] += count
+
+    state.on_run = ran
+    state.on_epochs = epochs
+    app = build_worker_app(settings.database_url, state)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with app.open_async():
+            worker = asyncio.create_task(app.run_worker_async(
+                queues=["tapeline-runs"],
+                concurrency=1,
+                name=name,
+                install_signal_handlers=False,
+                update_heartbeat_interval=max(settings.worker_timeout / 3, 0.2),
+                stalled_worker_timeout=settings.worker_timeout,
+                fetch_job_polling_interval=max(min(settings.worker_timeout / 3, 5.0), 0.2),
+                listen_notify=True,
+                delete_jobs="successful",
+            ))
+
+            def drain() -> None:
+                log.info("worker %s draining", name)
+                state.draining.set()
+                sweeper.cancel()  # its own job looks stalled once it unregisters
+                worker.cancel()
+
+            sweeper = asyncio.create_task(sweep_forever(app, state))
+            loop.add_signal_handler(signal.SIGTERM, drain)
+            loop.add_signal_handler(signal.SIGINT, drain)
+
+            async def beat() -> None:
+                while True:
+                    stats[index * STATS + 2] = time.time()
+                    await asyncio.sleep(1.0)
+
+            beating = asyncio.create_task(beat())
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+            sweeper.cancel()
+            beating.cancel()
+
+    asyncio.run(main())
+    engine.dispose()
+
+
+def _serve_metrics(port: int, stats: Any, count: int) -> None:
+    from prometheus_client import start_http_server
+    from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+
+    class Collector:
+        def collect(self) -> Any:
+            runs = CounterMetricFamily("tapeline_worker_runs", "Run attempts trained",
+                                       labels=["process"])
+            epochs = CounterMetricFamily("tapeline_worker_epochs", "Epochs stored (their "
+                                         "rate() is epochs per second)", labels=["process"])
+            age = GaugeMetricFamily("tapeline_worker_heartbeat_age_seconds",
+                                    "Seconds since the worker process last showed it is alive",
+                                    labels=["process"])
+            for i in range(count):
+                runs.add_metric([str(i)], stats[i * STATS])
+                epochs.add_metric([str(i)], stats[i * STATS + 1])
+                beat = stats[i * STATS + 2]
+                age.add_metric([str(i)], time.time() - beat if beat else float("inf"))
+            yield runs
+            yield epochs
+            yield age
+
+    REGISTRY.register(Collector())
+    start_http_server(port)
+
+
+def run_worker(settings: Settings, concurrency: int | None = None) -> int:
+    """Run ``concurrency`` worker processes until told to stop; the exit status."""
+    from service.jobs.queue import conninfo, ensure_queue_schema
+    from service.store.db import open_store
+
+    conninfo(settings.database_url)  # ValueError unless PostgreSQL
+    count = concurrency or os.cpu_count() or 1
+    engine = open_store(settings.database_url)
+    ensure_queue_schema(engine)
+    engine.dispose()
+    ctx = mp.get_context("spawn")
+    stats = ctx.RawArray("d", count * STATS)
+    host = socket.gethostname()
+    tag = uuid.uuid4().hex[:6]
+    stopping = threading.Event()
+
+    def spawn(index: int) -> Any:
+        process = ctx.Process(
+            target=_child,
+            args=(index, settings, f"{host}:{os.getpid()}:{tag}:{index}", stats, os.getpid()),
+            name=f"tapeline-worker-{index}",
+        )
+        process.start()
+        return process
+
+    processes = [spawn(i) for i in range(count)]
+
+    def stop(signum: int, frame: object) -> None:
+        stopping.set()
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if settings.worker_metrics_port is not None:
+        _serve_metrics(settings.worker_metrics_port, stats, count)
+    log.info("worker started", extra={"fields": {"processes": count}})
+    while True:
+        for index, process in enumerate(processes):
+            process.join(0.2)
+            if process.exitcode is not None and not stopping.is_set():
+                log.error("worker process %d exited (%s); starting another", index,
+                          process.exitcode)
+                time.sleep(RESTART_BACKOFF_SECONDS)
+                processes[index] = spawn(index)
+        if stopping.is_set():
+            for process in processes:
+                process.join()
+            log.info("worker stopped")
+            return 0
