@@ -238,14 +238,15 @@ def store_rows(writers: int, seconds: float, batch: int = 1) -> float:
 
         runs = []
         with sessions.begin() as session:
+            own = repo.Repository(session, "default")
             x = np.zeros((4, 1), dtype=np.float32)
-            dataset = repo.create_dataset(session, x=x, y=x[:, 0], source="inline", name="d")
+            dataset = own.create_dataset(x=x, y=x[:, 0], source="inline", name="d")
             for _ in range(writers):
-                model = repo.create_model(session, kind="linear", config={"features": 1},
+                model = own.create_model(kind="linear", config={"features": 1},
                                           params={"W": np.array([5.0]), "b": np.array(0.0)},
                                           name=None)
-                runs.append(repo.create_run(
-                    session, model=model, dataset=dataset, epochs=10**9,
+                runs.append(own.create_run(
+                    model=model, dataset=dataset, epochs=10**9,
                     optimizer={"kind": "sgd", "learning_rate": 0.1}, batch_size=None,
                     shuffle_seed=None, dtype="float32",
                     options={"loss": "mse", "huber_delta": 1.0,
@@ -292,13 +293,14 @@ def checkpoint_rate(size: int, seconds: float) -> float:
         from service.store import repo
 
         with sessions.begin() as session:
+            own = repo.Repository(session, "default")
             x = np.zeros((4, 1), dtype=np.float32)
-            dataset = repo.create_dataset(session, x=x, y=x[:, 0], source="inline", name="d")
-            model = repo.create_model(session, kind="linear", config={"features": 1},
+            dataset = own.create_dataset(x=x, y=x[:, 0], source="inline", name="d")
+            model = own.create_model(kind="linear", config={"features": 1},
                                       params={"W": np.array([5.0]), "b": np.array(0.0)},
                                           name=None)
-            run_id = repo.create_run(
-                session, model=model, dataset=dataset, epochs=10**9,
+            run_id = own.create_run(
+                model=model, dataset=dataset, epochs=10**9,
                 optimizer={"kind": "sgd", "learning_rate": 0.1}, batch_size=None,
                 shuffle_seed=None, dtype="float32",
                 options={"loss": "mse", "huber_delta": 1.0,

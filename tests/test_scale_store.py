@@ -38,7 +38,7 @@ def claim(sessions: sessionmaker[Session], run_id: str, worker: str,
 
 def stored(sessions: sessionmaker[Session], run_id: str) -> tuple[RunRow, list[int]]:
     with sessions() as session:
-        run = repo.get_run(session, run_id)
+        run = repo.Repository(session, "default").get_run(run_id)
         epochs = list(session.scalars(
             select(EpochRow.epoch).where(EpochRow.run_id == run_id).order_by(EpochRow.epoch)))
         return run, epochs
@@ -82,7 +82,7 @@ def test_a_superseded_attempt_writes_nothing(sessions: sessionmaker[Session]) ->
     run, epochs = stored(sessions, run_id)
     assert (run.status, run.attempt, run.epochs_completed, epochs) == ("running", 2, 1, [0])
     with sessions() as session:
-        assert repo.get_model(session, model_id).epochs_trained == 0
+        assert repo.Repository(session, "default").get_model(model_id).epochs_trained == 0
     # The owner writes on and finishes.
     with sessions.begin() as session:
         lifecycle.append_epochs(session, second.run, [record(1, [1, 1], 1, 8.0)], 2)
@@ -138,7 +138,7 @@ def test_a_run_past_its_attempts_fails_as_worker_lost(sessions: sessionmaker[Ses
     assert (run.status, run.error_reason, run.attempt) == ("failed", "worker_lost", 3)
     with sessions.begin() as session:  # the model is free for the next run
         lifecycle.fair_queue(session)
-        assert repo.get_model(session, model_id) is not None
+        assert repo.Repository(session, "default").get_model(model_id) is not None
 
 
 def test_requeue_keeps_history_up_to_the_checkpoint(sessions: sessionmaker[Session]) -> None:
