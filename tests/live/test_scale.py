@@ -106,7 +106,7 @@ def topology(postgres_base: str, tmp_path_factory: pytest.TempPathFactory) -> It
     try:
         with httpx.Client(base_url=a.url, timeout=120) as api:
             topology.dataset = api.post("/v1/datasets/synthetic",
-                                        json={"num_examples": 4000, "seed": 1}).json()["id"]
+                                        json={"num_examples": 40000, "seed": 1}).json()["id"]
             topology.control = trace(api, start(api, topology.dataset, h={"prefer": "wait=120"}))
         assert topology.control["status"] == "succeeded"
         assert len(topology.control["rows"]) == 12
@@ -250,7 +250,7 @@ def test_local_requeue_resumes_from_the_checkpoint_after_a_kill(tmp_path: Path) 
     first = start_server(url, tmp_path / "a.log", **env)
     with httpx.Client(base_url=first.url, timeout=120) as api:
         dataset = api.post("/v1/datasets/synthetic",
-                           json={"num_examples": 4000, "seed": 1}).json()["id"]
+                           json={"num_examples": 40000, "seed": 1}).json()["id"]
         control = trace(api, start(api, dataset, h={"prefer": "wait=120"}))
         run_id = start(api, dataset)
         wait_for(api, run_id, lambda r: r["epochs_completed"] >= 3)
@@ -297,7 +297,7 @@ def test_local_requeue_resumes_a_run_whose_worker_process_died(tmp_path: Path) -
     try:
         with httpx.Client(base_url=server.url, timeout=120) as api:
             dataset = api.post("/v1/datasets/synthetic",
-                               json={"num_examples": 4000, "seed": 1}).json()["id"]
+                               json={"num_examples": 40000, "seed": 1}).json()["id"]
             control = trace(api, start(api, dataset, h={"prefer": "wait=120"}))
             run_id = start(api, dataset)
             wait_for(api, run_id, lambda r: r["epochs_completed"] >= 3)
