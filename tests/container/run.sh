@@ -375,6 +375,31 @@ else
     python3 "$HERE/workflow.py" verify --base-url "$BASE_URL" --state "$STATE.pg" --key "$ADMIN_KEY"
     sigterm_stop "tapeline-ct-$$-pg2"
     PG_RESULT="workflow and restart check passed"
+
+    # The queue executor (issue 11): an API container that trains nothing, worker containers
+    # of the same image (`tapeline worker`), the workflow through them, then the worker
+    # training a run killed with SIGKILL and replaced, as an orchestrator would.
+    step "extra: TAPELINE_EXECUTOR=queue: API and worker containers, a worker killed mid-run"
+    QUEUE_ENV=(--env TAPELINE_DATABASE_URL="$DB_URL" --env TAPELINE_EXECUTOR=queue
+               --env TAPELINE_WORKER_TIMEOUT=5)
+    start_worker() {  # $1: name
+        CONTAINERS+=("$1")
+        pod run --detach --name "$1" --runtime runc --network host --health-interval disable \
+            "${QUEUE_ENV[@]}" --env TAPELINE_LOG_LEVEL=info \
+            "$IMAGE" /opt/venv/bin/tapeline worker --concurrency 1 > /dev/null
+    }
+    start_container "tapeline-ct-$$-api" "${QUEUE_ENV[@]}"
+    wait_healthy "tapeline-ct-$$-api"
+    start_worker "tapeline-ct-$$-w1"
+    python3 "$HERE/workflow.py" drive --base-url "$BASE_URL" --state "$STATE.q" --key "$ADMIN_KEY"
+    python3 "$HERE/workflow.py" start-long --base-url "$BASE_URL" --state "$STATE.q" --key "$ADMIN_KEY"
+    pod kill --signal KILL "tapeline-ct-$$-w1" > /dev/null
+    say "worker tapeline-ct-$$-w1 killed (SIGKILL) mid-run; starting tapeline-ct-$$-w2"
+    start_worker "tapeline-ct-$$-w2"
+    python3 "$HERE/workflow.py" finish-long --base-url "$BASE_URL" --state "$STATE.q" --key "$ADMIN_KEY"
+    pod logs "tapeline-ct-$$-api" 2>&1 | grep -q "attempt" && fail "the API container trained a run"
+    sigterm_stop "tapeline-ct-$$-api"
+    PG_RESULT="$PG_RESULT; queue executor: workflow and worker takeover passed"
 fi
 
 TOTAL=$(( $(date +%s) - T0 ))
@@ -386,4 +411,4 @@ cat <<EOF
     PostgreSQL       $PG_RESULT
     total time       ${TOTAL}s
 EOF
-rm -f "$STATE" "$STATE.pg"
+rm -f "$STATE" "$STATE.pg" "$STATE.q"

@@ -15,6 +15,12 @@ sends an API key (the container's TAPELINE_BOOTSTRAP_ADMIN_KEY) with every reque
   workflow.py verify      --base-url URL --state FILE  (a new container, same volume) every
                           saved resource is byte-identical, and the interrupted run kept
                           every row its stream delivered and ended in a final state
+  workflow.py start-long  --base-url URL --state FILE  (queue executor) start a run of 12
+                          mini-batch epochs and return once 3 are stored (run.sh then kills
+                          the worker container training it and starts another)
+  workflow.py finish-long --base-url URL --state FILE  that run ends succeeded with each epoch
+                          once, bit-identical to a control run of the same spec never
+                          interrupted
 """
 
 from __future__ import annotations
@@ -366,15 +372,72 @@ def cmd_verify(c: Client, state_path: str) -> None:
     )
 
 
+LONG = {"epochs": 12, "batch_size": 4, "shuffle_seed": 0,
+        "optimizer": {"kind": "adam", "learning_rate": 0.01}}
+
+
+def _long_run(c: Client, dataset_id: str, headers: dict[str, str] | None = None) -> dict:
+    model, _, _ = c.json("POST", "/v1/models", {"kind": "linear", "features": 1}, expect=201)
+    run, _, _ = c.json("POST", f"/v1/models/{model['id']}/runs",
+                       {"dataset_id": dataset_id, **LONG}, expect=(200, 202), headers=headers)
+    return run
+
+
+def _trace(c: Client, run_id: str) -> list[dict]:
+    """Each history row but its wall time and run id (what the run computed)."""
+    rows = history_rows(c, f"/v1/runs/{run_id}/history")
+    return [{k: v for k, v in r.items() if k not in ("elapsed_ms", "run_id")} for r in rows]
+
+
+def cmd_start_long(c: Client, state_path: str) -> None:
+    dataset, _, _ = c.json("POST", "/v1/datasets/synthetic",
+                           {"num_examples": 40000, "seed": 1}, expect=201)
+    run = _long_run(c, dataset["id"])
+    deadline = time.monotonic() + 120
+    while True:
+        now = c.json("GET", f"/v1/runs/{run['id']}")[0]
+        check(now["status"] in ("queued", "running"), f"long run is {now['status']} early")
+        if now["epochs_completed"] >= 3:
+            break
+        check(time.monotonic() < deadline, "the long run stored no 3 epochs in 120 s")
+        time.sleep(0.05)
+    ok(f"run {run['id']} is training on a worker: {now['epochs_completed']} epochs stored")
+    with open(state_path, "w", encoding="utf-8") as fh:
+        json.dump({"dataset_id": dataset["id"], "run_id": run["id"]}, fh)
+
+
+def cmd_finish_long(c: Client, state_path: str) -> None:
+    with open(state_path, encoding="utf-8") as fh:
+        st = json.load(fh)
+    deadline = time.monotonic() + 300
+    while True:
+        run = c.json("GET", f"/v1/runs/{st['run_id']}")[0]
+        if run["status"] in FINAL:
+            break
+        check(time.monotonic() < deadline, "the taken-over run did not end in 300 s")
+        time.sleep(0.2)
+    check(run["status"] == "succeeded", f"the taken-over run ended {run['status']}: {run}")
+    resumed = _trace(c, st["run_id"])
+    check([r["epoch"] for r in resumed] == list(range(12)),
+          f"epochs {[r['epoch'] for r in resumed]}, want each of 0..11 once")
+    control = _long_run(c, st["dataset_id"], {"Prefer": "wait=300"})
+    check(control["status"] == "succeeded", f"control run {control['status']}")
+    check(_trace(c, control["id"]) == resumed,
+          "the taken-over run's history differs from the uninterrupted control run's")
+    ok("the run survived its worker's SIGKILL: each epoch once, bit-identical to a control run")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["drive", "hold-stream", "verify"])
+    parser.add_argument("command", choices=["drive", "hold-stream", "verify", "start-long",
+                                            "finish-long"])
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--state", required=True)
     parser.add_argument("--key", help="the API key to send (TAPELINE_BOOTSTRAP_ADMIN_KEY)")
     args = parser.parse_args()
     client = Client(args.base_url, args.key)
-    fn = {"drive": cmd_drive, "hold-stream": cmd_hold_stream, "verify": cmd_verify}[args.command]
+    fn = {"drive": cmd_drive, "hold-stream": cmd_hold_stream, "verify": cmd_verify,
+          "start-long": cmd_start_long, "finish-long": cmd_finish_long}[args.command]
     try:
         fn(client, args.state)
     except CheckFailed as err:
