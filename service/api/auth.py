@@ -8,6 +8,7 @@ needs is ``read`` for GET and HEAD and ``write`` otherwise, unless its route say
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 from limits import RateLimitItem, parse
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Engine
@@ -26,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.api import dryrun
 from service.api.deps import RuntimeDep
-from service.api.problems import ProblemError, forbidden, responses, unauthorized
+from service.api.problems import ProblemError, forbidden, responses, unauthorized, unavailable
 from service.config import Settings, is_loopback
 from service.store import keys
 from service.store.repo import Repository
@@ -57,6 +59,8 @@ class Caller:
         return scope in self.scopes
 
 
+log = logging.getLogger("tapeline.api")
+
 KEYLESS = Caller(KEYLESS_TENANT, frozenset(keys.SCOPES), None)
 
 
@@ -66,7 +70,7 @@ class RateLimiter:
 
     def __init__(self, settings: Settings) -> None:
         uri = settings.redis_url or "memory://"
-        self._limiter = MovingWindowRateLimiter(storage_from_string(uri))
+        self._limiter = MovingWindowRateLimiter(storage_from_string(uri, wrap_exceptions=True))
         self._items: dict[str, RateLimitItem] = {}
 
     def _item(self, text: str) -> RateLimitItem:
@@ -79,8 +83,13 @@ class RateLimiter:
         """Count a request of ``tenant``: whether it is allowed, and the ``RateLimit-*``
         headers (with ``Retry-After`` when it is not)."""
         item = self._item(limit)
-        allowed = self._limiter.hit(item, "tenant", tenant)
-        stats = self._limiter.get_window_stats(item, "tenant", tenant)
+        try:
+            allowed = self._limiter.hit(item, "tenant", tenant)
+            stats = self._limiter.get_window_stats(item, "tenant", tenant)
+        except StorageError as error:  # Redis down: refuse for now rather than fail or let all in
+            log.warning("rate limiter storage unavailable: %s", type(error.storage_error).__name__)
+            raise unavailable("the rate limiter's store (TAPELINE_REDIS_URL) does not answer; "
+                              "try again shortly") from None
         reset = max(math.ceil(stats.reset_time - time.time()), 0)
         headers = {
             "RateLimit-Limit": str(item.amount),

@@ -79,6 +79,11 @@ def over_quota(detail: str, limit: int, used: int, retry_after: int = 5) -> Prob
     })
 
 
+def unavailable(detail: str, retry_after: int = 5) -> ProblemError:
+    """A 503 for a dependency that does not answer (the rate limiter's Redis): try again."""
+    return ProblemError(503, detail, headers={"Retry-After": str(retry_after)})
+
+
 def _slug(status: int) -> str:
     return HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
 

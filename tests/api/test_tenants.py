@@ -232,6 +232,22 @@ def test_a_burst_over_the_rate_limit_gets_429_with_headers(tmp_path: Path) -> No
         assert client.get("/v1/models", headers=bearer(other)).status_code == 200
 
 
+def test_an_unreachable_rate_limiter_answers_503_and_stores_nothing(tmp_path: Path) -> None:
+    """Redis down (nothing listens on the port): keyed requests get a 503 problem with
+    Retry-After, never a 500, and are not carried out; keyless health checks still answer."""
+    from tests.servers import free_port
+
+    with app(tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0") as client:
+        refused = client.post("/v1/models", headers=bearer(ADMIN))
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert int(refused.headers["Retry-After"]) > 0
+        assert "TAPELINE_REDIS_URL" in refused.json()["detail"]
+        assert client.get("/healthz").status_code == 200
+    with app(tmp_path) as client:  # the same store, without Redis: the model was not made
+        assert client.get("/v1/models", headers=bearer(ADMIN)).json()["items"] == []
+
+
 def test_auth_modes(tmp_path: Path) -> None:
     with app(tmp_path / "off", auth="off", bootstrap_admin_key=None) as client:
         assert client.get("/v1/me").json()["tenant"] == "default"
