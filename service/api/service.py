@@ -34,12 +34,12 @@ async def readyz(runtime: RuntimeDep) -> Health:
     return Health(status="ok")
 
 
-def metrics_access(request: Request, runtime: RuntimeDep,
-                   _: Annotated[object, Security(BEARER)] = None) -> None:
+async def metrics_access(request: Request, runtime: RuntimeDep,
+                         _: Annotated[object, Security(BEARER)] = None) -> None:
     """401 / 403 unless the caller has an ``admin`` key, or the metrics are public."""
     if runtime.settings.metrics_public:
         return
-    if not authenticate(request, runtime).may("admin"):
+    if not (await authenticate(request, runtime)).may("admin"):
         raise forbidden("the metrics need an admin key (or TAPELINE_METRICS_PUBLIC=true)")
 
 

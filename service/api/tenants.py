@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from service.api.auth import (
     Authorized,
@@ -62,7 +62,7 @@ def _tenant_of_request(caller: Caller, tenant: str | None) -> str:
 
 @keys_router.post("", status_code=201, summary="Create an API key", dependencies=[JsonBody],
                   responses=responses(400, 401, 403, 413, 415, 422, 429), openapi_extra=ADMIN)
-def create(body: KeyCreate, runtime: RuntimeDep, caller: CallerDep,
+def create(body: KeyCreate, runtime: RuntimeDep, caller: CallerDep, request: Request,
            response: Response) -> NewApiKey:
     """A new key of the caller's tenant (or of `tenant`, for an admin of tenant `admin`). The
     answer holds the key; it is never shown again."""
@@ -72,6 +72,7 @@ def create(body: KeyCreate, runtime: RuntimeDep, caller: CallerDep,
                                    name=body.name, expires_at=keys.expiry(body.expires_in_days),
                                    secret=key_secret(runtime.settings))
         view = NewApiKey(**_view(row).model_dump(), key=key)
+    request.app.state.access.key_created()
     response.headers["Location"] = f"/v1/keys/{view.id}"
     return view
 
