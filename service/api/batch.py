@@ -151,11 +151,13 @@ def read_npy(body: bytes, limits: Limits) -> np.ndarray:
         array = flat.reshape(header.shape[::-1]).T
     else:
         array = flat.reshape(header.shape)
-    x = array.astype(np.float64).reshape(examples, features)
-    if not np.isfinite(x).all():
-        row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+    # Finiteness is judged on the array as sent (half the bytes of float64 for float32; a
+    # widening conversion keeps it) and the rows are converted once, after.
+    if not np.isfinite(array).all():
+        rows = array.reshape(examples, features)
+        row = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
         raise invalid(["body", row], "values must be finite")
-    return x
+    return array.astype(np.float64).reshape(examples, features)
 
 
 def parse(media: str, body: bytes, settings: Settings) -> tuple[np.ndarray, list[str] | None]:
@@ -255,14 +257,14 @@ def _csv_chunks(values: np.ndarray, classes: np.ndarray | None,
         yield "".join(rows).encode()
 
 
-def _npy_chunks(array: np.ndarray) -> Iterator[bytes]:
+def _npy_chunks(array: np.ndarray) -> Iterator[bytes | memoryview]:
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
     yield header.getvalue()
     data = np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
     step = 1 << 22
     for start in range(0, len(data), step):
-        yield bytes(data[start : start + step])
+        yield data[start : start + step]  # a view: Starlette sends memoryviews as they are
 
 
 def answer(media: str, model_id: str, values: np.ndarray, classes: np.ndarray | None,
