@@ -19,10 +19,13 @@ def matrix(
     loc: list[str | int],
     features: int | None = None,
 ) -> np.ndarray:
-    """``x`` as a float64 (examples, features) matrix; a flat list is one feature. ``x`` may
-    arrive as an array already (a large body, see :mod:`service.api.bodies`)."""
+    """``x`` as an (examples, features) matrix, float64 unless it arrives as an array of other
+    floats; a flat list is one feature. ``x`` may arrive as an array already (a large body,
+    see :mod:`service.api.bodies`, or a file sent to predict, which the forward pass
+    converts block by block)."""
     if isinstance(x, np.ndarray):
-        array = x.astype(np.float64, copy=False).reshape(len(x), -1)
+        floats = x if x.dtype.kind == "f" else x.astype(np.float64)
+        array = floats.reshape(len(x), -1)
     elif x and isinstance(x[0], list):
         width = len(x[0])  # type: ignore[arg-type]
         for i, row in enumerate(x):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, cast
 
 import numpy as np
 from fastapi import Request, Response
@@ -25,8 +25,11 @@ from service.api.bodies import DecodedRequest, OffLoopJsonRoute
 from service.api.negotiation import choose
 from service.api.problems import ProblemError, invalid
 from service.api.schemas import PredictRequest
-from service.api.uploads import Limits, _header, _lines, read_npy_header
+from service.api.uploads import MAX_NPY_HEADER, Limits, _header, _lines, read_npy_header
 from service.config import Settings
+
+# A body as read: its bytes, or a view of the buffer they were read into.
+Buffer = bytes | memoryview
 
 CSV = "text/csv"
 NPY = "application/octet-stream"
@@ -34,8 +37,12 @@ JSON = "application/json"
 ANSWERS = (JSON, CSV, NPY)
 # The scope key under which a CSV body's header reaches the route.
 COLUMNS = "tapeline.columns"
-# Rows of an answer written per streamed chunk.
+# Rows of a CSV answer written per streamed chunk.
 CHUNK_ROWS = 20_000
+# Bytes of an .npy answer per message sent.
+SEND_BYTES = 1 << 22
+# An .npy header is read from at most this many bytes: the magic, version, length, header.
+MAX_HEADER_READ = 12 + MAX_NPY_HEADER
 
 REQUEST_BODY = {
     "requestBody": {
@@ -103,7 +110,7 @@ def _fast_rows(block: list[str], width: int) -> np.ndarray | None:
     return values
 
 
-def read_csv(body: bytes, limits: Limits) -> tuple[list[str], np.ndarray]:
+def read_csv(body: Buffer, limits: Limits) -> tuple[list[str], np.ndarray]:
     """The header and the rows of numbers of a CSV body."""
     try:
         return _read_csv(body, limits)
@@ -114,7 +121,7 @@ def read_csv(body: bytes, limits: Limits) -> tuple[list[str], np.ndarray]:
         raise
 
 
-def _read_csv(body: bytes, limits: Limits) -> tuple[list[str], np.ndarray]:
+def _read_csv(body: Buffer, limits: Limits) -> tuple[list[str], np.ndarray]:
     text = io.TextIOWrapper(io.BytesIO(body), encoding="utf-8-sig", newline="")
     header, first_line = _header(text)
     limits.check(["body"], 1, len(header))
@@ -131,10 +138,11 @@ def _read_csv(body: bytes, limits: Limits) -> tuple[list[str], np.ndarray]:
     return header, np.concatenate(blocks)
 
 
-def read_npy(body: bytes, limits: Limits) -> np.ndarray:
-    """The array of an ``.npy`` body: 1-D (one feature) or 2-D (rows of features), read in
-    place (no pickles, sizes checked against its header first)."""
-    stream = io.BytesIO(body)
+def read_npy(body: Buffer, limits: Limits) -> np.ndarray:
+    """The array of an ``.npy`` body as (rows, features) in the dtype it was sent in: a view of
+    the body's bytes, no copy (no pickles, sizes checked against its header first, every value
+    checked finite). The forward pass converts it to float64 block by block."""
+    stream = io.BytesIO(memoryview(body)[:MAX_HEADER_READ])
     header = read_npy_header(stream, ["body"])
     if len(header.shape) not in (1, 2) or 0 in header.shape:
         raise invalid(["body"], f".npy must be a non-empty 1-D or 2-D array, got shape "
@@ -151,16 +159,15 @@ def read_npy(body: bytes, limits: Limits) -> np.ndarray:
         array = flat.reshape(header.shape[::-1]).T
     else:
         array = flat.reshape(header.shape)
-    # Finiteness is judged on the array as sent (half the bytes of float64 for float32; a
-    # widening conversion keeps it) and the rows are converted once, after.
-    if not np.isfinite(array).all():
-        rows = array.reshape(examples, features)
+    rows = array.reshape(examples, features)
+    # Judged on the array as sent (float32 is half the bytes of float64; widening keeps it).
+    if rows.dtype.kind == "f" and not np.isfinite(rows).all():
         row = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
         raise invalid(["body", row], "values must be finite")
-    return array.astype(np.float64).reshape(examples, features)
+    return rows
 
 
-def parse(media: str, body: bytes, settings: Settings) -> tuple[np.ndarray, list[str] | None]:
+def parse(media: str, body: Buffer, settings: Settings) -> tuple[np.ndarray, list[str] | None]:
     """x from a CSV or .npy body, and the CSV's header."""
     limits = Limits.of(settings)
     if media == CSV:
@@ -186,7 +193,7 @@ class FileBodyRoute(OffLoopJsonRoute):
                 if media and media != JSON and not media.endswith("+json"):
                     raise unsupported(media)
                 return await handler(request)
-            body = await request.body()
+            body = await read_body(request)
             settings: Settings = request.app.state.settings
             x, columns = await run_in_threadpool(parse, media, body, settings)
             scope = dict(request.scope)
@@ -196,9 +203,30 @@ class FileBodyRoute(OffLoopJsonRoute):
             scope[COLUMNS] = columns
             plain = Request(scope, request.receive)
             value = PredictRequest.model_construct(x=x)  # type: ignore[arg-type]
-            return await decoded_handler(DecodedRequest(plain, body, value))
+            # The view stands for the body's bytes (FastAPI only asks whether there are any):
+            # x is a view of it, so a copy would only double the memory.
+            return await decoded_handler(DecodedRequest(plain, cast(bytes, body), value))
 
         return route
+
+
+async def read_body(request: Request) -> memoryview:
+    """The body read straight into one buffer of its declared length (the body middleware has
+    held that to the limit), so its chunks are copied once and never joined; a body without
+    a Content-Length is read as Starlette reads it."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit():
+        return memoryview(await request.body())
+    buffer = np.empty(int(declared), dtype=np.uint8).data
+    filled = 0
+    async for chunk in request.stream():
+        end = filled + len(chunk)
+        if end > len(buffer):
+            raise ProblemError(400, f"the body holds more than the {declared} bytes its "
+                                    f"Content-Length declares")
+        buffer[filled:end] = chunk
+        filled = end
+    return buffer[:filled]
 
 
 def check_columns(request: Request, features: int) -> None:
@@ -257,28 +285,39 @@ def _csv_chunks(values: np.ndarray, classes: np.ndarray | None,
         yield "".join(rows).encode()
 
 
-def _npy_chunks(array: np.ndarray) -> Iterator[bytes | memoryview]:
+def npy_answer(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """An ``.npy`` answer's bytes, its header written, and the float64 array of ``shape``
+    inside them for the forward pass to fill: the answer is sent from where it was computed."""
     header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
-    yield header.getvalue()
-    data = np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
-    step = 1 << 22
-    for start in range(0, len(data), step):
-        yield data[start : start + step]  # a view: Starlette sends memoryviews as they are
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    start = len(header.getvalue())  # a multiple of 64: the array is aligned
+    data = np.empty(start + 8 * math.prod(shape), dtype=np.uint8)
+    data[:start] = np.frombuffer(header.getvalue(), dtype=np.uint8)
+    return data, data[start:].view("<f8").reshape(shape)
 
 
-def answer(media: str, model_id: str, values: np.ndarray, classes: np.ndarray | None,
-           names: list[str] | None) -> Response:
-    """Predictions as a streamed CSV (``y`` for regression; ``y``, ``p_0``..``p_K-1`` and
-    ``label`` for a classifier) or ``.npy`` (``y`` (N,) for regression; (N, 1 + K) float64 for
-    a classifier: the class, then each class's probability)."""
-    if media == CSV:
-        return StreamingResponse(
-            _csv_chunks(values, classes, names), media_type=CSV,
-            headers={"Content-Disposition": f'attachment; filename="{model_id}.csv"'})
-    array = values if classes is None else np.column_stack([classes.astype(np.float64), values])
+async def _npy_chunks(data: np.ndarray) -> AsyncIterator[memoryview]:
+    view = data.data.cast("B")
+    for start in range(0, len(view), SEND_BYTES):
+        yield view[start : start + SEND_BYTES]  # Starlette sends memoryviews as they are
+
+
+def csv_answer(model_id: str, values: np.ndarray, classes: np.ndarray | None,
+               names: list[str] | None) -> Response:
+    """Predictions as a streamed CSV: ``y`` for regression; ``y``, ``p_0``..``p_K-1`` and
+    ``label`` for a classifier."""
     return StreamingResponse(
-        _npy_chunks(array.astype(np.float64, copy=False)), media_type=NPY,
+        _csv_chunks(values, classes, names), media_type=CSV,
+        headers={"Content-Disposition": f'attachment; filename="{model_id}.csv"'})
+
+
+def npy_response(model_id: str, data: np.ndarray) -> Response:
+    """Predictions as ``.npy``: ``data``, the bytes :func:`npy_answer` made and the forward pass
+    filled (``y`` (N,) for regression; (N, 1 + K) for a classifier: the class, then each
+    class's probability), sent in large slices of that one buffer."""
+    return StreamingResponse(
+        _npy_chunks(data), media_type=NPY,
         headers={"Content-Disposition": f'attachment; filename="{model_id}.npy"'})
 
 
