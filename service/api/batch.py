@@ -9,7 +9,6 @@ with it for the route to check against the model's features.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -25,7 +24,15 @@ from service.api.bodies import DecodedRequest, OffLoopJsonRoute
 from service.api.negotiation import choose
 from service.api.problems import ProblemError, invalid
 from service.api.schemas import PredictRequest
-from service.api.uploads import MAX_NPY_HEADER, Limits, _header, _lines, read_npy_header
+from service.api.uploads import (
+    MAX_NPY_HEADER,
+    Limits,
+    _header,
+    _lines,
+    exact_block,
+    fast_block,
+    read_npy_header,
+)
 from service.config import Settings
 
 # A body as read: its bytes, or a view of the buffer they were read into.
@@ -68,48 +75,6 @@ def media_of(request: Request) -> str:
 # ------------------------------------------------------------------ reading
 
 
-def _exact_rows(block: list[str], first_line: int, header: list[str]) -> np.ndarray:
-    """One block read cell by cell: its values, or a 422 naming the line and column."""
-    rows: list[list[float]] = []
-    reader = csv.reader(block)
-    try:
-        for row in reader:
-            line = first_line + reader.line_num - 1
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise invalid(["body", f"line {line}"],
-                              f"has {len(row)} fields, the header has {len(header)}")
-            values = []
-            for name, cell in zip(header, row, strict=True):
-                try:
-                    value = float(cell)
-                except ValueError as error:
-                    raise invalid(["body", f"line {line}", name],
-                                  f"{cell.strip()[:40]!r} is not a number") from error
-                if not math.isfinite(value):
-                    raise invalid(["body", f"line {line}", name], "values must be finite")
-                values.append(value)
-            rows.append(values)
-    except csv.Error as error:
-        line = first_line + reader.line_num - 1
-        raise invalid(["body", f"line {line}"], f"is not valid CSV ({error})") from error
-    return np.array(rows, dtype=np.float64).reshape(len(rows), len(header))
-
-
-def _fast_rows(block: list[str], width: int) -> np.ndarray | None:
-    if not block[0].strip():
-        return None
-    try:
-        values = np.loadtxt(block, delimiter=",", quotechar='"', comments=None,
-                            dtype=np.float64, ndmin=2)
-    except ValueError:
-        return None
-    if values.shape[0] == 0 or values.shape[1] != width or not np.isfinite(values).all():
-        return None
-    return values
-
-
 def read_csv(body: Buffer, limits: Limits) -> tuple[list[str], np.ndarray]:
     """The header and the rows of numbers of a CSV body."""
     try:
@@ -128,8 +93,8 @@ def _read_csv(body: Buffer, limits: Limits) -> tuple[list[str], np.ndarray]:
     blocks: list[np.ndarray] = []
     count = 0
     for line, block in _lines(text, first_line):
-        fast = _fast_rows(block, len(header))
-        rows = fast if fast is not None else _exact_rows(block, line, header)
+        fast = fast_block(block, len(header))
+        rows = (fast if fast is not None else exact_block(block, line, header))[0]
         count += len(rows)
         limits.check(["body"], count, len(header))
         blocks.append(rows)

@@ -317,10 +317,13 @@ def _header(text: IO[str]) -> tuple[list[str], int]:
     return [h.strip() for h in header], number + 1
 
 
-def _exact(
-    block: list[str], first_line: int, header: list[str], column: int, text_target: bool
+def exact_block(
+    block: list[str], first_line: int, header: list[str], column: int | None = None,
+    text_target: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | list[str]]:
-    """One block read cell by cell: its values, or a 422 naming the line and column at fault."""
+    """One block of CSV lines read cell by cell: the features and the target column's values
+    (none when ``column`` is None; text when ``text_target``), or a 422 naming the line and
+    column at fault. Dataset uploads and batch predictions both read their files with it."""
     rows: list[list[float]] = []
     targets: list[Any] = []
     reader = csv.reader(block)
@@ -357,13 +360,17 @@ def _exact(
     except csv.Error as error:
         line = first_line + reader.line_num - 1
         raise invalid(["file", f"line {line}"], f"is not valid CSV ({error})") from error
-    x = np.array(rows, dtype=np.float64).reshape(len(rows), len(header) - 1)
+    width = len(header) - (column is not None)
+    x = np.array(rows, dtype=np.float64).reshape(len(rows), width)
     return x, (targets if text_target else np.array(targets, dtype=np.float64))
 
 
-def _fast(block: list[str], width: int, column: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """One block through NumPy's C parser, or ``None`` when it holds anything unusual (then
-    :func:`_exact` reads it and says what)."""
+def fast_block(
+    block: list[str], width: int, column: int | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """One block through NumPy's C parser: the features and the target column's values (none
+    when ``column`` is None), or ``None`` when it holds anything unusual (then
+    :func:`exact_block` reads it and says what)."""
     if not block[0].strip():
         return None  # blank lines first (or only): loadtxt would warn of an empty input
     try:
@@ -374,6 +381,8 @@ def _fast(block: list[str], width: int, column: int) -> tuple[np.ndarray, np.nda
         return None
     if values.shape[0] == 0 or values.shape[1] != width or not np.isfinite(values).all():
         return None
+    if column is None:
+        return values, np.empty(0)
     return np.delete(values, column, axis=1), values[:, column].copy()  # not a view: it
     # would keep the whole block alive
 
@@ -435,8 +444,9 @@ def _read_csv(
         limits.check(["file"], 1, features)
         rows: _Rows | None = None
         for line, block in _lines(text, first_line):
-            fast = None if text_target else _fast(block, len(header), column)
-            x, y = fast if fast is not None else _exact(block, line, header, column, text_target)
+            fast = None if text_target else fast_block(block, len(header), column)
+            x, y = (fast if fast is not None
+                    else exact_block(block, line, header, column, text_target))
             if rows is None:  # the first block's lines tell how many the file holds
                 per_line = max(sum(len(b) for b in block) / len(block), 1.0)
                 estimate = min(int(size / per_line * 1.05) + len(block), limits.examples + 1)
