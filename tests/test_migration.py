@@ -101,13 +101,13 @@ def test_a_v1_sqlite_store_upgrades_and_reads_back_the_same(tmp_path: Path) -> N
 
 
 def check_tenancy(url: str) -> None:
-    """At head (0004): after 0003 every v1 row belongs to tenant ``default``, each dataset
+    """At head (0005): after 0003 every v1 row belongs to tenant ``default``, each dataset
     knows its stored size, and the key and quota tables are there, empty; then 0004's
     checks."""
     engine = make_engine(url)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() \
-            == "0004"
+            == "0005"
         for table in ("datasets", "models", "runs"):
             owners = connection.execute(text(f"SELECT DISTINCT owner FROM {table}")).scalars()
             assert list(owners) == ["default"], table
@@ -117,6 +117,9 @@ def check_tenancy(url: str) -> None:
         for table in ("api_keys", "quotas"):
             assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
         check_scale_out(connection)
+        # 0005: models made here were imported from no file.
+        assert connection.execute(text(
+            "SELECT count(*) FROM models WHERE imported_from IS NOT NULL")).scalar() == 0
     engine.dispose()
 
 

@@ -27,19 +27,50 @@ FormatName = Literal["onnx", "safetensors", "json"]
 _create = TypeAdapter[Any](ModelCreate)
 
 
+# What an imported model keeps of its file's provenance, and the short text or count each is.
+ORIGIN_TEXT = ("model_id", "run_id", "tapeline_version", "format")
+ORIGIN_COUNTS = ("epochs_trained",)
+# Imports of imports remembered (each hop's origin nests the one before).
+ORIGIN_HOPS = 16
+
+
 def _bundle(store: TenantStore, model_id: str) -> Bundle:
+    """The model as its files hold it. Its provenance names the run that produced its params:
+    its latest succeeded run here, else (an imported model not trained since) the run its
+    file named; an imported model adds ``imported_from``, what that file said of itself."""
     with store.read() as repo:
         row = repo.get_model(model_id)
         kind = make_kind(row.kind, row.config)
+        origin = row.imported_from
+        run_id = repo.producing_run_id(row.id)
         provenance = {
             "model_id": row.id,
             "name": row.name,
-            "run_id": repo.producing_run_id(row.id),
+            "run_id": run_id if run_id is not None or origin is None else origin.get("run_id"),
             "epochs_trained": row.epochs_trained,
             "class_names": row.class_names,
             "tapeline_version": __version__,
         }
+        if origin is not None:
+            provenance["imported_from"] = origin
         return Bundle(kind, unpack_params(row.params), provenance)
+
+
+def origin_of(provenance: dict[str, Any], hops: int = ORIGIN_HOPS) -> dict[str, Any]:
+    """What an imported model keeps of its file's provenance: the model, run and version that
+    produced it, the epochs it had trained, and (nested) where that model came from; anything
+    else, or of another type, is left out."""
+    origin: dict[str, Any] = {
+        key: value for key, value in provenance.items()
+        if (key in ORIGIN_TEXT and isinstance(value, str) and len(value) <= 200
+            and "\x00" not in value)
+        or (key in ORIGIN_COUNTS and isinstance(value, int) and not isinstance(value, bool)
+            and value >= 0)
+    }
+    earlier = provenance.get("imported_from")
+    if isinstance(earlier, dict) and hops > 1:
+        origin["imported_from"] = origin_of(earlier, hops - 1)
+    return origin
 
 
 @router.get(
@@ -132,6 +163,7 @@ def _import(runtime: Runtime, store: TenantStore, response: Response, file: Uplo
         row = repo.create_model(kind=kind.name, config=kind.config(), params=params,
                                 name=label[:200] if label else None)
         row.class_names = names
+        row.imported_from = {**origin_of(parsed.provenance), "format": parsed.format}
         repo.session.flush()
         view = views.model(row, training=False)
     response.headers["Location"] = f"/v1/models/{view.id}"

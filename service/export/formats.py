@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,12 +28,13 @@ class Bundle:
 @dataclass(frozen=True)
 class Parsed:
     """What a reader found in a file, not yet checked to make a model: the kind's name, its
-    config, the named params and the provenance."""
+    config, the named params, the provenance and the format's name."""
 
     kind: str
     config: dict[str, Any]
     params: dict[str, np.ndarray]
     provenance: dict[str, Any]
+    format: str = ""
 
 
 class FileProblem(ValueError):
@@ -112,5 +113,5 @@ def read_bundle(data: bytes) -> Parsed:
                                          "import a .safetensors or .json model file")
     for fmt in FORMATS.values():
         if fmt.read is not None and fmt.sniff is not None and fmt.sniff(data):
-            return fmt.read(data)
+            return replace(fmt.read(data), format=fmt.name)
     raise FileProblem(415, ["file"], "is neither a safetensors nor a Tapeline JSON model file")

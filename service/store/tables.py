@@ -120,6 +120,8 @@ class ModelRow(Base):
     params: Mapped[bytes] = mapped_column(LargeBinary)
     random_seed: Mapped[int | None] = mapped_column(BigInteger)
     class_names: Mapped[list[str] | None] = mapped_column(JSON)
+    # The provenance of the file an imported model was read from (None: made here).
+    imported_from: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     epochs_trained: Mapped[int] = mapped_column(Integer, default=0)
     history_rows: Mapped[int] = mapped_column(Integer, default=0)
     last_loss: Mapped[float | None] = mapped_column(Float(precision=53))

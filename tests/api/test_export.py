@@ -135,6 +135,69 @@ def test_json_and_safetensors_say_what_the_issue_asks(app_client: TestClient) ->
     assert json.loads(header["__metadata__"]["provenance"])["model_id"] == model["id"]
 
 
+def _provenance(client: TestClient, model_id: str, fmt: str) -> dict[str, Any]:
+    answer = client.get(f"/v1/models/{model_id}/export", params={"format": fmt})
+    assert answer.status_code == 200, answer.text
+    if fmt == "json":
+        return dict(answer.json()["provenance"])
+    if fmt == "onnx":
+        meta = {p.key: p.value for p in onnx.load_from_string(answer.content).metadata_props}
+        assert meta["run_id"] == json.loads(meta["provenance"])["run_id"]
+        return dict(json.loads(meta["provenance"]))
+    (size,) = struct.unpack("<Q", answer.content[:8])
+    return dict(json.loads(json.loads(answer.content[8 : 8 + size])["__metadata__"]
+                           ["provenance"]))
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "json"])
+def test_an_imported_model_exports_the_provenance_it_was_imported_with(
+        app_client: TestClient, fmt: str) -> None:
+    model = trained(app_client, KINDS["logistic-4"])
+    first = _provenance(app_client, model["id"], fmt)
+    assert first["run_id"] == model["run_id"] and "imported_from" not in first
+
+    def imported(provenance_of: str) -> dict[str, Any]:
+        content = app_client.get(f"/v1/models/{provenance_of}/export",
+                                 params={"format": fmt}).content
+        return created(app_client.post("/v1/models/import",
+                                       files={"file": (f"m.{fmt}", content)}))
+
+    copy = imported(model["id"])
+    origin = {"model_id": model["id"], "run_id": model["run_id"], "epochs_trained": 3,
+              "tapeline_version": first["tapeline_version"], "format": fmt}
+    for each in ("json", "safetensors", "onnx"):
+        again = _provenance(app_client, copy["id"], each)
+        assert again["run_id"] == model["run_id"], each  # the run that made these params
+        assert again["model_id"] == copy["id"] and again["epochs_trained"] == 0
+        assert again["imported_from"] == origin, each
+    # An import of the import: the same run, and each hop it came through.
+    copy_of_copy = imported(copy["id"])
+    twice = _provenance(app_client, copy_of_copy["id"], fmt)
+    assert twice["run_id"] == model["run_id"]
+    assert twice["imported_from"] == {"model_id": copy["id"], "run_id": model["run_id"],
+                                      "epochs_trained": 0, "format": fmt,
+                                      "tapeline_version": first["tapeline_version"],
+                                      "imported_from": origin}
+    # Trained here, its params come from the new run; where it came from stays.
+    run = app_client.post(f"/v1/models/{copy['id']}/runs", headers=WAIT, json={
+        "dataset_id": model["dataset_id"], "epochs": 1})
+    assert run.status_code == 200 and run.json()["status"] == "succeeded", run.text
+    trained_here = _provenance(app_client, copy["id"], fmt)
+    assert trained_here["run_id"] == run.json()["id"] and trained_here["epochs_trained"] == 1
+    assert trained_here["imported_from"] == origin
+
+
+def test_a_file_without_provenance_imports_as_imported(app_client: TestClient) -> None:
+    document = {"format": "tapeline.model/1", "kind": "linear", "config": {"features": 1},
+                "params": {"W": [3.0], "b": 2.0},
+                "provenance": {"run_id": 7, "model_id": "x" * 500, "secret": "left out"}}
+    model = created(app_client.post("/v1/models/import", files={
+        "file": ("m.json", json.dumps(document).encode())}))
+    provenance = _provenance(app_client, model["id"], "json")
+    assert provenance["run_id"] is None  # a number is no run id: not kept
+    assert provenance["imported_from"] == {"format": "json"}
+
+
 # ------------------------------------------------------------------ hostile imports
 
 
