@@ -92,6 +92,26 @@ def test_csv_and_npy_in_and_out_equal_the_json_answer(api: TestClient, inputs: n
         "x": inputs.astype(np.float32)[:ROWS].tolist()}).json()["y"]
 
 
+def test_npy_in_any_layout_or_without_a_length_equals_the_json_answer(
+        api: TestClient, inputs: np.ndarray, regression: str) -> None:
+    url = f"/v1/models/{regression}/predict"
+    x = inputs[:5000]
+    headers = {"content-type": "application/octet-stream", "accept": "application/octet-stream"}
+
+    def answered(content: Any) -> list[float]:
+        answer = api.post(url, content=content, headers=headers)
+        assert answer.status_code == 200, answer.text
+        return list(np.load(io.BytesIO(answer.content), allow_pickle=False).tolist())
+
+    for sent in (x, x.astype(">f8"), np.asfortranarray(x), x.astype(np.float32),
+                 np.rint(x * 10).astype(np.int16), x[:, :1].repeat(3, axis=1)[:, 0:3]):
+        expected = api.post(url, json={"x": sent.astype(np.float64).tolist()}).json()["y"]
+        assert answered(npy(sent)) == expected, sent.dtype
+    body = npy(x)
+    streamed = (body[i : i + 7777] for i in range(0, len(body), 7777))  # no Content-Length
+    assert answered(streamed) == api.post(url, json={"x": x.tolist()}).json()["y"]
+
+
 def test_a_classifier_answers_classes_probabilities_and_labels(
         api: TestClient, inputs: np.ndarray, classifier: str) -> None:
     url = f"/v1/models/{classifier}/predict"
