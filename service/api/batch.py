@@ -283,7 +283,8 @@ def npy_response(model_id: str, data: np.ndarray) -> Response:
     class's probability), sent in large slices of that one buffer."""
     return StreamingResponse(
         _npy_chunks(data), media_type=NPY,
-        headers={"Content-Disposition": f'attachment; filename="{model_id}.npy"'})
+        headers={"Content-Disposition": f'attachment; filename="{model_id}.npy"',
+                 "Content-Length": str(len(data))})
 
 
 def unsupported(media: str) -> ProblemError:
