@@ -7,13 +7,17 @@ NumPy forward pass on the same array in this process (the floor).
 Serves ``tapeline serve`` on SQLite (body limit raised to fit the CSV), creates two models of
 8 features (linear; an MLP with hidden [64, 64], relu), and for each times, interleaved,
 the floor, the .npy round trip and the CSV round trip; each figure is the median of
-``--repeats``. Target: .npy end to end at least 25 % of the floor's rows/s.
+``--repeats``. Target: .npy end to end at least 25 % of the floor's rows/s. Then, to show
+where an .npy request's time goes, the CPU time the server and this client spend on one
+(the mean of ``--repeats`` more requests; read from /proc, so Linux only).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import math
+import os
 import statistics
 import sys
 import tempfile
@@ -58,6 +62,22 @@ def timed(action: Any) -> float:
     return time.perf_counter() - start
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(action: Any, pid: int) -> tuple[float, float]:
+    """CPU seconds the server (``pid``) and this process spent on ``action``."""
+    server, client = cpu_seconds(pid), time.process_time()
+    action()
+    return cpu_seconds(pid) - server, time.process_time() - client
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -79,6 +99,7 @@ def main() -> None:
           f"CSV body {len(csv) / 1e6:.0f} MB; median of {args.repeats}")
     print("| model | floor (NumPy) | .npy -> .npy | CSV -> CSV | .npy / floor | CSV / floor |")
     print("|---|---|---|---|---|---|")
+    cpu_rows: list[str] = []
     try:
         with httpx.Client(base_url=server.url, timeout=600) as client:
             for label, spec in MODELS.items():
@@ -108,10 +129,21 @@ def main() -> None:
                         samples[name].append(timed(action))
                 rate = {name: args.rows / statistics.median(times)
                         for name, times in samples.items()}
+                spent = [cpu_of(by_npy, server.process.pid) for _ in range(args.repeats)]
+                cpu_rows.append(
+                    f"| {label} | {1e3 / rate['npy'] * args.rows:.0f} ms | "
+                    f"{1e3 * statistics.fmean(s for s, _ in spent):.0f} ms | "
+                    f"{1e3 * statistics.fmean(c for _, c in spent):.0f} ms | "
+                    f"{1e3 / rate['floor'] * args.rows:.0f} ms |")
                 print(f"| {label} | {rate['floor'] / 1e6:.2f} M rows/s | "
                       f"{rate['npy'] / 1e6:.2f} M rows/s | {rate['csv'] / 1e6:.3f} M rows/s | "
                       f"**{rate['npy'] / rate['floor']:.1%}** | "
                       f"{rate['csv'] / rate['floor']:.1%} |")
+        print("\nOne .npy request: wall time (median), then the mean CPU time of the server "
+              "and of this bench's client (upload, download, np.load); the floor's time")
+        print("| model | .npy wall | server CPU | client CPU | floor |")
+        print("|---|---|---|---|---|")
+        print("\n".join(cpu_rows))
     finally:
         server.stop()
 
