@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from service.api import dryrun
-from service.api.deps import RuntimeDep
+from service.api.deps import Runtime
 from service.api.problems import ProblemError, forbidden, responses, unauthorized, unavailable
 from service.config import Settings, is_loopback
 from service.store import keys
@@ -176,7 +176,7 @@ def _bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-async def authenticate(request: Request, runtime: RuntimeDep) -> Caller:
+async def authenticate(request: Request, runtime: Runtime) -> Caller:
     """The caller a request's key (or its absence, where allowed) makes it; 401 otherwise.
     On the loop, except the store lookups (the key, or whether any key exists), which run in
     a worker thread: a keyless request on a laptop costs no thread hop at all."""
@@ -217,9 +217,11 @@ def _look_up(engine: Engine, token: str, access: Access,
     return found, limit, access.limiter.hit(found.tenant, limit)
 
 
-async def authorize(request: Request, caller: Annotated[Caller, Depends(authenticate)],
-                    _: Annotated[object, Security(BEARER)] = None) -> Caller:
-    """The caller, if its scopes allow the operation; 403 otherwise."""
+async def authorize(request: Request) -> Caller:
+    """The caller, if its scopes allow the operation; 403 otherwise. One dependency with no
+    sub-dependencies (each one costs FastAPI work on every request); the spec's ``security``
+    of the operations that use it is written by ``service.app`` (``secured_operations``)."""
+    caller = await authenticate(request, request.app.state.runtime)
     scope = required_scope(request)
     if not caller.may(scope):
         have = ", ".join(sorted(caller.scopes, key=keys.SCOPES.index)) or "none"
@@ -265,8 +267,9 @@ def default_quotas(settings: Settings) -> keys.Quotas:
                        settings.tenant_rate_limit)
 
 
-async def tenant_store(runtime: RuntimeDep, caller: CallerDep) -> TenantStore:
+async def tenant_store(request: Request, caller: CallerDep) -> TenantStore:
     """The store bound to the caller's tenant."""
+    runtime: Runtime = request.app.state.runtime
     return TenantStore(runtime.sessions, caller, runtime.settings)
 
 
