@@ -14,7 +14,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -32,7 +33,7 @@ from service.api.deps import RuntimeDep
 from service.api.problems import ProblemError, forbidden, responses, unauthorized, unavailable
 from service.config import Settings, is_loopback
 from service.store import keys
-from service.store.repo import Repository
+from service.store.repo import Repository, now
 
 BEARER = HTTPBearer(
     auto_error=False,
@@ -76,6 +77,7 @@ class RateLimiter:
 
     def __init__(self, settings: Settings) -> None:
         uri = settings.redis_url or "memory://"
+        self.remote = settings.redis_url is not None  # counting is I/O: not on the loop
         self._limiter = MovingWindowRateLimiter(storage_from_string(uri, wrap_exceptions=True))
         self._items: dict[str, RateLimitItem] = {}
 
@@ -112,14 +114,58 @@ def key_secret(settings: Settings) -> str | None:
     return None if settings.secret_key is None else settings.secret_key.get_secret_value()
 
 
+class KeyCache:
+    """The records of keys this process has read, by digest, each trusted for ``seconds``
+    after it was read (``TAPELINE_KEY_CACHE_SECONDS``; 0 keeps nothing). A change made here
+    (a key revoked, a tenant's quotas set) drops the records it touches at once, and a read
+    that began before such a change is not kept, so it cannot bring the old record back."""
+
+    MAX_RECORDS = 100_000  # a bound on memory; every key there is would fit many times over
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._records: dict[str, tuple[float, keys.KeyRecord]] = {}
+        self.generation = 0  # bumped by every forget()
+
+    def get(self, hashed: str) -> keys.KeyRecord | None:
+        """The record of this digest if it was read less than ``seconds`` ago."""
+        entry = self._records.get(hashed)
+        if entry is None or time.monotonic() - entry[0] >= self.seconds:
+            return None
+        return entry[1]
+
+    def put(self, hashed: str, record: keys.KeyRecord, read_at: float, generation: int) -> None:
+        """Keep a record read at ``read_at`` (monotonic), when nothing was forgotten since the
+        read began (``generation``)."""
+        if self.seconds <= 0 or generation != self.generation:
+            return
+        if len(self._records) >= self.MAX_RECORDS:
+            self._records.clear()
+        self._records[hashed] = (read_at, record)
+
+    def replace(self, hashed: str, record: keys.KeyRecord) -> None:
+        """Update a kept record (its ``last_used_at``), keeping the time it was read."""
+        entry = self._records.get(hashed)
+        if entry is not None:
+            self._records[hashed] = (entry[0], record)
+
+    def forget(self, key_id: str | None = None, tenant: str | None = None) -> None:
+        """Drop the record of key ``key_id``, or those of ``tenant``'s keys."""
+        self.generation += 1
+        for hashed, (_, record) in list(self._records.items()):
+            if record.key_id == key_id or record.tenant == tenant:
+                self._records.pop(hashed, None)
+
+
 class Access:
     """What authentication keeps between requests: whether a key exists (once one does, it
-    stays so) and the rate limiter."""
+    stays so), the records of keys recently read, and the rate limiter."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.secret = key_secret(settings)
         self.limiter = RateLimiter(settings)
+        self.cache = KeyCache(settings.key_cache_seconds)
         self._keys_exist = False
         self._none_seen_at = -math.inf
         self._lock = threading.Lock()
@@ -128,6 +174,15 @@ class Access:
         """A key was just stored by this process: keyless requests end here and now."""
         with self._lock:
             self._keys_exist = True
+
+    def key_revoked(self, key_id: str) -> None:
+        """A key was just revoked by this process: its next request here reads the store."""
+        self.cache.forget(key_id=key_id)
+
+    def quotas_changed(self, tenant: str) -> None:
+        """A tenant's quotas were just set by this process: its keys' next requests here read
+        its rate limit from the store."""
+        self.cache.forget(tenant=tenant)
 
     def keyless_known(self) -> bool | None:
         """Whether a request without a key may pass, when that is known without the store:
@@ -156,6 +211,49 @@ class Access:
                 self._none_seen_at = time.monotonic()
         return not exists
 
+    async def admit(self, engine: Engine, token: str, default_limit: str) -> Admission:
+        """The key's record, after checking it is known, unexpired (at this instant) and not
+        revoked, and its request counted by the rate limiter; :class:`keys.KeyRejected`
+        otherwise. On the loop when the record is kept, its ``last_used_at`` is recent and
+        the limiter is in memory (no I/O at all); else in one worker-thread call."""
+        if not keys.well_formed(token):
+            raise keys.KeyRejected(
+                "the API key is malformed (expected tl_ and 43 or more characters)")
+        hashed = keys.digest(token, self.secret)
+        stamp = now()
+        record = self.cache.get(hashed)
+        if record is None or self.limiter.remote or record.due_a_touch(stamp):
+            return await run_in_threadpool(self._admit, engine, hashed, record, stamp,
+                                           default_limit)
+        return self._admit(engine, hashed, record, stamp, default_limit)
+
+    def _admit(self, engine: Engine, hashed: str, record: keys.KeyRecord | None,
+               stamp: datetime, default_limit: str) -> Admission:
+        if record is None:
+            generation, read_at = self.cache.generation, time.monotonic()
+            with engine.connect() as connection:
+                record = keys.read_key(connection, hashed)
+            self.cache.put(hashed, record, read_at, generation)
+        record.check(stamp)
+        if record.due_a_touch(stamp):
+            self.cache.replace(hashed, replace(record, last_used_at=stamp))
+            with engine.connect() as connection:
+                keys.touch(connection, record.key_id, stamp)
+        limit = record.rate_limit or default_limit
+        allowed, headers = self.limiter.hit(record.tenant, limit)
+        return Admission(record, limit, allowed, headers)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A known, valid key's record, the rate limit it was counted against, whether the
+    request is within it and the ``RateLimit-*`` headers."""
+
+    record: keys.KeyRecord
+    limit: str
+    allowed: bool
+    headers: dict[str, str]
+
 
 def required_scope(request: Request) -> str:
     """The scope the request's operation needs."""
@@ -178,8 +276,9 @@ def _bearer_token(request: Request) -> str | None:
 
 async def authenticate(request: Request, runtime: RuntimeDep) -> Caller:
     """The caller a request's key (or its absence, where allowed) makes it; 401 otherwise.
-    On the loop, except the store lookups (the key, or whether any key exists), which run in
-    a worker thread: a keyless request on a laptop costs no thread hop at all."""
+    On the loop, except the store lookups (a key's record not kept by :class:`KeyCache`, or
+    whether any key exists) and a Redis rate count, which run in a worker thread: a keyless
+    request on a laptop, and a keyed one whose record is kept, cost no thread hop at all."""
     access: Access = request.app.state.access
     if access.settings.auth == "off":
         return KEYLESS
@@ -192,29 +291,20 @@ async def authenticate(request: Request, runtime: RuntimeDep) -> Caller:
             return KEYLESS
         raise unauthorized("this operation needs an API key: `Authorization: Bearer tl_...`")
     try:
-        found, limit, (allowed, headers) = await run_in_threadpool(
-            _look_up, runtime.engine, token, access, runtime.settings.tenant_rate_limit)
+        admitted = await access.admit(runtime.engine, token, runtime.settings.tenant_rate_limit)
     except keys.KeyRejected as error:
         raise unauthorized(str(error), "invalid_token") from None
+    headers = admitted.headers
     request.scope.setdefault("state", {})["rate_headers"] = headers
-    if not allowed:
+    found = admitted.record
+    if not admitted.allowed:
         raise ProblemError(
             429,
-            f"tenant {found.tenant!r} is over its rate limit of {limit}; retry "
+            f"tenant {found.tenant!r} is over its rate limit of {admitted.limit}; retry "
             f"after {headers['Retry-After']} s",
             headers=headers,
         )
     return Caller(found.tenant, found.scopes, found.key_id)
-
-
-def _look_up(engine: Engine, token: str, access: Access,
-             default_limit: str) -> tuple[keys.Authenticated, str, tuple[bool, dict[str, str]]]:
-    """In a worker thread: the key's owner from the store, and its request counted by the
-    rate limiter (which may be Redis); one thread hop for both."""
-    with engine.connect() as connection:
-        found = keys.authenticate(connection, token, access.secret)
-    limit = found.rate_limit or default_limit
-    return found, limit, access.limiter.hit(found.tenant, limit)
 
 
 async def authorize(request: Request, caller: Annotated[Caller, Depends(authenticate)],
