@@ -1,7 +1,7 @@
 """What authentication costs a request: the same requests to a server with API keys and to one
 without (``TAPELINE_AUTH=off``), interleaved, in the same run.
 
-    .venv/bin/python bench/auth.py [--pairs 4] [--rounds 40] [--batch 20]
+    .venv/bin/python bench/auth.py [--pairs 4] [--rounds 40] [--batch 20] [--control]
 
 Starts ``--pairs`` pairs of ``tapeline serve`` processes from this checkout, one pair after
 another, each on fresh SQLite stores: one with ``TAPELINE_AUTH=required`` (each request
@@ -14,12 +14,17 @@ what shares its core) moves its medians by tenths of a millisecond on a shared m
 Reported per request kind: the median with and without a key over every pair, their
 difference (the cost of authentication; the target is at most 0.2 ms) and ratio, and the
 median of the per-round differences (each round's keyed median minus the keyless median
-of the same round: the load they saw was the same).
+of the same round: the load they saw was the same). ``--control`` makes both servers
+keyless (both are sent the header): its differences are the bench's own noise. Last, the
+in-process time of what authentication runs on the event loop for a keyed request whose key
+record is kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import math
 import os
 import statistics
 import subprocess
@@ -60,15 +65,45 @@ def serve(folder: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("a server did not start")
 
 
+def in_process(calls: int = 5000) -> float:
+    """The median time, in µs, of what authentication runs on the event loop for a keyed
+    request whose key record is kept: the key's shape and digest, the record's expiry and
+    revocation, and the rate count (in memory)."""
+    from datetime import UTC, datetime
+
+    from service.api.auth import Access
+    from service.config import Settings
+    from service.store import keys
+
+    access = Access(Settings(auth="required", tenant_rate_limit="1000000/second"))
+    record = keys.KeyRecord("key_bench", "admin", frozenset(keys.SCOPES), None, False,
+                            datetime.now(UTC), None)
+    access.cache.seconds = math.inf
+    access.cache.put(keys.digest(KEY, None), record, time.monotonic(), access.cache.generation)
+
+    async def run() -> float:
+        samples = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            await access.admit(None, KEY, "1000000/second")  # type: ignore[arg-type]
+            samples.append((time.perf_counter() - start) * 1e6)
+            await asyncio.sleep(0)  # let the limiter's expiry task run, as between requests
+        return statistics.median(samples)
+
+    return asyncio.run(run())
+
+
 def measure(scratch: Path, pair: int, rounds: int, batch: int,
             times: dict[tuple[str, str], list[float]],
-            paired: dict[str, list[float]]) -> None:
+            paired: dict[str, list[float]], control: bool) -> None:
     """One pair of fresh servers: ``rounds`` interleaved rounds of every request kind."""
     settings = {
         "key": {"TAPELINE_AUTH": "required", "TAPELINE_BOOTSTRAP_ADMIN_KEY": KEY,
                 "TAPELINE_TENANT_RATE_LIMIT": "1000000/second"},
         "off": {"TAPELINE_AUTH": "off"},
     }
+    if control:  # two keyless servers, both sent the header: the bench's own noise
+        settings["key"] = settings["off"]
     order = ["key", "off"] if pair % 2 == 0 else ["off", "key"]
     servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     clients: dict[str, httpx.Client] = {}
@@ -78,7 +113,7 @@ def measure(scratch: Path, pair: int, rounds: int, batch: int,
             folder.mkdir()
             servers[name] = serve(folder, **settings[name])
         for name in order:
-            headers = {"Authorization": f"Bearer {KEY}"} if name == "key" else {}
+            headers = {"Authorization": f"Bearer {KEY}"} if name == "key" or control else {}
             clients[name] = httpx.Client(base_url=servers[name][1], headers=headers, timeout=30)
         models = {name: c.post("/v1/models").json()["id"] for name, c in clients.items()}
         kinds = {"GET /v1/models/{id}": lambda n: f"/v1/models/{models[n]}",
@@ -114,6 +149,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=4, help="fresh pairs of servers")
     parser.add_argument("--rounds", type=int, default=40, help="rounds per pair")
     parser.add_argument("--batch", type=int, default=20, help="requests per round")
+    parser.add_argument("--control", action="store_true",
+                        help="both servers keyless (both sent the header): the noise floor")
     args = parser.parse_args()
     times: dict[tuple[str, str], list[float]] = {}
     paired: dict[str, list[float]] = {}
@@ -121,7 +158,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for pair in range(args.pairs):
             mine: dict[tuple[str, str], list[float]] = {}
-            measure(Path(scratch), pair, args.rounds, args.batch, mine, paired)
+            measure(Path(scratch), pair, args.rounds, args.batch, mine, paired, args.control)
             per_pair.append({kind: statistics.median(mine[(kind, "key")])
                              - statistics.median(mine[(kind, "off")]) for kind in paired})
             for series, samples in mine.items():
@@ -137,6 +174,10 @@ def main() -> None:
         pairs = ", ".join(f"{p[kind]:+.3f}" for p in per_pair)
         print(f"| `{kind}` | {keyed:.3f} | {bare:.3f} | {keyed - bare:+.3f} | "
               f"{keyed / bare:.2f} | {statistics.median(paired[kind]):+.3f} | {pairs} |")
+    if args.control:
+        print("control run: both servers keyless; the differences are the bench's noise")
+    print(f"in-process: authentication's work on the loop for a keyed request whose record is "
+          f"kept (shape, digest, expiry, revocation, rate count): {in_process():.1f} µs median")
 
 
 if __name__ == "__main__":
