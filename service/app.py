@@ -10,8 +10,9 @@ from functools import partial
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import func, select
 
 from service import __version__
@@ -27,11 +28,11 @@ from service.api import (
     transfer,
 )
 from service.api import service as service_routes
-from service.api.auth import Access, key_secret
+from service.api.auth import BEARER, Access, authorize, key_secret
 from service.api.bodies import BodyDecoder
-from service.api.deps import Runtime, no_nul_in_path
+from service.api.deps import Runtime, every_request
 from service.api.feeds import Feeds
-from service.api.limits import bind_settings, bound
+from service.api.limits import bound
 from service.api.middleware import (
     BodyMiddleware,
     BrowserGuardMiddleware,
@@ -39,6 +40,7 @@ from service.api.middleware import (
     HeadMiddleware,
     RequestContextMiddleware,
 )
+from service.api.service import metrics_access
 from service.api.telemetry import Metrics
 from service.config import DEFAULT_DATABASE_URL, Settings, get_settings
 from service.jobs.base import scale_collector, start_executor
@@ -136,7 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         generate_unique_id_function=operation_id,
         separate_input_output_schemas=False,
-        dependencies=[Depends(bind_settings), Depends(no_nul_in_path)],
+        dependencies=[Depends(every_request)],
         openapi_tags=[
             {"name": "datasets", "description": "Data to train on: inline, synthetic, uploaded."},
             {"name": "models", "description": "Models and their current parameters."},
@@ -225,6 +227,23 @@ def _alternatives(schema: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def secured_operations(app: FastAPI) -> set[tuple[str, str]]:
+    """The (path, method) of every operation that checks the caller's key: those depending on
+    :func:`~service.api.auth.authorize` or the metrics' own check. They are found from the
+    routes' dependencies (no ``Security`` dependency runs on each request just for the spec)."""
+    checks = (authorize, metrics_access)
+
+    def checked(dependant: Dependant) -> bool:
+        return dependant.call in checks or any(checked(d) for d in dependant.dependencies)
+
+    found = set()
+    for route in iter_route_contexts(app.routes):  # each with its routers' dependencies
+        if isinstance(route.original_route, APIRoute) and route.include_in_schema and \
+                route.path_format is not None and checked(route.dependant):
+            found |= {(route.path_format, method.lower()) for method in route.methods or ()}
+    return found
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's spec, with error answers described only as problem+json and each request body
     showing its schema's example (what `/docs` pre-fills and generated docs display)."""
@@ -243,8 +262,20 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         )
     problem = {problems.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     schemas = spec["components"]["schemas"]
-    for path in spec.get("paths", {}).values():
-        for method, operation in path.items():
+    secured = secured_operations(app)
+    if secured:
+        spec["components"]["securitySchemes"] = {
+            BEARER.scheme_name:
+                BEARER.model.model_dump(mode="json", by_alias=True, exclude_none=True)}
+    for route_path, path in spec.get("paths", {}).items():
+        for method, operation in list(path.items()):
+            if (route_path, method) in secured:  # where FastAPI's own would be
+                items = list(operation.items())
+                keys_ = [key for key, _ in items]
+                at = keys_.index("parameters") if "parameters" in keys_ else \
+                    keys_.index("responses") + 1
+                path[method] = operation = dict(
+                    [*items[:at], ("security", [{BEARER.scheme_name: []}]), *items[at:]])
             if "security" in operation:  # the scope a key needs (service.api.auth)
                 operation.setdefault("x-scope", "read" if method in ("get", "head") else "write")
             for media in operation.get("requestBody", {}).get("content", {}).values():

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from limits import RateLimitItem, parse
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
@@ -29,22 +29,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from service.api import dryrun
-from service.api.deps import RuntimeDep
+from service.api.deps import Runtime
 from service.api.problems import ProblemError, forbidden, responses, unauthorized, unavailable
 from service.config import Settings, is_loopback
 from service.store import keys
 from service.store.repo import Repository, now
 
-
-class DeclaredBearer(HTTPBearer):
-    """The ``bearer`` scheme as the OpenAPI spec declares it. The key itself is read once, by
-    :func:`authenticate`: this dependency reads nothing (and builds no credentials object)."""
-
-    async def __call__(self, request: Request) -> None:  # type: ignore[override]
-        return None
-
-
-BEARER = DeclaredBearer(
+BEARER = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
     description="An API key: `Authorization: Bearer tl_...` (`tapeline keys create`). "
@@ -296,7 +287,7 @@ def _bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-async def authenticate(request: Request, runtime: RuntimeDep) -> Caller:
+async def authenticate(request: Request, runtime: Runtime) -> Caller:
     """The caller a request's key (or its absence, where allowed) makes it; 401 otherwise.
     On the loop, except the store lookups (a key's record not kept by :class:`KeyCache`, or
     whether any key exists) and a Redis rate count, which run in a worker thread: a keyless
@@ -329,9 +320,11 @@ async def authenticate(request: Request, runtime: RuntimeDep) -> Caller:
     return Caller(found.tenant, found.scopes, found.key_id)
 
 
-async def authorize(request: Request, caller: Annotated[Caller, Depends(authenticate)],
-                    _: Annotated[object, Security(BEARER)] = None) -> Caller:
-    """The caller, if its scopes allow the operation; 403 otherwise."""
+async def authorize(request: Request) -> Caller:
+    """The caller, if its scopes allow the operation; 403 otherwise. One dependency with no
+    sub-dependencies (each one costs FastAPI work on every request); the spec's ``security``
+    of the operations that use it is written by ``service.app`` (``secured_operations``)."""
+    caller = await authenticate(request, request.app.state.runtime)
     scope = required_scope(request)
     if not caller.may(scope):
         have = ", ".join(sorted(caller.scopes, key=keys.SCOPES.index)) or "none"
@@ -377,8 +370,9 @@ def default_quotas(settings: Settings) -> keys.Quotas:
                        settings.tenant_rate_limit)
 
 
-async def tenant_store(runtime: RuntimeDep, caller: CallerDep) -> TenantStore:
+async def tenant_store(request: Request, caller: CallerDep) -> TenantStore:
     """The store bound to the caller's tenant."""
+    runtime: Runtime = request.app.state.runtime
     return TenantStore(runtime.sessions, caller, runtime.settings)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.bodies import BodyDecoder
 from service.api.feeds import Feeds
-from service.api.limits import Limit
+from service.api.limits import Limit, bind_settings
 from service.api.problems import ProblemError
 from service.api.telemetry import Metrics
 from service.config import Settings
@@ -44,8 +44,11 @@ async def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-async def no_nul_in_path(request: Request) -> None:
-    """404 for a path id holding NUL: no id has one, and PostgreSQL cannot even compare it."""
+async def every_request(request: Request) -> None:
+    """What every operation needs first, as one dependency (each costs FastAPI work on every
+    request): the app's settings bound for validation, and 404 for a path id holding NUL (no
+    id has one, and PostgreSQL cannot even compare it)."""
+    await bind_settings(request)
     if any("\x00" in str(value) for value in request.path_params.values()):
         raise ProblemError(404, "no resource has an id containing NUL")
 

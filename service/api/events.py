@@ -83,10 +83,25 @@ def read_items(
         return items, end
 
 
-def follow(runtime: Runtime, run_id: str, after: int, ping: float) -> AsyncIterator[Item | None]:
-    """Stored epochs after ``after``, then new ones as they land, then the final run; ``None``
-    marks ``ping`` seconds without news (a chance to send a keep-alive)."""
+def follow(runtime: Runtime, run_id: str, after: int,
+           ping: float) -> AsyncIterator[list[Item] | None]:
+    """Stored epochs after ``after``, then new ones as they land, then the final run, in
+    batches; ``None`` marks ``ping`` seconds without news (a chance to send a keep-alive)."""
     return runtime.feeds.follow(run_id, after, ping)
+
+
+def sse_event(item: Item) -> bytes:
+    """An item as one Server-Sent Event (``id`` = its epoch)."""
+    epoch = None if item.epoch is None else str(item.epoch)
+    return format_sse_event(data_str=item.json, event=item.kind, id=epoch)
+
+
+def json_line(item: Item) -> bytes:
+    """An item as one line of JSON Lines."""
+    return item.json.encode() + b"\n"
+
+
+KEEP_ALIVE = format_sse_event(comment="keep-alive")
 
 
 After = Annotated[
@@ -185,12 +200,11 @@ async def stream(run_id: str, runtime: RuntimeDep, start: StartDep) -> EventStre
     Resumes after `Last-Event-ID` or `?after`; sends keep-alive comments while idle."""
 
     async def events() -> AsyncIterator[bytes]:
-        async for item in follow(runtime, run_id, start, runtime.settings.sse_ping_seconds):
-            if item is None:
-                yield format_sse_event(comment="keep-alive")
-            else:
-                epoch = None if item.epoch is None else str(item.epoch)
-                yield format_sse_event(data_str=item.json, event=item.kind, id=epoch)
+        async for batch in follow(runtime, run_id, start, runtime.settings.sse_ping_seconds):
+            if batch is None:
+                yield KEEP_ALIVE
+            else:  # each item encoded once per process, whoever reads it
+                yield b"".join(item.encoded(SSE, sse_event) for item in batch)
 
     return EventStream(events())
 
@@ -200,9 +214,9 @@ async def stream_jsonl(run_id: str, runtime: RuntimeDep, start: StartDep) -> Str
     """The JSON Lines encoding of :func:`stream`."""
 
     async def lines() -> AsyncIterator[bytes]:
-        async for item in follow(runtime, run_id, start, ping=float("inf")):
-            if item is not None:
-                yield item.json.encode() + b"\n"
+        async for batch in follow(runtime, run_id, start, ping=float("inf")):
+            if batch is not None:
+                yield b"".join(item.encoded(JSONL, json_line) for item in batch)
 
     return StreamingResponse(lines(), media_type=JSONL)
 

@@ -16,7 +16,7 @@ import logging
 import time
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from starlette.concurrency import run_in_threadpool
@@ -45,6 +45,15 @@ class Item:
     kind: Literal["epoch", "end"]
     epoch: int | None
     json: str
+    # The item as each stream encoding sends it, made by the first reader that needs it.
+    _encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    def encoded(self, encoding: str, encode: Callable[[Item], bytes]) -> bytes:
+        """The item's bytes in ``encoding``, encoded once for every reader of this process."""
+        found = self._encoded.get(encoding)
+        if found is None:
+            found = self._encoded[encoding] = encode(self)
+        return found
 
 
 # read(run_id, after, limit): up to ``limit`` epoch items after epoch ``after``, and the end
@@ -170,10 +179,12 @@ class Feeds:
             if (feed.end is None or feed.readers == 0) and self._feeds.get(run_id) is feed:
                 del self._feeds[run_id]
 
-    async def follow(self, run_id: str, after: int, ping: float) -> AsyncIterator[Item | None]:
-        """The run's items after epoch ``after``, then new ones as they are stored, then its end;
-        ``None`` marks ``ping`` seconds without news (a chance to send a keep-alive; to within
-        the feed's one-second tick)."""
+    async def follow(self, run_id: str, after: int,
+                     ping: float) -> AsyncIterator[list[Item] | None]:
+        """The run's items after epoch ``after``, then new ones as they are stored, then its end,
+        in batches (all that is there when the reader looks: each batch is one write to the
+        client); ``None`` marks ``ping`` seconds without news (a chance to send a keep-alive;
+        to within the feed's one-second tick)."""
         feed = self._join(run_id, after)
         position, last_sent = after, time.monotonic()
         try:
@@ -184,23 +195,23 @@ class Feeds:
                         gap, end = await run_in_threadpool(self._read, run_id, position, PAGE)
                     except NotFound:
                         return
-                    for item in gap:
-                        yield item
-                        position = item.epoch if item.epoch is not None else position
+                    if gap:
+                        position = _last_epoch(gap, position)
                     if end is not None:
-                        yield end
+                        yield [*gap, end]
                         return
+                    if gap:
+                        yield gap
                     last_sent = time.monotonic()
                     continue
                 if items:
-                    for item in items:
-                        yield item
-                        position = item.epoch if item.epoch is not None else position
+                    position = _last_epoch(items, position)
+                    yield items
                     last_sent = time.monotonic()
                     continue
                 feed.caught_up.set()
                 if feed.end is not None:
-                    yield feed.end
+                    yield [feed.end]
                     return
                 if feed.done or self._progress.closed:
                     return  # gone, failed, or the service is stopping: clients resume
@@ -211,3 +222,11 @@ class Feeds:
                 await feed.changed()
         finally:
             self._leave(feed)
+
+
+def _last_epoch(items: list[Item], position: int) -> int:
+    """The epoch of the last epoch item among ``items`` (``position`` if none is one)."""
+    for item in reversed(items):
+        if item.epoch is not None:
+            return item.epoch
+    return position

@@ -3,7 +3,7 @@
 A request field annotated with ``Limit("max_epochs")`` may not exceed that setting (a list
 may not have more items): 422 naming the field. The spec an app serves shows the setting as
 the field's ``maximum`` (``maxItems``). Both read the settings bound to the request being
-answered (:func:`bind_settings`, an app-wide dependency) or to the spec being written
+answered (:func:`bind_settings`, from the app-wide dependency) or to the spec being written
 (:func:`bound`); outside either, the process's settings.
 """
 

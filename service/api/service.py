@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request, Response, Security
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from service.api.auth import BEARER, authenticate
+from service.api.auth import authenticate
 from service.api.deps import RuntimeDep
 from service.api.problems import ProblemError, forbidden, responses
 from service.api.schemas import Health
@@ -34,8 +32,7 @@ async def readyz(runtime: RuntimeDep) -> Health:
     return Health(status="ok")
 
 
-async def metrics_access(request: Request, runtime: RuntimeDep,
-                         _: Annotated[object, Security(BEARER)] = None) -> None:
+async def metrics_access(request: Request, runtime: RuntimeDep) -> None:
     """401 / 403 unless the caller has an ``admin`` key, or the metrics are public."""
     if runtime.settings.metrics_public:
         return

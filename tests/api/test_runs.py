@@ -282,7 +282,8 @@ def test_a_stream_of_a_deleted_run_just_ends(app_client: TestClient) -> None:
     runtime = app_client.app.state.runtime  # type: ignore[attr-defined]
 
     async def items() -> list[Any]:
-        return [item async for item in follow(runtime, run["id"], -1, ping=60)]
+        return [item async for batch in follow(runtime, run["id"], -1, ping=60)
+                for item in batch or []]
 
     assert len(asyncio.run(items())) == 11  # ten epochs and the end
     assert app_client.delete(f"/v1/models/{model['id']}").status_code == 204

@@ -318,6 +318,12 @@ export function runView(main, runId) {
       ? getJSON(withQuery(`/v1/datasets/${id(d.id)}/data`, { sample: SAMPLE }), { signal }) : null));
     sample.catch(() => {});
     trace = fromColumns(await historyAnswer);
+    // The history was asked for before the run: if the run ended in between, it may lack the
+    // last epochs, and an ended run is not followed, so ask again for the whole of it.
+    const lastSeen = trace.x.length ? trace.x[trace.x.length - 1] : -1;
+    if (!ACTIVE.includes(run.status) && lastSeen < run.epochs_completed - 1) {
+      trace = fromColumns(await getJSON(withQuery(`/v1/runs/${id(runId)}/history`, { format: "columns", max_points: OPENING_POINTS }), { signal }));
+    }
     figures.append(lossFig.el);
     drawLoss();
     [model, dataset] = await context;
