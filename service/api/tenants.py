@@ -94,9 +94,10 @@ def list_(
 @keys_router.delete("/{key_id}", status_code=204, summary="Revoke an API key",
                     responses=responses(401, 403, 404, 409, 429), openapi_extra=ADMIN)
 def delete(key_id: str, runtime: RuntimeDep, caller: CallerDep, request: Request) -> Response:
-    """Revoke a key: the next request with it answers 401. Revoking twice changes nothing. A
-    key cannot revoke itself (409), so an admin cannot lock itself out by mistake: use another
-    admin key, or `tapeline keys revoke`."""
+    """Revoke a key: its next request to this server answers 401 (to other replicas, within
+    `TAPELINE_KEY_CACHE_SECONDS`, 1 s by default). Revoking twice changes nothing. A key cannot
+    revoke itself (409), so an admin cannot lock itself out by mistake: use another admin
+    key, or `tapeline keys revoke`."""
     if key_id == caller.key_id:
         raise Conflict(f"key {key_id!r} is the one making this request; revoke it with another "
                        "admin key or `tapeline keys revoke`")
