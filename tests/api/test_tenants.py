@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.orm import sessionmaker
 
+from service.api.auth import KeyCache
 from service.app import create_app
 from service.config import Settings
 from service.store import keys
@@ -190,6 +191,49 @@ def test_a_kept_key_record_still_expires_at_its_instant(tmp_path: Path) -> None:
         assert client.get("/v1/me", headers=bearer(key["key"])).status_code == 200  # kept now
         time.sleep(max((expires - datetime.now(UTC)).total_seconds(), 0) + 0.05)
         assert_401(client.get("/v1/me", headers=bearer(key["key"])), "expired")
+
+
+def test_a_kept_key_record_spares_the_store_until_it_is_stale_or_dropped(tmp_path: Path) -> None:
+    """The cost the key cache removes: while a key's record is kept, its requests read nothing
+    of api_keys; a revocation made here drops it (the next request reads the store, and is
+    refused)."""
+    with app(tmp_path, key_cache_seconds=60) as client:
+        key = new_key(client, "team-k")
+        engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
+        reads: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if "api_keys" in statement:
+                reads.append(statement)
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            assert client.get("/v1/me", headers=bearer(key["key"])).status_code == 200
+            assert len(reads) == 2  # read once, and last_used_at written
+            for _ in range(3):
+                assert client.get("/v1/me", headers=bearer(key["key"])).status_code == 200
+            assert len(reads) == 2
+            assert client.delete(f"/v1/keys/{key['id']}", headers=bearer(ADMIN)).status_code == 204
+            del reads[:]
+            assert_401(client.get("/v1/me", headers=bearer(key["key"])), "revoked")
+            assert len(reads) == 1  # dropped at the revocation: read again
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_read_begun_before_a_revocation_is_not_kept() -> None:
+    """A record read while the key was being revoked here must not be kept afterwards, or the
+    revocation would wait for the record to go stale."""
+    cache = KeyCache(60)
+    record = keys.KeyRecord("key_1", "team", frozenset({"read"}), None, False, None, None)
+    generation = cache.generation  # a read begins
+    cache.forget(key_id="key_1")  # the revocation commits and drops the record
+    cache.put("digest", record, time.monotonic(), generation)  # the read ends
+    assert cache.get("digest") is None
+    cache.put("digest", record, time.monotonic(), cache.generation)  # a read after it
+    assert cache.get("digest") == record
+    cache.forget(tenant="team")  # quotas set: the tenant's records go
+    assert cache.get("digest") is None
 
 
 def revoke_elsewhere(client: TestClient, key_id: str) -> None:
