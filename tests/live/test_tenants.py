@@ -1,7 +1,7 @@
 """Tenants against real servers, on SQLite and on PostgreSQL: a cross-tenant matrix generated
 from the OpenAPI spec (so a new endpoint is covered without a new test), the bootstrap key,
-keys kept out of logs and out of the database file, and the refusal to serve a network
-without keys."""
+keys kept out of logs and out of the database file, the refusal to serve a network
+without keys, and one worker's queue served fairly between tenants."""
 
 from __future__ import annotations
 
