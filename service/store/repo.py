@@ -16,7 +16,7 @@ from itertools import chain
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import delete, exists, false, func, select, update
+from sqlalchemy import bindparam, delete, exists, false, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -117,6 +117,48 @@ def _take_write_lock(session: Session) -> None:
     )
 
 
+# The hottest queries, built once with their parameters bound at each call: SQLAlchemy then
+# neither rebuilds the statement nor recomputes its cache key on every request.
+_BY_ID: dict[type[Any], Any] = {
+    table: select(table).where(table.id == bindparam("id"), table.owner == bindparam("owner"))
+    for table in (DatasetRow, ModelRow, RunRow)
+}
+_ACTIVE = RunRow.status.in_(ACTIVE_STATUSES)
+_ACTIVE_RUN_ID = select(RunRow.id).where(
+    RunRow.model_id == bindparam("model_id"), RunRow.owner == bindparam("owner"), _ACTIVE)
+_ACTIVE_RUNS = select(func.count()).where(RunRow.owner == bindparam("owner"), _ACTIVE)
+_QUEUED = select(func.count()).where(RunRow.status == RunStatus.QUEUED)
+_PRODUCING_RUN_ID = (
+    select(RunRow.id)
+    .where(RunRow.model_id == bindparam("model_id"), RunRow.owner == bindparam("owner"),
+           RunRow.status == RunStatus.SUCCEEDED)
+    .order_by(RunRow.seq.desc())
+    .limit(1)
+)
+_STORED_BYTES = select(func.coalesce(func.sum(DatasetRow.stored_bytes), 0)).where(
+    DatasetRow.owner == bindparam("owner"))
+_TRAINING_MODEL_IDS = select(RunRow.model_id).where(
+    RunRow.model_id.in_(bindparam("ids", expanding=True)), RunRow.owner == bindparam("owner"),
+    _ACTIVE)
+_ARRAYS = select(DatasetRow.x, DatasetRow.y).where(
+    DatasetRow.id == bindparam("id"), DatasetRow.owner == bindparam("owner"))
+_MODEL_HISTORY = (
+    select(EpochRow)
+    .where(EpochRow.model_id == bindparam("model_id"), EpochRow.step > bindparam("after"),
+           exists().where(ModelRow.id == bindparam("model_id"),
+                          ModelRow.owner == bindparam("owner")))
+    .order_by(EpochRow.step)
+    .limit(bindparam("limit"))
+)
+_RUN_HISTORY = (
+    select(EpochRow)
+    .where(EpochRow.run_id == bindparam("run_id"), EpochRow.epoch > bindparam("after"),
+           exists().where(RunRow.id == bindparam("run_id"), RunRow.owner == bindparam("owner")))
+    .order_by(EpochRow.epoch)
+    .limit(bindparam("limit"))
+)
+
+
 class Repository:
     """The datasets, models, runs and history of one tenant, read and written in ``session``.
     Every query filters by the tenant; nothing of another tenant can be found, listed, used or
@@ -166,9 +208,7 @@ class Repository:
         return row
 
     def _by_id(self, table: type[Row], kind: str, resource_id: str) -> Row:
-        row = self.session.scalar(
-            select(table).where(table.id == resource_id, table.owner == self.tenant)  # type: ignore[attr-defined]
-        )
+        row = self.session.scalar(_BY_ID[table], {"id": resource_id, "owner": self.tenant})
         if row is None:
             raise NotFound(kind, resource_id)
         return row
@@ -179,11 +219,8 @@ class Repository:
 
     def load_arrays(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
         """The tenant's dataset's ``x`` and ``y`` arrays, in one query."""
-        found = self.session.execute(
-            select(DatasetRow.x, DatasetRow.y).where(
-                DatasetRow.id == dataset_id, DatasetRow.owner == self.tenant
-            )
-        ).one_or_none()
+        found = self.session.execute(_ARRAYS, {"id": dataset_id,
+                                               "owner": self.tenant}).one_or_none()
         if found is None:
             raise NotFound("dataset", dataset_id)
         return unpack_array(found.x), unpack_array(found.y)
@@ -202,12 +239,7 @@ class Repository:
 
     def stored_bytes(self) -> int:
         """The bytes the tenant's datasets take."""
-        total = self.session.scalar(
-            select(func.coalesce(func.sum(DatasetRow.stored_bytes), 0)).where(
-                DatasetRow.owner == self.tenant
-            )
-        )
-        return int(total or 0)
+        return int(self.session.scalar(_STORED_BYTES, {"owner": self.tenant}) or 0)
 
     def usage(self) -> dict[str, int]:
         """What the tenant uses now: active runs, stored bytes, datasets and models."""
@@ -290,27 +322,14 @@ class Repository:
 
     def active_run_id(self, model_id: str) -> str | None:
         """The id of the model's queued, running or cancelling run, if it has one."""
-        return self.session.scalar(
-            select(RunRow.id).where(
-                RunRow.model_id == model_id,
-                RunRow.owner == self.tenant,
-                RunRow.status.in_(ACTIVE_STATUSES),
-            )
-        )
+        return self.session.scalar(_ACTIVE_RUN_ID, {"model_id": model_id, "owner": self.tenant})
 
     def training_model_ids(self, model_ids: Sequence[str]) -> set[str]:
         """Which of these models have an active run."""
         if not model_ids:
             return set()
-        return set(
-            self.session.scalars(
-                select(RunRow.model_id).where(
-                    RunRow.model_id.in_(model_ids),
-                    RunRow.owner == self.tenant,
-                    RunRow.status.in_(ACTIVE_STATUSES),
-                )
-            )
-        )
+        return set(self.session.scalars(_TRAINING_MODEL_IDS, {"ids": list(model_ids),
+                                                              "owner": self.tenant}))
 
     def delete_model(self, model_id: str) -> None:
         """Delete a model with its runs and history, or :class:`Conflict` while it trains."""
@@ -380,15 +399,11 @@ class Repository:
             self.session.execute(select(func.pg_advisory_xact_lock(QUEUE_LOCK)))
         else:
             _take_write_lock(self.session)
-        return self.session.scalar(select(func.count()).where(RunRow.status == "queued")) or 0
+        return self.session.scalar(_QUEUED) or 0
 
     def active_runs(self) -> int:
         """How many of the tenant's runs are queued, running or cancelling."""
-        return self.session.scalar(
-            select(func.count()).where(
-                RunRow.owner == self.tenant, RunRow.status.in_(ACTIVE_STATUSES)
-            )
-        ) or 0
+        return self.session.scalar(_ACTIVE_RUNS, {"owner": self.tenant}) or 0
 
     def get_run(self, run_id: str) -> RunRow:
         """The tenant's run with this id, or :class:`NotFound`."""
@@ -396,13 +411,8 @@ class Repository:
 
     def producing_run_id(self, model_id: str) -> str | None:
         """The run whose final params the model holds now: its latest succeeded run, if any."""
-        return self.session.scalar(
-            select(RunRow.id)
-            .where(RunRow.model_id == model_id, RunRow.owner == self.tenant,
-                   RunRow.status == RunStatus.SUCCEEDED)
-            .order_by(RunRow.seq.desc())
-            .limit(1)
-        )
+        return self.session.scalar(_PRODUCING_RUN_ID, {"model_id": model_id,
+                                                       "owner": self.tenant})
 
     def request_cancel(self, run_id: str) -> RunRow:
         """Ask a run to stop: a queued run is cancelled at once, a running one becomes
@@ -433,10 +443,9 @@ class Repository:
         self, run_id: str, after: int | None, limit: int
     ) -> tuple[Sequence[EpochRow], bool]:
         """A run's history rows with ``epoch > after``, and whether more follow."""
-        query = select(EpochRow).where(self._run_rows(run_id))
-        if after is not None:
-            query = query.where(EpochRow.epoch > after)
-        rows = self.session.scalars(query.order_by(EpochRow.epoch).limit(limit + 1)).all()
+        rows = self.session.scalars(_RUN_HISTORY, {
+            "run_id": run_id, "owner": self.tenant, "after": -1 if after is None else after,
+            "limit": limit + 1}).all()
         return rows[:limit], len(rows) > limit
 
     def model_history(
@@ -444,10 +453,9 @@ class Repository:
     ) -> tuple[Sequence[EpochRow], bool]:
         """Every run's history of a model in order, rows with ``step > after``, and whether
         more follow."""
-        query = select(EpochRow).where(self._model_rows(model_id))
-        if after is not None:
-            query = query.where(EpochRow.step > after)
-        rows = self.session.scalars(query.order_by(EpochRow.step).limit(limit + 1)).all()
+        rows = self.session.scalars(_MODEL_HISTORY, {
+            "model_id": model_id, "owner": self.tenant, "after": -1 if after is None else after,
+            "limit": limit + 1}).all()
         return rows[:limit], len(rows) > limit
 
     def run_history_sample(
