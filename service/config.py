@@ -115,6 +115,15 @@ class Settings(BaseSettings):
         description="A key (`tl_` and 43+ URL-safe characters) registered at start-up as an "
         "`admin` key of tenant `admin`.",
     )
+    key_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="How long a server trusts a key's record (tenant, scopes, expiry, "
+        "revocation) read from the store before reading it again: a key revoked by another "
+        "process (another replica, `tapeline keys revoke`) is refused within this long; one "
+        "revoked through this server's API at once. 0 reads the store on every request.",
+    )
     metrics_public: bool = Field(False, description="Serve /metrics without an admin key.")
     tenant_max_active_runs: int = Field(
         8, ge=0, description="Most queued or running runs of one tenant (its quota may differ)."

@@ -93,15 +93,17 @@ def list_(
 
 @keys_router.delete("/{key_id}", status_code=204, summary="Revoke an API key",
                     responses=responses(401, 403, 404, 409, 429), openapi_extra=ADMIN)
-def delete(key_id: str, runtime: RuntimeDep, caller: CallerDep) -> Response:
-    """Revoke a key: the next request with it answers 401. Revoking twice changes nothing. A
-    key cannot revoke itself (409), so an admin cannot lock itself out by mistake: use another
-    admin key, or `tapeline keys revoke`."""
+def delete(key_id: str, runtime: RuntimeDep, caller: CallerDep, request: Request) -> Response:
+    """Revoke a key: its next request to this server answers 401 (to other replicas, within
+    `TAPELINE_KEY_CACHE_SECONDS`, 1 s by default). Revoking twice changes nothing. A key cannot
+    revoke itself (409), so an admin cannot lock itself out by mistake: use another admin
+    key, or `tapeline keys revoke`."""
     if key_id == caller.key_id:
         raise Conflict(f"key {key_id!r} is the one making this request; revoke it with another "
                        "admin key or `tapeline keys revoke`")
     with runtime.sessions.begin() as session:
         keys.revoke(session, key_id, None if operator(caller) else caller.tenant)
+    request.app.state.access.key_revoked(key_id)
     return Response(status_code=204)
 
 
@@ -131,6 +133,7 @@ def set_quotas(
     body: QuotasUpdate,
     runtime: RuntimeDep,
     caller: CallerDep,
+    request: Request,
 ) -> Quotas:
     """Replace a tenant's own limits (a null or absent one: the service's default); only an
     admin of tenant `admin`. Answers the limits now in force."""
@@ -139,4 +142,5 @@ def set_quotas(
     with runtime.sessions.begin() as session:
         keys.set_quotas(session, tenant, body.model_dump())
         found = keys.quotas(session, tenant, default_quotas(runtime.settings))
+    request.app.state.access.quotas_changed(tenant)
     return Quotas(**found.__dict__)

@@ -29,8 +29,9 @@ KEY_PATTERN = re.compile(r"tl_[A-Za-z0-9_-]{43,200}")
 PREFIX_LENGTH = 11  # "tl_" and 8 characters: enough to tell keys apart, useless to guess one
 ADMIN_TENANT = "admin"
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-# last_used_at is written at most this often per key (a write per request would cost more than
-# the rest of authentication).
+# last_used_at is written at most this often per key by each server process (a write per
+# request would cost more than the rest of authentication); a process sees the other processes'
+# writes when it reads the key's record again (TAPELINE_KEY_CACHE_SECONDS).
 TOUCH_EVERY = timedelta(minutes=1)
 
 
@@ -103,17 +104,33 @@ def register_bootstrap(session: Session, key: str, secret: str | None) -> bool:
 
 
 @dataclass(frozen=True)
-class Authenticated:
-    """Who a key speaks for: its id, tenant and scopes, and the tenant's rate limit if set."""
+class KeyRecord:
+    """What authentication needs of a stored key: its id, tenant, scopes (as granted), expiry,
+    revocation, when it was last used, and its tenant's own rate limit if set. Never the key
+    or its hash."""
 
     key_id: str
     tenant: str
     scopes: frozenset[str]
+    expires_at: datetime | None
+    revoked: bool
+    last_used_at: datetime | None
     rate_limit: str | None
 
+    def check(self, stamp: datetime) -> None:
+        """:class:`KeyRejected` unless the key is unrevoked and unexpired at ``stamp``."""
+        if self.revoked:
+            raise KeyRejected("the API key is revoked")
+        if self.expires_at is not None and self.expires_at <= stamp:
+            raise KeyRejected("the API key is expired")
 
-# One query per request: the key's row and its tenant's own rate limit (Core, not the ORM: a
-# quarter of the time, which is most of what authentication costs a request).
+    def due_a_touch(self, stamp: datetime) -> bool:
+        """Whether ``last_used_at`` is older than :data:`TOUCH_EVERY` at ``stamp``."""
+        return self.last_used_at is None or stamp - self.last_used_at >= TOUCH_EVERY
+
+
+# One query: the key's row and its tenant's own rate limit (Core, not the ORM: a quarter of
+# the time).
 _LOOKUP = (
     select(ApiKeyRow.id, ApiKeyRow.tenant, ApiKeyRow.scopes, ApiKeyRow.key_hash,
            ApiKeyRow.expires_at, ApiKeyRow.last_used_at, ApiKeyRow.revoked_at,
@@ -123,26 +140,25 @@ _LOOKUP = (
 )
 
 
-def authenticate(connection: Connection, key: str, secret: str | None) -> Authenticated:
-    """The key's owner, after checking it is known, unexpired and not revoked; else
-    :class:`KeyRejected`. Writes ``last_used_at`` at most once a :data:`TOUCH_EVERY`."""
-    if not KEY_PATTERN.fullmatch(key):
-        raise KeyRejected("the API key is malformed (expected tl_ and 43 or more characters)")
-    hashed = digest(key, secret)
+def well_formed(key: str) -> bool:
+    """Whether ``key`` has the shape of a key (``tl_`` and 43 or more URL-safe characters)."""
+    return KEY_PATTERN.fullmatch(key) is not None
+
+
+def read_key(connection: Connection, hashed: str) -> KeyRecord:
+    """The record of the key whose digest is ``hashed``; :class:`KeyRejected` if none is."""
     row = connection.execute(_LOOKUP, {"hashed": hashed}).first()
     if row is None or not hmac.compare_digest(row.key_hash, hashed):
         raise KeyRejected("the API key is unknown")
-    stamp = now()
-    if row.revoked_at is not None:
-        raise KeyRejected("the API key is revoked")
-    if row.expires_at is not None and row.expires_at <= stamp:
-        raise KeyRejected("the API key is expired")
-    if row.last_used_at is None or stamp - row.last_used_at >= TOUCH_EVERY:
-        connection.execute(
-            update(ApiKeyRow).where(ApiKeyRow.id == row.id).values(last_used_at=stamp)
-        )
-        connection.commit()
-    return Authenticated(row.id, row.tenant, frozenset(granted(row.scopes)), row.rate_limit)
+    return KeyRecord(row.id, row.tenant, frozenset(granted(row.scopes)), row.expires_at,
+                     row.revoked_at is not None, row.last_used_at, row.rate_limit)
+
+
+def touch(connection: Connection, key_id: str, stamp: datetime) -> None:
+    """Record that the key was used at ``stamp`` (committed)."""
+    connection.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id)
+                       .values(last_used_at=stamp))
+    connection.commit()
 
 
 def any_key(connection: Connection | Session) -> bool:

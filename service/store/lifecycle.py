@@ -16,6 +16,7 @@ from sqlalchemy import (
     ClauseElement,
     Table,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -62,7 +63,7 @@ def announce(session: Session, run_id: str) -> None:
     """Tell every replica listening on PostgreSQL that the run has news, when this
     transaction commits (nothing on SQLite, whose one server announces in process)."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_notify(CHANNEL, run_id)))
+        session.execute(_NOTIFY, {"run_id": run_id})
 
 
 def _typed(table: Table, values: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +73,42 @@ def _typed(table: Table, values: dict[str, Any]) -> dict[str, Any]:
     ORM's bulk UPDATE path, which rebuilds each value's bind.)"""
     return {name: value if isinstance(value, ClauseElement)
             else literal(value, table.c[name].type) for name, value in values.items()}
+
+
+# Statements run for every run (or every flush), built once with their parameters bound at
+# each call: SQLAlchemy then neither rebuilds them nor recomputes their cache keys. (Bind
+# names differ from column names, which an UPDATE reserves for its own SET binds.)
+_NOTIFY = select(func.pg_notify(CHANNEL, bindparam("run_id")))
+_OF_MODEL = ModelRow.id == RunRow.model_id
+_START = (
+    update(RunRow)
+    .where(RunRow.id == bindparam("b_run_id"), RunRow.status == RunStatus.QUEUED)
+    .values({
+        "status": literal(RunStatus.RUNNING.value, RUNS.c.status.type),
+        "started_at": bindparam("b_stamp", type_=RUNS.c.started_at.type),
+        "history_base": select(ModelRow.history_rows).where(_OF_MODEL).scalar_subquery(),
+        "initial_params": select(ModelRow.params).where(_OF_MODEL).scalar_subquery(),
+    })
+    .returning(
+        RunRow,
+        select(ModelRow.kind).where(_OF_MODEL).scalar_subquery(),
+        select(ModelRow.config).where(_OF_MODEL).scalar_subquery(),
+    )
+    .execution_options(synchronize_session=False)
+)
+_OWNED = and_(RUNS.c.id == bindparam("b_run_id"), RUNS.c.attempt == bindparam("b_attempt"),
+              RUNS.c.status.in_([str(s) for s in TRAINING]))
+_APPEND_FENCE = update(RUNS).where(_OWNED).values(
+    epochs_completed=bindparam("b_completed", type_=RUNS.c.epochs_completed.type),
+    heartbeat_at=bindparam("b_stamp", type_=RUNS.c.heartbeat_at.type))
+_INSERT_EPOCHS = insert(EPOCHS)
+_RUN_STATUS = select(RunRow.status).where(RunRow.id == bindparam("run_id"))
+_TO_FINISH = (
+    select(RunRow.model_id, RunRow.history_base, DatasetRow.classes)
+    .outerjoin(DatasetRow, DatasetRow.id == RunRow.dataset_id)
+    .where(RunRow.id == bindparam("run_id"))
+)
+_DROP_CHECKPOINT = delete(CheckpointRow).where(CheckpointRow.run_id == bindparam("run_id"))
 
 
 def _owned_core(run_id: str, attempt: int) -> Any:
@@ -136,24 +173,7 @@ def start_run(session: Session, run_id: str) -> Started | None:
     """Mark a queued run running, taking its initial parameters and history position from its
     model now; ``None`` if it is no longer queued (cancelled meanwhile). One atomic UPDATE,
     which also returns the model's kind and config."""
-    of_model = ModelRow.id == RunRow.model_id
-    started = (
-        update(RunRow)
-        .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED)
-        .values(_typed(RUNS, {
-            "status": RunStatus.RUNNING,
-            "started_at": now(),
-            "history_base": select(ModelRow.history_rows).where(of_model).scalar_subquery(),
-            "initial_params": select(ModelRow.params).where(of_model).scalar_subquery(),
-        }))
-        .returning(
-            RunRow,
-            select(ModelRow.kind).where(of_model).scalar_subquery(),
-            select(ModelRow.config).where(of_model).scalar_subquery(),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    found = session.execute(started).one_or_none()
+    found = session.execute(_START, {"b_run_id": run_id, "b_stamp": now()}).one_or_none()
     return None if found is None else Started(found[0], found[1], found[2])
 
 
@@ -309,7 +329,7 @@ def stale_runs(session: Session, timeout: float) -> list[str]:
 
 def run_status(session: Session, run_id: str) -> str | None:
     """The run's current status (``None`` if it was deleted)."""
-    return session.scalar(select(RunRow.status).where(RunRow.id == run_id))
+    return session.scalar(_RUN_STATUS, {"run_id": run_id})
 
 
 def append_epochs(
@@ -329,16 +349,13 @@ def append_epochs(
     if not records:
         return
     if attempt is not None:
-        owned = session.execute(
-            update(RUNS)
-            .where(_owned_core(run.id, attempt))
-            .values(_typed(RUNS, {"epochs_completed": records[-1].epoch + 1,
-                                  "heartbeat_at": now()}))
-        )
+        owned = session.execute(_APPEND_FENCE, {
+            "b_run_id": run.id, "b_attempt": attempt, "b_completed": records[-1].epoch + 1,
+            "b_stamp": now()})
         if owned.rowcount == 0:  # type: ignore[attr-defined]
             raise Fenced(run.id, attempt)
     session.execute(
-        insert(EPOCHS),
+        _INSERT_EPOCHS,
         [
             {
                 "run_id": run.id,
@@ -375,11 +392,7 @@ def finish_run(
     names of its dataset, if its labels had names). ``completed`` is the number of history
     rows the run has (counted when not given). With ``attempt``, only while that attempt
     owns the run (else :class:`Fenced`, and nothing is written)."""
-    found = session.execute(
-        select(RunRow.model_id, RunRow.history_base, DatasetRow.classes)
-        .outerjoin(DatasetRow, DatasetRow.id == RunRow.dataset_id)
-        .where(RunRow.id == run_id)
-    ).one_or_none()
+    found = session.execute(_TO_FINISH, {"run_id": run_id}).one_or_none()
     if found is None:
         raise NotFound("run", run_id)
     if completed is None:
@@ -407,7 +420,7 @@ def finish_run(
     ended = session.execute(update(RUNS).where(where).values(_typed(RUNS, run)))
     if attempt is not None and ended.rowcount == 0:  # type: ignore[attr-defined]
         raise Fenced(run_id, attempt)
-    session.execute(delete(CheckpointRow).where(CheckpointRow.run_id == run_id))
+    session.execute(_DROP_CHECKPOINT, {"run_id": run_id})
     announce(session, run_id)
     session.execute(update(MODELS).where(MODELS.c.id == found.model_id)
                     .values(_typed(MODELS, model)))

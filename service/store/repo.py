@@ -93,9 +93,7 @@ def dataset_summary(row: DatasetRow) -> dict[str, Any]:
 def load_arrays(session: Session, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
     """A dataset's ``x`` and ``y`` arrays, in one query, whoever owns it: for the training
     side, which runs what the API (bound to the run's tenant) queued."""
-    found = session.execute(
-        select(DatasetRow.x, DatasetRow.y).where(DatasetRow.id == dataset_id)
-    ).one_or_none()
+    found = session.execute(_ANY_ARRAYS, {"id": dataset_id}).one_or_none()
     if found is None:
         raise NotFound("dataset", dataset_id)
     return unpack_array(found.x), unpack_array(found.y)
@@ -140,6 +138,7 @@ _STORED_BYTES = select(func.coalesce(func.sum(DatasetRow.stored_bytes), 0)).wher
 _TRAINING_MODEL_IDS = select(RunRow.model_id).where(
     RunRow.model_id.in_(bindparam("ids", expanding=True)), RunRow.owner == bindparam("owner"),
     _ACTIVE)
+_ANY_ARRAYS = select(DatasetRow.x, DatasetRow.y).where(DatasetRow.id == bindparam("id"))
 _ARRAYS = select(DatasetRow.x, DatasetRow.y).where(
     DatasetRow.id == bindparam("id"), DatasetRow.owner == bindparam("owner"))
 _MODEL_HISTORY = (

@@ -3,6 +3,7 @@ revocation, the auth modes, /v1/me, the keys API, and the quotas' 429s with thei
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -11,10 +12,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import event, update
+from sqlalchemy.orm import sessionmaker
 
+from service.api.auth import KeyCache
 from service.app import create_app
 from service.config import Settings
+from service.store import keys
 from service.store.db import make_engine
 from service.store.tables import ApiKeyRow
 from tests.servers import sqlite_url
@@ -55,6 +59,15 @@ def assert_401(answer: Any, detail: str) -> None:
     assert detail in answer.json()["detail"]
 
 
+def set_expiry(client: TestClient, key_id: str, when: datetime) -> None:
+    """Write a key's expiry straight into the store, as another process would."""
+    engine = make_engine(str(client.app.state.settings.database_url))  # type: ignore[attr-defined]
+    with engine.begin() as connection:
+        connection.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(
+            expires_at=when))
+    engine.dispose()
+
+
 def test_every_401(client: TestClient, tmp_path: Path) -> None:
     assert_401(client.get("/v1/models"), "needs an API key")
     assert_401(client.get("/v1/models", headers={"Authorization": "Basic dTpw"}), "Bearer")
@@ -62,12 +75,7 @@ def test_every_401(client: TestClient, tmp_path: Path) -> None:
     assert_401(client.get("/v1/models", headers=bearer("tl_short")), "malformed")
     assert_401(client.get("/v1/models", headers=bearer("tl_" + "x" * 43)), "unknown")
     key = new_key(client, expires_in_days=1)
-    assert client.get("/v1/models", headers=bearer(key["key"])).status_code == 200
-    engine = make_engine(str(client.app.state.settings.database_url))  # type: ignore[attr-defined]
-    with engine.begin() as connection:
-        connection.execute(update(ApiKeyRow).where(ApiKeyRow.id == key["id"]).values(
-            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
-    engine.dispose()
+    set_expiry(client, key["id"], datetime.now(UTC) - timedelta(seconds=1))  # before any use
     expired = client.get("/v1/models", headers=bearer(key["key"]))
     assert_401(expired, "expired")
     assert key["key"] not in expired.text
@@ -171,6 +179,87 @@ def test_last_used_at_is_written_at_most_once_a_minute(client: TestClient) -> No
     again = next(k for k in client.get("/v1/keys", headers=bearer(ADMIN)).json()["items"]
                  if k["id"] == key["id"])["last_used_at"]
     assert first is not None and again == first
+
+
+def test_a_kept_key_record_still_expires_at_its_instant(tmp_path: Path) -> None:
+    """A key's record kept for a minute (TAPELINE_KEY_CACHE_SECONDS=60) is still checked
+    against the clock on every request: the first request after the expiry is refused."""
+    with app(tmp_path, key_cache_seconds=60) as client:
+        key = new_key(client, "team-e")
+        expires = datetime.now(UTC) + timedelta(seconds=2)
+        set_expiry(client, key["id"], expires)  # before the record is first read
+        assert client.get("/v1/me", headers=bearer(key["key"])).status_code == 200  # kept now
+        time.sleep(max((expires - datetime.now(UTC)).total_seconds(), 0) + 0.05)
+        assert_401(client.get("/v1/me", headers=bearer(key["key"])), "expired")
+
+
+def test_a_kept_key_record_spares_the_store_until_it_is_stale_or_dropped(tmp_path: Path) -> None:
+    """The cost the key cache removes: while a key's record is kept, its requests read nothing
+    of api_keys; a revocation made here drops it (the next request reads the store, and is
+    refused)."""
+    with app(tmp_path, key_cache_seconds=60) as client:
+        key = new_key(client, "team-k")
+        engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
+        reads: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if "api_keys" in statement:
+                reads.append(statement)
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            assert client.get("/v1/me", headers=bearer(key["key"])).status_code == 200
+            assert len(reads) == 2  # read once, and last_used_at written
+            for _ in range(3):
+                assert client.get("/v1/me", headers=bearer(key["key"])).status_code == 200
+            assert len(reads) == 2
+            assert client.delete(f"/v1/keys/{key['id']}", headers=bearer(ADMIN)).status_code == 204
+            del reads[:]
+            assert_401(client.get("/v1/me", headers=bearer(key["key"])), "revoked")
+            assert len(reads) == 1  # dropped at the revocation: read again
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_read_begun_before_a_revocation_is_not_kept() -> None:
+    """A record read while the key was being revoked here must not be kept afterwards, or the
+    revocation would wait for the record to go stale."""
+    cache = KeyCache(60)
+    record = keys.KeyRecord("key_1", "team", frozenset({"read"}), None, False, None, None)
+    generation = cache.generation  # a read begins
+    cache.forget(key_id="key_1")  # the revocation commits and drops the record
+    cache.put("digest", record, time.monotonic(), generation)  # the read ends
+    assert cache.get("digest") is None
+    cache.put("digest", record, time.monotonic(), cache.generation)  # a read after it
+    assert cache.get("digest") == record
+    cache.forget(tenant="team")  # quotas set: the tenant's records go
+    assert cache.get("digest") is None
+
+
+def revoke_elsewhere(client: TestClient, key_id: str) -> None:
+    """Revoke a key the way `tapeline keys revoke` does: another process, the same store."""
+    engine = make_engine(str(client.app.state.settings.database_url))  # type: ignore[attr-defined]
+    with sessionmaker(engine).begin() as session:
+        keys.revoke(session, key_id, None)
+    engine.dispose()
+
+
+def test_a_key_revoked_by_another_process_is_refused_within_the_cache_time(
+        tmp_path: Path) -> None:
+    """A revocation this server did not make is seen when the key's record is read again:
+    at once with TAPELINE_KEY_CACHE_SECONDS=0, within that many seconds otherwise. One made
+    through this server's API is seen on the next request whatever the setting (test above)."""
+    with app(tmp_path / "none", key_cache_seconds=0) as client:
+        key = new_key(client, "team-x")
+        assert client.get("/v1/me", headers=bearer(key["key"])).status_code == 200
+        revoke_elsewhere(client, key["id"])
+        assert_401(client.get("/v1/me", headers=bearer(key["key"])), "revoked")
+    with app(tmp_path / "kept", key_cache_seconds=0.5) as client:
+        key = new_key(client, "team-x")
+        assert client.get("/v1/me", headers=bearer(key["key"])).status_code == 200
+        revoke_elsewhere(client, key["id"])
+        time.sleep(0.55)
+        assert_401(client.get("/v1/me", headers=bearer(key["key"])), "revoked")
 
 
 def test_active_runs_over_the_quota_get_429_even_when_sent_at_once(client: TestClient) -> None:

@@ -1,7 +1,7 @@
 """Tenants against real servers, on SQLite and on PostgreSQL: a cross-tenant matrix generated
 from the OpenAPI spec (so a new endpoint is covered without a new test), the bootstrap key,
-keys kept out of logs and out of the database file, and the refusal to serve a network
-without keys."""
+keys kept out of logs and out of the database file, the refusal to serve a network
+without keys, and one worker's queue served fairly between tenants."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -369,3 +370,61 @@ def test_concurrent_runs_never_pass_the_active_run_quota(server: LiveServer) -> 
     for answer in answers:
         if answer.status_code == 202:
             api.post(f"/v1/runs/{answer.json()['id']}/cancel")
+
+
+def test_one_tenants_queued_runs_delay_anothers_run_by_at_most_one_run(tmp_path: Path) -> None:
+    """Fair queueing over HTTP: with one worker, tenant A queues 20 runs, then tenant B queues
+    one. Each of A's runs would train for minutes; the test cancels whichever of A's runs is
+    training until B's has started, so a FIFO queue would start (and see cancelled) all 19 of
+    A's waiting runs before B's. Round-robin starts at most one of A's between B's run being
+    created and starting (A's turn was already due), whatever the machine's speed."""
+    live = start_server(sqlite_url(tmp_path), tmp_path / "server.log", TAPELINE_AUTH="required",
+                        TAPELINE_BOOTSTRAP_ADMIN_KEY=BOOTSTRAP, TAPELINE_WORKERS="1",
+                        TAPELINE_TENANT_RATE_LIMIT="10000/second")
+    try:
+        assert httpx.put(f"{live.url}/v1/tenants/team-a/quotas", headers=bearer(BOOTSTRAP),
+                         json={"max_active_runs": 25}).status_code == 200
+        a = httpx.Client(base_url=live.url, timeout=60,
+                         headers=bearer(new_key(live, "team-a", ["write"])["key"]))
+        b = httpx.Client(base_url=live.url, timeout=60,
+                         headers=bearer(new_key(live, "team-b", ["write"])["key"]))
+        # Epochs of 500 steps: a cancel is honoured within one; 100,000 of them: minutes.
+        a_data = a.post("/v1/datasets/synthetic", json={"num_examples": 2000}).json()["id"]
+        a_runs = []
+        for _ in range(20):
+            model = a.post("/v1/models").json()["id"]
+            answer = a.post(f"/v1/models/{model}/runs", json={
+                "dataset_id": a_data, "epochs": 100_000, "batch_size": 4})
+            assert answer.status_code == 202, answer.text
+            a_runs.append(answer.json()["id"])
+        b_data = b.post("/v1/datasets/synthetic", json={"num_examples": 100}).json()["id"]
+        b_model = b.post("/v1/models").json()["id"]
+        b_run = b.post(f"/v1/models/{b_model}/runs",
+                       json={"dataset_id": b_data, "epochs": 1}).json()["id"]
+        deadline = time.monotonic() + 60
+        while (b_status := b.get(f"/v1/runs/{b_run}").json())["started_at"] is None:
+            assert time.monotonic() < deadline, b_status
+            for run in a.get("/v1/runs", params={"limit": 100}).json()["items"]:
+                if run["status"] == "running":
+                    a.post(f"/v1/runs/{run['id']}/cancel")
+            time.sleep(0.05)
+        for run_id in a_runs:  # the rest of A's queue: not needed any more
+            a.post(f"/v1/runs/{run_id}/cancel")
+        b_final = wait_until(b, b_run, {"succeeded"})
+        a_final = [a.get(f"/v1/runs/{run_id}").json() for run_id in a_runs]
+    finally:
+        live.stop()
+
+    def at(stamp: str) -> datetime:
+        return datetime.fromisoformat(stamp)
+
+    b_created, b_started = at(b_final["created_at"]), at(b_final["started_at"])
+    between = [r["id"] for r in a_final
+               if r["started_at"] and b_created < at(r["started_at"]) < b_started]
+    assert len(between) <= 1, (between, b_final, a_final)
+    # The case was a real one: A's runs were waiting when B's arrived, and most never started
+    # before B's did.
+    assert all(at(r["created_at"]) < b_created for r in a_final)
+    never_before_b = [r for r in a_final
+                      if r["started_at"] is None or at(r["started_at"]) > b_started]
+    assert len(never_before_b) >= 17, a_final
