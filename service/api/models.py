@@ -34,8 +34,9 @@ from service.store.tables import ModelRow
 from service.training.kinds import Kind, make_kind, probabilities
 from service.training.kinds import Model as Trainable
 
-# Rows per forward pass of a prediction: a block's float64 inputs and activations fit in the
-# cache, and the engine's cost per call is small beside it.
+# Rows per forward pass of a prediction: a block's float64 inputs and activations stay small
+# (in the cache for a narrow model; never the whole batch's at once), and the engine's cost
+# per call is small beside the block's.
 BLOCK_ROWS = 1 << 14
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FileBodyRoute,
