@@ -51,7 +51,7 @@ def claim_of(settings: Settings, worker: str) -> Claim:
     """How a worker named ``worker`` claims runs under these settings."""
     return Claim(worker=worker, timeout=settings.worker_timeout,
                  max_attempts=settings.max_attempts,
-                 checkpoint_seconds=settings.checkpoint_seconds)
+                 checkpoint_seconds=settings.checkpoint_seconds, compile=settings.compile)
 
 
 def local_worker_name() -> str:

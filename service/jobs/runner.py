@@ -46,12 +46,14 @@ def one_blas_thread() -> object:
 class Claim:
     """Who trains and how: the worker's name (logged and stored with the run), how long a
     silent worker keeps its runs, how many attempts a run gets, how often a large model
-    checkpoints."""
+    checkpoints, and whether steps are compiled (the worker's ``TAPELINE_COMPILE``; ``None``:
+    the environment's, read at each run)."""
 
     worker: str = "local"
     timeout: float = 30.0
     max_attempts: int = 3
     checkpoint_seconds: float = 5.0
+    compile: bool | None = None
 
 
 class Heartbeat:
@@ -127,7 +129,7 @@ def execute_run(
     log.info("run %s attempt %d started at epoch %d", run_id, attempt, started.checkpoint_epoch,
              extra=context)
 
-    fit = Fit(model, train, spec, validation, state=state)
+    fit = Fit(model, train, spec, validation, state=state, compiled=claim.compile)
     pending: list[EpochRecord] = []
     completed = started.checkpoint_epoch
     last_flush = last_poll = last_checkpoint = time.monotonic()

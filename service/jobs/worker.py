@@ -44,7 +44,7 @@ def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: in
     engine = make_engine(settings.database_url)
     claim = Claim(worker=name, timeout=settings.worker_timeout,
                   max_attempts=settings.max_attempts,
-                  checkpoint_seconds=settings.checkpoint_seconds)
+                  checkpoint_seconds=settings.checkpoint_seconds, compile=settings.compile)
     state = WorkerState(make_sessionmaker(engine), claim)
 
     def ran() -> None:

@@ -96,6 +96,41 @@ _START = (
     )
     .execution_options(synchronize_session=False)
 )
+_CLAIM = (
+    update(RunRow)
+    .where(
+        RunRow.id == bindparam("b_run_id"),
+        or_(
+            RunRow.status == RunStatus.QUEUED,
+            and_(
+                RunRow.status.in_(TRAINING),
+                or_(
+                    RunRow.heartbeat_at.is_(None),
+                    RunRow.heartbeat_at < bindparam("b_stale", type_=RUNS.c.heartbeat_at.type),
+                ),
+            ),
+        ),
+    )
+    .values(
+        status=case(
+            (RunRow.status == RunStatus.QUEUED, RunStatus.RUNNING.value),
+            else_=RunRow.status,
+        ),
+        attempt=RunRow.attempt + 1,
+        worker=bindparam("b_worker", type_=RUNS.c.worker.type),
+        heartbeat_at=bindparam("b_stamp", type_=RUNS.c.heartbeat_at.type),
+        started_at=func.coalesce(RunRow.started_at,
+                                 bindparam("b_stamp", type_=RUNS.c.started_at.type)),
+        history_base=select(ModelRow.history_rows).where(_OF_MODEL).scalar_subquery(),
+        initial_params=select(ModelRow.params).where(_OF_MODEL).scalar_subquery(),
+    )
+    .returning(
+        RunRow,
+        select(ModelRow.kind).where(_OF_MODEL).scalar_subquery(),
+        select(ModelRow.config).where(_OF_MODEL).scalar_subquery(),
+    )
+    .execution_options(synchronize_session=False)
+)
 _OWNED = and_(RUNS.c.id == bindparam("b_run_id"), RUNS.c.attempt == bindparam("b_attempt"),
               RUNS.c.status.in_([str(s) for s in TRAINING]))
 _APPEND_FENCE = update(RUNS).where(_OWNED).values(
@@ -193,42 +228,9 @@ def claim_run(
     ``max_attempts`` (hand-backs not counted) is failed with reason ``worker_lost`` and
     ``None`` returned."""
     stamp = now()
-    of_model = ModelRow.id == RunRow.model_id
-    claimed = (
-        update(RunRow)
-        .where(
-            RunRow.id == run_id,
-            or_(
-                RunRow.status == RunStatus.QUEUED,
-                and_(
-                    RunRow.status.in_(TRAINING),
-                    or_(
-                        RunRow.heartbeat_at.is_(None),
-                        RunRow.heartbeat_at < stamp - timedelta(seconds=timeout),
-                    ),
-                ),
-            ),
-        )
-        .values(
-            status=case(
-                (RunRow.status == RunStatus.QUEUED, RunStatus.RUNNING.value),
-                else_=RunRow.status,
-            ),
-            attempt=RunRow.attempt + 1,
-            worker=worker,
-            heartbeat_at=stamp,
-            started_at=func.coalesce(RunRow.started_at, stamp),
-            history_base=select(ModelRow.history_rows).where(of_model).scalar_subquery(),
-            initial_params=select(ModelRow.params).where(of_model).scalar_subquery(),
-        )
-        .returning(
-            RunRow,
-            select(ModelRow.kind).where(of_model).scalar_subquery(),
-            select(ModelRow.config).where(of_model).scalar_subquery(),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    found = session.execute(claimed).one_or_none()
+    found = session.execute(_CLAIM, {
+        "b_run_id": run_id, "b_stamp": stamp, "b_worker": worker,
+        "b_stale": stamp - timedelta(seconds=timeout)}).one_or_none()
     if found is None:
         return None
     run: RunRow = found[0]
