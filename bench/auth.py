@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,31 +36,15 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import free_port  # noqa: E402
+from tests.servers import LiveServer, sqlite_url, start_server  # noqa: E402
 
 KEY = "tl_" + "b" * 43
 
 
-def serve(folder: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+def serve(folder: Path, **env: str) -> LiveServer:
     """``tapeline serve`` on a fresh store in ``folder`` with these extra settings."""
-    port = free_port()
-    environment = {**os.environ, "TAPELINE_DATABASE_URL": f"sqlite:///{folder}/tapeline.db",
-                   "TAPELINE_PORT": str(port), "TAPELINE_HOST": "127.0.0.1",
-                   "TAPELINE_LOG_LEVEL": "warning", "TAPELINE_WORKERS": "1",
-                   "PYTHONPATH": str(ROOT), **env}
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT,
-                               env=environment, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("a server did not start")
+    return start_server(sqlite_url(folder), folder / "server.log", TAPELINE_LOG_LEVEL="warning",
+                        TAPELINE_WORKERS="1", **env)
 
 
 def in_process(calls: int = 5000) -> float:
@@ -105,7 +87,7 @@ def measure(scratch: Path, pair: int, rounds: int, batch: int,
     if control:  # two keyless servers, both sent the header: the bench's own noise
         settings["key"] = settings["off"]
     order = ["key", "off"] if pair % 2 == 0 else ["off", "key"]
-    servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    servers: dict[str, LiveServer] = {}
     clients: dict[str, httpx.Client] = {}
     try:
         for name in order:
@@ -114,7 +96,7 @@ def measure(scratch: Path, pair: int, rounds: int, batch: int,
             servers[name] = serve(folder, **settings[name])
         for name in order:
             headers = {"Authorization": f"Bearer {KEY}"} if name == "key" or control else {}
-            clients[name] = httpx.Client(base_url=servers[name][1], headers=headers, timeout=30)
+            clients[name] = httpx.Client(base_url=servers[name].url, headers=headers, timeout=30)
         models = {name: c.post("/v1/models").json()["id"] for name, c in clients.items()}
         kinds = {"GET /v1/models/{id}": lambda n: f"/v1/models/{models[n]}",
                  "GET /v1/me": lambda n: "/v1/me"}
@@ -139,9 +121,8 @@ def measure(scratch: Path, pair: int, rounds: int, batch: int,
     finally:
         for client in clients.values():
             client.close()
-        for process, _ in servers.values():
-            process.terminate()
-            process.wait(15)
+        for server in servers.values():
+            server.stop()
 
 
 def main() -> None:
