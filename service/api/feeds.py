@@ -73,6 +73,8 @@ class Feed:
         self.end: Item | None = None
         self.done = False
         self.readers = 0
+        # Tenants shown by a probe of the store to have this run (its owner).
+        self.tenants: set[str] = set()
         self.caught_up = asyncio.Event()
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -117,11 +119,19 @@ class Feeds:
         self._read = read
         self._feeds: dict[str, Feed] = {}
         self._checks: dict[tuple[str, str], asyncio.Future[object]] = {}
+        # The tenant whose probe of a run just passed, until its reader joins the run's feed.
+        self._passed: dict[str, str] = {}
 
     async def check(self, tenant: str, run_id: str, probe: Callable[[], object]) -> None:
         """Run ``probe`` (a query bound to ``tenant`` that raises :class:`NotFound` unless the
         tenant has the run) once for every caller of that tenant asking meanwhile (a crowd
-        connecting at once), in a worker thread."""
+        connecting at once), in a worker thread. While the run has a feed here that still
+        stands for a stored run, a tenant the probe has already shown to have it is let in
+        without asking again; any other tenant is always asked (so that another tenant's id
+        answers as slowly as an id that does not exist)."""
+        feed = self._feeds.get(run_id)
+        if feed is not None and tenant in feed.tenants and (not feed.done or feed.end):
+            return
         key = (tenant, run_id)
         pending = self._checks.get(key)
         if pending is None:
@@ -129,12 +139,16 @@ class Feeds:
             self._checks[key] = pending
             pending.add_done_callback(lambda _: self._checks.pop(key, None))
         await asyncio.shield(pending)
+        self._passed[run_id] = tenant
 
     def _join(self, run_id: str, after: int) -> Feed:
         feed = self._feeds.get(run_id)
         if feed is None or (feed.done and feed.end is None):
             feed = self._feeds[run_id] = Feed(run_id, after)
             feed.task = asyncio.get_running_loop().create_task(self._pump(feed))
+        passed = self._passed.pop(run_id, None)
+        if passed is not None:
+            feed.tenants.add(passed)
         feed.readers += 1
         return feed
 

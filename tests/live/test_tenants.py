@@ -187,6 +187,37 @@ def test_tenant_b_gets_404_for_every_id_of_tenant_a(server: LiveServer) -> None:
     wait_until(a, made["running"]["id"], {"cancelled"})
 
 
+def test_a_read_stream_lets_its_tenant_in_and_no_other(server: LiveServer) -> None:
+    """A server lets a tenant already shown to own a run into the run's live feed without
+    asking the store again; while the owner reads it, another tenant still gets the 404 of an
+    id that does not exist, and the owner's next reader gets the epochs."""
+    a_key, b_key = new_key(server, "feed-a", ["read", "write"]), new_key(server, "feed-b", ["read"])
+    a = httpx.Client(base_url=server.url, headers=bearer(a_key["key"]), timeout=30)
+    b = httpx.Client(base_url=server.url, headers=bearer(b_key["key"]), timeout=30)
+    data = a.post("/v1/datasets/synthetic", json={"num_examples": 20000, "seed": 4}).json()
+    model = a.post("/v1/models").json()
+    run = a.post(f"/v1/models/{model['id']}/runs", json={
+        "dataset_id": data["id"], "epochs": 2000, "batch_size": 4}).json()
+    wait_until(a, run["id"], {"running"})
+    lines = {"accept": "application/jsonl"}
+    try:
+        with a.stream("GET", f"/v1/runs/{run['id']}/events", headers=lines) as first:
+            assert first.status_code == 200
+            assert json.loads(next(first.iter_lines()))["type"] == "epoch"  # the feed is live
+            for accept in ("application/jsonl", "text/event-stream"):
+                foreign = b.get(f"/v1/runs/{run['id']}/events", headers={"accept": accept})
+                assert foreign.status_code == 404, foreign.text
+                missing = b.get("/v1/runs/run_00000000000000000000/events",
+                                headers={"accept": accept})
+                assert foreign.json()["type"] == missing.json()["type"]
+            with a.stream("GET", f"/v1/runs/{run['id']}/events", headers=lines) as second:
+                assert second.status_code == 200
+                assert json.loads(next(second.iter_lines()))["type"] == "epoch"
+    finally:
+        a.post(f"/v1/runs/{run['id']}/cancel")
+        wait_until(a, run["id"], {"cancelled"})
+
+
 def test_the_bootstrap_key_is_an_admin_of_tenant_admin(server: LiveServer) -> None:
     me = httpx.get(f"{server.url}/v1/me", headers=bearer(BOOTSTRAP)).json()
     assert me["tenant"] == "admin" and me["scopes"] == ["read", "write", "admin"]
