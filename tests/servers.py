@@ -28,6 +28,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> int:
+    """SIGTERM ``process`` and wait ``timeout`` seconds for it (then SIGKILL); its exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return int(process.returncode)
+
+
 @dataclass
 class LiveServer:
     """A real ``tapeline serve`` process on a loopback port."""
@@ -38,14 +50,7 @@ class LiveServer:
 
     def stop(self, timeout: float = 15) -> int:
         """SIGTERM the server and wait for it; return its exit code."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return int(self.process.returncode)
+        return terminate(self.process, timeout)
 
 
 def start_server(database_url: str, log: Path, open_files: int | None = None,
@@ -117,14 +122,7 @@ class LiveWorker:
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM the worker (it drains) and wait for it; return its exit code."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return int(self.process.returncode)
+        return terminate(self.process, timeout)
 
 
 def start_worker(database_url: str, log: Path, concurrency: int = 1,
