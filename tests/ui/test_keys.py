@@ -60,7 +60,7 @@ def test_the_dashboard_asks_for_a_key_and_works_with_it(open_page: Any,
     page.fill("#api-key", "tl_" + "w" * 43)
     page.click("#key-dialog button[value=use]")
     page.wait_for_function(
-        "document.querySelector('#key-problem').textContent.includes('refused')")
+        "() => document.querySelector('#key-problem').textContent.includes('refused')")
     assert "unknown" in page.inner_text("#key-problem")
     assert "w" * 43 not in page.inner_text("#key-problem")
     page.fill("#api-key", key)
