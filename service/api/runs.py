@@ -141,8 +141,10 @@ def read_run(store: TenantStore, run_id: str) -> Run:
 async def wait_for_end(runtime: Runtime, store: TenantStore, run: Run, seen: int,
                        seconds: float) -> Run:
     """The run once it is final, or as it is after ``seconds``; ``run`` is how it was when the
-    run's news version was ``seen``, so the store is read only after news (or each second)."""
+    run's news version was ``seen``. The store is read after news that may be the end (news
+    that says the run goes on is not), and each second without news."""
     deadline = time.monotonic() + seconds
+    stale = False  # news came that was not read: the run changed since ``run``
     while run.status not in FINAL_STATUSES:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -150,7 +152,13 @@ async def wait_for_end(runtime: Runtime, store: TenantStore, run: Run, seen: int
         await runtime.progress.wait(run.id, seen, min(remaining, 1.0))
         if runtime.progress.closed:
             break  # the service is stopping: answer with the run as it is
-        seen = runtime.progress.version(run.id)
+        version = runtime.progress.version(run.id)
+        if version != seen and runtime.progress.ended(run.id) is False:
+            seen, stale = version, True
+            continue
+        seen, stale = version, False
+        run = await run_in_threadpool(read_run, store, run.id)
+    if stale:
         run = await run_in_threadpool(read_run, store, run.id)
     return run
 
@@ -194,7 +202,7 @@ async def create(
     if dry_run:
         return dryrun.preview(run)  # type: ignore[return-value]
     seen = runtime.progress.version(run.id)
-    await run_in_threadpool(runtime.executor.submit, run.id)
+    await run_in_threadpool(runtime.executor.submit, run.id, store.caller.tenant)
     response.headers["Location"] = f"/v1/runs/{run.id}"
     wait = wait_seconds(prefer, runtime.settings.max_wait_seconds)
     if wait is not None:

@@ -31,8 +31,9 @@ class Executor(Protocol):
 
     def start(self) -> None: ...
 
-    def submit(self, run_id: str) -> None:
-        """A run was queued (may block on the store: call it off the event loop)."""
+    def submit(self, run_id: str, owner: str | None = None) -> None:
+        """A run was queued (may block on the store: call it off the event loop); ``owner``
+        is its tenant, when the caller knows it."""
 
     def cancel(self, run_id: str) -> None:
         """A run was asked to stop (the store says so already)."""
@@ -86,7 +87,7 @@ class LocalExecutor:
     is failed (``fail``) or resumed from its checkpoint (``requeue``)."""
 
     def __init__(self, settings: Settings, sessions: sessionmaker[Session],
-                 on_news: Callable[[str], None]) -> None:
+                 on_news: Callable[[str, bool | None], None]) -> None:
         self._sessions = sessions
         self._settings = settings
         self._on_news = on_news
@@ -102,9 +103,10 @@ class LocalExecutor:
     def start(self) -> None:
         self._pool.start()
 
-    def submit(self, run_id: str) -> None:
-        with self._sessions() as session:
-            owner, _ = lifecycle.queue_rank(session, run_id)
+    def submit(self, run_id: str, owner: str | None = None) -> None:
+        if owner is None:
+            with self._sessions() as session:
+                owner, _ = lifecycle.queue_rank(session, run_id)
         self._pool.submit(run_id, owner)
 
     def cancel(self, run_id: str) -> None:

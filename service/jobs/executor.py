@@ -88,8 +88,8 @@ def _worker_main(
         def cancelled(token: int = token) -> bool:
             return bool(cancel_tokens[index] == token)
 
-        def announce(news_of: str) -> None:
-            conn.send(("news", news_of, None))
+        def announce(news_of: str, ended: bool | None) -> None:
+            conn.send(("news", news_of, ended))
 
         status = execute_run(sessions, run_id, claim=claim, cancelled=cancelled,
                              announce=announce)
@@ -162,7 +162,7 @@ class ProcessExecutor:
         self,
         database_url: str,
         workers: int,
-        on_news: Callable[[str], None],
+        on_news: Callable[[str, bool | None], None],
         on_crash: Callable[[str], None],
         log_level: str = "info",
         claim: Any = None,
@@ -262,7 +262,9 @@ class ProcessExecutor:
                 else:
                     self._replace_dead(index)
 
-    def _handle(self, index: int, kind: str, run_id: str | None, status: str | None) -> None:
+    def _handle(self, index: int, kind: str, run_id: str | None, said: Any) -> None:
+        """A worker's message: ``ready``; ``news`` of a run (``said``: whether it ended, None if
+        not known); ``done`` with a run (``said``: its status)."""
         with self._lock:
             worker = self._workers[index]
             if kind == "ready":
@@ -271,7 +273,7 @@ class ProcessExecutor:
                 worker.run_id, worker.token = None, NO_TOKEN
             self._dispatch()
         if kind == "news" and run_id is not None:
-            self._on_news(run_id)
+            self._on_news(run_id, said)
 
     def _replace_dead(self, index: int) -> None:
         worker = self._workers[index]
@@ -289,7 +291,7 @@ class ProcessExecutor:
             self._workers[index] = self._spawn(index)
         if crashed is not None:
             self._on_crash(crashed)
-            self._on_news(crashed)
+            self._on_news(crashed, None)
 
     def stop(self, timeout: float = 3.0) -> list[str]:
         """Stop every worker (a run in progress is abandoned) and return the abandoned run ids

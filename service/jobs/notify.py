@@ -9,7 +9,7 @@ import threading
 import psycopg
 
 from service.jobs.progress import Progress
-from service.store.lifecycle import CHANNEL
+from service.store.lifecycle import CHANNEL, NEWS_SAYS
 
 log = logging.getLogger("tapeline.jobs")
 
@@ -42,7 +42,8 @@ class Listener:
                     self._progress.notify_all_threadsafe()
                     while not self._stopping.is_set():
                         for note in connection.notifies(timeout=0.5):
-                            self._progress.notify_threadsafe(note.payload)
+                            run_id, _, said = note.payload.partition(" ")
+                            self._progress.notify_threadsafe(run_id, NEWS_SAYS.get(said))
             except Exception:
                 self._progress.pushed = False
                 if not self._stopping.is_set():

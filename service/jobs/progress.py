@@ -15,6 +15,8 @@ class Progress:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._versions: OrderedDict[str, int] = OrderedDict()
+        # What the run's latest news said: True (it ended), False (it goes on), None (not said).
+        self._ended: dict[str, bool | None] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.closed = False
         # True while news from other processes is pushed here (PostgreSQL LISTEN): readers
@@ -29,10 +31,16 @@ class Progress:
         """A number that changes whenever the run has news; read it before querying the store."""
         return self._versions.get(run_id, 0)
 
-    def notify_threadsafe(self, run_id: str) -> None:
-        """Announce news of a run from any thread."""
+    def ended(self, run_id: str) -> bool | None:
+        """What the run's latest news said: that the run ended (True), that it goes on (False),
+        or nothing either way (None: read the store to know)."""
+        return self._ended.get(run_id)
+
+    def notify_threadsafe(self, run_id: str, ended: bool | None = None) -> None:
+        """Announce news of a run from any thread; ``ended`` says whether the run is over, when
+        the announcer knows."""
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._notify, run_id)
+            self._loop.call_soon_threadsafe(self._notify, run_id, ended)
 
     def notify_all_threadsafe(self) -> None:
         """Announce news of every run with readers (news may have been missed)."""
@@ -55,11 +63,13 @@ class Progress:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    def _notify(self, run_id: str) -> None:
+    def _notify(self, run_id: str, ended: bool | None = None) -> None:
         self._versions[run_id] = self._versions.get(run_id, 0) + 1
         self._versions.move_to_end(run_id)
+        self._ended[run_id] = ended
         if len(self._versions) > REMEMBERED_RUNS:
-            self._versions.popitem(last=False)
+            forgotten, _ = self._versions.popitem(last=False)
+            self._ended.pop(forgotten, None)
         for waiter in self._waiters.pop(run_id, ()):
             if not waiter.done():
                 waiter.set_result(None)

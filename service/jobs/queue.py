@@ -81,9 +81,10 @@ class QueueExecutor:
     def start(self) -> None:
         self._app.open()
 
-    def submit(self, run_id: str) -> None:
+    def submit(self, run_id: str, owner: str | None = None) -> None:
         """Defer the run's job (blocking: call it off the event loop). The run is stored
-        already: if the defer fails, a worker's sweep defers it a few seconds later."""
+        already: if the defer fails, a worker's sweep defers it a few seconds later. (The
+        job's options come from the store, owner included.)"""
         try:
             with self._sessions() as session:
                 options = defer_options(session, run_id)

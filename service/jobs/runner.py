@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 from service.jobs.checkpoint import pack_checkpoint, unpack_checkpoint
 from service.store import lifecycle, repo
 from service.store.codec import unpack_params
-from service.store.tables import RunRow, RunStatus
+from service.store.tables import FINAL_STATUSES, RunRow, RunStatus
 from service.training.kinds import Model, make_kind
 from service.training.loop import Diverged, Examples, Fit, validation_split
 from service.training.records import EarlyStopping, EpochRecord, FitSpec, Outcome
@@ -94,14 +94,15 @@ def execute_run(
     claim: Claim | None = None,
     cancelled: Callable[[], bool] = lambda: False,
     draining: Callable[[], bool] = lambda: False,
-    announce: Callable[[str], None] = lambda run_id: None,
+    announce: Callable[[str, bool | None], None] = lambda run_id, ended: None,
     stored: Callable[[int], None] = lambda count: None,
 ) -> str | None:
     """Claim the run ``run_id`` with a new attempt and train it from its checkpoint (or its
     start) to its end; return its final status, ``"queued"`` when the worker handed it back
     (``draining``), or ``None`` if it was not claimable (or this attempt lost it).
     ``cancelled`` and ``draining`` are polled at every epoch boundary; ``announce`` is called
-    whenever new history is stored, ``stored`` with how many epochs were."""
+    whenever new history is stored, with whether the run ended (None: not known), ``stored``
+    with how many epochs were."""
     one_blas_thread()
     claim = claim or Claim()
     with sessions.begin() as session:
@@ -124,7 +125,7 @@ def execute_run(
         elif run.options["validation"] is not None:
             train, validation = validation_split(train, run.options["validation"]["fraction"])
         spec = fit_spec(run)
-    announce(run_id)
+    announce(run_id, False)
     context = {"fields": {"run_id": run_id, "attempt": attempt, "worker": claim.worker}}
     log.info("run %s attempt %d started at epoch %d", run_id, attempt, started.checkpoint_epoch,
              extra=context)
@@ -147,7 +148,7 @@ def execute_run(
         if session is None:
             with sessions.begin() as own:
                 flush(own, keep)
-            announce(run_id)
+            announce(run_id, False)
             return
         if pending:
             lifecycle.append_epochs(session, run, pending, attempt)
@@ -244,7 +245,7 @@ def execute_run(
             status = None
     finally:
         beat.stop()
-    announce(run_id)
+    announce(run_id, None if status is None else status in FINAL_STATUSES)
     return status
 
 

@@ -11,6 +11,9 @@
 #   5. check it runs as non-root, that SIGTERM ends it cleanly within 10 s (with a live
 #      event stream open), and that a new container on the same volume still has every
 #      model and history row, byte for byte
+#   extra: the same on PostgreSQL; the queue executor (API and worker containers, a worker
+#      killed mid-run); deploy/compose.yaml started with podman-compose (PostgreSQL, migrate,
+#      two API replicas behind the proxy, two workers) and the workflow driven through it
 #
 # Any failed step stops the script with a non-zero exit and a "FAILED" line naming it;
 # containers and the volume are removed on every exit (KEEP_CONTAINERS=1 keeps them).
@@ -42,6 +45,8 @@ VOLUME=""
 BG_PIDS=()
 PG_CREATED=""
 PG_RESULT="not run"
+COMPOSE_UP=""
+COMPOSE_RESULT="not run"
 
 say()  { printf '==> [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 STEPS=0
@@ -71,6 +76,14 @@ cleanup() {
             for c in "${CONTAINERS[@]}"; do pod rm --force --time 2 "$c" >/dev/null 2>&1; done
             [[ -n "$VOLUME" ]] && pod volume rm --force "$VOLUME" >/dev/null 2>&1
         fi
+    fi
+    if [[ -n "$COMPOSE_UP" && "${KEEP_CONTAINERS:-0}" != 1 ]]; then
+        [[ $rc -ne 0 ]] && for c in $(pod ps --all --format '{{.Names}}' | grep "^${PROJECT}_"); do
+            echo "---- last log lines of compose container $c" >&2
+            pod logs --tail 30 "$c" >&2 2>&1
+        done
+        compose down -v > /dev/null 2>&1
+        pod network rm --force "${PROJECT}_default" > /dev/null 2>&1
     fi
     if [[ -n "$PG_CREATED" && "${KEEP_CONTAINERS:-0}" != 1 ]]; then
         pg_db drop "$PG_URL" "$PG_DB" >/dev/null 2>&1
@@ -106,10 +119,14 @@ step "checking the machine"
 mkdir -p "$CACHE/logs" "$CACHE/work"
 
 # ---------------------------------------------------------------- 1. packages
-step "1/5 buildah, podman, runc, debootstrap, podman-compose from Debian's packages"
+step "1/5 buildah, podman, runc, debootstrap, podman-compose, netavark from Debian's packages"
 missing=()
 for tool in buildah podman runc debootstrap podman-compose; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+# The compose stack's bridge network: netavark, its DNS (service names) and iptables.
+for package in netavark aardvark-dns iptables; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if [[ ${#missing[@]} -gt 0 ]]; then
     say "installing ${missing[*]}"
@@ -138,6 +155,8 @@ default_ulimits = []
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+[network]
+network_backend = "netavark"
 EOF
 export CONTAINERS_STORAGE_CONF="$CACHE/storage.conf"
 export CONTAINERS_CONF="$CACHE/containers.conf"
@@ -402,24 +421,104 @@ else
     PG_RESULT="$PG_RESULT; queue executor: workflow and worker takeover passed"
 fi
 
-# deploy/compose.yaml: podman-compose reads it and plans every service (Debian's podman-compose
-# has no `config`; `--dry-run up` resolves the file, anchors and variables the same way). Its
-# postgres and nginx images come from Docker Hub, which this machine cannot reach, so the
-# stack is planned here, not started; the queue topology above runs the same image for real.
+# deploy/compose.yaml, for real: podman-compose starts the whole stack on a bridge network of
+# its own (service names resolved by aardvark-dns, the proxy's port published on loopback).
+# The file names Docker Hub's postgres and nginx images, which this machine cannot reach, so
+# stand-ins built from the same Debian base (tests/container/standins/: Debian's PostgreSQL
+# behind the official image's POSTGRES_* contract, Debian's nginx reading conf.d) are swapped
+# in through the file's own image variables; Tapeline's services run the image built above.
+# Debian's podman-compose (1.0.x) ignores depends_on conditions, so PostgreSQL is started and
+# waited for first, as `depends_on: condition: service_healthy` does under Docker Compose.
 step "extra: deploy/compose.yaml planned by podman-compose (with and without the admin key)"
+COMPOSE_UP=1  # from here on, the cleanup takes the project's containers, volume and network down
+# (Even a dry run creates the project's network: the one the stack below uses and removes.)
+PROJECT="tapeline-ct-$$"
+PG_IMAGE="" PROXY_IMAGE="" COMPOSE_PORT=""
+compose() {
+    (cd "$CACHE/work" && TAPELINE_IMAGE="$IMAGE" TAPELINE_POSTGRES_IMAGE="$PG_IMAGE" \
+        TAPELINE_PROXY_IMAGE="$PROXY_IMAGE" TAPELINE_PUBLISHED_PORT="$COMPOSE_PORT" \
+        TAPELINE_BOOTSTRAP_ADMIN_KEY="$ADMIN_KEY" \
+        podman-compose --project-name "$PROJECT" -f "$ROOT/deploy/compose.yaml" "$@")
+}
 PLAN=$(cd "$CACHE/work" && TAPELINE_BOOTSTRAP_ADMIN_KEY="$ADMIN_KEY" podman-compose \
-       -f "$ROOT/deploy/compose.yaml" --dry-run up -d 2>&1) || { echo "$PLAN" >&2; fail "podman-compose could not read deploy/compose.yaml"; }
+       --project-name "$PROJECT" -f "$ROOT/deploy/compose.yaml" --dry-run up -d 2>&1) || { echo "$PLAN" >&2; fail "podman-compose could not read deploy/compose.yaml"; }
 for service in postgres migrate api-1 api-2 worker proxy; do
     grep -q -- "--network-alias $service" <<< "$PLAN" || fail "compose plans no service $service"
 done
 [[ $(grep -c "TAPELINE_BOOTSTRAP_ADMIN_KEY=$ADMIN_KEY" <<< "$PLAN") -eq 2 ]] \
     || fail "compose does not give both API replicas the admin key"
-grep -q "tapeline worker" <<< "$PLAN" || fail "compose runs no tapeline worker"
+[[ $(grep -c "tapeline worker" <<< "$PLAN") -eq 2 ]] || fail "compose does not run two tapeline workers"
 if (cd "$CACHE/work" && env -u TAPELINE_BOOTSTRAP_ADMIN_KEY podman-compose \
-        -f "$ROOT/deploy/compose.yaml" --dry-run up -d > /dev/null 2>&1); then
+        --project-name "$PROJECT" -f "$ROOT/deploy/compose.yaml" --dry-run up -d > /dev/null 2>&1); then
     fail "compose planned API replicas on 0.0.0.0 without an admin key"
 fi
-say "compose plans postgres, migrate, 2 API replicas (with the admin key), workers and the proxy"
+say "compose plans postgres, migrate, 2 API replicas (with the admin key), 2 workers and the proxy"
+
+step "extra: deploy/compose.yaml started: PostgreSQL, migrate, 2 API replicas behind the proxy, 2 workers"
+standin() {  # $1: name under tests/container/standins; prints the image, built when its inputs change
+    local dir="$HERE/standins/$1" image key have
+    key=$(cat "$dir"/* <(pod image inspect --format '{{.Id}}' "$BASE_IMAGE") | sha256sum | cut -c1-12)
+    image="localhost/tapeline-standin-$1:$key"
+    have=$(pod image exists "$image" && echo yes || echo no)
+    if [[ $have == no ]]; then
+        bud bud --isolation chroot --format docker --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+            "${volumes[@]}" --tag "$image" --file "$dir/Containerfile" "$dir" \
+            > "$CACHE/logs/standin-$1.log" 2>&1 \
+            || { tail -30 "$CACHE/logs/standin-$1.log" >&2; fail "building the $1 stand-in"; }
+    fi
+    echo "$image"
+}
+t=$(date +%s)
+PG_IMAGE=$(standin postgres)
+PROXY_IMAGE=$(standin proxy)
+say "stand-ins $PG_IMAGE and $PROXY_IMAGE ready in $(( $(date +%s) - t ))s"
+COMPOSE_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+COMPOSE_URL="http://127.0.0.1:$COMPOSE_PORT"
+compose up -d postgres > "$CACHE/logs/compose-up.log" 2>&1 \
+    || { tail -30 "$CACHE/logs/compose-up.log" >&2; fail "podman-compose up postgres"; }
+deadline=$(( $(date +%s) + 60 ))
+until pod exec "${PROJECT}_postgres_1" pg_isready -U tapeline -d tapeline > /dev/null 2>&1; do
+    (( $(date +%s) < deadline )) || { pod logs "${PROJECT}_postgres_1" >&2; fail "compose's postgres not ready within 60s"; }
+    sleep 0.5
+done
+compose up -d >> "$CACHE/logs/compose-up.log" 2>&1 \
+    || { tail -30 "$CACHE/logs/compose-up.log" >&2; fail "podman-compose up"; }
+deadline=$(( $(date +%s) + HEALTH_TIMEOUT ))
+until python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/readyz", timeout=2)' \
+        "$COMPOSE_URL" > /dev/null 2>&1; do
+    (( $(date +%s) < deadline )) || { tail -30 "$CACHE/logs/compose-up.log" >&2; fail "the stack's /readyz did not answer through the proxy within ${HEALTH_TIMEOUT}s"; }
+    sleep 1
+done
+[[ $(pod inspect --format '{{.State.Status}} {{.State.ExitCode}}' "${PROJECT}_migrate_1") == "exited 0" ]] \
+    || { pod logs "${PROJECT}_migrate_1" >&2; fail "the migrate service did not exit 0"; }
+for service in api-1_1 api-2_1 worker_1 worker_2 proxy_1 postgres_1; do
+    [[ $(pod inspect --format '{{.State.Status}}' "${PROJECT}_$service") == running ]] \
+        || { pod logs --tail 30 "${PROJECT}_$service" >&2; fail "compose service $service is not running"; }
+done
+for replica in api-1 api-2; do  # each replica is ready on its own address on the stack's network
+    address=$(pod inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "${PROJECT}_${replica}_1")
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' \
+        "http://$address:8000/readyz" || fail "API replica $replica is not ready at $address:8000"
+done
+say "stack up in $(( $(date +%s) - t ))s: migrate exited 0; postgres, api-1, api-2, 2 workers and the proxy running; $COMPOSE_URL/readyz answers"
+python3 "$HERE/workflow.py" drive --base-url "$COMPOSE_URL" --state "$STATE.c" --key "$ADMIN_KEY"
+trained=0
+for w in worker_1 worker_2; do
+    pod logs "${PROJECT}_$w" 2>&1 | grep -q "attempt" && trained=$(( trained + 1 ))
+done
+(( trained >= 1 )) || fail "no compose worker logged training a run"
+for replica in api-1_1 api-2_1; do
+    pod logs "${PROJECT}_$replica" 2>&1 | grep -q "attempt" && fail "API replica $replica trained a run"
+done
+# One replica gone: the proxy sends everything to the other, and the stored data is all there.
+pod stop --time 10 "${PROJECT}_api-1_1" > /dev/null
+python3 "$HERE/workflow.py" verify --base-url "$COMPOSE_URL" --state "$STATE.c" --key "$ADMIN_KEY"
+say "the tutorial's workflow through the proxy, trained by $trained of 2 workers; with api-1 stopped, api-2 serves every stored row"
+compose down -v > "$CACHE/logs/compose-down.log" 2>&1 \
+    || { tail -30 "$CACHE/logs/compose-down.log" >&2; fail "podman-compose down"; }
+pod network rm --force "${PROJECT}_default" > /dev/null 2>&1 || true
+COMPOSE_UP=""
+COMPOSE_RESULT="started and drove the workflow ($PG_IMAGE, $PROXY_IMAGE stand in for Docker Hub's images)"
 
 TOTAL=$(( $(date +%s) - T0 ))
 cat <<EOF
@@ -428,6 +527,7 @@ cat <<EOF
     image size       ${IMAGE_MB} MB ($IMAGE_BYTES bytes)
     build time       ${BUILD_SECONDS} (buildah bud, $DRIVER storage; layer cache in $GRAPHROOT)
     PostgreSQL       $PG_RESULT
+    compose stack    $COMPOSE_RESULT
     total time       ${TOTAL}s
 EOF
-rm -f "$STATE" "$STATE.pg" "$STATE.q"
+rm -f "$STATE" "$STATE.pg" "$STATE.q" "$STATE.c"
