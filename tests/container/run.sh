@@ -73,7 +73,7 @@ cleanup() {
         if [[ "${KEEP_CONTAINERS:-0}" == 1 ]]; then
             say "KEEP_CONTAINERS=1: leaving ${CONTAINERS[*]} and volume $VOLUME"
         else
-            for c in "${CONTAINERS[@]}"; do pod rm --force --time 2 "$c" >/dev/null 2>&1; done
+            for c in "${CONTAINERS[@]}"; do pod rm --force --volumes --time 2 "$c" >/dev/null 2>&1; done
             [[ -n "$VOLUME" ]] && pod volume rm --force "$VOLUME" >/dev/null 2>&1
         fi
     fi
@@ -517,6 +517,7 @@ say "the tutorial's workflow through the proxy, trained by $trained of 2 workers
 compose down -v > "$CACHE/logs/compose-down.log" 2>&1 \
     || { tail -30 "$CACHE/logs/compose-down.log" >&2; fail "podman-compose down"; }
 pod network rm --force "${PROJECT}_default" > /dev/null 2>&1 || true
+pod volume prune --force > /dev/null 2>&1 || true  # the stack's anonymous /data volumes (this storage is ours)
 COMPOSE_UP=""
 COMPOSE_RESULT="started and drove the workflow ($PG_IMAGE, $PROXY_IMAGE stand in for Docker Hub's images)"
 
