@@ -5,10 +5,9 @@ workflow through it.)"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
-
-import re
 
 import pytest
 import yaml
