@@ -4,24 +4,13 @@ run goes on (its start, each flush of epochs) wakes the waiter without a read.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from service.api import runs
 from service.jobs.progress import Progress
-
-T = TypeVar("T")
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run`` on a thread of its own: this thread may hold a running loop already
-    (another test module's browser or client leaves one behind in the same worker)."""
-    with ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, coroutine).result()
 
 
 def waiting(monkeypatch: pytest.MonkeyPatch, statuses: list[str]) -> list[str]:
@@ -57,7 +46,7 @@ async def wait_with_news(progress: Progress, news: list[bool | None], seconds: f
 
 def test_news_that_the_run_goes_on_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
     read = waiting(monkeypatch, ["succeeded"])
-    answer, took = run(wait_with_news(Progress(), [False, False, False, True]))
+    answer, took = asyncio.run(wait_with_news(Progress(), [False, False, False, True]))
     assert read == ["succeeded"] and answer.status == "succeeded"
     assert took < 0.5  # answered at the end's news, not at a poll
 
@@ -65,13 +54,13 @@ def test_news_that_the_run_goes_on_is_not_read(monkeypatch: pytest.MonkeyPatch) 
 def test_news_that_says_nothing_of_the_end_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     # A cancel on this replica, a crashed worker: news that does not say, so the store does.
     read = waiting(monkeypatch, ["running", "cancelled"])
-    answer, _ = run(wait_with_news(Progress(), [None, None]))
+    answer, _ = asyncio.run(wait_with_news(Progress(), [None, None]))
     assert read == ["running", "cancelled"] and answer.status == "cancelled"
 
 
 def test_news_unread_at_the_deadline_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     read = waiting(monkeypatch, ["running"])
-    answer, took = run(wait_with_news(Progress(), [False], seconds=0.3))
+    answer, took = asyncio.run(wait_with_news(Progress(), [False], seconds=0.3))
     assert read == ["running"] and answer.status == "running"  # not the stale "queued"
     assert 0.3 <= took < 1.0
 
@@ -87,4 +76,4 @@ def test_progress_remembers_what_the_latest_news_said() -> None:
             seen.append(progress.ended("run_x"))
         return seen
 
-    assert run(scenario()) == [None, False, True, None]
+    assert asyncio.run(scenario()) == [None, False, True, None]

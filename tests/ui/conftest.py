@@ -50,9 +50,11 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium: Path) -> Iterator[Any]:
-    """A headless chromium for the whole session."""
+    """A headless chromium for the browser tests. Package-scoped, not session-scoped:
+    Playwright's sync API keeps an event loop running on this thread while it is open, and
+    ``asyncio.run`` in any later test of the same worker would then fail."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
