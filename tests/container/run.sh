@@ -510,6 +510,22 @@ done
 for replica in api-1_1 api-2_1; do
     pod logs "${PROJECT}_$replica" 2>&1 | grep -q "attempt" && fail "API replica $replica trained a run"
 done
+# Each worker serves its own metrics (TAPELINE_WORKER_METRICS_PORT=9100 in the compose file).
+worker_urls=()
+for w in worker_1 worker_2; do
+    worker_urls+=("http://$(pod inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "${PROJECT}_$w"):9100/metrics")
+done
+python3 - "${worker_urls[@]}" <<'PY' || fail "the workers' metrics ports do not report the run"
+import sys, urllib.request
+runs = 0.0
+for url in sys.argv[1:]:
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    assert "tapeline_worker_heartbeat_age_seconds" in text, url
+    runs += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("tapeline_worker_runs_total"))
+assert runs >= 1, runs
+print(f"    ok  both workers' metrics ports answer; {runs:.0f} run attempt(s) trained in all")
+PY
 # One replica gone: the proxy sends everything to the other, and the stored data is all there.
 pod stop --time 10 "${PROJECT}_api-1_1" > /dev/null
 python3 "$HERE/workflow.py" verify --base-url "$COMPOSE_URL" --state "$STATE.c" --key "$ADMIN_KEY"
