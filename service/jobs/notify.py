@@ -9,7 +9,7 @@ import threading
 import psycopg
 
 from service.jobs.progress import Progress
-from service.store.lifecycle import CHANNEL, NEWS_SAYS
+from service.store.lifecycle import CHANNEL
 
 log = logging.getLogger("tapeline.jobs")
 
@@ -42,8 +42,7 @@ class Listener:
                     self._progress.notify_all_threadsafe()
                     while not self._stopping.is_set():
                         for note in connection.notifies(timeout=0.5):
-                            run_id, _, said = note.payload.partition(" ")
-                            self._progress.notify_threadsafe(run_id, NEWS_SAYS.get(said))
+                            self._progress.notify_threadsafe(note.payload)
             except Exception:
                 self._progress.pushed = False
                 if not self._stopping.is_set():

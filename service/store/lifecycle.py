@@ -33,7 +33,6 @@ from service.store.codec import pack_params
 from service.store.repo import NotFound, now
 from service.store.tables import (
     ACTIVE_STATUSES,
-    FINAL_STATUSES,
     CheckpointRow,
     DatasetRow,
     EpochRow,
@@ -60,17 +59,11 @@ class Fenced(RuntimeError):
         self.run_id, self.attempt = run_id, attempt
 
 
-# A notification's payload: the run id, then what the news says of the run's end, so that a
-# reader waiting for the end (`Prefer: wait`) reads the store only when it has come.
-NEWS_SAYS = {"ended": True, "on": False}
-
-
-def announce(session: Session, run_id: str, ended: bool) -> None:
-    """Tell every replica listening on PostgreSQL that the run has news (and whether the run
-    ``ended``), when this transaction commits (nothing on SQLite, whose one server announces
-    in process)."""
+def announce(session: Session, run_id: str) -> None:
+    """Tell every replica listening on PostgreSQL that the run has news, when this
+    transaction commits (nothing on SQLite, whose one server announces in process)."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(_NOTIFY, {"run_id": f"{run_id} {'ended' if ended else 'on'}"})
+        session.execute(_NOTIFY, {"run_id": run_id})
 
 
 def _typed(table: Table, values: dict[str, Any]) -> dict[str, Any]:
@@ -264,7 +257,7 @@ def claim_run(
         .execution_options(synchronize_session=False)
     )
     run.epochs_completed = resume_at
-    announce(session, run_id, ended=False)
+    announce(session, run_id)
     return Started(
         run,
         found[1],
@@ -317,7 +310,7 @@ def release_run(session: Session, run_id: str, attempt: int) -> bool:
         )
         .execution_options(synchronize_session=False)
     )
-    announce(session, run_id, ended=False)
+    announce(session, run_id)
     return bool(released.rowcount)  # type: ignore[attr-defined]
 
 
@@ -384,7 +377,7 @@ def append_epochs(
             update(RUNS).where(RUNS.c.id == run.id)
             .values(_typed(RUNS, {"epochs_completed": records[-1].epoch + 1}))
         )
-    announce(session, run.id, ended=False)
+    announce(session, run.id)
 
 
 def finish_run(
@@ -430,7 +423,7 @@ def finish_run(
     if attempt is not None and ended.rowcount == 0:  # type: ignore[attr-defined]
         raise Fenced(run_id, attempt)
     session.execute(_DROP_CHECKPOINT, {"run_id": run_id})
-    announce(session, run_id, ended=status in FINAL_STATUSES)
+    announce(session, run_id)
     session.execute(update(MODELS).where(MODELS.c.id == found.model_id)
                     .values(_typed(MODELS, model)))
 
