@@ -269,7 +269,8 @@ IFS='|' read -r img_user img_ports img_volumes img_health img_cmd <<< "$cfg"
 say "image config: USER $img_user, EXPOSE 8000, VOLUME /data, HEALTHCHECK, CMD $img_cmd"
 
 # ---------------------------------------------------------------- 4. run it
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
 BASE_URL="http://127.0.0.1:$PORT"
 VOLUME="tapeline-ct-data-$$"
 # The image binds 0.0.0.0, so it serves only with API keys: an admin key made here, as an
@@ -434,6 +435,9 @@ COMPOSE_UP=1  # from here on, the cleanup takes the project's containers, volume
 # (Even a dry run creates the project's network: the one the stack below uses and removes.)
 PROJECT="tapeline-ct-$$"
 PG_IMAGE="" PROXY_IMAGE="" COMPOSE_PORT=""
+address_of() {  # $1: a compose container; its address on the stack's network
+    pod inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"
+}
 compose() {
     (cd "$CACHE/work" && TAPELINE_IMAGE="$IMAGE" TAPELINE_POSTGRES_IMAGE="$PG_IMAGE" \
         TAPELINE_PROXY_IMAGE="$PROXY_IMAGE" TAPELINE_PUBLISHED_PORT="$COMPOSE_PORT" \
@@ -456,11 +460,10 @@ say "compose plans postgres, migrate, 2 API replicas (with the admin key), 2 wor
 
 step "extra: deploy/compose.yaml started: PostgreSQL, migrate, 2 API replicas behind the proxy, 2 workers"
 standin() {  # $1: name under tests/container/standins; prints the image, built when its inputs change
-    local dir="$HERE/standins/$1" image key have
+    local dir="$HERE/standins/$1" image key
     key=$(cat "$dir"/* <(pod image inspect --format '{{.Id}}' "$BASE_IMAGE") | sha256sum | cut -c1-12)
     image="localhost/tapeline-standin-$1:$key"
-    have=$(pod image exists "$image" && echo yes || echo no)
-    if [[ $have == no ]]; then
+    if ! pod image exists "$image"; then
         bud bud --isolation chroot --format docker --build-arg "BASE_IMAGE=$BASE_IMAGE" \
             "${volumes[@]}" --tag "$image" --file "$dir/Containerfile" "$dir" \
             > "$CACHE/logs/standin-$1.log" 2>&1 \
@@ -472,7 +475,7 @@ t=$(date +%s)
 PG_IMAGE=$(standin postgres)
 PROXY_IMAGE=$(standin proxy)
 say "stand-ins $PG_IMAGE and $PROXY_IMAGE ready in $(( $(date +%s) - t ))s"
-COMPOSE_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+COMPOSE_PORT=$(free_port)
 COMPOSE_URL="http://127.0.0.1:$COMPOSE_PORT"
 compose up -d postgres > "$CACHE/logs/compose-up.log" 2>&1 \
     || { tail -30 "$CACHE/logs/compose-up.log" >&2; fail "podman-compose up postgres"; }
@@ -496,7 +499,7 @@ for service in api-1_1 api-2_1 worker_1 worker_2 proxy_1 postgres_1; do
         || { pod logs --tail 30 "${PROJECT}_$service" >&2; fail "compose service $service is not running"; }
 done
 for replica in api-1 api-2; do  # each replica is ready on its own address on the stack's network
-    address=$(pod inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "${PROJECT}_${replica}_1")
+    address=$(address_of "${PROJECT}_${replica}_1")
     python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' \
         "http://$address:8000/readyz" || fail "API replica $replica is not ready at $address:8000"
 done
@@ -513,7 +516,7 @@ done
 # Each worker serves its own metrics (TAPELINE_WORKER_METRICS_PORT=9100 in the compose file).
 worker_urls=()
 for w in worker_1 worker_2; do
-    worker_urls+=("http://$(pod inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "${PROJECT}_$w"):9100/metrics")
+    worker_urls+=("http://$(address_of "${PROJECT}_$w"):9100/metrics")
 done
 python3 - "${worker_urls[@]}" <<'PY' || fail "the workers' metrics ports do not report the run"
 import sys, urllib.request
