@@ -10,13 +10,26 @@
 Ops run eagerly on NumPy; outside a tape they do no bookkeeping at all.
 tg.function compiles a function of tensors (a whole training step) into a plan
 of NumPy calls over preallocated buffers that later calls replay, bit-identical
-to eager (see function.py for its tracing rules).
+to eager (see compile/function.py for its tracing rules).
+
+The modules, each importing only those listed before it:
+
+    dtypes     the dtypes under their TensorFlow names
+    tensor     the eager core: Tensor, Variable, apply(), and the hooks ops report to
+    ops        the primitives' forward computations, and the sugar built on them
+    operators  Python's operators on tensors (+, *, @, ==, [], ...), attached as ops
+    nest       nested lists, tuples and dicts flattened and rebuilt
+    tape       GradientTape and the backward pass over its record
+    vjps       the table of gradient rules, one row per primitive
+    random     tg.random; nn: tg.nn
+    compile/   tg.function: trace, plan, function
 """
 
 from service.engine import nn, random
+from service.engine import operators as operators  # attaches +, *, [], ... to tensors
 from service.engine import vjps as vjps  # fills the gradient-rule table
+from service.engine.compile import Function, TraceError, function
 from service.engine.dtypes import bool, float32, float64, int32, int64
-from service.engine.function import Function, function
 from service.engine.ops import (
     abs,
     add,
@@ -68,7 +81,6 @@ from service.engine.ops import (
 )
 from service.engine.tape import GradientTape, UnconnectedGradients
 from service.engine.tensor import Tensor, Variable
-from service.engine.trace import TraceError
 
 __all__ = [
     "Function", "GradientTape", "Tensor", "TraceError", "UnconnectedGradients", "Variable",

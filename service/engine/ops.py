@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_tuple
 
 from service.engine.dtypes import float32
 from service.engine.tensor import (
-    LARGE,
     Array,
     DTypeLike,
     Shape,
@@ -34,10 +33,10 @@ from service.engine.tensor import (
     operand,
     raise_if_not_broadcastable,
     read,
+    static,
     unary,
     wrap,
 )
-from service.engine.trace import static
 
 # Creation
 
@@ -545,44 +544,7 @@ def stop_gradient(x: Any) -> Tensor:
     return alias(x, wrap(x._value))
 
 
-# Gradient plumbing: the shared unbroadcast, its fused form for products, and lazy scaling
-
-
-class Scaled(NamedTuple):
-    """A gradient standing for tensor * factor, a scalar, not yet multiplied out.
-
-    Gradient rules that scale a gradient by a scalar (negation, square's 2 * g) return
-    one instead of a pass over a large array; the backward pass carries the factor
-    through the next rules (every rule is linear in g) and multiplies it into the
-    smaller results of reductions such as unbroadcast, or out when a sum needs it.
-    """
-
-    tensor: Tensor
-    factor: Any  # a Python number or a 0-d Tensor of the tensor's dtype
-
-    @property
-    def dtype(self) -> np.dtype:
-        """The dtype of the gradient it stands for."""
-        return self.tensor.dtype
-
-
-def scale(x: Tensor | Scaled, factor: Any) -> Tensor | Scaled:
-    """x * factor for a gradient x, left as a Scaled when factor is a scalar and x is large."""
-    if isinstance(factor, Tensor) and factor.dtype != x.dtype:
-        factor = cast(factor, x.dtype)
-    if type(x) is Tensor and x._value.size < LARGE:
-        return multiply(x, factor)  # below LARGE a pass costs less than carrying the factor
-    if isinstance(x, Scaled):
-        factor = x.factor * factor
-        x = x.tensor
-    if isinstance(factor, Tensor) and factor.ndim:
-        return multiply(x, factor)
-    return Scaled(x, factor)
-
-
-def materialize(g: Tensor | Scaled) -> Tensor:
-    """A gradient as a Tensor, its factor multiplied in."""
-    return multiply(g.tensor, g.factor) if isinstance(g, Scaled) else g
+# Gradient sums: the shared unbroadcast, and its fused form for products
 
 
 def unbroadcast(g: Tensor, out_shape: Shape, shape: Shape) -> Tensor:

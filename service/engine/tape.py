@@ -13,6 +13,8 @@ tensor's shape and stands for its broadcast: the gradient of a mean is a scalar,
 not an array of copies. Likewise a gradient may be a Scaled, a tensor times a
 scalar not yet multiplied out, so that negating or doubling a large gradient
 costs no pass over it. Only what gradient() hands back is broadcast and multiplied out.
+
+The rules themselves are rows of the table that vjps.py fills with defvjp().
 """
 
 from __future__ import annotations
@@ -26,10 +28,53 @@ from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 
-from service.engine import ops
-from service.engine.tensor import LARGE, Shape, Tensor, Variable, recording_tapes, wrap
+from service.engine.nest import flatten, pack
+from service.engine.ops import add, broadcast_to, cast, convert_to_tensor, multiply, zeros_like
+from service.engine.tensor import LARGE, Shape, TapeHook, Tensor, Variable, recording_tapes, wrap
 
-Gradient: TypeAlias = Tensor | ops.Scaled  # what flows backwards: a tensor, maybe still scaled
+# Lazily scaled gradients
+
+
+class Scaled(NamedTuple):
+    """A gradient standing for tensor * factor, a scalar, not yet multiplied out.
+
+    Gradient rules that scale a gradient by a scalar (negation, square's 2 * g) return
+    one instead of a pass over a large array; the backward pass carries the factor
+    through the next rules (every rule is linear in g) and multiplies it into the
+    smaller results of reductions such as unbroadcast, or out when a sum needs it.
+    """
+
+    tensor: Tensor
+    factor: Any  # a Python number or a 0-d Tensor of the tensor's dtype
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of the gradient it stands for."""
+        return self.tensor.dtype
+
+
+def scale(x: Tensor | Scaled, factor: Any) -> Tensor | Scaled:
+    """x * factor for a gradient x, left as a Scaled when factor is a scalar and x is large."""
+    if isinstance(factor, Tensor) and factor.dtype != x.dtype:
+        factor = cast(factor, x.dtype)
+    if type(x) is Tensor and x._value.size < LARGE:
+        return multiply(x, factor)  # below LARGE a pass costs less than carrying the factor
+    if isinstance(x, Scaled):
+        factor = x.factor * factor
+        x = x.tensor
+    if isinstance(factor, Tensor) and factor.ndim:
+        return multiply(x, factor)
+    return Scaled(x, factor)
+
+
+def materialize(g: Tensor | Scaled) -> Tensor:
+    """A gradient as a Tensor, its factor multiplied in."""
+    return multiply(g.tensor, g.factor) if isinstance(g, Scaled) else g
+
+
+# The table of gradient rules
+
+Gradient: TypeAlias = Tensor | Scaled  # what flows backwards: a tensor, maybe still scaled
 Rule: TypeAlias = Callable[..., Gradient]  # rule(g, ans, *args) -> gradient for one argument
 
 
@@ -122,7 +167,7 @@ class GradientTape:
     def __init__(self, persistent: bool = False, watch_accessed_variables: bool = True) -> None:
         self._persistent = persistent
         self._watch_accessed = watch_accessed_variables
-        self._tapes: list[GradientTape] | None = None  # its thread's recording tapes, in context
+        self._tapes: list[TapeHook] | None = None  # its thread's recording tapes, in context
         self._used = False
         self._entries: list[_Entry] = []
         self._followed: set[int] = set()  # keys of the tensors the tape follows
@@ -184,7 +229,7 @@ class GradientTape:
 
     def watch(self, tensor: Any) -> None:
         """Follow a Tensor, or every read of a Variable, or each item of a list, tuple or dict."""
-        for item in _flatten(tensor):
+        for item in flatten(tensor):
             if isinstance(item, Variable):
                 self._by_name.add(id(item))
                 self._variables.setdefault(id(item), (item, []))
@@ -243,9 +288,9 @@ class GradientTape:
         if not self._persistent:
             self._used = True
             self._stop()  # the backward pass is not recorded on the tape it reads
-        flat_sources = _flatten(sources)
+        flat_sources = flatten(sources)
         keys = [self._keys_of(source) for source in flat_sources]
-        targets = [target] if type(target) is Tensor else _flatten(target)
+        targets = [target] if type(target) is Tensor else flatten(target)
         grads = self._backward(targets, output_gradients, keys)
         results: list[Tensor | None] = []
         for source, source_keys in zip(flat_sources, keys, strict=True):
@@ -253,17 +298,17 @@ class GradientTape:
             for key in source_keys:
                 grad = grads.get(key)
                 if grad is not None:
-                    grad = ops.materialize(grad)
-                    total = grad if total is None else total + grad
+                    grad = materialize(grad)
+                    total = grad if total is None else add(total, grad)
             if total is not None:
-                results.append(ops.broadcast_to(total, source.shape))
+                results.append(broadcast_to(total, source.shape))
             elif unconnected_gradients == "zero" and source.dtype.kind == "f":
-                results.append(ops.zeros_like(source))
+                results.append(zeros_like(source))
             else:
                 results.append(None)
         if not self._persistent:
             self._forget()
-        return _pack(sources, results)
+        return pack(sources, results)
 
     def _keys_of(self, source: Any) -> list[int]:
         """The keys standing for a source: a Variable's reads, or the tensor's own key."""
@@ -293,7 +338,7 @@ class GradientTape:
         # Follow only what depends on a source (all of the tape when every leaf is a source).
         reach = self._followed if self._leaves <= sources else _reach(entries, sources)
         grads: dict[int, Gradient] = {}
-        seeds = [None] * len(targets) if output_gradients is None else _flatten(output_gradients)
+        seeds = [None] * len(targets) if output_gradients is None else flatten(output_gradients)
         if len(seeds) != len(targets):
             raise ValueError(f"{len(seeds)} output_gradients for {len(targets)} targets")
         for target, seed in zip(targets, seeds, strict=True):
@@ -317,8 +362,8 @@ class GradientTape:
                     if rule is None:
                         continue
                     # Rules are linear in g: apply one to a Scaled's tensor, then scale.
-                    if type(g) is ops.Scaled:
-                        grad = ops.scale(rule(g.tensor, ans, *args), g.factor)  # type: ignore[arg-type]
+                    if type(g) is Scaled:
+                        grad = scale(rule(g.tensor, ans, *args), g.factor)  # type: ignore[arg-type]
                     else:
                         grad = rule(g, ans, *args)  # type: ignore[arg-type]
                     _accumulate(grads, parent, grad)
@@ -330,7 +375,7 @@ def _seed(target: Tensor, seed: Any) -> Tensor:
     dtype = target._value.dtype
     if seed is None:
         return wrap(dtype.type(1))
-    seed = ops.convert_to_tensor(seed, dtype=dtype)
+    seed = convert_to_tensor(seed, dtype=dtype)
     if np.broadcast_shapes(seed.shape, target.shape) != target.shape:
         raise ValueError(f"output gradient of shape {seed.shape} does not match target shape "
                          f"{target.shape}")
@@ -339,7 +384,7 @@ def _seed(target: Tensor, seed: Any) -> Tensor:
 
 def _accumulate(grads: dict[int, Gradient], key: int, g: Gradient) -> None:
     previous = grads.get(key)
-    grads[key] = g if previous is None else ops.materialize(previous) + ops.materialize(g)
+    grads[key] = g if previous is None else add(materialize(previous), materialize(g))
 
 
 def _reach(entries: list[_Entry], sources: set[int]) -> set[int]:
@@ -349,42 +394,3 @@ def _reach(entries: list[_Entry], sources: set[int]) -> set[int]:
         if not reach.isdisjoint(parents):
             reach.add(key)
     return reach
-
-
-_NESTS = (list, tuple, dict)
-
-
-def _flatten(nest: Any) -> list[Any]:
-    """The leaves of nested lists, tuples and dicts, in order."""
-    if isinstance(nest, dict):
-        nest = list(nest.values())
-    elif not isinstance(nest, list | tuple):
-        return [nest]
-    leaves = []
-    for item in nest:
-        if isinstance(item, _NESTS):
-            leaves.extend(_flatten(item))
-        else:
-            leaves.append(item)
-    return leaves
-
-
-def _pack(nest: Any, leaves: list[Any]) -> Any:
-    """Rebuild nest's structure around leaves, in order."""
-    if type(nest) is list:
-        for item in nest:
-            if isinstance(item, _NESTS):
-                break
-        else:
-            return leaves  # a flat list, the common case
-    return _pack_next(nest, iter(leaves))
-
-
-def _pack_next(nest: Any, leaves: Iterator[Any]) -> Any:
-    if isinstance(nest, list):
-        return [_pack_next(item, leaves) for item in nest]
-    if isinstance(nest, tuple):
-        return tuple(_pack_next(item, leaves) for item in nest)
-    if isinstance(nest, dict):
-        return {key: _pack_next(value, leaves) for key, value in nest.items()}
-    return next(leaves)

@@ -1,4 +1,4 @@
-"""Tensors, variables and the way every op reports itself to the recording tapes.
+"""Tensors, variables, and the hooks through which every op reports itself.
 
 A Tensor wraps a private NumPy value that nothing ever writes to; a Variable
 holds a Tensor and swaps in a new one when assigned. Ops compute with NumPy,
@@ -10,25 +10,68 @@ Every NumPy call that computes a tensor's value from other tensors goes through
 apply() (or the inlined forms of it in binary() and unary()), so that a
 tg.function tracing in the thread records it; the values a trace follows carry a
 node. Reading a traced value into Python (bool(), float(), numpy(), ...) raises.
+
+This module is the eager core and imports no other part of the engine. What it
+knows of a tape and of a trace is the TapeHook and TraceHook protocols below:
+tape.py implements the first, compile/trace.py the second and installs it with
+tracing(). Python's operators on tensors (+, *, @, ==, [], ...) are attached by
+operators.py, above the ops they call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from service.engine.tape import GradientTape
-    from service.engine.trace import Node, Trace
 
 Array: TypeAlias = Any  # a tensor's value: an np.ndarray, or a NumPy scalar at rank 0
 Shape: TypeAlias = tuple[int, ...]
 DTypeLike: TypeAlias = Any  # anything np.dtype() accepts: "float64", np.float32, tg.float32
+
+
+class TapeHook(Protocol):
+    """What the core tells a recording tape (a GradientTape, see tape.py)."""
+
+    def record(self, name: str, out: Tensor, args: tuple[Any, ...]) -> None:
+        """An op: out = name(*args)."""
+
+    def read(self, variable: Variable, tensor: Tensor) -> None:
+        """A read of variable, whose value is tensor."""
+
+
+class TraceHook(Protocol):
+    """What the core tells the trace of a tg.function being traced (see compile/trace.py)."""
+
+    def record(self, out: Tensor, fn: Callable[..., Any], args: tuple[Any, ...],
+               kwargs: dict[str, Any] | None, effect: bool) -> None:
+        """A NumPy call: out's value is fn(*args, **kwargs) (effect: replay it regardless)."""
+
+    def alias(self, source: Tensor, out: Tensor) -> None:
+        """out is a new tensor of source's value."""
+
+    def read(self, variable: Variable) -> None:
+        """A use of variable's value."""
+
+    def assign(self, variable: Variable, source: Any, tensor: Tensor) -> None:
+        """variable.assign(source), tensor being the variable's new value."""
+
+    def follows(self, tensor: Tensor) -> bool:
+        """Whether tensor's value depends on the call."""
+
+    def check_concrete(self, x: Operand, what: str) -> None:
+        """Raise if Python needs x's value (what: the operation) and the value depends on the
+        call."""
+
+    def check_static(self, x: Any, what: str) -> None:
+        """Raise if x, needed as a Python value while tracing (what: for what), is traced."""
+
+    def forbid(self, what: str) -> None:
+        """Raise: what cannot happen inside a traced function."""
 
 
 class _Recording(threading.local):
@@ -36,25 +79,37 @@ class _Recording(threading.local):
     and the trace of the tg.function being traced in the thread, if any."""
 
     def __init__(self) -> None:
-        self.tapes: list[GradientTape] = []
-        self.trace: Trace | None = None
+        self.tapes: list[TapeHook] = []
+        self.trace: TraceHook | None = None
 
 
 _recording = _Recording()
 
 # The traces running in any thread: ops test this (a global, so cheap) before they look up
 # their own thread's trace.
-TRACES: list[Trace] = []
+TRACES: list[TraceHook] = []
 
 
-def current_trace() -> Trace | None:
+def current_trace() -> TraceHook | None:
     """The trace recording in the calling thread, if any."""
     return _recording.trace
 
 
-def recording_tapes() -> list[GradientTape]:
-    """The tapes recording in the calling thread, innermost last."""
+def recording_tapes() -> list[TapeHook]:
+    """The tapes recording in the calling thread, innermost last (a tape adds itself)."""
     return _recording.tapes
+
+
+@contextlib.contextmanager
+def tracing(trace: TraceHook) -> Iterator[None]:
+    """Within this context, the calling thread's ops report their NumPy calls to trace."""
+    TRACES.append(trace)
+    _recording.trace = trace
+    try:
+        yield
+    finally:
+        _recording.trace = None
+        TRACES.remove(trace)
 
 
 # Arrays with this many elements are worth the bookkeeping that saves their memory:
@@ -191,11 +246,20 @@ def read(variable: Variable) -> Tensor:
     return tensor
 
 
-def concrete(x: _Operand, what: str) -> None:
+def concrete(x: Operand, what: str) -> None:
     """Raise when a tracing tg.function would need x's value in Python (what: the operation)."""
     trace = _recording.trace
     if trace is not None:
         trace.check_concrete(x, what)
+
+
+def static(x: Any, what: str) -> None:
+    """Raise when a tracing tg.function would need x, a tensor, as a Python value (what says
+    for what, naming x as a traced tensor)."""
+    if TRACES:
+        trace = _recording.trace
+        if trace is not None:
+            trace.check_static(x, what)
 
 
 def operand(x: Any) -> Tensor:
@@ -356,7 +420,7 @@ def _show(value: Array) -> str:
     return repr(value) if isinstance(value, np.ndarray) else str(value)
 
 
-class _Operand:
+class Operand:
     """What Tensors and Variables share: NumPy-style accessors and the operators."""
 
     __slots__ = ()
@@ -428,77 +492,37 @@ class _Operand:
     def __format__(self, spec: str) -> str:
         return format(self.numpy(), spec)
 
-    def __getitem__(self, index: Any) -> Tensor:
-        return ops.getitem(self, index)
-
-    def __neg__(self) -> Tensor:
-        return ops.negative(self)
-
-    def __abs__(self) -> Tensor:
-        return ops.abs(self)
-
-    def __add__(self, other: Any) -> Tensor:
-        return ops.add(self, other)
-
-    def __radd__(self, other: Any) -> Tensor:
-        return ops.add(other, self)
-
-    def __sub__(self, other: Any) -> Tensor:
-        return ops.subtract(self, other)
-
-    def __rsub__(self, other: Any) -> Tensor:
-        return ops.subtract(other, self)
-
-    def __mul__(self, other: Any) -> Tensor:
-        return ops.multiply(self, other)
-
-    def __rmul__(self, other: Any) -> Tensor:
-        return ops.multiply(other, self)
-
-    def __truediv__(self, other: Any) -> Tensor:
-        return ops.divide(self, other)
-
-    def __rtruediv__(self, other: Any) -> Tensor:
-        return ops.divide(other, self)
-
-    def __pow__(self, other: Any) -> Tensor:
-        return ops.pow(self, other)
-
-    def __rpow__(self, other: Any) -> Tensor:
-        return ops.pow(other, self)
-
-    def __matmul__(self, other: Any) -> Tensor:
-        return ops.matmul(self, other)
-
-    def __rmatmul__(self, other: Any) -> Tensor:
-        return ops.matmul(other, self)
-
-    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return ops.equal(self, other)
-
-    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return ops.not_equal(self, other)
-
-    def __lt__(self, other: Any) -> Tensor:
-        return ops.less(self, other)
-
-    def __le__(self, other: Any) -> Tensor:
-        return ops.less_equal(self, other)
-
-    def __gt__(self, other: Any) -> Tensor:
-        return ops.greater(self, other)
-
-    def __ge__(self, other: Any) -> Tensor:
-        return ops.greater_equal(self, other)
+    if TYPE_CHECKING:  # the operators are the ops themselves, attached by operators.py
+        def __getitem__(self, index: Any) -> Tensor: ...
+        def __neg__(self) -> Tensor: ...
+        def __abs__(self) -> Tensor: ...
+        def __add__(self, other: Any) -> Tensor: ...
+        def __radd__(self, other: Any) -> Tensor: ...
+        def __sub__(self, other: Any) -> Tensor: ...
+        def __rsub__(self, other: Any) -> Tensor: ...
+        def __mul__(self, other: Any) -> Tensor: ...
+        def __rmul__(self, other: Any) -> Tensor: ...
+        def __truediv__(self, other: Any) -> Tensor: ...
+        def __rtruediv__(self, other: Any) -> Tensor: ...
+        def __pow__(self, other: Any) -> Tensor: ...
+        def __rpow__(self, other: Any) -> Tensor: ...
+        def __matmul__(self, other: Any) -> Tensor: ...
+        def __rmatmul__(self, other: Any) -> Tensor: ...
+        def __eq__(self, other: Any) -> Tensor: ...  # type: ignore[override]
+        def __ne__(self, other: Any) -> Tensor: ...  # type: ignore[override]
+        def __lt__(self, other: Any) -> Tensor: ...
+        def __le__(self, other: Any) -> Tensor: ...
+        def __gt__(self, other: Any) -> Tensor: ...
+        def __ge__(self, other: Any) -> Tensor: ...
 
 
-class Tensor(_Operand):
+class Tensor(Operand):
     """An immutable n-dimensional array; tapes record the ops applied to watched tensors."""
 
     __slots__ = ("_key", "_node", "_value")
     _value: Array
     _key: int | None  # set once a tape follows the tensor
-    _node: Node  # set (and only then present) once a trace follows the tensor
+    _node: Any  # the trace's node, set (and only then present) once a trace follows it
 
     def __init__(self, value: Any, dtype: DTypeLike | None = None) -> None:
         self._value = as_value(value, dtype, copy=True)
@@ -516,7 +540,7 @@ def _source(value: Any) -> Any:
     return value._tensor if isinstance(value, Variable) else value
 
 
-class Variable(_Operand):
+class Variable(Operand):
     """A named, mutable holder of a tensor value, watched by tapes when trainable."""
 
     __slots__ = ("_tensor", "name", "trainable")
@@ -602,6 +626,3 @@ class Variable(_Operand):
         return (f"<tg.Variable '{self.name}' shape={self.shape} dtype={self.dtype}, "
                 f"numpy={_show(self.numpy())}>")
 
-
-# ops builds on this module; imported last so that either module may be imported first.
-from service.engine import ops  # noqa: E402

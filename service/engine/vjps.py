@@ -7,7 +7,7 @@ recording around gradient() can differentiate them again. unbroadcast sums a
 gradient back to the shape of an input that was broadcast. A row says whether
 its rules read the arguments' or the output's values; otherwise they see only
 shapes and dtypes, and the tape need not keep the arrays. A rule that multiplies
-by a scalar says scale(x, factor), which defers the pass over x (see ops.Scaled).
+by a scalar says scale(x, factor), which defers the pass over x (see tape.Scaled).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from service.engine.ops import (
     matmul,
     reduce_sum,
     reshape,
-    scale,
     sigmoid,
     sign,
     square,
@@ -35,7 +34,7 @@ from service.engine.ops import (
     where,
     zeros_like,
 )
-from service.engine.tape import defvjp, defvjp_argnum
+from service.engine.tape import defvjp, defvjp_argnum, scale
 from service.engine.tensor import Tensor
 
 defvjp("add",

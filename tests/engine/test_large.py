@@ -2,7 +2,7 @@
 
 At that size a tape keeps only the shape and dtype of a value no rule of its op reads
 (vjps.py says which rules read their arguments or output), and scalar factors of
-gradients stay lazy (ops.Scaled). So a rule that reads a value its row does not declare
+gradients stay lazy (tape.Scaled). So a rule that reads a value its row does not declare
 fails here, and a row that declares a read its rules do not need fails the second test.
 Each case checks first and second derivatives against the same computation with that
 machinery switched off, and the compiled computation against eager, bit for bit.
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from service import engine as tg
-from service.engine import ops, tape, tensor
+from service.engine import tape, tensor
 from tests.engine.gradcheck import (
     assert_compiled_matches_eager,
     gradient_of,
@@ -104,7 +104,7 @@ def test_every_rule_runs_at_large_shapes(name: str, monkeypatch: pytest.MonkeyPa
     for function in functions:
         assert_compiled_matches_eager(function, values)
         large.append(tape_gradients(function, values))
-    for module in (tensor, tape, ops):  # what tapes and gradients do with small values
+    for module in (tensor, tape):  # what tapes and gradients do with small values
         monkeypatch.setattr(module, "LARGE", 1 << 62)
     for function, gradients in zip(functions, large, strict=True):
         for got, want in zip(gradients, tape_gradients(function, values), strict=True):

@@ -1,4 +1,4 @@
-"""Gradients of large tensors, which carry scalar factors lazily (ops.Scaled): same results."""
+"""Gradients of large tensors, which carry scalar factors lazily (tape.Scaled): same results."""
 
 from __future__ import annotations
 

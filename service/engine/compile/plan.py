@@ -32,9 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from service.engine.tape import _flatten, _pack
-from service.engine.tensor import Array, Tensor, Variable, wrap
-from service.engine.trace import (
+from service.engine.compile.trace import (
     BUFFER,
     OUT_UFUNCS,
     VALUE,
@@ -48,6 +46,8 @@ from service.engine.trace import (
     _order,
     empty,
 )
+from service.engine.nest import flatten, pack
+from service.engine.tensor import Array, Tensor, Variable, wrap
 
 _SYMBOLS = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/"}
 # Elementwise ufuncs that may write their result over an argument they read at the same place.
@@ -97,8 +97,8 @@ class Plan:
     """One traced call, compiled; calling it with the tensor arguments' values replays it."""
 
     def __init__(self, trace: Trace, result: Any, name: str) -> None:
-        leaves = _flatten(result)
-        self._skeleton = _pack(result, [None] * len(leaves))
+        leaves = flatten(result)
+        self._skeleton = pack(result, [None] * len(leaves))
         self._single = not isinstance(result, list | tuple | dict)
         finals: dict[int, Assign] = {}
         for event in trace.events:
@@ -167,7 +167,7 @@ class Plan:
         if self._single:
             return flat[0] if flat else self._constants[0]
         it = iter(flat)
-        return _pack(self._skeleton, [next(it) if c is _COMPUTED else c for c in self._constants])
+        return pack(self._skeleton, [next(it) if c is _COMPUTED else c for c in self._constants])
 
     # Compiling
 

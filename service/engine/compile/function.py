@@ -12,12 +12,12 @@
 The first call with a new signature (the shapes, dtypes and memory layouts of
 its tensor arguments, which NumPy arrays count as, and the values of its other
 arguments; objects such as a model by identity) runs the function eagerly while
-a trace records every NumPy call that depends on the arguments, on variables or
-on random draws: the forward pass, the gradient rules the tape runs, the
-assignments. The trace becomes a Plan (see plan.py) that later calls with that
-signature replay: the same NumPy calls in the same order on the same dtypes, so
-the results are bit-identical to an eager call, without op dispatch, tape
-bookkeeping or array allocation. Plans are kept per signature, the least
+a trace (see trace.py) records every NumPy call that depends on the arguments,
+on variables or on random draws: the forward pass, the gradient rules the tape
+runs, the assignments. The trace becomes a Plan (see plan.py) that later calls
+with that signature replay: the same NumPy calls in the same order on the same
+dtypes, so the results are bit-identical to an eager call, without op dispatch,
+tape bookkeeping or array allocation. Plans are kept per signature, the least
 recently used dropped past ``cache_size``; ``trace_count`` counts traces and
 ``plans()`` shows each plan's generated ``source``. Each batch size is its own
 signature: a plan's arithmetic depends on shapes (``reduce_mean`` divides by the
@@ -54,10 +54,17 @@ from typing import Any
 
 import numpy as np
 
-from service.engine.plan import Plan, Retrace
-from service.engine.tape import _flatten
-from service.engine.tensor import TRACES, Tensor, Variable, _recording, as_value
-from service.engine.trace import Trace, TraceError, error
+from service.engine.compile.plan import Plan, Retrace
+from service.engine.compile.trace import Trace, TraceError, error
+from service.engine.nest import flatten
+from service.engine.tensor import (
+    Tensor,
+    Variable,
+    as_value,
+    current_trace,
+    recording_tapes,
+    tracing,
+)
 
 
 class _Entry:
@@ -89,12 +96,11 @@ class Function:
         self._warned = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        state = _recording
-        if state.tapes:
+        if recording_tapes():
             raise error("a call while a GradientTape records",
                         "the tape cannot see inside a compiled call; take the gradient inside "
                         "the function")
-        if state.trace is not None:  # called by a function being traced: part of its trace
+        if current_trace() is not None:  # called by a function being traced: part of its trace
             return self.python_function(*args, **kwargs)
         key, values = _signature(args, kwargs)
         with self._lock:
@@ -119,14 +125,9 @@ class Function:
         trace = Trace()
         pinned = _objects((args, kwargs))
         args, kwargs = _substitute((args, kwargs), trace)
-        TRACES.append(trace)
-        _recording.trace = trace
-        try:
+        with tracing(trace):
             result = self.python_function(*args, **kwargs)
-        finally:
-            _recording.trace = None
-            TRACES.remove(trace)
-        for leaf in _flatten(result):
+        for leaf in flatten(result):
             if not isinstance(leaf, _RESULTS):
                 raise error(f"returning a value of type {type(leaf).__name__}",
                             "a compiled function returns tensors, variables, and Python numbers, "

@@ -24,14 +24,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from service.engine.tensor import TRACES, Array, Shape, Tensor, Variable, current_trace, wrap
+from service.engine.tensor import Array, Shape, Tensor, Variable, wrap
 
 BUFFER = "buffer"  # an array written by the call into a buffer of the plan (out=)
 VIEW = "view"  # an array sharing the memory of an argument
 VALUE = "value"  # anything else (NumPy scalars, arrays NumPy allocates): rebound every call
 
 _ids = itertools.count(1)
-_ENGINE = os.path.dirname(os.path.abspath(__file__))
+# The engine's folder: a TraceError names the innermost line of code outside it.
+_ENGINE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 class TraceError(TypeError):
@@ -94,7 +95,11 @@ class _VariableState:
 
 
 class Trace:
-    """The record of one traced call: its nodes, and its steps and assignments in order."""
+    """The record of one traced call: its nodes, and its steps and assignments in order.
+
+    It is what the core reports to while tracing (tensor.TraceHook), installed with
+    tensor.tracing().
+    """
 
     def __init__(self) -> None:
         self.id = next(_ids)
@@ -186,6 +191,13 @@ class Trace:
         if isinstance(x, Variable) or self.follows(x):
             raise error(f"{what} of a traced {'variable' if isinstance(x, Variable) else 'tensor'}",
                         _HINTS.get(what, _HINTS["float()"]))
+
+    def check_static(self, x: Any, what: str) -> None:
+        """Raise if x, needed as a Python value while tracing (what says for what, naming x as a
+        traced tensor), is a variable or a tensor whose value depends on the call."""
+        if isinstance(x, Variable) or (type(x) is Tensor and self.follows(x)):
+            raise error(what, "it must be known while tracing: compute it outside, and pass it "
+                              "as a Python value")
 
     def forbid(self, what: str) -> None:
         """Raise: what cannot happen inside a traced function."""
@@ -291,17 +303,6 @@ _HINTS = {
 }
 
 
-def static(x: Any, what: str) -> None:
-    """Raise TraceError if a tracing tg.function would need x, a tensor, as a Python value
-    (what says for what, naming x as a traced tensor)."""
-    if TRACES:
-        trace = current_trace()
-        if trace is not None and (isinstance(x, Variable)
-                                  or (type(x) is Tensor and trace.follows(x))):
-            raise error(what, "it must be known while tracing: compute it outside, and pass it "
-                              "as a Python value")
-
-
 def error(what: str, hint: str) -> TraceError:
     """A TraceError naming what cannot be compiled and the line of the traced function."""
     return TraceError(f"tg.function cannot compile {what}{_user_line()}: {hint}")
@@ -310,8 +311,7 @@ def error(what: str, hint: str) -> TraceError:
 def _user_line() -> str:
     """' at file:line (`code`)' for the innermost frame outside the engine."""
     frame: Any = sys._getframe(1)
-    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) \
-            == _ENGINE:
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_ENGINE):
         frame = frame.f_back
     if frame is None:
         return ""
