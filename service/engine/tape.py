@@ -118,6 +118,9 @@ def defvjp_argnum(name: str, rule: Callable[..., Tensor]) -> None:
     READS[name] = _Reads(False, False)
 
 
+# The tape
+
+
 class Spec:
     """The shape and dtype of a tensor, standing for it where no gradient rule reads its value."""
 

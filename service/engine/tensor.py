@@ -421,7 +421,8 @@ def _show(value: Array) -> str:
 
 
 class Operand:
-    """What Tensors and Variables share: NumPy-style accessors and the operators."""
+    """What Tensors and Variables share: NumPy-style accessors, and the operators (+, *, ==,
+    [], ...) that operators.py attaches."""
 
     __slots__ = ()
     __array_ufunc__ = None  # ndarray <op> tensor defers to the tensor's reflected operator
@@ -492,7 +493,7 @@ class Operand:
     def __format__(self, spec: str) -> str:
         return format(self.numpy(), spec)
 
-    if TYPE_CHECKING:  # the operators are the ops themselves, attached by operators.py
+    if TYPE_CHECKING:  # declared for type checkers: operators.py attaches the ops themselves
         def __getitem__(self, index: Any) -> Tensor: ...
         def __neg__(self) -> Tensor: ...
         def __abs__(self) -> Tensor: ...
