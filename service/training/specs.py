@@ -1,8 +1,9 @@
-"""Typed specs of a model and of a run: what a request asks for, validated once against the
-dataset's metadata (:func:`validate_model`, :func:`validate_run`: a :class:`SpecError` names
-the field at fault), written to and read from the store by one codec (``columns`` /
-``from_columns``: the exact columns and JSON the store keeps), and handed to the epoch loop as
-its :class:`FitSpec`.
+"""Typed specs of a model and of a run: what a request asks for, validated once (a model's
+kind and its starting params: :func:`validate_model`, :func:`tutorial_params`,
+:func:`named_params`; a run against the model and the dataset's metadata: :func:`validate_run`;
+each raising a :class:`SpecError` that names the field at fault), written to and read from the
+store by one codec (``columns`` / ``from_columns``: the exact columns and JSON the store
+keeps), and handed to the epoch loop as its :class:`FitSpec`.
 
 A run spec built from a request is a draft: its ``loss`` and early stopping's ``monitor`` may
 be left out (None); :func:`validate_run` resolves them (the kind's default loss; ``val_loss``
@@ -16,6 +17,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
+
+import numpy as np
 
 from service.training.errors import SpecError
 from service.training.kinds import KINDS, Kind, make_kind
@@ -35,6 +38,8 @@ __all__ = [
     "StoredRun",
     "ValidationDataset",
     "ValidationFraction",
+    "named_params",
+    "tutorial_params",
     "validate_model",
     "validate_run",
 ]
@@ -84,6 +89,46 @@ def validate_model(kind: str, fields: Mapping[str, Any], max_params: int) -> Mod
                         f"the model would have {count} parameters, more than the limit of "
                         f"{max_params} (TAPELINE_MAX_PARAMS)")
     return ModelSpec.of(built)
+
+
+def tutorial_params(kind: Kind, W: Sequence[float], b: float) -> dict[str, np.ndarray]:
+    """Starting params given as the tutorial's fields (one weight per feature and a bias), for
+    the kinds whose params are exactly those; a :class:`SpecError` at ``initial.W`` otherwise."""
+    shapes = kind.shapes()
+    where: Location = ("body", "initial", "W")
+    if set(shapes) != {"W", "b"} or shapes["b"] != ():
+        raise SpecError(where, f"a {kind.name} model with these settings has params "
+                               f"{', '.join(shapes)}: give them as initial.params")
+    if len(W) != kind.features:
+        raise SpecError(where, f"has {len(W)} weights but the model has {kind.features} "
+                               "feature(s)")
+    return {"W": np.asarray(W, dtype=np.float64), "b": np.array(b)}
+
+
+def named_params(kind: Kind, given: Mapping[str, Any],
+                 location: Location = ("body", "initial", "params")) -> dict[str, np.ndarray]:
+    """Every param of ``kind`` from ``given`` by name (nested lists, or numbers), as float64
+    arrays; a :class:`SpecError` (under ``location``) names an unknown, missing, ragged or
+    misshapen one."""
+    shapes = kind.shapes()
+    for name in given:
+        if name not in shapes:
+            raise SpecError((*location, name),
+                            f"the model has no param {name!r} (it has {', '.join(shapes)})")
+    params = {}
+    for name, shape in shapes.items():
+        if name not in given:
+            raise SpecError((*location, name), f"missing: shape {list(shape)}")
+        try:
+            value = np.asarray(given[name], dtype=np.float64)
+        except ValueError as error:  # ragged nested lists
+            raise SpecError((*location, name),
+                            f"expected shape {list(shape)}, got ragged lists") from error
+        if value.shape != shape:
+            raise SpecError((*location, name),
+                            f"expected shape {list(shape)}, got {list(value.shape)}")
+        params[name] = value
+    return params
 
 
 # ---------------------------------------------------------------- datasets

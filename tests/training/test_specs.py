@@ -2,13 +2,15 @@
 the field with the exact words clients read today; defaults resolve as documented (early
 stopping monitors val_loss when validation is set); the codec writes and reads the exact
 columns and JSON the store keeps (rows written before this codec included); the loop gets the
-FitSpec it always got; a model's kind is rebuilt from its stored row."""
+FitSpec it always got; a model's kind is rebuilt from its stored row, and its starting params
+are checked by name and shape."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from service.training.kinds import KINDS, MLP, Kind, Linear, Logistic, make_kind
@@ -22,6 +24,8 @@ from service.training.specs import (
     SpecError,
     ValidationDataset,
     ValidationFraction,
+    named_params,
+    tutorial_params,
     validate_model,
     validate_run,
 )
@@ -295,3 +299,43 @@ def test_validate_model_checks_what_a_create_request_cannot_say_alone() -> None:
         with pytest.raises(SpecError) as raised:
             validate_model(name, {"features": 5}, 1)
         assert raised.value.location == ("body", kind.size_field)
+
+
+def test_tutorial_params_fit_only_the_kinds_that_have_w_and_b() -> None:
+    params = tutorial_params(Linear(2), [1, 2], 0.5)
+    assert params["W"].dtype == params["b"].dtype == np.float64
+    assert (params["W"].tolist(), params["b"].shape, float(params["b"])) == ([1.0, 2.0], (), 0.5)
+    assert set(tutorial_params(Logistic(1), [1.0], 0.0)) == {"W", "b"}
+    bad = [
+        (Logistic(1, 3), [1.0], "a logistic model with these settings has params W, b: give "
+                                "them as initial.params"),
+        (MLP(1), [1.0], "a mlp model with these settings has params W1, b1, W2, b2: give them "
+                        "as initial.params"),
+        (Logistic(2), [1.0], "has 1 weights but the model has 2 feature(s)"),
+    ]
+    for kind, weights, message in bad:
+        with pytest.raises(SpecError) as raised:
+            tutorial_params(kind, weights, 0.0)
+        assert (raised.value.location, raised.value.message) == (("body", "initial", "W"),
+                                                                 message)
+
+
+def test_named_params_name_the_param_at_fault() -> None:
+    mlp = MLP(1, (2,))
+    good = {"W1": [[1, 2]], "b1": [0, 0], "W2": [[1], [2]], "b2": [0]}
+    params = named_params(mlp, good)
+    assert {name: value.shape for name, value in params.items()} == mlp.shapes()
+    assert named_params(Linear(1), {"W": [3], "b": 2})["b"].shape == ()
+    bad = [
+        ({**good, "W3": [1]}, "W3", "the model has no param 'W3' (it has W1, b1, W2, b2)"),
+        ({"W1": [[1, 2]], "b1": [0, 0], "W2": [[1], [2]]}, "b2", "missing: shape [1]"),
+        ({**good, "W2": [[1], [1, 2]]}, "W2", "expected shape [2, 1], got ragged lists"),
+        ({**good, "b1": [0, 0, 0]}, "b1", "expected shape [2], got [3]"),
+        ({**good, "b2": 0}, "b2", "expected shape [1], got []"),
+    ]
+    for given, name, message in bad:
+        for location in (("body", "initial", "params"), ("file", "params")):
+            with pytest.raises(SpecError) as raised:
+                named_params(mlp, given, location)
+            assert (raised.value.location, raised.value.message) == ((*location, name),
+                                                                     message)
