@@ -1,77 +1,22 @@
 """ONNX (opset 17, IR version 8, built with the ``onnx`` helper API): input ``x`` float32
 [N, F]; outputs ``y`` [N] for regression, ``probabilities`` [N, K] and ``label`` [N] (int64)
 for classification. The graph computes in float64 (the precision Tapeline predicts in) and
-casts its outputs to float32. One graph builder per model kind (:data:`GRAPHS`)."""
+casts its outputs to float32. Each model kind builds its own forward pass (``Kind.onnx``);
+this module frames it with the input, the classification head and the model's metadata."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from service.export.formats import Bundle, Format, register
 from service.training.kinds import Kind
+from service.training.onnx_graph import Graph
 
 OPSET = 17
 IR_VERSION = 8
-
-
-class Graph:
-    """Nodes and initializers of an ONNX graph being built, with fresh names for values."""
-
-    def __init__(self, params: dict[str, np.ndarray]) -> None:
-        from onnx import numpy_helper
-
-        self.nodes: list[Any] = []
-        self.initializers = [numpy_helper.from_array(np.asarray(value, dtype=np.float64), name)
-                             for name, value in params.items()]
-        self._count = 0
-
-    def add(self, op: str, inputs: list[str], output: str | None = None, **attrs: Any) -> str:
-        """Append a node; its output's name."""
-        from onnx import helper
-
-        self._count += 1
-        name = output or f"{op.lower()}_{self._count}"
-        self.nodes.append(helper.make_node(op, inputs, [name], name=f"n{self._count}_{op}",
-                                           **attrs))
-        return name
-
-    def constant(self, name: str, value: np.ndarray) -> str:
-        """A constant initializer."""
-        from onnx import numpy_helper
-
-        self.initializers.append(numpy_helper.from_array(value, name))
-        return name
-
-
-def _dense(graph: Graph, h: str, weights: str, bias: str) -> str:
-    return graph.add("Add", [graph.add("MatMul", [h, weights]), bias])
-
-
-def _linear(kind: Kind, graph: Graph, x: str) -> str:
-    return _dense(graph, x, "W", "b")
-
-
-def _mlp(kind: Kind, graph: Graph, x: str) -> str:
-    activation = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}[kind.config()["activation"]]
-    layers = len(kind.config()["hidden"]) + 1
-    h = x
-    for i in range(1, layers + 1):
-        h = _dense(graph, h, f"W{i}", f"b{i}")
-        if i < layers:
-            h = graph.add(activation, [h])
-    if kind.outputs == 1:
-        return graph.add("Squeeze", [h, graph.constant("squeeze_axes", np.array([1]))])
-    return h
-
-
-# The outputs (a vector of values, or logits) of each kind, from x in float64.
-GRAPHS: dict[str, Callable[[Kind, Graph, str], str]] = {
-    "linear": _linear, "logistic": _linear, "mlp": _mlp,
-}
 
 
 def _classify(kind: Kind, graph: Graph, logits: str) -> str:
@@ -94,7 +39,7 @@ def build(bundle: Bundle) -> Any:
     kind = bundle.kind
     graph = Graph(dict(bundle.params))
     x = graph.add("Cast", ["x"], to=TensorProto.DOUBLE)
-    found = GRAPHS[kind.name](kind, graph, x)
+    found = kind.onnx(graph, x)
     if kind.task == "regression":
         graph.add("Cast", [found], "y", to=TensorProto.FLOAT)
         outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])]

@@ -1,5 +1,7 @@
-"""Model kinds: a registry of classes, each holding its config, the names, shapes and default
-values of its parameters, its forward pass, its task and its default loss.
+"""Model kinds: a registry of classes (:data:`KINDS`), each holding its config, the names,
+shapes and default values of its parameters, its forward pass, its task and its default loss,
+its request fields (:attr:`Kind.schema`, from which the API derives its create, resource and
+preview schemas) and its ONNX graph. Adding a kind is adding one class here.
 
 A kind is pure description (a frozen dataclass of its config); :class:`Model` gives a kind's
 parameters life as engine Variables. Regression outputs are one number per example;
@@ -18,23 +20,39 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from service import engine as tg
+from service.training.errors import SpecError
+from service.training.fields import Classes, ConfigField, Features, KindSchema, Widths
+from service.training.onnx_graph import Graph
 
 Task = Literal["regression", "classification"]
 Shape = tuple[int, ...]
 
 ACTIVATIONS = {"relu": tg.relu, "tanh": tg.tanh, "sigmoid": tg.sigmoid}
+Activation: Any = Literal.__getitem__(tuple(ACTIVATIONS))  # type: ignore[attr-defined]
+# The ONNX operator of each activation.
+ONNX_ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
+# The kind of a create request that names none.
+DEFAULT_KIND = "linear"
 
 
 class Kind:
     """What every kind has (each kind is a frozen dataclass of its config fields)."""
 
     name: ClassVar[str]
+    # Its request fields and how the API describes it.
+    schema: ClassVar[KindSchema]
     # The config field whose growth makes the model large (named when it is too large).
     size_field: ClassVar[str] = "features"
     # Whether a model with no initial values starts from seeded random ones.
     random_default: ClassVar[bool] = False
 
     features: int
+
+    @classmethod
+    def from_request(cls, fields: Mapping[str, Any]) -> Kind:
+        """The kind a create request's config fields (those of :attr:`schema`) describe; a
+        :class:`SpecError` names a field that does not fit the others."""
+        return cls(**fields)
 
     @property
     def task(self) -> Task:
@@ -73,6 +91,12 @@ class Kind:
         """Outputs for ``x`` (examples, features) from parameters named as in :meth:`shapes`."""
         raise NotImplementedError
 
+    def onnx(self, graph: Graph, x: str) -> str:
+        """:meth:`forward` as ONNX nodes appended to ``graph``, from ``x`` (float64, [N, F])
+        and the params as initializers named as in :meth:`shapes`: the name of the outputs (a
+        value per row, or logits)."""
+        raise NotImplementedError
+
     def config(self) -> dict[str, Any]:
         """The kind's config as JSON-ready data (the fields of its API schema)."""
         return asdict(self)  # type: ignore[call-overload]
@@ -100,6 +124,14 @@ class Linear(Kind):
     """``x @ W + b``: the tutorial's model, one weight per feature."""
 
     name: ClassVar[str] = "linear"
+    schema: ClassVar[KindSchema] = KindSchema(
+        noun="A linear model",
+        doc="A linear model ``x @ W + b``; with no ``initial`` it starts at the tutorial's "
+            "W = 5,\nb = 0.",
+        fields=(ConfigField("features", Features, 1),),
+        examples=({"kind": "linear", "features": 1, "initial": {"W": [5.0], "b": 0.0},
+                   "name": "tutorial"},),
+    )
 
     features: int = 1
 
@@ -119,6 +151,10 @@ class Linear(Kind):
         """One number per example."""
         return tg.matmul(x, params["W"]) + params["b"]
 
+    def onnx(self, graph: Graph, x: str) -> str:
+        """``x @ W + b``."""
+        return graph.dense(x, "W", "b")
+
 
 @dataclass(frozen=True)
 class Logistic(Kind):
@@ -126,6 +162,12 @@ class Logistic(Kind):
     logits ``x @ W + b`` (W of shape (features, K)) for more."""
 
     name: ClassVar[str] = "logistic"
+    schema: ClassVar[KindSchema] = KindSchema(
+        noun="A logistic regression model",
+        doc="Logistic regression: a sigmoid over ``x @ W + b`` for 2 classes, a softmax over\n"
+            "``x @ W + b`` with W of shape (features, classes) for more; starts at zeros.",
+        fields=(ConfigField("features", Features, 1), ConfigField("classes", Classes, 2)),
+    )
     size_field: ClassVar[str] = "classes"
 
     features: int = 1
@@ -164,6 +206,10 @@ class Logistic(Kind):
         """Logits: one per example, or K."""
         return tg.matmul(x, params["W"]) + params["b"]
 
+    def onnx(self, graph: Graph, x: str) -> str:
+        """Logits ``x @ W + b``."""
+        return graph.dense(x, "W", "b")
+
 
 @dataclass(frozen=True)
 class MLP(Kind):
@@ -171,6 +217,23 @@ class MLP(Kind):
     dense layer of 1 output (regression) or K logits under a softmax (classification)."""
 
     name: ClassVar[str] = "mlp"
+    schema: ClassVar[KindSchema] = KindSchema(
+        noun="A multi-layer perceptron",
+        doc="A multi-layer perceptron: dense layers of the ``hidden`` widths with "
+            "``activation``\nbetween them, then 1 output (regression) or ``classes`` logits "
+            "under a softmax\n(classification). Starts from Glorot-uniform kernels and zero "
+            "biases, seeded by\n``initial.random_seed`` (random when left out, reported back).",
+        fields=(
+            ConfigField("features", Features, 1),
+            ConfigField("hidden", Widths, default_factory=lambda: [16]),
+            ConfigField("activation", Activation, "relu"),
+            ConfigField("task", Task, "regression"),
+            ConfigField("classes", Classes | None, None,
+                        description="K, for classification only (2 if left out)."),
+        ),
+        examples=({"kind": "mlp", "features": 2, "hidden": [16, 16], "activation": "relu",
+                   "task": "classification", "classes": 2},),
+    )
     size_field: ClassVar[str] = "hidden"
     random_default: ClassVar[bool] = True
 
@@ -182,6 +245,13 @@ class MLP(Kind):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
+
+    @classmethod
+    def from_request(cls, fields: Mapping[str, Any]) -> MLP:
+        """``classes`` only for classification (2 when left out)."""
+        if fields.get("task", "regression") == "regression" and fields.get("classes") is not None:
+            raise SpecError(("body", "classes"), "applies to classification only")
+        return cls(**{**fields, "classes": fields.get("classes") or 2})
 
     @property
     def num_classes(self) -> int | None:
@@ -226,6 +296,19 @@ class MLP(Kind):
             if i < layers:
                 h = activation(h)
         return tg.reshape(h, (-1,)) if self.outputs == 1 else h
+
+    def onnx(self, graph: Graph, x: str) -> str:
+        """Dense layers, the activation after every one but the last; a regression's one
+        column squeezed to a vector."""
+        layers = len(self.hidden) + 1
+        h = x
+        for i in range(1, layers + 1):
+            h = graph.dense(h, f"W{i}", f"b{i}")
+            if i < layers:
+                h = graph.add(ONNX_ACTIVATIONS[self.activation], [h])
+        if self.outputs == 1:
+            return graph.add("Squeeze", [h, graph.constant("squeeze_axes", np.array([1]))])
+        return h
 
     def config(self) -> dict[str, Any]:
         """features, hidden, activation, task and (classification) classes."""
