@@ -3,6 +3,8 @@ outcomes, and a queued run on a new model and dataset (tests/store and tests/job
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,13 +48,14 @@ def dataset(session: Session, n: int = 5, features: int = 2) -> repo.DatasetRow:
 
 
 def queued_run(sessions: sessionmaker[Session], model_id: str | None = None,
-               dataset_id: str | None = None, epochs: int = 3) -> tuple[str, str, str]:
-    """A queued run (on a new two-feature model and dataset unless given); its three ids."""
+               dataset_id: str | None = None, epochs: int = 3,
+               **settings: Any) -> tuple[str, str, str]:
+    """A queued run (on a new two-feature model and dataset unless given) of plain gradient
+    descent on the full batch, or as ``settings`` of ``create_run`` say; its three ids."""
     with sessions.begin() as session:
         data = own(session).get_dataset(dataset_id) if dataset_id else dataset(session)
         trained = own(session).get_model(model_id) if model_id else model(session, [0, 0], 0.0)
-        run = own(session).create_run(model=trained, dataset=data, epochs=epochs,
-                                      optimizer={"kind": "sgd", "learning_rate": 0.1},
-                                      batch_size=None, shuffle_seed=None, dtype="float32",
-                                      options=V1_OPTIONS)
+        run = own(session).create_run(model=trained, dataset=data, epochs=epochs, **{
+            "optimizer": {"kind": "sgd", "learning_rate": 0.1}, "batch_size": None,
+            "shuffle_seed": None, "dtype": "float32", "options": V1_OPTIONS, **settings})
         return run.id, trained.id, data.id
