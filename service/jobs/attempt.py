@@ -153,6 +153,7 @@ class Attempt:
 
     def __init__(self, sessions: sessionmaker[Session], started: lifecycle.Started,
                  loaded: Loaded, claim: Claim, hooks: Hooks) -> None:
+        """Ready to train: the loop built on what was loaded, the heartbeat not yet beating."""
         self.run: RunRow = started.run
         self.run_id: str = started.run.id
         self.number: int = started.attempt
