@@ -14,7 +14,7 @@ metrics) is timed as the service runs it, with its step compiled (``TAPELINE_COM
 default; bit-identical to eager) and eager (``TAPELINE_COMPILE=false``); the target is the
 service's epoch at or below 4x hand-written NumPy. For scale, the bare step eager and through
 ``tg.function``. BLAS runs on one thread, as in the service's training workers (see
-``service.jobs.runner.one_blas_thread``).
+``service.jobs.attempt.one_blas_thread``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service import engine as tg
-from service.jobs.runner import one_blas_thread
+from service.jobs.attempt import one_blas_thread
 from service.training.data import blobs
 from service.training.kinds import MLP, Model
 from service.training.loop import Examples, Fit

@@ -43,7 +43,7 @@ from service.api.middleware import (
 from service.api.service import metrics_access
 from service.api.telemetry import Metrics
 from service.config import DEFAULT_DATABASE_URL, Settings, get_settings
-from service.jobs.base import scale_collector, start_executor
+from service.jobs.executors import scale_collector, start_executor
 from service.jobs.progress import Progress
 from service.logs import configure_logging
 from service.store import keys, lifecycle

@@ -47,15 +47,16 @@ def store_finished_run(database_url: str, model_id: str, dataset_id: str, epochs
         )
         run_id = run.id
     with sessions.begin() as session:
-        started = lifecycle.start_run(session, run_id)
+        started = lifecycle.claim_run(session, run_id, "longrun", timeout=30.0, max_attempts=1)
         assert started is not None
         for first in range(0, epochs, 10_000):
             lifecycle.append_epochs(session, started.run, [
                 EpochRecord(e, float(loss[e]), {"mse": float(loss[e])},
                             _linear(float(W[e]), float(b[e])), 0.05)
                 for e in range(first, min(first + 10_000, epochs))
-            ])
+            ], started.attempt)
         final = Outcome(False, _linear(3.0, 2.0), float(loss[-1]), {"mse": float(loss[-1])})
-        lifecycle.finish_run(session, run_id, "succeeded", final=final, completed=epochs)
+        lifecycle.finish_run(session, run_id, "succeeded", final=final, completed=epochs,
+                             attempt=started.attempt)
     engine.dispose()
     return run_id

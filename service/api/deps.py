@@ -19,7 +19,7 @@ from service.api.limits import Limit, bind_settings
 from service.api.problems import ProblemError
 from service.api.telemetry import Metrics
 from service.config import Settings
-from service.jobs.base import Executor
+from service.jobs.executors import Executor
 from service.jobs.progress import Progress
 
 

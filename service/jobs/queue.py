@@ -1,7 +1,7 @@
 """The ``queue`` executor: runs are jobs of procrastinate, a PostgreSQL task queue, trained by
 ``tapeline worker`` processes on any number of machines; API replicas only defer jobs.
 
-One job trains one attempt of one run (:func:`service.jobs.runner.execute_run` claims the run
+One job trains one attempt of one run (:func:`service.jobs.attempt.execute_run` claims the run
 with a fenced attempt, so a job that runs twice, or a worker presumed dead that comes back,
 writes nothing over its successor). Each worker process also sweeps: jobs of workers whose
 procrastinate heartbeat stopped are retried, and active runs that no job holds any more (a
@@ -27,7 +27,7 @@ from sqlalchemy import Engine, exists, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.jobs.runner import Claim, execute_run
+from service.jobs.attempt import Claim, execute_run
 from service.store import lifecycle
 from service.store.db import MIGRATION_LOCK
 from service.store.repo import now

@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from service.config import Settings
@@ -33,19 +34,18 @@ STATS = 3
 
 
 def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: int) -> None:
-    from service.jobs.executor import exit_with_parent
+    """A worker process: a procrastinate worker that trains one run at a time, its sweeps,
+    and its figures in ``stats``; it drains on SIGTERM / SIGINT."""
+    from service.jobs.attempt import Claim
+    from service.jobs.pool import exit_with_parent
     from service.jobs.queue import WorkerState, build_worker_app, sweep_forever
-    from service.jobs.runner import Claim
     from service.logs import configure_logging
     from service.store.db import make_engine, make_sessionmaker
 
     exit_with_parent(parent_pid)
     configure_logging(settings.log_level)
     engine = make_engine(settings.database_url)
-    claim = Claim(worker=name, timeout=settings.worker_timeout,
-                  max_attempts=settings.max_attempts,
-                  checkpoint_seconds=settings.checkpoint_seconds, compile=settings.compile)
-    state = WorkerState(make_sessionmaker(engine), claim)
+    state = WorkerState(make_sessionmaker(engine), Claim.of(settings, name))
 
     def ran() -> None:
         stats[index * STATS] += 1
@@ -123,6 +123,43 @@ def _serve_metrics(port: int, stats: Any, count: int) -> None:
     start_http_server(port)
 
 
+class Supervisor:
+    """Keeps ``count`` processes made by ``spawn(index)`` running: one that exits is replaced
+    (after ``RESTART_BACKOFF_SECONDS``, so a broken install does not spin) until :meth:`stop`,
+    which sends every process SIGTERM (they drain and exit)."""
+
+    def __init__(self, count: int, spawn: Callable[[int], Any]) -> None:
+        self._spawn = spawn
+        self.stopping = threading.Event()
+        self.processes = [spawn(i) for i in range(count)]
+
+    def stop(self, signum: int = signal.SIGTERM, frame: object = None) -> None:
+        """Stop (a signal handler): tell every process to drain."""
+        self.stopping.set()
+        for process in self.processes:
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+
+    def watch(self) -> int:
+        """Replace processes that exit until told to stop; then wait for every one; the exit
+        status."""
+        processes = self.processes
+        while True:
+            for index, process in enumerate(processes):
+                process.join(0.2)
+                if process.exitcode is not None and not self.stopping.is_set():
+                    log.error("worker process %d exited (%s); starting another", index,
+                              process.exitcode)
+                    time.sleep(RESTART_BACKOFF_SECONDS)
+                    processes[index] = self._spawn(index)
+            if self.stopping.is_set():
+                for process in processes:
+                    process.join()
+                log.info("worker stopped")
+                return 0
+
+
 def run_worker(settings: Settings, concurrency: int | None = None) -> int:
     """Run ``concurrency`` worker processes until told to stop; the exit status."""
     from service.jobs.queue import conninfo, ensure_queue_schema
@@ -137,7 +174,6 @@ def run_worker(settings: Settings, concurrency: int | None = None) -> int:
     stats = ctx.RawArray("d", count * STATS)
     host = socket.gethostname()
     tag = uuid.uuid4().hex[:6]
-    stopping = threading.Event()
 
     def spawn(index: int) -> Any:
         process = ctx.Process(
@@ -148,30 +184,10 @@ def run_worker(settings: Settings, concurrency: int | None = None) -> int:
         process.start()
         return process
 
-    processes = [spawn(i) for i in range(count)]
-
-    def stop(signum: int, frame: object) -> None:
-        stopping.set()
-        for process in processes:
-            if process.is_alive() and process.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    supervisor = Supervisor(count, spawn)
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    signal.signal(signal.SIGINT, supervisor.stop)
     if settings.worker_metrics_port is not None:
         _serve_metrics(settings.worker_metrics_port, stats, count)
     log.info("worker started", extra={"fields": {"processes": count}})
-    while True:
-        for index, process in enumerate(processes):
-            process.join(0.2)
-            if process.exitcode is not None and not stopping.is_set():
-                log.error("worker process %d exited (%s); starting another", index,
-                          process.exitcode)
-                time.sleep(RESTART_BACKOFF_SECONDS)
-                processes[index] = spawn(index)
-        if stopping.is_set():
-            for process in processes:
-                process.join()
-            log.info("worker stopped")
-            return 0
+    return supervisor.watch()

@@ -1,5 +1,6 @@
-"""The run lifecycle as the training side sees it: start a queued run, append its epochs,
-finish it, settle runs a stop or crash left active, and count runs for the metrics.
+"""The run lifecycle as the training side sees it: claim a run with a fenced attempt, append
+its epochs and checkpoints, finish it or hand it back, settle runs a stop or crash left active,
+and count runs for the metrics.
 
 These functions act for the service itself, not for a caller: they are not bound to a
 tenant. Each takes an open :class:`~sqlalchemy.orm.Session`; the caller owns the transaction.
@@ -80,22 +81,6 @@ def _typed(table: Table, values: dict[str, Any]) -> dict[str, Any]:
 # names differ from column names, which an UPDATE reserves for its own SET binds.)
 _NOTIFY = select(func.pg_notify(CHANNEL, bindparam("run_id")))
 _OF_MODEL = ModelRow.id == RunRow.model_id
-_START = (
-    update(RunRow)
-    .where(RunRow.id == bindparam("b_run_id"), RunRow.status == RunStatus.QUEUED)
-    .values({
-        "status": literal(RunStatus.RUNNING.value, RUNS.c.status.type),
-        "started_at": bindparam("b_stamp", type_=RUNS.c.started_at.type),
-        "history_base": select(ModelRow.history_rows).where(_OF_MODEL).scalar_subquery(),
-        "initial_params": select(ModelRow.params).where(_OF_MODEL).scalar_subquery(),
-    })
-    .returning(
-        RunRow,
-        select(ModelRow.kind).where(_OF_MODEL).scalar_subquery(),
-        select(ModelRow.config).where(_OF_MODEL).scalar_subquery(),
-    )
-    .execution_options(synchronize_session=False)
-)
 _CLAIM = (
     update(RunRow)
     .where(
@@ -155,20 +140,6 @@ def _owned(run_id: str, attempt: int) -> Any:
     return and_(RunRow.id == run_id, RunRow.attempt == attempt, RunRow.status.in_(TRAINING))
 
 
-def fair_queue(session: Session, limit: int | None = None) -> list[str]:
-    """Queued run ids in the order dispatch takes them: round-robin across owners (every
-    owner's oldest run, then every owner's second oldest, ...), so one tenant's thousand runs
-    never starve another's one."""
-    rank = func.row_number().over(partition_by=RunRow.owner, order_by=RunRow.seq).label("rank")
-    ranked = (
-        select(RunRow.id, RunRow.seq, rank).where(RunRow.status == RunStatus.QUEUED).subquery()
-    )
-    query = select(ranked.c.id).order_by(ranked.c.rank, ranked.c.seq)
-    if limit is not None:
-        query = query.limit(limit)
-    return list(session.scalars(query))
-
-
 def queue_rank(session: Session, run_id: str) -> tuple[str, int]:
     """The run's owner and how many of that owner's runs are queued before it."""
     owner, seq = session.execute(
@@ -182,34 +153,17 @@ def queue_rank(session: Session, run_id: str) -> tuple[str, int]:
     return owner, int(ahead or 0)
 
 
-def queued_run_ids(session: Session) -> list[str]:
-    """Ids of every queued run, oldest first."""
-    return list(
-        session.scalars(
-            select(RunRow.id).where(RunRow.status == RunStatus.QUEUED).order_by(RunRow.seq)
-        )
-    )
-
-
 @dataclass(frozen=True)
 class Started:
-    """A run that has just started, with its model's kind and config (and, once claimed by an
-    attempt, the attempt's number and the run's checkpoint blob, if it has one)."""
+    """A run an attempt has just claimed: the run, its model's kind and config, the attempt's
+    number, and the run's checkpoint blob and its epoch (``None`` and 0 without one)."""
 
     run: RunRow
     kind: str
     config: dict[str, Any]
-    attempt: int = 0
+    attempt: int
     checkpoint: bytes | None = None
     checkpoint_epoch: int = 0
-
-
-def start_run(session: Session, run_id: str) -> Started | None:
-    """Mark a queued run running, taking its initial parameters and history position from its
-    model now; ``None`` if it is no longer queued (cancelled meanwhile). One atomic UPDATE,
-    which also returns the model's kind and config."""
-    found = session.execute(_START, {"b_run_id": run_id, "b_stamp": now()}).one_or_none()
-    return None if found is None else Started(found[0], found[1], found[2])
 
 
 def claim_run(
@@ -314,21 +268,6 @@ def release_run(session: Session, run_id: str, attempt: int) -> bool:
     return bool(released.rowcount)  # type: ignore[attr-defined]
 
 
-def stale_runs(session: Session, timeout: float) -> list[str]:
-    """Active runs whose worker has not shown it is alive for ``timeout`` seconds."""
-    limit = now() - timedelta(seconds=timeout)
-    return list(
-        session.scalars(
-            select(RunRow.id)
-            .where(
-                RunRow.status.in_(TRAINING),
-                or_(RunRow.heartbeat_at.is_(None), RunRow.heartbeat_at < limit),
-            )
-            .order_by(RunRow.seq)
-        )
-    )
-
-
 def run_status(session: Session, run_id: str) -> str | None:
     """The run's current status (``None`` if it was deleted)."""
     return session.scalar(_RUN_STATUS, {"run_id": run_id})
@@ -338,24 +277,19 @@ def append_epochs(
     session: Session,
     run: RunRow,
     records: Sequence[EpochRecord],
-    attempt: int | None = None,
-    *,
-    count: bool = True,
+    attempt: int,
 ) -> None:
-    """Add history rows to a run and count them as completed epochs (a Core INSERT: the
-    rows need none of the ORM's bookkeeping). With ``attempt``, the run's row is updated
-    first on the condition that the attempt still owns it, which also locks it until commit:
-    a superseded attempt gets :class:`Fenced` and writes nothing. Without ``attempt``,
-    ``count=False`` leaves the count to the caller (:func:`finish_run` sets it in the same
-    transaction)."""
+    """Add history rows to a run and count them as completed epochs, while ``attempt`` owns
+    the run: the run's row is updated first on that condition, which also locks it until
+    commit, so a superseded attempt gets :class:`Fenced` and writes nothing. (The rows go in
+    with a Core INSERT: they need none of the ORM's bookkeeping.)"""
     if not records:
         return
-    if attempt is not None:
-        owned = session.execute(_APPEND_FENCE, {
-            "b_run_id": run.id, "b_attempt": attempt, "b_completed": records[-1].epoch + 1,
-            "b_stamp": now()})
-        if owned.rowcount == 0:  # type: ignore[attr-defined]
-            raise Fenced(run.id, attempt)
+    owned = session.execute(_APPEND_FENCE, {
+        "b_run_id": run.id, "b_attempt": attempt, "b_completed": records[-1].epoch + 1,
+        "b_stamp": now()})
+    if owned.rowcount == 0:  # type: ignore[attr-defined]
+        raise Fenced(run.id, attempt)
     session.execute(
         _INSERT_EPOCHS,
         [
@@ -372,11 +306,6 @@ def append_epochs(
             for r in records
         ],
     )
-    if attempt is None and count:
-        session.execute(
-            update(RUNS).where(RUNS.c.id == run.id)
-            .values(_typed(RUNS, {"epochs_completed": records[-1].epoch + 1}))
-        )
     announce(session, run.id)
 
 

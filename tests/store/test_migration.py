@@ -23,7 +23,7 @@ from service.config import Settings
 from service.store.db import MIGRATIONS, make_engine
 from tests.servers import sqlite_url
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 V1_DATABASE = FIXTURES / "v1_database.sqlite"
 V1_ANSWERS = json.loads((FIXTURES / "v1_database.json").read_text())
 WAIT = {"prefer": "wait=60"}
@@ -139,6 +139,7 @@ def _utc(value: Any) -> Any:
     return value.replace(tzinfo=UTC) if isinstance(value, datetime) else value
 
 
+@pytest.mark.postgres
 def test_a_v1_postgres_store_upgrades_and_reads_back_the_same(postgres_url: str) -> None:
     """The fixture's rows copied into a PostgreSQL schema at revision 0001, then upgraded."""
     engine = make_engine(postgres_url)

@@ -1,4 +1,5 @@
-"""The executor: a pool of long-lived worker processes that train queued runs in FIFO order.
+"""The process pool of the ``local`` executor: long-lived worker processes in the server that
+train queued runs, taken fairly across tenants.
 
 Training never runs in the server process, so the event loop stays responsive and runs use
 every core. Each worker owns a store connection and writes history itself; the parent only
@@ -26,7 +27,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.jobs.attempt import Claim
 
 log = logging.getLogger("tapeline.jobs")
 
@@ -62,13 +66,13 @@ def _worker_main(
     cancel_tokens: Any,
     parent_pid: int,
     log_level: str,
-    claim: Any = None,
+    claim: Claim | None = None,
 ) -> None:
     """A worker process: train each run id it is sent until it is sent ``None`` or its parent
     is gone."""
     exit_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from service.jobs.runner import execute_run
+    from service.jobs.attempt import execute_run
     from service.logs import configure_logging
     from service.store.db import make_engine, make_sessionmaker
 
@@ -155,7 +159,7 @@ class _Worker:
     born: float = field(default_factory=time.monotonic)
 
 
-class ProcessExecutor:
+class ProcessPool:
     """Runs queued runs on ``workers`` processes; at most that many train at once."""
 
     def __init__(
@@ -165,7 +169,7 @@ class ProcessExecutor:
         on_news: Callable[[str, bool | None], None],
         on_crash: Callable[[str], None],
         log_level: str = "info",
-        claim: Any = None,
+        claim: Claim | None = None,
     ) -> None:
         self._url = database_url
         self._claim = claim

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.jobs.checkpoint import pack_checkpoint, unpack_checkpoint
-from service.jobs.executor import FairQueue
+from service.jobs.pool import FairQueue
 from service.jobs.queue import QUEUE, defer_options
 from service.store import lifecycle, repo
 from service.store.db import make_engine, make_sessionmaker, migrate
@@ -23,9 +23,7 @@ from service.store.tables import CheckpointRow, EpochRow, RunRow
 from service.training.kinds import Model, make_kind
 from service.training.loop import Examples, Fit
 from service.training.records import EarlyStopping, EpochRecord, FitSpec, LoopState, Outcome
-from tests.test_store import _queued_run, engine, outcome, record, sessions
-
-__all__ = ["engine", "sessions"]  # fixtures used here
+from tests.store.rows import outcome, queued_run, record
 
 CLAIM: dict[str, Any] = {"timeout": 30.0, "max_attempts": 3}
 
@@ -46,7 +44,7 @@ def stored(sessions: sessionmaker[Session], run_id: str) -> tuple[RunRow, list[i
 
 def test_a_live_worker_keeps_its_run_and_a_silent_one_loses_it(
         sessions: sessionmaker[Session]) -> None:
-    run_id, _, _ = _queued_run(sessions)
+    run_id, _, _ = queued_run(sessions)
     first = claim(sessions, run_id, "a")
     assert first is not None and first.attempt == 1 and first.run.status == "running"
     assert claim(sessions, run_id, "b") is None  # a's heartbeat is fresh
@@ -57,7 +55,7 @@ def test_a_live_worker_keeps_its_run_and_a_silent_one_loses_it(
 
 
 def test_a_superseded_attempt_writes_nothing(sessions: sessionmaker[Session]) -> None:
-    run_id, model_id, _ = _queued_run(sessions, epochs=4)
+    run_id, model_id, _ = queued_run(sessions, epochs=4)
     first = claim(sessions, run_id, "a")
     assert first is not None
     with sessions.begin() as session:
@@ -95,6 +93,19 @@ def test_a_superseded_attempt_writes_nothing(sessions: sessionmaker[Session]) ->
             is None  # a finished run keeps no checkpoint
 
 
+def waiting_on_lock(engine: Engine, holder: int, timeout: float = 10.0) -> None:
+    """Return once a PostgreSQL backend waits for a lock that backend ``holder`` holds."""
+    deadline = time.monotonic() + timeout
+    with engine.connect() as connection:
+        while not connection.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND :holder = ANY(pg_blocking_pids(pid))"), {"holder": holder}):
+            assert time.monotonic() < deadline, "nobody waits on the row lock"
+            connection.rollback()
+            time.sleep(0.02)
+
+
+@pytest.mark.postgres
 def test_two_writers_at_once_one_wins(postgres_url: str) -> None:
     """On PostgreSQL (SQLite has one writer at a time), the old attempt holds the run's row in
     an open transaction while the successor claims it: the claim waits for that commit, then
@@ -102,7 +113,7 @@ def test_two_writers_at_once_one_wins(postgres_url: str) -> None:
     engine = make_engine(postgres_url)
     migrate(engine)
     sessions = make_sessionmaker(engine)
-    run_id, _, _ = _queued_run(sessions, epochs=5)
+    run_id, _, _ = queued_run(sessions, epochs=5)
     first = claim(sessions, run_id, "a")
     assert first is not None
     holding, claimed = threading.Event(), threading.Event()
@@ -117,9 +128,10 @@ def test_two_writers_at_once_one_wins(postgres_url: str) -> None:
     thread.start()
     with sessions.begin() as session:
         lifecycle.append_epochs(session, first.run, [record(0, [0, 0], 0, 9.0)], 1)
+        holder = session.scalar(text("SELECT pg_backend_pid()"))
         holding.set()
-        time.sleep(0.3)
-        assert not claimed.is_set()  # blocked on the row the old attempt holds
+        waiting_on_lock(engine, holder)  # the successor's claim waits for this commit...
+        assert not claimed.is_set()  # ... and has not got past it
     thread.join(10)
     assert result["second"] is not None and result["second"].attempt == 2
     with pytest.raises(lifecycle.Fenced), sessions.begin() as session:
@@ -129,20 +141,19 @@ def test_two_writers_at_once_one_wins(postgres_url: str) -> None:
 
 
 def test_a_run_past_its_attempts_fails_as_worker_lost(sessions: sessionmaker[Session]) -> None:
-    run_id, model_id, _ = _queued_run(sessions)
+    run_id, model_id, _ = queued_run(sessions)
     for attempt in (1, 2):
         started = claim(sessions, run_id, f"w{attempt}", timeout=0.0, max_attempts=2)
         assert started is not None and started.attempt == attempt
     assert claim(sessions, run_id, "w3", timeout=0.0, max_attempts=2) is None
     run, _ = stored(sessions, run_id)
     assert (run.status, run.error_reason, run.attempt) == ("failed", "worker_lost", 3)
-    with sessions.begin() as session:  # the model is free for the next run
-        lifecycle.fair_queue(session)
-        assert repo.Repository(session, "default").get_model(model_id) is not None
+    next_run, _, _ = queued_run(sessions, model_id)  # the model is free for the next run
+    assert stored(sessions, next_run)[0].status == "queued"
 
 
 def test_requeue_keeps_history_up_to_the_checkpoint(sessions: sessionmaker[Session]) -> None:
-    run_id, _, _ = _queued_run(sessions, epochs=5)
+    run_id, _, _ = queued_run(sessions, epochs=5)
     first = claim(sessions, run_id, "a")
     assert first is not None
     with sessions.begin() as session:
@@ -158,7 +169,7 @@ def test_requeue_keeps_history_up_to_the_checkpoint(sessions: sessionmaker[Sessi
 
 
 def test_a_released_run_is_queued_for_the_next_worker(sessions: sessionmaker[Session]) -> None:
-    run_id, _, _ = _queued_run(sessions)
+    run_id, _, _ = queued_run(sessions)
     first = claim(sessions, run_id, "a")
     assert first is not None
     with sessions.begin() as session:
@@ -170,7 +181,7 @@ def test_a_released_run_is_queued_for_the_next_worker(sessions: sessionmaker[Ses
 
 def test_hand_backs_are_not_lost_workers(sessions: sessionmaker[Session]) -> None:
     """A run drained by three rolling restarts still gets its attempts for real losses."""
-    run_id, _, _ = _queued_run(sessions)
+    run_id, _, _ = queued_run(sessions)
     for attempt in (1, 2, 3):
         assert claim(sessions, run_id, f"w{attempt}", max_attempts=2) is not None
         with sessions.begin() as session:
@@ -189,13 +200,13 @@ def test_dispatch_takes_turns_across_tenants(sessions: sessionmaker[Session]) ->
     ids: dict[str, list[str]] = {"big": [], "small": []}
     for owner, count in (("big", 6), ("small", 2)):
         for _ in range(count):
-            run_id, _, _ = _queued_run(sessions)
+            run_id, _, _ = queued_run(sessions)
             with sessions.begin() as session:
                 session.execute(update(RunRow).where(RunRow.id == run_id).values(owner=owner))
             ids[owner].append(run_id)
     big, small = ids["big"], ids["small"]
+    turns = [big[0], small[0], big[1], small[1], *big[2:]]
     with sessions() as session:
-        assert lifecycle.fair_queue(session) == [big[0], small[0], big[1], small[1], *big[2:]]
         assert lifecycle.queue_rank(session, small[1]) == ("small", 1)
         assert lifecycle.queue_rank(session, big[5]) == ("big", 5)
         # The queue executor's jobs: procrastinate takes the highest priority first (then
@@ -204,13 +215,12 @@ def test_dispatch_takes_turns_across_tenants(sessions: sessionmaker[Session]) ->
             "queue": QUEUE, "priority": -1, "queueing_lock": small[1]}
         jobs = sorted((-defer_options(session, run_id)["priority"], seq, run_id)
                       for seq, run_id in enumerate([*big, *small]))
-        assert [run_id for _, _, run_id in jobs] == lifecycle.fair_queue(session)
+        assert [run_id for _, _, run_id in jobs] == turns
     queue = FairQueue()  # the local executor's in-memory queue does the same
     for owner in ("big", "small"):
         for run_id in ids[owner]:
             queue.append(run_id, owner)
-    assert [queue.popleft() for _ in range(len(queue))] == \
-        [big[0], small[0], big[1], small[1], *big[2:]]
+    assert [queue.popleft() for _ in range(len(queue))] == turns
 
 
 # ----------------------------------------------------------------- resuming bit for bit
@@ -276,7 +286,7 @@ def test_start_up_settles_only_runs_whose_worker_is_gone(
     import subprocess
     import sys
 
-    from service.jobs.base import owner_alive
+    from service.jobs.local import owner_alive
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -285,7 +295,7 @@ def test_start_up_settles_only_runs_whose_worker_is_gone(
                "gone": f"local:{host}:{dead.pid}", "silent": "elsewhere:2:abc:0"}
     runs = {}
     for name, worker in holders.items():
-        run_id, _, _ = _queued_run(sessions)
+        run_id, _, _ = queued_run(sessions)
         assert claim(sessions, run_id, worker) is not None
         runs[name] = run_id
     with sessions.begin() as session:

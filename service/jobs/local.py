@@ -1,4 +1,7 @@
-"""The executor interface the API uses, and the executor a server's settings choose."""
+"""The ``local`` executor: a pool of processes in the server that trains its runs, fair across
+tenants; a crashed worker's run is failed or resumed from its checkpoint. Also how a server's
+pool names itself on its runs, and how a starting server tells whether another holder of an
+active run is still alive."""
 
 from __future__ import annotations
 
@@ -7,52 +10,17 @@ import os
 import socket
 from collections.abc import Callable
 from datetime import timedelta
-from functools import partial
-from typing import Protocol
 
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
-from service.jobs.executor import ProcessExecutor
-from service.jobs.metrics import ScaleCollector, queue_workers, read_figures
-from service.jobs.notify import Listener
-from service.jobs.progress import Progress
-from service.jobs.runner import Claim
+from service.jobs.attempt import Claim
+from service.jobs.pool import ProcessPool
 from service.store import lifecycle
 from service.store.repo import now
 from service.store.tables import ACTIVE_STATUSES, RunRow, RunStatus
 
 log = logging.getLogger("tapeline.jobs")
-
-
-class Executor(Protocol):
-    """Trains queued runs somewhere: the API hands it run ids and cancel requests."""
-
-    def start(self) -> None: ...
-
-    def submit(self, run_id: str, owner: str | None = None) -> None:
-        """A run was queued (may block on the store: call it off the event loop); ``owner``
-        is its tenant, when the caller knows it."""
-
-    def cancel(self, run_id: str) -> None:
-        """A run was asked to stop (the store says so already)."""
-
-    @property
-    def busy(self) -> int: ...
-
-    @property
-    def queued(self) -> int: ...
-
-    def stop(self, timeout: float = 3.0) -> list[str]:
-        """Stop; the ids of runs this process abandoned (none for the queue)."""
-
-
-def claim_of(settings: Settings, worker: str) -> Claim:
-    """How a worker named ``worker`` claims runs under these settings."""
-    return Claim(worker=worker, timeout=settings.worker_timeout,
-                 max_attempts=settings.max_attempts,
-                 checkpoint_seconds=settings.checkpoint_seconds, compile=settings.compile)
 
 
 def local_worker_name() -> str:
@@ -91,13 +59,13 @@ class LocalExecutor:
         self._sessions = sessions
         self._settings = settings
         self._on_news = on_news
-        self._pool = ProcessExecutor(
+        self._pool = ProcessPool(
             settings.database_url,
             settings.workers,
             on_news=on_news,
             on_crash=self._crashed,
             log_level=settings.log_level,
-            claim=claim_of(settings, local_worker_name()),
+            claim=Claim.of(settings, local_worker_name()),
         )
 
     def start(self) -> None:
@@ -141,50 +109,3 @@ class LocalExecutor:
             log.warning("run %s: its worker process died; resuming it from its checkpoint",
                         again)
             self.submit(again)
-
-
-def scale_collector(settings: Settings, sessions: sessionmaker[Session],
-                    executor: Executor) -> ScaleCollector:
-    """The /metrics collector of workers, attempts and queue depth."""
-    if settings.executor == "queue":
-        workers = queue_workers(settings.worker_timeout)
-    else:
-        def workers(session: Session) -> int:
-            return settings.workers
-    return ScaleCollector(partial(read_figures, sessions, workers))
-
-
-def start_executor(
-    settings: Settings,
-    engine: Engine,
-    sessions: sessionmaker[Session],
-    progress: Progress,
-) -> tuple[Executor, list[str], Listener | None]:
-    """Start the executor the settings choose, and (on PostgreSQL) the listener of other
-    processes' news. ``local`` settles the runs a previous server left active (it was the
-    only one training them); ``queue`` settles nothing: workers take over runs whose worker
-    is gone, never a live one's."""
-    listener = None
-    if engine.dialect.name == "postgresql":
-        from service.jobs.queue import conninfo
-
-        listener = Listener(conninfo(settings.database_url), progress)
-        listener.start()
-    executor: Executor
-    requeued: list[str] = []
-    if settings.executor == "queue":
-        from service.jobs.queue import QueueExecutor, ensure_queue_schema
-
-        ensure_queue_schema(engine)
-        executor = QueueExecutor(settings.database_url, sessions)
-        executor.start()
-        return executor, requeued, listener
-    executor = LocalExecutor(settings, sessions, progress.notify_threadsafe)
-    with sessions.begin() as session:
-        requeued = lifecycle.resolve_interrupted(
-            session, settings.on_interrupted,
-            keep=partial(owner_alive, timeout=settings.worker_timeout))
-    executor.start()
-    for run_id in requeued:
-        executor.submit(run_id)
-    return executor, requeued, listener

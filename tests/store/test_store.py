@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -21,73 +18,18 @@ from service.store.codec import (
     unpack_params,
     unpack_vector,
 )
-from service.store.db import make_engine, make_sessionmaker, migrate
+from service.store.db import migrate
 from service.store.tables import Base, EpochRow, RunRow
-from service.training.records import EpochRecord, Outcome
-from tests.servers import sqlite_url
+from tests.store.rows import V1_OPTIONS, dataset, linear, model, outcome, own, queued_run, record
 
-V1_OPTIONS = {"loss": "mse", "huber_delta": 1.0, "regularization": {"l1": 0.0, "l2": 0.0},
-              "validation": None, "early_stopping": None, "shuffle": True}
+CLAIM = {"worker": "w", "timeout": 30.0, "max_attempts": 3}
 
 
-def linear(W: list[float], b: float) -> dict[str, np.ndarray]:
-    """A linear model's params."""
-    return {"W": np.asarray(W, dtype=np.float64), "b": np.asarray(b, dtype=np.float64)}
-
-
-def record(epoch: int, W: list[float], b: float, loss: float) -> EpochRecord:
-    """A history row of a linear model."""
-    return EpochRecord(epoch, loss, {"mse": loss}, linear(W, b), 0.1)
-
-
-def outcome(W: list[float], b: float, loss: float) -> Outcome:
-    """A linear model's final state."""
-    return Outcome(False, linear(W, b), loss, {"mse": loss})
-
-
-def own(session: Session) -> repo.Repository:
-    """The repository of tenant ``default`` in ``session``."""
-    return repo.Repository(session, "default")
-
-
-def _model(session: Session, W: list[float], b: float, name: str | None = None) -> repo.ModelRow:
-    return own(session).create_model(kind="linear", config={"features": len(W)},
-                             params=linear(W, b), name=name)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A migrated, empty database of each kind."""
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path)
-    else:
-        url = request.getfixturevalue("postgres_url")
-    engine = make_engine(url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return make_sessionmaker(engine)
-
-
-def _dataset(session: Session, n: int = 5, features: int = 2) -> repo.DatasetRow:
-    x = np.arange(n * features, dtype=np.float32).reshape(n, features)
-    return own(session).create_dataset(x=x, y=x.sum(axis=1), source="inline", name="d")
-
-
-def _queued_run(sessions: sessionmaker[Session], model_id: str | None = None,
-                dataset_id: str | None = None, epochs: int = 3) -> tuple[str, str, str]:
-    """A queued run (on a new two-feature model and dataset unless given); its three ids."""
-    with sessions.begin() as session:
-        dataset = own(session).get_dataset(dataset_id) if dataset_id else _dataset(session)
-        model = own(session).get_model(model_id) if model_id else _model(session, [0, 0], 0.0)
-        run = own(session).create_run(model=model, dataset=dataset, epochs=epochs,
-                              optimizer={"kind": "sgd", "learning_rate": 0.1}, batch_size=None,
-                              shuffle_seed=None, dtype="float32", options=V1_OPTIONS)
-        return run.id, model.id, dataset.id
+def claim(session: Session, run_id: str) -> lifecycle.Started:
+    """The run claimed by a new attempt, as a worker starts it."""
+    started = lifecycle.claim_run(session, run_id, **CLAIM)
+    assert started is not None
+    return started
 
 
 def test_codec_round_trips_arrays_and_vectors_exactly() -> None:
@@ -121,7 +63,7 @@ def test_migrations_match_the_tables_and_are_idempotent(engine: Engine) -> None:
 def test_arrays_are_stored_as_binary_not_json(sessions: sessionmaker[Session],
                                               engine: Engine) -> None:
     with sessions.begin() as session:
-        dataset_id = _dataset(session).id
+        dataset_id = dataset(session).id
     with engine.connect() as connection:
         x_blob = connection.exec_driver_sql(
             f"SELECT x FROM datasets WHERE id = '{dataset_id}'").scalar_one()
@@ -156,7 +98,7 @@ def test_large_arrays_round_trip_exactly_and_a_failed_insert_stores_nothing(
 
 def test_dataset_round_trip_and_summary(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        dataset_id = _dataset(session).id
+        dataset_id = dataset(session).id
     with sessions() as session:
         row = own(session).get_dataset(dataset_id)
         x, y = repo.load_arrays(session, dataset_id)
@@ -176,7 +118,7 @@ def test_unknown_ids_raise_not_found(sessions: sessionmaker[Session]) -> None:
 
 def test_a_repository_sees_only_its_own_tenant(sessions: sessionmaker[Session]) -> None:
     """Another tenant's ids are unknown ids, and its rows never appear in a page."""
-    run_id, model_id, dataset_id = _queued_run(sessions)
+    run_id, model_id, dataset_id = queued_run(sessions)
     with sessions() as session:
         other = repo.Repository(session, "other")
         for getter, resource_id in ((other.get_dataset, dataset_id), (other.get_model, model_id),
@@ -201,9 +143,9 @@ def test_a_repository_sees_only_its_own_tenant(sessions: sessionmaker[Session]) 
 
 def test_one_active_run_per_model_is_enforced_by_the_database(
         sessions: sessionmaker[Session]) -> None:
-    _, model_id, dataset_id = _queued_run(sessions)
+    _, model_id, dataset_id = queued_run(sessions)
     with pytest.raises(repo.Conflict):
-        _queued_run(sessions, model_id, dataset_id)
+        queued_run(sessions, model_id, dataset_id)
     # Bypassing the check, the partial unique index still refuses a second active run.
     with sessions() as session, pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         session.add(RunRow(
@@ -216,31 +158,33 @@ def test_one_active_run_per_model_is_enforced_by_the_database(
 
 def test_run_lifecycle_history_and_model_update(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        dataset = _dataset(session)
-        model = _model(session, [5.0, 5.0], 0.0, name="m")
-        run_id = own(session).create_run(model=model, dataset=dataset, epochs=2,
-                                 optimizer={"kind": "sgd", "learning_rate": 0.1},
-                                 batch_size=None, shuffle_seed=None, dtype="float32",
-                                 options=V1_OPTIONS).id
-        model_id = model.id
+        data = dataset(session)
+        trained = model(session, [5.0, 5.0], 0.0, name="m")
+        run_id = own(session).create_run(model=trained, dataset=data, epochs=2,
+                                         optimizer={"kind": "sgd", "learning_rate": 0.1},
+                                         batch_size=None, shuffle_seed=None, dtype="float32",
+                                         options=V1_OPTIONS).id
+        model_id = trained.id
     with sessions.begin() as session:
-        started = lifecycle.start_run(session, run_id)
-        assert started is not None and started.run.status == "running"
+        started = claim(session, run_id)
+        assert started.run.status == "running" and started.attempt == 1
         assert (started.kind, started.config) == ("linear", {"features": 2})
-        assert lifecycle.start_run(session, run_id) is None  # only a queued run starts
-        run = started.run
-        lifecycle.append_epochs(session, run, [record(0, [5.0, 5.0], 0.0, 9.5),
-                                          record(1, [4.0, 4.5], 0.5, 4.25)])
-    with sessions.begin() as session:
-        lifecycle.finish_run(session, run_id, "succeeded", final=outcome([3.0, 3.5], 1.0, 1.5))
+        # A live attempt holds it: nobody else starts it.
+        assert lifecycle.claim_run(session, run_id, **{**CLAIM, "worker": "other"}) is None
+        lifecycle.append_epochs(session, started.run, [record(0, [5.0, 5.0], 0.0, 9.5),
+                                                       record(1, [4.0, 4.5], 0.5, 4.25)],
+                                started.attempt)
+    with sessions.begin() as session:  # the history rows are counted
+        lifecycle.finish_run(session, run_id, "succeeded", final=outcome([3.0, 3.5], 1.0, 1.5),
+                             attempt=started.attempt)
     with sessions() as session:
         run = own(session).get_run(run_id)
-        model = own(session).get_model(model_id)
+        trained = own(session).get_model(model_id)
         rows, more = own(session).run_history(run_id, None, 10)
         assert (run.status, run.epochs_completed) == ("succeeded", 2)
-        params = unpack_params(model.params)
+        params = unpack_params(trained.params)
         assert params["W"].tolist() == [3.0, 3.5] and params["b"] == 1.0
-        assert model.epochs_trained == 2 and model.last_loss == 1.5
+        assert trained.epochs_trained == 2 and trained.last_loss == 1.5
         assert run.final_metrics == {"mse": 1.5}
         assert [r.epoch for r in rows] == [0, 1] and not more
         assert rows[1].params is not None
@@ -255,14 +199,14 @@ def test_run_lifecycle_history_and_model_update(sessions: sessionmaker[Session])
 def test_model_history_spans_runs_in_order(sessions: sessionmaker[Session]) -> None:
     model_id = dataset_id = None
     for _ in range(2):
-        run_id, model_id, dataset_id = _queued_run(sessions, model_id, dataset_id)
+        run_id, model_id, dataset_id = queued_run(sessions, model_id, dataset_id)
         with sessions.begin() as session:
-            started = lifecycle.start_run(session, run_id)
-            assert started is not None
+            started = claim(session, run_id)
             lifecycle.append_epochs(session, started.run, [record(e, [0.0, 0.0], 0.0, 1.0)
-                                                      for e in range(3)])
+                                                           for e in range(3)], started.attempt)
         with sessions.begin() as session:
-            lifecycle.finish_run(session, run_id, "succeeded", final=outcome([0.0, 0.0], 0.0, 1.0))
+            lifecycle.finish_run(session, run_id, "succeeded", final=outcome([0.0, 0.0], 0.0, 1.0),
+                                 attempt=started.attempt)
     with sessions() as session:
         rows, _ = own(session).model_history(model_id, None, 100)
         assert [r.step for r in rows] == list(range(6))
@@ -272,14 +216,14 @@ def test_model_history_spans_runs_in_order(sessions: sessionmaker[Session]) -> N
 
 
 def test_cancel_deletion_conflicts_and_interrupted_runs(sessions: sessionmaker[Session]) -> None:
-    run_id, model_id, dataset_id = _queued_run(sessions)
+    run_id, model_id, dataset_id = queued_run(sessions)
     with sessions.begin() as session:
         with pytest.raises(repo.Conflict):
             own(session).delete_dataset(dataset_id)
         with pytest.raises(repo.Conflict):
             own(session).delete_model(model_id)
     with sessions.begin() as session:
-        lifecycle.start_run(session, run_id)
+        claim(session, run_id)
     with sessions.begin() as session:
         assert lifecycle.resolve_interrupted(session, "fail") == []
     with sessions() as session:
@@ -295,11 +239,11 @@ def test_cancel_deletion_conflicts_and_interrupted_runs(sessions: sessionmaker[S
 
 
 def test_requeue_policy_restarts_interrupted_runs(sessions: sessionmaker[Session]) -> None:
-    run_id, _, _ = _queued_run(sessions)
+    run_id, _, _ = queued_run(sessions)
     with sessions.begin() as session:
-        started = lifecycle.start_run(session, run_id)
-        assert started is not None
-        lifecycle.append_epochs(session, started.run, [record(0, [0.0, 0.0], 0.0, 1.0)])
+        started = claim(session, run_id)
+        lifecycle.append_epochs(session, started.run, [record(0, [0.0, 0.0], 0.0, 1.0)],
+                                started.attempt)
     with sessions.begin() as session:
         assert lifecycle.resolve_interrupted(session, "requeue") == [run_id]
     with sessions() as session:
@@ -309,11 +253,11 @@ def test_requeue_policy_restarts_interrupted_runs(sessions: sessionmaker[Session
 
 
 def test_request_cancel_of_queued_and_running_runs(sessions: sessionmaker[Session]) -> None:
-    run_id, model_id, dataset_id = _queued_run(sessions)
+    run_id, model_id, dataset_id = queued_run(sessions)
     with sessions.begin() as session:
         assert own(session).request_cancel(run_id).status == "cancelled"
-        assert lifecycle.start_run(session, run_id) is None
-    second, _, _ = _queued_run(sessions, model_id, dataset_id)
+        assert lifecycle.claim_run(session, run_id, **CLAIM) is None  # nothing to start
+    second, _, _ = queued_run(sessions, model_id, dataset_id)
     with sessions.begin() as session:
-        lifecycle.start_run(session, second)
+        claim(session, second)
         assert own(session).request_cancel(second).status == "cancelling"
