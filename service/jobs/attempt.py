@@ -25,9 +25,10 @@ from service.jobs.heartbeat import Heartbeat
 from service.store import lifecycle, repo
 from service.store.codec import unpack_params
 from service.store.tables import FINAL_STATUSES, RunRow, RunStatus
-from service.training.kinds import Model, make_kind
+from service.training.kinds import Model
 from service.training.loop import Diverged, Examples, Fit, validation_split
-from service.training.records import EarlyStopping, EpochRecord, FitSpec, LoopState, Outcome
+from service.training.records import EpochRecord, FitSpec, LoopState, Outcome
+from service.training.specs import ModelSpec, RunSpec, ValidationFraction
 
 log = logging.getLogger("tapeline.jobs")
 
@@ -136,7 +137,8 @@ class Attempt:
     def load(session: Session, started: lifecycle.Started) -> Loaded:
         """The run's model at its checkpoint (or its start), its examples and its spec."""
         run = started.run
-        kind = make_kind(started.kind, started.config)
+        kind = ModelSpec.from_row(started.kind, started.config).build()
+        spec = RunSpec.from_columns(run)
         state = None
         params = unpack_params(run.initial_params)
         if started.checkpoint is not None:
@@ -147,9 +149,9 @@ class Attempt:
         train, validation = Examples(x, y), None
         if run.validation_dataset_id is not None:
             validation = Examples(*repo.load_arrays(session, run.validation_dataset_id))
-        elif run.options["validation"] is not None:
-            train, validation = validation_split(train, run.options["validation"]["fraction"])
-        return Loaded(model, train, validation, fit_spec(run), state)
+        elif isinstance(spec.validation, ValidationFraction):
+            train, validation = validation_split(train, spec.validation.fraction)
+        return Loaded(model, train, validation, spec.fit(), state)
 
     def __init__(self, sessions: sessionmaker[Session], started: lifecycle.Started,
                  loaded: Loaded, claim: Claim, hooks: Hooks) -> None:
@@ -308,21 +310,3 @@ class Attempt:
             lifecycle.finish_run(session, self.run_id, RunStatus.FAILED,
                                  error=("error", detail, None), attempt=self.number)
 
-
-def fit_spec(run: RunRow) -> FitSpec:
-    """How the loop trains a stored run."""
-    options = run.options
-    stopping = options["early_stopping"]
-    return FitSpec(
-        epochs=run.epochs,
-        optimizer=dict(run.optimizer),
-        loss=options["loss"],
-        huber_delta=options["huber_delta"],
-        l1=options["regularization"]["l1"],
-        l2=options["regularization"]["l2"],
-        batch_size=run.batch_size,
-        shuffle=options["shuffle"],
-        shuffle_seed=run.shuffle_seed,
-        early_stopping=None if stopping is None else EarlyStopping(**stopping),
-        record_params=run.record_params,
-    )
