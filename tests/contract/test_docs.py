@@ -105,9 +105,13 @@ class Shell:
         """A page's blocks' outputs; fails naming the first block that did not complete."""
         done = self.outputs.get(name, [])
         if len(done) < len(self.scripts[name]):
-            failed = self.scripts[name][len(done)]
-            pytest.fail(f"block {len(done)} of {name} failed:\n{failed}\n--- stdout (tail)\n"
-                        f"{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}")
+            [(first, index), *_] = [(n, len(self.outputs.get(n, []))) for n in self.scripts
+                                    if len(self.outputs.get(n, [])) < len(self.scripts[n])]
+            if first != name:
+                pytest.fail(f"not run: block {index} of {first} failed before it")
+            pytest.fail(f"block {index} of {name} failed:\n{self.scripts[name][index]}\n"
+                        f"--- stdout (tail)\n{self.stdout[-3000:]}\n--- stderr\n"
+                        f"{self.stderr[-3000:]}")
         return done
 
     def output_of(self, name: str, command: str) -> str:
