@@ -24,6 +24,7 @@ test: $(STAMP)  ## the whole test suite: two processes, then the latency/CPU-sha
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench examples
 	$(BIN)/mypy service
+	$(BIN)/lint-imports
 
 openapi: $(STAMP)  ## regenerate openapi/openapi.json
 	$(BIN)/tapeline openapi --output openapi/openapi.json
