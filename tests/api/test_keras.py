@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from tests.servers import sqlite_url
+from tests.support.servers import sqlite_url
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "keras_reference_runs.json"
 CASES: dict[str, dict[str, Any]] = json.loads(FIXTURE.read_text())["cases"]

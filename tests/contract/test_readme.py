@@ -17,9 +17,8 @@ import pytest
 from pydantic import TypeAdapter
 
 from service.config import Settings
-from tests.conftest import LiveServer
 from tests.contract.conftest import ROOT
-from tests.servers import sqlite_url, start_server
+from tests.support.servers import LiveServer, sqlite_url, start_server
 
 pytestmark = pytest.mark.live
 

@@ -20,9 +20,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.servers import ROOT, LiveServer
-
-pytestmark = pytest.mark.live
+from tests.support.servers import ROOT, LiveServer
 
 
 class Terminal:
