@@ -36,7 +36,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import LiveServer, sqlite_url, start_server  # noqa: E402
+from tests.support.servers import LiveServer, sqlite_url, start_server  # noqa: E402
 
 KEY = "tl_" + "b" * 43
 

@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import sqlite_url, start_server  # noqa: E402
+from tests.support.servers import sqlite_url, start_server  # noqa: E402
 
 FEATURES = 8
 MODELS: dict[str, dict[str, Any]] = {

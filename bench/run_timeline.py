@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.servers import sqlite_url, start_server
+from tests.support.servers import sqlite_url, start_server
 
 WARM_UP = 20
 

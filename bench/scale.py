@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from service.store import lifecycle  # noqa: E402
 from service.store.db import make_engine, make_sessionmaker, migrate  # noqa: E402
 from service.training.records import EpochRecord  # noqa: E402
-from tests.servers import LiveServer, LiveWorker, start_server, start_worker  # noqa: E402
+from tests.support.servers import LiveServer, LiveWorker, start_server, start_worker  # noqa: E402
 
 BASE = os.environ.get("TAPELINE_BENCH_POSTGRES_URL",
                       "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -34,7 +34,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.clients import (  # noqa: E402
+from tests.support.clients import (  # noqa: E402
     HealthSampler,
     big_csv,
     in_process,
@@ -42,7 +42,7 @@ from tests.clients import (  # noqa: E402
     raise_open_files,
     sse_crowd,
 )
-from tests.servers import sqlite_url, start_server  # noqa: E402
+from tests.support.servers import sqlite_url, start_server  # noqa: E402
 
 STEPS = ("synthesize", "create model", "run (Prefer: wait)", "history")
 

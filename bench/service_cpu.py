@@ -25,7 +25,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import sqlite_url, start_server  # noqa: E402
+from tests.support.servers import sqlite_url, start_server  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -32,8 +32,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.longrun import store_finished_run  # noqa: E402
-from tests.servers import sqlite_url, start_server  # noqa: E402
+from tests.support.longrun import store_finished_run  # noqa: E402
+from tests.support.servers import sqlite_url, start_server  # noqa: E402
 from tests.ui.conftest import CHROMIUM, FLAGS  # noqa: E402
 
 EPOCHS = 100_000

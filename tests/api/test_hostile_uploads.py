@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from service.api.uploads import parse_upload
 from service.config import Settings
-from tests.hostile import (
+from tests.support.hostile import (
     DEFLATED,
     STORED,
     honest_npz,

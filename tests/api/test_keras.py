@@ -1,12 +1,15 @@
-"""Keras 3's own runs (tests/fixtures/keras_reference_runs.json), reproduced through the HTTP
-API: upload the data, create the model with ``initial.params``, run, read the history. Every
-row's params, loss and metrics, and the final ones, agree within the case's tolerance: the
-norm of the difference over the norm of Keras' array; accuracy within one example.
+"""Keras 3's own runs (tests/fixtures/keras_reference_runs.json, six cases, and
+keras_reference_runs_v3.json, three more: L1 + L2 on a linear model, a sigmoid MLP classifier
+under Nesterov momentum, softmax in unshuffled mini-batches with L2 and validation),
+reproduced through the HTTP API: upload the data, create the model with ``initial.params``,
+run, read the history. Every row's params, loss and metrics, and the final ones, agree within
+the case's tolerance: the norm of the difference over the norm of Keras' array; accuracy
+within one example.
 
 Any case of the same shape runs the same way (the comparison reads everything from the case).
 Every case runs with the training step compiled (the default) and eager (TAPELINE_COMPILE=false,
-read by the worker processes); every case has at least 20 full-batch epochs or 120 steps, so
-the compiled runs replay plans from their 17th call of each batch shape on.
+read by the worker processes); every case takes at least 20 steps of one batch shape, so the
+compiled runs replay plans from their 17th call of each batch shape on.
 """
 
 from __future__ import annotations
@@ -23,10 +26,14 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from tests.servers import sqlite_url
+from tests.support.servers import sqlite_url
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "keras_reference_runs.json"
-CASES: dict[str, dict[str, Any]] = json.loads(FIXTURE.read_text())["cases"]
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+CASES: dict[str, dict[str, Any]] = {
+    name: case
+    for fixture in ("keras_reference_runs.json", "keras_reference_runs_v3.json")
+    for name, case in json.loads((FIXTURES / fixture).read_text())["cases"].items()
+}
 WAIT = {"prefer": "wait=120"}
 
 

@@ -117,7 +117,6 @@ BAD_RUNS: list[tuple[str, str, dict[str, Any], list[str | int], str]] = [
      "less than 1"),
     ("regression", "line", {"early_stopping": {"monitor": "val_loss"}},
      ["body", "early_stopping", "monitor"], "needs validation"),
-    ("regression", "line", {"early_stopping": {}, "validation": {"fraction": 0.5}}, [], ""),
     ("regression", "line", {"early_stopping": {"monitor": "accuracy"}},
      ["body", "early_stopping", "monitor"], "classification metric"),
     ("binary", "named", {"early_stopping": {"monitor": "r2"}},
@@ -140,14 +139,28 @@ BAD_RUNS: list[tuple[str, str, dict[str, Any], list[str | int], str]] = [
 def test_bad_runs(app_client: TestClient, nothing_stored: None, ids: dict[str, str],
                   model: str, dataset: str, body: dict[str, Any], loc: list[str | int],
                   words: str) -> None:
-    if not loc:  # the one good body among them: early stopping on val_loss by default
-        return
     validation = body.get("validation", {})
     if str(validation.get("dataset_id", "")).startswith("@"):
         body = {**body, "validation": {"dataset_id": ids[validation["dataset_id"][1:]]}}
     answer = app_client.post(f"/v1/models/{ids[model]}/runs",
                              json={"dataset_id": ids[dataset], **body})
     assert_names(answer, loc, words)
+
+
+def test_early_stopping_monitors_val_loss_by_default_with_validation(
+        app_client: TestClient, ids: dict[str, str]) -> None:
+    """The good body beside the bad ones: with validation rows, early stopping watches
+    ``val_loss`` unless told otherwise (and ``loss`` without them)."""
+    for body, monitor in (({"validation": {"fraction": 0.5}}, "val_loss"), ({}, "loss")):
+        answer = app_client.post(f"/v1/models/{ids['regression']}/runs",
+                                 headers={"prefer": "wait=60"},
+                                 json={"dataset_id": ids["line"], "epochs": 2,
+                                       "early_stopping": {}, **body})
+        assert answer.status_code == 200, answer.text
+        run = answer.json()
+        assert run["status"] == "succeeded", run
+        assert run["early_stopping"] == {"monitor": monitor, "patience": 5, "min_delta": 0.0,
+                                         "restore_best": True}
 
 
 def test_a_classifier_must_keep_its_class_names(app_client: TestClient,

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from tests.servers import sqlite_url
+from tests.support.servers import sqlite_url
 
 WAIT = {"prefer": "wait=120"}
 

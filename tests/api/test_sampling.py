@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.longrun import store_finished_run, trajectory
+from tests.support.longrun import store_finished_run, trajectory
 
 EPOCHS = 100_000
 

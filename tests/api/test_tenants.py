@@ -21,7 +21,7 @@ from service.config import Settings
 from service.store import keys
 from service.store.db import make_engine
 from service.store.tables import ApiKeyRow
-from tests.servers import sqlite_url
+from tests.support.servers import sqlite_url
 
 ADMIN = "tl_" + "A" * 43
 RATE_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
@@ -324,7 +324,7 @@ def test_a_burst_over_the_rate_limit_gets_429_with_headers(tmp_path: Path) -> No
 def test_an_unreachable_rate_limiter_answers_503_and_stores_nothing(tmp_path: Path) -> None:
     """Redis down (nothing listens on the port): keyed requests get a 503 problem with
     Retry-After, never a 500, and are not carried out; keyless health checks still answer."""
-    from tests.servers import free_port
+    from tests.support.servers import free_port
 
     with app(tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0") as client:
         refused = client.post("/v1/models", headers=bearer(ADMIN))

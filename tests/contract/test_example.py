@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import LiveServer
 from tests.contract.conftest import ROOT
+from tests.support.servers import LiveServer
 
 pytestmark = pytest.mark.live
 

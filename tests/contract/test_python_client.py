@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from httpx_sse import connect_sse
 
-from tests.conftest import LiveServer
 from tests.contract.conftest import CLIENT_PACKAGE, operation_ids
+from tests.support.servers import LiveServer
 
 pytestmark = pytest.mark.live
 
@@ -263,7 +263,7 @@ ADMIN_KEY = "tl_" + "P" * 43
 def test_the_generated_client_sends_a_key(python_client: Path, tmp_path: Path) -> None:
     """`AuthenticatedClient(..., token=key)` against a server that requires keys: the key
     works, a client without one gets the 401 problem the spec declares."""
-    from tests.servers import sqlite_url, start_server
+    from tests.support.servers import sqlite_url, start_server
 
     server = start_server(sqlite_url(tmp_path), tmp_path / "server.log",
                           TAPELINE_AUTH="required", TAPELINE_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY)

@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import IN_CI, sqlite_url, start_server
 from tests.contract.conftest import BIN, ROOT, operation_ids
+from tests.support.ci import IN_CI
+from tests.support.servers import sqlite_url, start_server
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 

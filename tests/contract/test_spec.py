@@ -1,4 +1,4 @@
-"""The committed spec is worth generating from (tests/test_openapi.py checks drift, tags,
+"""The committed spec is worth generating from (tests/contract/test_openapi.py checks drift, tags,
 operation ids and problem answers; these check the rest of issue #4's list)."""
 
 from __future__ import annotations

@@ -12,10 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import LiveServer
 from tests.contract.conftest import ROOT, SPEC
-from tests.node import node_modules
-from tests.servers import sqlite_url, start_server
+from tests.support.node import node_modules
+from tests.support.servers import LiveServer, sqlite_url, start_server
 
 pytestmark = pytest.mark.live
 

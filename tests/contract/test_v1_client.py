@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LiveServer
 from tests.contract.conftest import generate_python_client
+from tests.support.servers import LiveServer
 
 pytestmark = pytest.mark.live
 

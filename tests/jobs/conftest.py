@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.store.db import make_engine, make_sessionmaker, migrate
-from tests.servers import sqlite_url
+from tests.support.servers import sqlite_url
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
 """The terminal client against a live server, run under a pseudo-terminal and read as a user
 sees it: live progress, the final metrics, exit statuses, Ctrl-C, exported and predicted
-files."""
+files; a stream that drops mid-run and the client following on from its last epoch; a
+server that requires API keys, with `--key` and without."""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import select
@@ -13,16 +15,23 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.servers import ROOT, LiveServer
+from tests.live.test_operations import start_slow
+from tests.support.servers import ROOT, LiveServer, sqlite_url, start_server
 
-pytestmark = pytest.mark.live
+KEY = "tl_" + "K" * 43
 
 
 class Terminal:
@@ -34,6 +43,7 @@ class Terminal:
         env = {**os.environ, "TAPELINE_URL": server.url, "TERM": "xterm-256color",
                "COLUMNS": "120", "LINES": "40", "PYTHONPATH": str(ROOT)}
         env.pop("NO_COLOR", None)
+        env.pop("TAPELINE_API_KEY", None)
         self.process = subprocess.Popen([sys.executable, "-m", "service.cli", *args], cwd=cwd,
                                         env=env, stdin=slave, stdout=slave, stderr=slave,
                                         start_new_session=True)
@@ -141,3 +151,110 @@ def test_ctrl_c_asks_whether_to_cancel(live_server: LiveServer, data: Path) -> N
     os.write(terminal.master, b"y\r")
     assert terminal.finish() == 1
     assert re.search(r"run run_\w+ cancelled", terminal.text()), terminal.text()
+
+
+class DroppingProxy:
+    """A loopback proxy to ``upstream`` that ends the first event stream it relays after
+    ``cut`` epochs, cleanly and without the end event, as a replica going away does. It
+    records each stream's query and the epochs it relayed, and the run's status at the cut."""
+
+    def __init__(self, upstream: str, cut: int) -> None:
+        self.upstream, self.cut = upstream, cut
+        self.streams: list[tuple[dict[str, str], list[int]]] = []
+        self.status_at_cut: str | None = None
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                proxy.relay(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def relay(self, handler: BaseHTTPRequestHandler) -> None:
+        """Answer a GET with upstream's answer; an event stream line by line, cut the first
+        time, and then the connection closed."""
+        headers = {k: v for k, v in handler.headers.items() if k.lower() in ("accept",)}
+        path = urlsplit(handler.path)
+        if not path.path.endswith("/events"):
+            answer = httpx.get(self.upstream + handler.path, headers=headers, timeout=60)
+            handler.send_response(answer.status_code)
+            handler.send_header("Content-Type", answer.headers["content-type"])
+            handler.send_header("Content-Length", str(len(answer.content)))
+            handler.end_headers()
+            handler.wfile.write(answer.content)
+            return
+        epochs: list[int] = []
+        self.streams.append((dict(parse_qsl(path.query)), epochs))
+        first = len(self.streams) == 1
+        with httpx.stream("GET", self.upstream + handler.path, headers=headers,
+                          timeout=httpx.Timeout(60, read=None)) as answer:
+            handler.send_response(answer.status_code)
+            handler.send_header("Content-Type", answer.headers["content-type"])
+            handler.send_header("Connection", "close")  # the body ends where the stream does
+            handler.end_headers()
+            for line in answer.iter_lines():
+                handler.wfile.write(line.encode() + b"\n")
+                handler.wfile.flush()
+                item = json.loads(line) if line.strip() else {}
+                if item.get("type") == "epoch":
+                    epochs.append(item["epoch"])
+                if first and len(epochs) == self.cut:
+                    run = httpx.get(f"{self.upstream}/v1/runs/{item['run_id']}").json()
+                    self.status_at_cut = run["status"]
+                    break
+        handler.close_connection = True
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(live_server: LiveServer) -> Iterator[DroppingProxy]:
+    relay = DroppingProxy(live_server.url, cut=2)
+    yield relay
+    relay.close()
+
+
+def test_watch_follows_on_after_the_stream_drops_mid_run(live_server: LiveServer, data: Path,
+                                                         proxy: DroppingProxy) -> None:
+    with httpx.Client(base_url=live_server.url, timeout=60) as api:
+        run_id, _ = start_slow(api)
+    terminal = Terminal(live_server, data, "watch", run_id, "--url", proxy.url)
+    assert terminal.finish() == 0, terminal.text()
+    assert f"run {run_id} succeeded after 30 epochs" in terminal.text()
+    assert proxy.status_at_cut == "running"  # the stream dropped mid-run
+    (first, before), (again, after) = proxy.streams  # one reconnection, from the last epoch
+    assert first == {} and before == [0, 1]
+    assert again == {"after": "1"} and after == list(range(2, 30))
+
+
+def test_a_server_with_keys_trains_with_key_and_refuses_without(tmp_path: Path,
+                                                                data: Path) -> None:
+    server = start_server(sqlite_url(tmp_path), tmp_path / "server.log", TAPELINE_AUTH="required",
+                          TAPELINE_BOOTSTRAP_ADMIN_KEY=KEY, TAPELINE_WORKERS="1")
+    try:
+        made = httpx.post(f"{server.url}/v1/keys", headers={"Authorization": f"Bearer {KEY}"},
+                          json={"tenant": "client", "scopes": ["write"]})
+        assert made.status_code == 201, made.text
+        key = made.json()["key"]
+
+        refused = Terminal(server, data, "train", "train.csv", "--epochs", "3")
+        assert refused.finish() == 2, refused.text()
+        assert "this operation needs an API key" in refused.text() and "(401)" in refused.text()
+        assert "Traceback" not in refused.text()
+
+        trained = Terminal(server, data, "train", "train.csv", "--epochs", "3", "--key", key)
+        assert trained.finish() == 0, trained.text()
+        assert re.search(r"run run_\w+ succeeded after 3 epochs", trained.text()), trained.text()
+        assert "Traceback" not in trained.text()
+    finally:
+        server.stop()

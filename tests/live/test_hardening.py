@@ -21,7 +21,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.clients import (
+from tests.live.test_operations import children, start_slow, wait_for
+from tests.support.clients import (
     HealthSampler,
     big_csv,
     idle_p99_ms,
@@ -32,11 +33,10 @@ from tests.clients import (
     sse_crowd,
     stalled_bodies,
 )
-from tests.hostile import zeros_bomb
-from tests.live.test_operations import children, start_slow, wait_for
-from tests.servers import LiveServer, PeakMemory, sqlite_url, start_server
+from tests.support.hostile import zeros_bomb
+from tests.support.servers import LiveServer, PeakMemory, sqlite_url, start_server
 
-pytestmark = [pytest.mark.live, pytest.mark.serial]
+pytestmark = pytest.mark.serial
 
 MiB = 1 << 20
 

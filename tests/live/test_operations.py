@@ -12,9 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import LiveServer, sqlite_url, start_server
-
-pytestmark = pytest.mark.live
+from tests.support.servers import LiveServer, sqlite_url, start_server
 
 SLOW = {"epochs": 30, "batch_size": 4, "shuffle_seed": 0}
 
@@ -61,6 +59,7 @@ def tutorial(api: httpx.Client) -> dict[str, Any]:
     return dict(answer.json())
 
 
+@pytest.mark.postgres
 def test_the_service_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
     server = start_server(postgres_url, tmp_path / "pg.log")
     try:

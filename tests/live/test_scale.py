@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import time
 from collections.abc import Iterator
@@ -23,7 +22,8 @@ import psycopg
 import pytest
 
 from tests.live.test_operations import children, wait_for
-from tests.servers import (
+from tests.support.postgres import fresh_schema, libpq_url
+from tests.support.servers import (
     LiveServer,
     LiveWorker,
     free_port,
@@ -32,7 +32,7 @@ from tests.servers import (
     start_worker,
 )
 
-pytestmark = [pytest.mark.live, pytest.mark.postgres, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 TIMEOUT = "3"  # TAPELINE_WORKER_TIMEOUT: takeovers within seconds
 ENV = {"TAPELINE_EXECUTOR": "queue", "TAPELINE_WORKER_TIMEOUT": TIMEOUT,
@@ -91,33 +91,28 @@ def start(api: httpx.Client, dataset: str, h: dict[str, str] | None = None,
 
 @pytest.fixture(scope="module")
 def topology(postgres_base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    """Two replicas and two workers on a fresh schema, with the dataset and the control run."""
     folder = tmp_path_factory.mktemp("scale")
-    schema = f"t_{secrets.token_hex(6)}"
-    plain = postgres_base.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA {schema}")
-    url = f"{postgres_base}?options=-csearch_path%3D{schema}"
-    a = start_server(url, folder / "a.log", **ENV)
-    b = start_server(url, folder / "b.log", **ENV)
-    spawned = [spawn(url, folder / f"w{i}.log") for i in range(2)]
-    workers, ports = [w for w, _ in spawned], [p for _, p in spawned]
-    topology = Topology(url, f"{plain}?options=-csearch_path%3D{schema}", a, b, workers, ports,
-                        folder, "", {})
-    try:
-        with httpx.Client(base_url=a.url, timeout=120) as api:
-            topology.dataset = api.post("/v1/datasets/synthetic",
-                                        json={"num_examples": 40000, "seed": 1}).json()["id"]
-            topology.control = trace(api, start(api, topology.dataset, h={"prefer": "wait=120"}))
-        assert topology.control["status"] == "succeeded"
-        assert len(topology.control["rows"]) == 12
-        yield topology
-    finally:
-        for worker in topology.workers:
-            worker.stop()
-        topology.a.stop()
-        topology.b.stop()
-        with psycopg.connect(plain, autocommit=True) as connection:
-            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_schema(postgres_base) as url:
+        a = start_server(url, folder / "a.log", **ENV)
+        b = start_server(url, folder / "b.log", **ENV)
+        spawned = [spawn(url, folder / f"w{i}.log") for i in range(2)]
+        workers, ports = [w for w, _ in spawned], [p for _, p in spawned]
+        topology = Topology(url, libpq_url(url), a, b, workers, ports, folder, "", {})
+        try:
+            with httpx.Client(base_url=a.url, timeout=120) as api:
+                topology.dataset = api.post("/v1/datasets/synthetic",
+                                            json={"num_examples": 40000, "seed": 1}).json()["id"]
+                topology.control = trace(api, start(api, topology.dataset,
+                                                    h={"prefer": "wait=120"}))
+            assert topology.control["status"] == "succeeded"
+            assert len(topology.control["rows"]) == 12
+            yield topology
+        finally:
+            for worker in topology.workers:
+                worker.stop()
+            topology.a.stop()
+            topology.b.stop()
 
 
 def holder(topology: Topology, run_id: str) -> int:
@@ -134,6 +129,7 @@ def holder(topology: Topology, run_id: str) -> int:
     raise AssertionError("no worker holds the run")
 
 
+@pytest.mark.postgres
 def test_a_run_streams_and_cancels_across_replicas(topology: Topology) -> None:
     with httpx.Client(base_url=topology.a.url, timeout=60) as a, \
             httpx.Client(base_url=topology.b.url, timeout=60) as b:
@@ -177,6 +173,7 @@ def test_a_run_streams_and_cancels_across_replicas(topology: Topology) -> None:
     assert trained >= 2 + 12 + 2  # the control run, the waited one, the cancelled one
 
 
+@pytest.mark.postgres
 def test_a_worker_killed_mid_run_loses_nothing(topology: Topology) -> None:
     with httpx.Client(base_url=topology.a.url, timeout=60) as api:
         run_id = start(api, topology.dataset)
@@ -195,6 +192,7 @@ def test_a_worker_killed_mid_run_loses_nothing(topology: Topology) -> None:
         assert topology.sql("SELECT attempt FROM runs WHERE id = %s", run_id)[0] == 2
 
 
+@pytest.mark.postgres
 def test_a_drained_worker_hands_its_run_over(topology: Topology) -> None:
     with httpx.Client(base_url=topology.a.url, timeout=60) as api:
         run_id = start(api, topology.dataset)
@@ -215,6 +213,7 @@ def test_a_drained_worker_hands_its_run_over(topology: Topology) -> None:
     assert "handed back" in drained.log.read_text()
 
 
+@pytest.mark.postgres
 def test_a_zombie_worker_cannot_write_a_row(topology: Topology) -> None:
     with httpx.Client(base_url=topology.a.url, timeout=60) as api:
         run_id = start(api, topology.dataset)
@@ -269,6 +268,7 @@ def test_local_requeue_resumes_from_the_checkpoint_after_a_kill(tmp_path: Path) 
     assert "attempt 2 started at epoch" in (tmp_path / "b.log").read_text()
 
 
+@pytest.mark.postgres
 def test_a_replica_restarts_while_the_other_keeps_streaming(topology: Topology) -> None:
     with httpx.Client(base_url=topology.a.url, timeout=60) as a:
         run_id = start(a, topology.dataset)

@@ -12,9 +12,7 @@ import httpx
 import pytest
 
 from service.store.db import open_store
-from tests.servers import ROOT, free_port, sqlite_url, start_server
-
-pytestmark = pytest.mark.live
+from tests.support.servers import ROOT, free_port, sqlite_url, start_server
 
 
 def serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

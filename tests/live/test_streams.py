@@ -13,9 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import LiveServer, sqlite_url, start_server
-
-pytestmark = pytest.mark.live
+from tests.support.servers import LiveServer, sqlite_url, start_server
 
 # Mini-batches of 4 over 40,000 points: a fraction of a second an epoch, so streams see
 # progress arrive over time.

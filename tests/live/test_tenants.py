@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,8 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
-from tests.servers import LiveServer, free_port, sqlite_url, start_server
-
-pytestmark = pytest.mark.live
+from tests.support.postgres import fresh_schema
+from tests.support.servers import LiveServer, free_port, sqlite_url, start_server
 
 BOOTSTRAP = "tl_" + "B" * 20 + secrets.token_urlsafe(32)
 UNKNOWN_IDS = {"dataset_id": "ds_00000000000000000000", "model_id": "mdl_00000000000000000000",
@@ -40,28 +40,18 @@ def bearer(key: str) -> dict[str, str]:
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server that requires keys, with a bootstrap admin key, on each store."""
-    import psycopg
-
     folder = tmp_path_factory.mktemp("tenants")
-    schema = plain = None
-    if request.param == "sqlite":
-        url = sqlite_url(folder)
-    else:
-        base = request.getfixturevalue("postgres_base")
-        schema = f"t_{secrets.token_hex(6)}"
-        plain = base.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(plain, autocommit=True) as connection:
-            connection.execute(f"CREATE SCHEMA {schema}")
-        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    live = start_server(url, folder / "server.log", TAPELINE_AUTH="required",
-                        TAPELINE_BOOTSTRAP_ADMIN_KEY=BOOTSTRAP, TAPELINE_WORKERS="1",
-                        TAPELINE_TENANT_RATE_LIMIT="10000/second")
-    live.database = url  # type: ignore[attr-defined]
-    yield live
-    live.stop()
-    if schema and plain:
-        with psycopg.connect(plain, autocommit=True) as connection:
-            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = sqlite_url(folder)
+        else:
+            url = stack.enter_context(fresh_schema(request.getfixturevalue("postgres_base")))
+        live = start_server(url, folder / "server.log", TAPELINE_AUTH="required",
+                            TAPELINE_BOOTSTRAP_ADMIN_KEY=BOOTSTRAP, TAPELINE_WORKERS="1",
+                            TAPELINE_TENANT_RATE_LIMIT="10000/second")
+        live.database = url  # type: ignore[attr-defined]
+        yield live
+        live.stop()
 
 
 def new_key(server: LiveServer, tenant: str, scopes: list[str]) -> dict[str, Any]:

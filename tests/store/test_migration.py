@@ -21,7 +21,7 @@ from sqlalchemy import MetaData, create_engine, select, text
 from service.app import create_app
 from service.config import Settings
 from service.store.db import MIGRATIONS, make_engine
-from tests.servers import sqlite_url
+from tests.support.servers import sqlite_url
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 V1_DATABASE = FIXTURES / "v1_database.sqlite"

@@ -20,10 +20,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import IN_CI
-from tests.servers import LiveServer, sqlite_url, start_server
-
-pytestmark = pytest.mark.live
+from tests.support.ci import IN_CI
+from tests.support.servers import LiveServer, sqlite_url, start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from PIL import Image, ImageStat
 
-from tests.node import node_modules
+from tests.support.node import node_modules
 from tests.ui.test_dashboard import SCREENSHOTS
 
 pytestmark = pytest.mark.live

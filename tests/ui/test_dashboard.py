@@ -15,8 +15,8 @@ import httpx
 import pytest
 from PIL import Image, ImageStat
 
-from tests.node import node_modules
-from tests.servers import ROOT
+from tests.support.node import node_modules
+from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.live
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import ROOT
+from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.live
 

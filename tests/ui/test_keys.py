@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import LiveServer, sqlite_url, start_server
+from tests.support.servers import LiveServer, sqlite_url, start_server
 
 pytestmark = pytest.mark.live
 

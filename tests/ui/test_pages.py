@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.pages import UI
-from tests.servers import ROOT
+from tests.support.servers import ROOT
 
 PAGES = ["/ui/", "/ui/start", "/ui/runs/run_0123", "/ui/models/mdl_0123", "/docs", "/redoc"]
 

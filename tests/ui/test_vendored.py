@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from tests.node import node_modules
-from tests.servers import ROOT
+from tests.support.node import node_modules
+from tests.support.servers import ROOT
 
 PACKAGE = json.loads((ROOT / "package.json").read_text())
 LOCK = json.loads((ROOT / "package-lock.json").read_text())

@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import IN_CI, ROOT
+from tests.conftest import ROOT
 from tests.fuzz.seeds import one_upload, seeds
+from tests.support.ci import IN_CI
 
 FUZZER = ROOT / "tests" / "fuzz" / "uploads.py"
 SECONDS = int(os.environ.get("TAPELINE_FUZZ_SECONDS", "20"))

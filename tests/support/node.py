@@ -7,20 +7,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.support.ci import unavailable
 
-from tests.conftest import IN_CI
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NODE_MODULES = ROOT / "node_modules"
 
 
 def node_modules(needed: str) -> Path:
     """node_modules, installed from the lock file if needed; skips (fails in CI) without npm."""
     if not (shutil.which("node") and shutil.which("npm")):
-        if IN_CI:
-            pytest.fail(f"node and npm are required in CI ({needed})")
-        pytest.skip("node/npm not installed")
+        unavailable(f"node and npm are not installed ({needed})")
     installed = NODE_MODULES / ".package-lock.json"
     lock = ROOT / "package-lock.json"
     if not (installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime):

@@ -15,7 +15,7 @@ import yaml
 from service.cli import main
 from service.config import Settings
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SETTINGS = {f"TAPELINE_{name.upper()}" for name in Settings.model_fields}
 
 
