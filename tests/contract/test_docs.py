@@ -30,9 +30,8 @@ import yaml
 from pydantic import TypeAdapter
 
 from service.config import Settings
-from tests.support.servers import LiveServer
 from tests.contract.conftest import ROOT
-from tests.support.servers import sqlite_url, start_server
+from tests.support.servers import LiveServer, sqlite_url, start_server
 
 pytestmark = pytest.mark.live
 
