@@ -273,7 +273,7 @@ def test_metrics_count_runs_and_epochs(app_client: TestClient) -> None:
 
 
 def test_a_stream_of_a_deleted_run_just_ends(app_client: TestClient) -> None:
-    from service.api.events import follow
+    from service.api.routes.history import follow
 
     dataset = app_client.post("/v1/datasets/synthetic", json={"seed": 3}).json()
     model = app_client.post("/v1/models").json()

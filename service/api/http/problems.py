@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from service.api.schemas import BODY_KIND_TAGS, FIELD_SHAPE_TAGS, request_schema_names
+from service.api.schemas.common import BODY_KIND_TAGS, FIELD_SHAPE_TAGS, request_schema_names
 from service.export import FileProblem
+from service.files.errors import InvalidData, UnsupportedFile
 from service.store.repo import Conflict, NotFound
 
 MEDIA_TYPE = "application/problem+json"
@@ -147,7 +148,8 @@ def _summary(errors: list[dict[str, Any]]) -> str:
 
 def install(app: FastAPI) -> None:
     """Make every error the app raises a problem+json answer (an unexpected one becomes a 500
-    in :class:`~service.api.middleware.RequestContextMiddleware`, which knows the request id)."""
+    in :class:`~service.api.http.middleware.RequestContextMiddleware`, which knows the request
+    id), the domain errors of the layers below included."""
 
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -158,6 +160,16 @@ def install(app: FastAPI) -> None:
         where = ".".join(str(p) for p in exc.loc)
         errors = [{"loc": exc.loc, "msg": exc.msg}] if exc.status == 422 else None
         return problem_response(request, exc.status, f"{where}: {exc.msg}", errors)
+
+    @app.exception_handler(InvalidData)
+    async def _invalid_data(request: Request, exc: InvalidData) -> JSONResponse:
+        where = ".".join(str(p) for p in exc.loc)
+        errors = [{"loc": exc.loc, "msg": exc.msg}]
+        return problem_response(request, 422, f"{where}: {exc.msg}", errors)
+
+    @app.exception_handler(UnsupportedFile)
+    async def _unsupported_file(request: Request, exc: UnsupportedFile) -> JSONResponse:
+        return problem_response(request, 415, exc.detail)
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:

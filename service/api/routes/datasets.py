@@ -12,30 +12,32 @@ from fastapi import APIRouter, Body, File, Form, Query, Request, Response, Uploa
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from service.api import dryrun, views
-from service.api.arrays import check_dataset, matrix
-from service.api.auth import AUTH_ERRORS, Authorized, StoreDep, TenantStore
-from service.api.bodies import OffLoopJsonRoute
-from service.api.deps import JsonBody, PageDep, Runtime, RuntimeDep, encode_cursor
-from service.api.labels import encode
-from service.api.negotiation import choose
-from service.api.problems import ProblemError, over_quota, responses
+from service.api import views
+from service.api.http import dryrun
+from service.api.http.auth import AUTH_ERRORS, Authorized
+from service.api.http.large_bodies import OffLoopJsonRoute
+from service.api.http.negotiation import choose
+from service.api.http.paging import PageDep, encode_cursor
+from service.api.http.problems import ProblemError, over_quota, responses
+from service.api.http.request_checks import JsonBody
+from service.api.http.tenant_store import StoreDep, TenantStore
 from service.api.recent import Recent
-from service.api.schemas import (
-    NO_NUL,
-    SAFE_INT_END,
+from service.api.runtime import Runtime, RuntimeDep
+from service.api.schemas.common import NO_NUL, SAFE_INT_END, Examples
+from service.api.schemas.datasets import (
     BlobsSynthetic,
     Dataset,
     DatasetCreate,
     DatasetData,
     DatasetPage,
     DatasetPreview,
-    Examples,
     LinearSynthetic,
     SyntheticCreate,
 )
-from service.api.uploads import parse_upload
 from service.config import Settings
+from service.files.arrays import check_dataset, matrix
+from service.files.labels import encode
+from service.files.uploads import parse_upload
 from service.store.sampling import sample_rows
 from service.store.tables import DatasetRow
 from service.training.data import SYNTHETIC

@@ -10,12 +10,14 @@ from starlette.concurrency import run_in_threadpool
 
 from service import __version__, export
 from service.api import views
-from service.api.auth import AUTH_ERRORS, Authorized, StoreDep, TenantStore
-from service.api.deps import Runtime, RuntimeDep
-from service.api.limits import bound
-from service.api.models import initial_params_named, kind_of
-from service.api.problems import ProblemError, field_problems, invalid, responses
-from service.api.schemas import NO_NUL, Model, ModelCreate
+from service.api.http.auth import AUTH_ERRORS, Authorized
+from service.api.http.limits import bound
+from service.api.http.problems import ProblemError, field_problems, invalid, responses
+from service.api.http.tenant_store import StoreDep, TenantStore
+from service.api.model_requests import initial_params_named, kind_of
+from service.api.runtime import Runtime, RuntimeDep
+from service.api.schemas.common import NO_NUL
+from service.api.schemas.models import Model, ModelCreate
 from service.export import FORMATS, Bundle, Parsed
 from service.store.codec import unpack_params
 from service.training.kinds import KINDS, make_kind

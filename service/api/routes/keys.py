@@ -10,17 +10,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from service.api.auth import (
-    Authorized,
-    Caller,
-    CallerDep,
-    StoreDep,
-    default_quotas,
-    key_secret,
-)
-from service.api.deps import JsonBody, RuntimeDep
-from service.api.problems import forbidden, responses
-from service.api.schemas import (
+from service.api.http.access import key_secret
+from service.api.http.auth import Authorized, Caller, CallerDep
+from service.api.http.problems import forbidden, responses
+from service.api.http.request_checks import JsonBody
+from service.api.http.tenant_store import StoreDep, default_quotas
+from service.api.runtime import RuntimeDep
+from service.api.schemas.keys import (
     ApiKey,
     ApiKeyList,
     KeyCreate,

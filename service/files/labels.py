@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.api.problems import invalid
 from service.config import Settings
+from service.files.errors import InvalidData
 
 
 def encode(labels: np.ndarray | list[str], loc: list[str | int],
@@ -15,9 +15,9 @@ def encode(labels: np.ndarray | list[str], loc: list[str | int],
     names, indices = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
     if names.size and names[0] == "":
         row = int(np.flatnonzero(indices == 0)[0])
-        raise invalid([*loc, row], "a class name may not be empty")
+        raise InvalidData([*loc, row], "a class name may not be empty")
     if names.size > settings.max_classes:
-        raise invalid(loc, f"{names.size} distinct classes exceed the limit of "
+        raise InvalidData(loc, f"{names.size} distinct classes exceed the limit of "
                            f"{settings.max_classes} (TAPELINE_MAX_CLASSES){_typo(labels)}")
     return indices.astype(np.int64), names.tolist()
 

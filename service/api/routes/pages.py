@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from service.api.negotiation import choose
-from service.api.problems import ProblemError
+from service.api.http.negotiation import choose
+from service.api.http.problems import ProblemError
 
 UI = Path(str(files("service.ui")))
 # Nothing but this origin: no inline script or style, no CDN, no framing by other sites.

@@ -9,13 +9,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.api import dryrun, views
-from service.api.auth import AUTH_ERRORS, Authorized, StoreDep, TenantStore
-from service.api.bodies import OffLoopJsonRoute
-from service.api.deps import JsonBody, PageDep, Runtime, RuntimeDep, encode_cursor
-from service.api.prefer import decimal, wait_seconds
-from service.api.problems import ProblemError, invalid, over_quota, responses
-from service.api.schemas import (
+from service.api import views
+from service.api.http import dryrun
+from service.api.http.auth import AUTH_ERRORS, Authorized
+from service.api.http.large_bodies import OffLoopJsonRoute
+from service.api.http.paging import PageDep, encode_cursor
+from service.api.http.prefer import decimal, wait_seconds
+from service.api.http.problems import ProblemError, invalid, over_quota, responses
+from service.api.http.request_checks import JsonBody
+from service.api.http.tenant_store import StoreDep, TenantStore
+from service.api.runtime import Runtime, RuntimeDep
+from service.api.schemas.runs import (
     Run,
     RunCreate,
     RunPage,

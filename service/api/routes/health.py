@@ -1,4 +1,4 @@
-"""Operations: liveness, readiness and Prometheus metrics."""
+"""The service itself: liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from service.api.auth import authenticate
-from service.api.deps import RuntimeDep
-from service.api.problems import ProblemError, forbidden, responses
-from service.api.schemas import Health
+from service.api.http.auth import authenticate
+from service.api.http.problems import ProblemError, forbidden, responses
+from service.api.runtime import RuntimeDep
+from service.api.schemas.health import Health
 from service.store.db import ping
 
 router = APIRouter(tags=["service"])

@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from service.api.limits import bound
+from service.api.http.limits import bound
 from service.config import Settings
 
 # Smaller bodies decode in well under a millisecond: not worth the trip.

@@ -18,8 +18,8 @@ from fastapi import HTTPException
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.problems import MEDIA_TYPE, problem_body
-from service.api.telemetry import Metrics
+from service.api.http.problems import MEDIA_TYPE, problem_body
+from service.api.http.telemetry import Metrics
 
 log = logging.getLogger("tapeline.access")
 errors = logging.getLogger("tapeline.api")
