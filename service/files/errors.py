@@ -6,7 +6,7 @@ from __future__ import annotations
 Loc = list[str | int]
 
 
-class Refused(ValueError):
+class Refused(Exception):
     """Input the parsers will not read; ``status`` is the 4xx it stands for."""
 
     status = 400
