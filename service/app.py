@@ -9,21 +9,13 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
 from service.api import openapi
 from service.api.feeds import Feeds
-from service.api.http import problems
+from service.api.http import middleware, problems
 from service.api.http.access import Access, key_secret
 from service.api.http.large_bodies import BodyDecoder
-from service.api.http.middleware import (
-    BodyMiddleware,
-    BrowserGuardMiddleware,
-    ConcurrencyLimitMiddleware,
-    HeadMiddleware,
-    RequestContextMiddleware,
-)
 from service.api.http.request_checks import every_request
 from service.api.http.telemetry import Metrics
 from service.api.routes import ROUTERS
@@ -38,11 +30,6 @@ from service.store import keys, lifecycle, repo
 from service.store.db import make_sessionmaker, open_store
 
 log = logging.getLogger("tapeline.app")
-
-# Answer headers a browser page of an allowed origin may read.
-EXPOSED_HEADERS = ["Location", "Preference-Applied", "Retry-After", "X-Request-ID",
-                   "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset",
-                   "WWW-Authenticate"]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -119,24 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/ui/assets", assets(), name="ui-assets")
-    # Added innermost first: a request meets them in the opposite order.
-    app.add_middleware(
-        BodyMiddleware, limit=settings.max_body_bytes, timeout=settings.body_timeout_seconds
-    )
-    app.add_middleware(HeadMiddleware)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["*"],
-            allow_headers=["*"],
-            expose_headers=EXPOSED_HEADERS,
-        )
-    app.add_middleware(
-        BrowserGuardMiddleware, hosts=settings.hosts(), origins=settings.cors_origins
-    )
-    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_connections)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    middleware.install(app, settings, metrics)
     openapi.install(app)
     return app
 

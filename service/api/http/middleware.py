@@ -1,6 +1,6 @@
 """Pure ASGI middleware: request ids, logs and metrics; a cap on requests served at once; the
-Host and Origin checks that keep browser pages elsewhere out; HEAD; and a body that must
-arrive within its size and time limits."""
+Host and Origin checks that keep browser pages elsewhere out; CORS; HEAD; and a body that must
+arrive within its size and time limits. :func:`install` adds them to an app in order."""
 
 from __future__ import annotations
 
@@ -14,17 +14,23 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-from fastapi import HTTPException
+from fastapi import FastAPI, HTTPException
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.http.problems import MEDIA_TYPE, problem_body
 from service.api.http.telemetry import Metrics
+from service.config import Settings
 
 log = logging.getLogger("tapeline.access")
 errors = logging.getLogger("tapeline.api")
 
 CLOSE = {"Connection": "close"}
+# Answer headers a browser page of an allowed origin may read.
+EXPOSED_HEADERS = ["Location", "Preference-Applied", "Retry-After", "X-Request-ID",
+                   "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset",
+                   "WWW-Authenticate"]
 
 
 async def send_problem(
@@ -303,3 +309,27 @@ def _route_template(scope: MutableMapping[str, Any]) -> str:
     route = scope.get("route")
     path = getattr(route, "path_format", None) or getattr(route, "path", None)
     return str(path) if path else "unmatched"
+
+
+def install(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """Add the middleware to ``app``: a request meets the request context first, then the
+    cap on requests served at once, the browser guard, CORS (when origins are allowed), HEAD
+    and the body limits."""
+    # Added innermost first: a request meets them in the opposite order.
+    app.add_middleware(
+        BodyMiddleware, limit=settings.max_body_bytes, timeout=settings.body_timeout_seconds
+    )
+    app.add_middleware(HeadMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=EXPOSED_HEADERS,
+        )
+    app.add_middleware(
+        BrowserGuardMiddleware, hosts=settings.hosts(), origins=settings.cors_origins
+    )
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_connections)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
