@@ -266,6 +266,11 @@ def test_metrics_count_runs_and_epochs(app_client: TestClient) -> None:
     succeeded = [line for line in text.splitlines()
                  if line.startswith('tapeline_runs{status="succeeded"}')]
     assert float(succeeded[0].split()[-1]) >= 1
+    epochs = [line for line in text.splitlines()
+              if line.startswith("tapeline_epochs_trained_total ")]
+    runs = app_client.get("/v1/runs", params={"limit": 1000}).json()["items"]
+    # Every run's epochs, summed when scraped (a run still training has only added more since).
+    assert 10 <= float(epochs[0].split()[-1]) <= sum(r["epochs_completed"] for r in runs)
     assert app_client.get("/healthz").json() == {"status": "ok"}
     assert app_client.get("/readyz").json() == {"status": "ok"}
     answer = app_client.get("/healthz", headers={"x-request-id": "abc-123"})

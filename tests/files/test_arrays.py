@@ -9,7 +9,8 @@ import pytest
 from service.files.arrays import check_dataset, matrix
 from tests.files.refusals import SETTINGS, refused
 
-LOC = (["body", "x"], ["body", "y"])
+Loc = list[str | int]
+LOC: tuple[Loc, Loc] = (["body", "x"], ["body", "y"])
 
 
 def test_a_flat_list_is_one_feature_and_rows_are_rows() -> None:
@@ -49,5 +50,5 @@ def test_a_dataset_within_the_limits() -> None:
     (np.ones((1, 1)), np.array([np.inf]), ["body", "y"], "finite numbers"),
     (np.array([[1e308], [-1e308]]), np.ones(2), ["body", "x"], "too large"),
 ])
-def test_each_refusal(x: np.ndarray, y: np.ndarray, loc: list[str], words: str) -> None:
+def test_each_refusal(x: np.ndarray, y: np.ndarray, loc: Loc, words: str) -> None:
     refused(check_dataset, x, y, SETTINGS, LOC, loc=loc, words=words)
