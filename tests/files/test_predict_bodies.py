@@ -53,4 +53,3 @@ def test_parse_by_media_type() -> None:
     assert header == ["a"] and x.tolist() == [[1], [2]]
     x, header = parse("application/octet-stream", memoryview(npy(np.ones(2))), SETTINGS)
     assert header is None and x.tolist() == [[1], [1]]
-

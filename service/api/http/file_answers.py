@@ -97,4 +97,3 @@ def npy_response(model_id: str, data: np.ndarray) -> Response:
         _npy_chunks(data), media_type=NPY,
         headers={"Content-Disposition": f'attachment; filename="{model_id}.npy"',
                  "Content-Length": str(len(data))})
-

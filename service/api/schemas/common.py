@@ -120,7 +120,6 @@ def kind_or(default: str) -> Any:
     return kind
 
 
-
 ParamArray = Annotated[
     float | list[float] | list[list[float]],
     Field(description="A number (a scalar), a vector, or a matrix as a list of rows."),

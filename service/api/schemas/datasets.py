@@ -201,4 +201,3 @@ class DatasetPreview(Dataset):
     """A dataset as a dry run would have created it."""
 
     id: None = DRY_RUN_ID  # type: ignore[assignment]
-

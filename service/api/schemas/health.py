@@ -11,4 +11,3 @@ class Health(Public):
     """Liveness or readiness."""
 
     status: Literal["ok"]
-

@@ -62,4 +62,3 @@ class EndEvent(Run):
 
 
 StreamItem = Annotated[EpochEvent | EndEvent, Field(discriminator="type")]
-

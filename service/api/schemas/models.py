@@ -217,7 +217,6 @@ class ClassPrediction(Public):
     )
 
 
-
 class LinearModelPreview(LinearModel):
     """A linear model as a dry run would have created it."""
 
@@ -238,4 +237,3 @@ class MLPModelPreview(MLPModel):
 
 ModelPreview = Annotated[LinearModelPreview | LogisticModelPreview | MLPModelPreview,
                          Field(discriminator="kind")]
-

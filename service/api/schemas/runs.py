@@ -199,9 +199,7 @@ class RunPage(Public):
     next_cursor: str | None
 
 
-
 class RunPreview(Run):
     """A run as a dry run would have queued it."""
 
     id: None = DRY_RUN_ID  # type: ignore[assignment]
-
