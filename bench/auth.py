@@ -53,7 +53,7 @@ def in_process(calls: int = 5000) -> float:
     revocation, and the rate count (in memory)."""
     from datetime import UTC, datetime
 
-    from service.api.auth import Access
+    from service.api.http.access import Access
     from service.config import Settings
     from service.store import keys
 

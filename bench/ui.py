@@ -10,7 +10,7 @@ run of it (written straight into the store: training it would take hours):
     Performance API marks); also for a finished 10-epoch tutorial run, as a baseline;
   * the same page opened cold: `--cold` more 100,000-epoch runs, each opened once, so the
     server has no rendered answer of theirs yet (it keeps finished runs' `max_points`
-    answers, service/api/history.py);
+    answers, service/api/routes/history.py);
   * `GET /v1/runs/{id}/history?format=columns&max_points=1000` against the full history
     (every page of 1,000 rows, `format=columns`), same run, interleaved; medians and ratio.
     Each `max_points` request asks for a count not asked before (1000, 999, ...), so none is

@@ -13,16 +13,33 @@ import numpy as np
 from fastapi import Response
 from pydantic import BaseModel, TypeAdapter
 
-from service.api import schemas as s
+from service.api.schemas.datasets import Dataset, DatasetSummary, SyntheticMade
+from service.api.schemas.history import HistoryColumns, HistoryPage, HistoryRow
+from service.api.schemas.models import LinearModel, LogisticModel, MLPModel, ModelBase
+from service.api.schemas.runs import (
+    SGD,
+    Adam,
+    EarlyStoppingSpec,
+    FinalParams,
+    Momentum,
+    OptimizerSpec,
+    Params,
+    Regularization,
+    Run,
+    RunError,
+    StoppedEarly,
+    ValidationDataset,
+    ValidationFraction,
+)
 from service.store import repo
 from service.store.codec import unpack_params
 from service.store.tables import DatasetRow, EpochRow, ModelRow, RunRow, RunStatus
 from service.training.kinds import make_kind
 
-_optimizer = TypeAdapter[s.SGD | s.Momentum | s.Adam](s.OptimizerSpec)
-_synthetic: TypeAdapter[Any] = TypeAdapter(s.SyntheticMade)
-MODEL_VIEWS: dict[str, type[s.ModelBase]] = {
-    "linear": s.LinearModel, "logistic": s.LogisticModel, "mlp": s.MLPModel,
+_optimizer = TypeAdapter[SGD | Momentum | Adam](OptimizerSpec)
+_synthetic: TypeAdapter[Any] = TypeAdapter(SyntheticMade)
+MODEL_VIEWS: dict[str, type[ModelBase]] = {
+    "linear": LinearModel, "logistic": LogisticModel, "mlp": MLPModel,
 }
 
 
@@ -46,12 +63,12 @@ def _params(blob: bytes) -> dict[str, Any]:
     return {"W": W, "b": b, "params": arrays_json(params)}
 
 
-def dataset(row: DatasetRow) -> s.Dataset:
+def dataset(row: DatasetRow) -> Dataset:
     """A dataset's public metadata."""
     synthetic = None
     if row.synthetic:
         synthetic = _synthetic.validate_python({"kind": "linear", **row.synthetic})
-    return s.Dataset(
+    return Dataset(
         id=row.id,
         name=row.name,
         num_examples=row.num_examples,
@@ -59,7 +76,7 @@ def dataset(row: DatasetRow) -> s.Dataset:
         dtype=row.dtype,
         created_at=row.created_at,
         source=row.source,  # type: ignore[arg-type]
-        summary=s.DatasetSummary(**repo.dataset_summary(row)),
+        summary=DatasetSummary(**repo.dataset_summary(row)),
         synthetic=synthetic,
         classes=row.classes,
     )
@@ -90,28 +107,28 @@ def model(row: ModelRow, training: bool, params_up_to: int | None = None) -> Any
     })
 
 
-def run(row: RunRow) -> s.Run:
+def run(row: RunRow) -> Run:
     """A run's public view."""
     final = None
     if row.final_params is not None and row.final_loss is not None:
-        final = s.FinalParams.model_construct(**_params(row.final_params), loss=row.final_loss,
+        final = FinalParams.model_construct(**_params(row.final_params), loss=row.final_loss,
                                               metrics=row.final_metrics or {})
     error = None
     if row.error_reason is not None:
-        error = s.RunError.model_construct(
+        error = RunError.model_construct(
             reason=row.error_reason, detail=row.error_detail or "", epoch=row.error_epoch
         )
     stopped = None
     if row.stopped_epoch is not None and row.best_epoch is not None:
-        stopped = s.StoppedEarly.model_construct(epoch=row.stopped_epoch,
+        stopped = StoppedEarly.model_construct(epoch=row.stopped_epoch,
                                                  best_epoch=row.best_epoch)
     options = row.options
     validation = options["validation"]
     if validation is not None:
-        validation = (s.ValidationFraction if "fraction" in validation
-                      else s.ValidationDataset).model_construct(**validation)
+        validation = (ValidationFraction if "fraction" in validation
+                      else ValidationDataset).model_construct(**validation)
     stopping = options["early_stopping"]
-    return s.Run.model_construct(
+    return Run.model_construct(
         id=row.id,
         model_id=row.model_id,
         dataset_id=row.dataset_id,
@@ -124,29 +141,29 @@ def run(row: RunRow) -> s.Run:
         dtype=row.dtype,  # type: ignore[arg-type]
         loss=options["loss"],
         huber_delta=options["huber_delta"],
-        regularization=s.Regularization.model_construct(**options["regularization"]),
+        regularization=Regularization.model_construct(**options["regularization"]),
         validation=validation,
-        early_stopping=None if stopping is None else s.EarlyStoppingSpec.model_construct(
+        early_stopping=None if stopping is None else EarlyStoppingSpec.model_construct(
             **stopping),
         shuffle=options["shuffle"],
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
-        initial=s.Params.model_construct(**_params(row.initial_params)),
+        initial=Params.model_construct(**_params(row.initial_params)),
         final=final,
         stopped_early=stopped,
         error=error,
     )
 
 
-def history_row(row: EpochRow) -> s.HistoryRow:
+def history_row(row: EpochRow) -> HistoryRow:
     """One epoch of history."""
     W, b, params = None, None, None
     if row.params is not None:
         arrays = unpack_params(row.params)
         W, b = v1_fields(arrays)
         params = arrays_json(arrays)
-    return s.HistoryRow.model_construct(
+    return HistoryRow.model_construct(
         epoch=row.epoch,
         W=W,
         b=b,
@@ -161,17 +178,17 @@ def history_row(row: EpochRow) -> s.HistoryRow:
 
 def history(
     rows: Sequence[EpochRow], more: bool, fmt: str, cursor_of: str
-) -> s.HistoryPage | s.HistoryColumns:
+) -> HistoryPage | HistoryColumns:
     """A page of history as rows or columns; the cursor is the last row's ``epoch`` or
     ``step`` (``cursor_of``)."""
     next_cursor = str(getattr(rows[-1], cursor_of)) if more and rows else None
     items = [history_row(r) for r in rows]
     if fmt != "columns":
-        return s.HistoryPage.model_construct(items=items, next_cursor=next_cursor)
+        return HistoryPage.model_construct(items=items, next_cursor=next_cursor)
     names = list(dict.fromkeys(name for item in items for name in item.metrics))
     with_params = all(item.params is not None for item in items)
     with_wb = all(item.W is not None for item in items)
-    return s.HistoryColumns.model_construct(
+    return HistoryColumns.model_construct(
         epoch=[r.epoch for r in items],
         W=[r.W for r in items] if with_wb else None,  # type: ignore[misc]
         b=[r.b for r in items] if with_wb else None,  # type: ignore[misc]
@@ -185,7 +202,7 @@ def history(
     )
 
 
-def _param_columns(items: Sequence[s.HistoryRow]) -> dict[str, list[Any]]:
+def _param_columns(items: Sequence[HistoryRow]) -> dict[str, list[Any]]:
     rows = [item.params or {} for item in items]
     return {name: [row[name] for row in rows] for name in rows[0]}
 

@@ -99,6 +99,11 @@ def load_arrays(session: Session, dataset_id: str) -> tuple[np.ndarray, np.ndarr
     return unpack_array(found.x), unpack_array(found.y)
 
 
+def epochs_trained(session: Session) -> int:
+    """Epochs trained by every run of every tenant (what the metrics report)."""
+    return int(session.scalar(select(func.coalesce(func.sum(RunRow.epochs_completed), 0))) or 0)
+
+
 # The PostgreSQL advisory lock that serialises queueing runs (any fixed number: "tape").
 QUEUE_LOCK = 0x74617065
 # The class of the per-tenant advisory locks that serialise storing a tenant's datasets.

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.uploads import parse_upload
 from service.config import Settings
+from service.files.uploads import parse_upload
 from tests.support.hostile import (
     DEFLATED,
     STORED,

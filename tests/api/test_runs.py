@@ -266,6 +266,11 @@ def test_metrics_count_runs_and_epochs(app_client: TestClient) -> None:
     succeeded = [line for line in text.splitlines()
                  if line.startswith('tapeline_runs{status="succeeded"}')]
     assert float(succeeded[0].split()[-1]) >= 1
+    epochs = [line for line in text.splitlines()
+              if line.startswith("tapeline_epochs_trained_total ")]
+    runs = app_client.get("/v1/runs", params={"limit": 1000}).json()["items"]
+    # Every run's epochs, summed when scraped (a run still training has only added more since).
+    assert 10 <= float(epochs[0].split()[-1]) <= sum(r["epochs_completed"] for r in runs)
     assert app_client.get("/healthz").json() == {"status": "ok"}
     assert app_client.get("/readyz").json() == {"status": "ok"}
     answer = app_client.get("/healthz", headers={"x-request-id": "abc-123"})
@@ -273,7 +278,7 @@ def test_metrics_count_runs_and_epochs(app_client: TestClient) -> None:
 
 
 def test_a_stream_of_a_deleted_run_just_ends(app_client: TestClient) -> None:
-    from service.api.events import follow
+    from service.api.routes.history import follow
 
     dataset = app_client.post("/v1/datasets/synthetic", json={"seed": 3}).json()
     model = app_client.post("/v1/models").json()

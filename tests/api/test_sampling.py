@@ -115,7 +115,7 @@ def test_a_dataset_sample_is_seeded_in_order_and_of_the_data(app_client: TestCli
 
 
 def test_a_kept_sample_is_the_datasets_and_gone_with_it(app_client: TestClient) -> None:
-    from service.api.datasets import samples
+    from service.api.routes.datasets import samples
 
     dataset = app_client.post("/v1/datasets/synthetic",
                               json={"num_examples": 3000, "seed": 4}).json()
@@ -150,7 +150,7 @@ def test_every_run_newest_first_in_pages(app_client: TestClient) -> None:
 
 def test_a_finished_runs_chart_answer_is_reused_and_a_running_runs_is_not(
         app_client: TestClient, long_run: dict[str, Any]) -> None:
-    from service.api.history import finished_answers
+    from service.api.routes.history import finished_answers
 
     params = {"format": "columns", "max_points": 400, "after": 17}
     first = app_client.get(f"/v1/runs/{long_run['id']}/history", params=params)

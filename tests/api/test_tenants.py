@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, update
 from sqlalchemy.orm import sessionmaker
 
-from service.api.auth import KeyCache
+from service.api.http.access import KeyCache
 from service.app import create_app
 from service.config import Settings
 from service.store import keys

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.api import runs
+from service.api.routes import runs
 from service.jobs.progress import Progress
 
 

@@ -7,10 +7,10 @@ import io
 
 import numpy as np
 
-from service.api.arrays import check_dataset
-from service.api.problems import ProblemError
-from service.api.uploads import parse_upload
 from service.config import Settings
+from service.files.arrays import check_dataset
+from service.files.errors import Refused
+from service.files.uploads import parse_upload
 
 # Small limits: a shape that passes them is cheap to allocate, and limits are part of it.
 SETTINGS = Settings(max_examples=5000, max_features=16, max_values=20000)
@@ -29,7 +29,7 @@ def one_upload(data: bytes) -> None:
     try:
         x, y = parse_upload(name, content_type, io.BytesIO(data[1:]), target, SETTINGS)
         check_dataset(x, y, SETTINGS, (["file"], ["file", target]))
-    except ProblemError as refusal:
+    except Refused as refusal:
         assert 400 <= refusal.status < 500
 
 

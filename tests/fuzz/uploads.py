@@ -15,8 +15,7 @@ from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports(include=["service.api.uploads", "service.api.arrays",
-                                         "zipfile"]):
+with atheris.instrument_imports(include=["service.files", "zipfile"]):
     from tests.fuzz.seeds import one_upload, seeds
 
 

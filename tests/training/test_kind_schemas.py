@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel, Field, ValidationError
 
 from service.api import schemas as api
-from service.api.limits import Limit, bound
+from service.api.schemas.limits import Limit, bound
 from service.config import Settings
 from service.training.fields import Bound, Classes, Features
 from service.training.kind_schemas import KindSchemas, SchemaParts, derive, plain, resolve

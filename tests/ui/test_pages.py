@@ -8,7 +8,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.pages import UI
+from service.api.routes.pages import UI
 from tests.support.servers import ROOT
 
 PAGES = ["/ui/", "/ui/start", "/ui/runs/run_0123", "/ui/models/mdl_0123", "/docs", "/redoc"]

@@ -1,0 +1,33 @@
+"""The routers, one module per resource: datasets, models (with predictions and model files),
+runs, history (with the live event streams), keys (with tenants), health (with metrics), and
+the pages for people. :data:`ROUTERS` is the order the app includes them in, which is the
+order of the OpenAPI document's paths and the order requests are matched in."""
+
+from fastapi import APIRouter
+
+from service.api.routes import (
+    datasets,
+    health,
+    history,
+    keys,
+    model_files,
+    models,
+    pages,
+    predict,
+    runs,
+)
+
+ROUTERS: tuple[APIRouter, ...] = (
+    datasets.router,
+    models.router,
+    predict.router,
+    model_files.router,
+    runs.router,
+    history.router,
+    keys.keys_router,
+    keys.tenants_router,
+    history.jsonl_router,  # before the event stream's own: it matches only when asked for
+    history.events_router,
+    health.router,
+    pages.router,
+)

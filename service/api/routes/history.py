@@ -1,0 +1,255 @@
+"""History: per-epoch params, loss and metrics of a run, or of a model across its runs; and the
+live streams of a run's epochs (every stored epoch, then new ones as they are trained, then the
+run), as Server-Sent Events or JSON Lines on one path."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from service.api import views
+from service.api.feeds import Item
+from service.api.http.auth import AUTH_ERRORS, Authorized
+from service.api.http.negotiation import choose
+from service.api.http.paging import PageSize
+from service.api.http.problems import ProblemError, responses
+from service.api.http.runtime import Runtime, RuntimeDep
+from service.api.http.streams import (
+    JSONL,
+    KEEP_ALIVE,
+    OFFERS,
+    SSE,
+    EventStream,
+    JsonLinesRoute,
+    json_line,
+    sse_event,
+)
+from service.api.http.tenant_store import StoreDep, TenantStore
+from service.api.recent import Recent
+from service.api.schemas.common import INT32_END
+from service.api.schemas.history import HistoryColumns, HistoryPage, StreamItem
+from service.store.tables import FINAL_STATUSES
+
+router = APIRouter(tags=["history"], dependencies=[Authorized],
+                   responses=AUTH_ERRORS)
+
+Format = Annotated[
+    Literal["rows", "columns"],
+    Query(description="`rows`: a list of row objects; `columns`: one list per field."),
+]
+Limit = Annotated[
+    PageSize | None, Query(description="Rows per page (by default the largest page).")
+]
+# A chart is at most a few thousand pixels wide; more points than this draw nothing new.
+MAX_POINTS = 10_000
+MaxPoints = Annotated[
+    int | None,
+    Query(
+        ge=4,
+        le=MAX_POINTS,
+        description="Downsample to at most this many rows, all after `after` in one answer "
+        "(`limit` does not apply): the rows are cut into `max_points // 4` equal buckets, each "
+        "keeping its first, last, lowest-loss and highest-loss row, so the first and last "
+        "epoch and every bucket's loss extremes are kept. Every row when they fit.",
+    ),
+]
+
+
+# Rendered `max_points` answers about finished runs: their history never changes again.
+finished_answers: Recent[bytes] = Recent(32)
+
+
+@router.get(
+    "/v1/runs/{run_id}/history",
+    summary="A run's per-epoch history",
+    response_model=HistoryPage | HistoryColumns,
+    response_description="Rows (`HistoryPage`, the default) or columns (`HistoryColumns`).",
+    responses=responses(404, 422),
+)
+def run(
+    run_id: str,
+    runtime: RuntimeDep,
+    store: StoreDep,
+    format: Format = "rows",
+    after: Annotated[
+        int | None, Query(ge=-1, lt=INT32_END, description="Only epochs after this one.")
+    ] = None,
+    limit: Limit = None,
+    max_points: MaxPoints = None,
+) -> Response:
+    """The model at the start of each epoch (params; W and b where the kind has them) and the
+    loss and metrics there, as the tutorial logs W, b and the loss; with `max_points`, a
+    chart's worth of them."""
+    settings = runtime.settings
+    with store.read() as repo:
+        finished = repo.get_run(run_id).status in FINAL_STATUSES  # 404 unless the caller's
+        key = (id(store.sessions), store.caller.tenant, run_id, after, max_points, format)
+        if max_points is not None and finished:
+            body = finished_answers.get(key)
+            if body is not None:
+                return Response(body, media_type="application/json")
+        if max_points is not None:
+            rows, more = repo.run_history_sample(run_id, after, max_points), False
+        else:
+            rows, more = repo.run_history(run_id, after, limit or settings.max_page_size)
+        answer = views.rendered(views.history(rows, more, format, "epoch"))
+    if max_points is not None and finished:
+        finished_answers.put(key, bytes(answer.body))
+    return answer
+
+
+@router.get(
+    "/v1/models/{model_id}/history",
+    summary="A model's history across its runs",
+    response_model=HistoryPage | HistoryColumns,
+    response_description="Rows (`HistoryPage`, the default) or columns (`HistoryColumns`).",
+    responses=responses(404, 422),
+)
+def model(
+    model_id: str,
+    runtime: RuntimeDep,
+    store: StoreDep,
+    format: Format = "rows",
+    after: Annotated[
+        int | None, Query(ge=-1, lt=INT32_END, description="Only rows after this `step`.")
+    ] = None,
+    limit: Limit = None,
+    max_points: MaxPoints = None,
+) -> Response:
+    """Every epoch of every run of the model in order; `step` numbers them across runs. With
+    `max_points`, a chart's worth of them."""
+    settings = runtime.settings
+    with store.read() as repo:
+        repo.get_model(model_id)
+        if max_points is not None:
+            rows, more = repo.model_history_sample(model_id, after, max_points), False
+        else:
+            rows, more = repo.model_history(model_id, after, limit or settings.max_page_size)
+        return views.rendered(views.history(rows, more, format, "step"))
+
+
+# ------------------------------------------------------------------ live streams
+
+# The JSON Lines router is included first: it matches only when asked for.
+jsonl_router = APIRouter(tags=["events"], route_class=JsonLinesRoute, dependencies=[Authorized],
+                         responses=AUTH_ERRORS)
+events_router = APIRouter(tags=["events"], dependencies=[Authorized], responses=AUTH_ERRORS)
+
+
+def follow(runtime: Runtime, run_id: str, after: int,
+           ping: float) -> AsyncIterator[list[Item] | None]:
+    """Stored epochs after ``after``, then new ones as they land, then the final run, in
+    batches; ``None`` marks ``ping`` seconds without news (a chance to send a keep-alive)."""
+    return runtime.feeds.follow(run_id, after, ping)
+
+
+After = Annotated[
+    int | None, Query(ge=-1, lt=INT32_END, description="Start after this epoch.")
+]
+LastEventId = Annotated[
+    str | None,
+    Header(
+        pattern=r"^-?[0-9]{1,9}$",
+        description="SSE resume: the `id` of the last event received.",
+    ),
+]
+
+
+def _check_run(store: TenantStore, run_id: str) -> None:
+    with store.read() as repo:
+        repo.get_run(run_id)
+
+
+async def stream_start(
+    run_id: str,
+    runtime: RuntimeDep,
+    store: StoreDep,
+    request: Request,
+    after: After = None,
+    last_event_id: LastEventId = None,
+) -> int:
+    """The epoch to stream after, checked before the response starts (404, 406, 422)."""
+    if choose(request.headers.get("accept"), OFFERS) is None:
+        raise ProblemError(406, f"can stream only {SSE} or {JSONL}")
+    await runtime.feeds.check(store.caller.tenant, run_id, partial(_check_run, store, run_id))
+    if last_event_id is not None:
+        return max(int(last_event_id), -1)
+    return -1 if after is None else after
+
+
+StartDep = Annotated[int, Depends(stream_start)]
+
+ITEM_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {"$ref": "#/components/schemas/EpochEvent"},
+        {"$ref": "#/components/schemas/EndEvent"},
+    ],
+    "discriminator": {
+        "propertyName": "type",
+        "mapping": {
+            "epoch": "#/components/schemas/EpochEvent",
+            "end": "#/components/schemas/EndEvent",
+        },
+    },
+}
+
+
+SSE_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": ITEM_SCHEMA},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+    "required": ["data"],
+}
+
+
+# The streams are plain byte streams of items serialised once per process (FastAPI's own
+# streaming validates and serialises every item for every reader); the spec states the items.
+@events_router.get(
+    "/v1/runs/{run_id}/events",
+    response_class=EventStream,
+    status_code=200,
+    summary="Stream a run's epochs live (SSE or JSON Lines)",
+    responses={
+        200: {
+            "model": StreamItem,
+            "description": "`event: epoch` per history row (`id` = epoch), then "
+            "`event: end` with the final run. With `Accept: "
+            "application/jsonl`, the same objects one per line.",
+            "content": {SSE: {"itemSchema": SSE_ITEM_SCHEMA}, JSONL: {"itemSchema": ITEM_SCHEMA}},
+        },
+        **responses(404, 406, 422),
+    },
+)
+async def stream(run_id: str, runtime: RuntimeDep, start: StartDep) -> EventStream:
+    """Replays the stored epochs, follows new ones until the run ends, then sends the run.
+    Resumes after `Last-Event-ID` or `?after`; sends keep-alive comments while idle."""
+
+    async def events() -> AsyncIterator[bytes]:
+        async for batch in follow(runtime, run_id, start, runtime.settings.sse_ping_seconds):
+            if batch is None:
+                yield KEEP_ALIVE
+            else:  # each item encoded once per process, whoever reads it
+                yield b"".join(item.encoded(SSE, sse_event) for item in batch)
+
+    return EventStream(events())
+
+
+@jsonl_router.get("/v1/runs/{run_id}/events", include_in_schema=False, name="stream_jsonl")
+async def stream_jsonl(run_id: str, runtime: RuntimeDep, start: StartDep) -> StreamingResponse:
+    """The JSON Lines encoding of :func:`stream`."""
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for batch in follow(runtime, run_id, start, ping=float("inf")):
+            if batch is not None:
+                yield b"".join(item.encoded(JSONL, json_line) for item in batch)
+
+    return StreamingResponse(lines(), media_type=JSONL)

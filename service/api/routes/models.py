@@ -1,0 +1,92 @@
+"""/v1/models: create, list, read and delete models (predictions: :mod:`.predict`; files:
+:mod:`.model_files`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Response
+
+from service.api import views
+from service.api.http import dryrun
+from service.api.http.auth import AUTH_ERRORS, Authorized
+from service.api.http.large_bodies import OffLoopJsonRoute
+from service.api.http.paging import PageDep, encode_cursor
+from service.api.http.problems import responses
+from service.api.http.request_checks import JsonBody
+from service.api.http.runtime import RuntimeDep
+from service.api.http.tenant_store import StoreDep
+from service.api.model_requests import initial_params, kind_of
+from service.api.schemas.models import (
+    LinearModelCreate,
+    Model,
+    ModelCreate,
+    ModelPage,
+    ModelPreview,
+)
+from service.store.tables import ModelRow
+
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OffLoopJsonRoute,
+                   dependencies=[Authorized], responses=AUTH_ERRORS)
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a model",
+    dependencies=[JsonBody],
+    responses={**dryrun.responses(ModelPreview), **responses(400, 413, 415, 422)},
+)
+def create(
+    runtime: RuntimeDep,
+    store: StoreDep,
+    response: Response,
+    body: Annotated[ModelCreate | None, Body()] = None,
+    dry_run: dryrun.DryRun = False,
+) -> Model:
+    """A model of a `kind`: `linear` (`x @ W + b`; with no `initial`, W = 5 for every feature
+    and b = 0, the tutorial's start), `logistic` (2 classes: a sigmoid; more: a softmax) or
+    `mlp` (dense layers). Initial values may be given by name (`initial.params`)."""
+    spec = body or LinearModelCreate()
+    kind = kind_of(spec, runtime.settings)
+    params, seed = initial_params(kind, spec.initial)
+    with store.write(dry_run) as repo:
+        row = repo.create_model(kind=kind.name, config=kind.config(), params=params,
+                                name=spec.name, random_seed=seed)
+        view = views.model(row, training=False)
+    if dry_run:
+        return dryrun.preview(view)  # type: ignore[return-value]
+    response.headers["Location"] = f"/v1/models/{view.id}"
+    return view  # type: ignore[no-any-return]
+
+
+@router.get("", summary="List models", responses=responses(422))
+def list_(runtime: RuntimeDep, store: StoreDep, page: PageDep) -> ModelPage:
+    """The tenant's models in creation order, a page at a time."""
+    with store.read() as repo:
+        rows, after = repo.page(
+            ModelRow, page.limit, page.after_seq, newest_first=page.newest_first
+        )
+        training = repo.training_model_ids([r.id for r in rows])
+        limit = runtime.settings.history_params_max
+        return ModelPage(items=[views.model(r, r.id in training, limit) for r in rows],
+                         next_cursor=encode_cursor(after))
+
+
+@router.get("/{model_id}", summary="Get a model and its parameters", responses=responses(404))
+def get(model_id: str, store: StoreDep) -> Model:
+    """Current params (W and b where the kind has them), epochs trained, last loss and whether
+    it is training."""
+    with store.read() as repo:
+        row = repo.get_model(model_id)
+        return views.model(row, repo.active_run_id(model_id) is not None)  # type: ignore[no-any-return]
+
+
+@router.delete(
+    "/{model_id}", status_code=204, summary="Delete a model", responses=responses(404, 409)
+)
+def delete(model_id: str, store: StoreDep) -> Response:
+    """Delete a model with its runs and history; 409 while it trains."""
+    with store.write() as repo:
+        repo.delete_model(model_id)
+    return Response(status_code=204)

@@ -1,0 +1,106 @@
+"""``POST /v1/models/{id}/predict``: a model's forward pass on inputs sent as JSON, as a CSV
+table or as an ``.npy`` array, answered as JSON, CSV or ``.npy`` per ``Accept``, large answers
+streamed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+
+from service import engine as tg
+from service.api.http.auth import AUTH_ERRORS, Authorized
+from service.api.http.file_answers import (
+    ANSWER_CONTENT,
+    CSV,
+    NPY,
+    accepted,
+    csv_answer,
+    npy_answer,
+    npy_response,
+)
+from service.api.http.file_bodies import REQUEST_BODY, FileBodyRoute, check_columns
+from service.api.http.problems import ProblemError, responses
+from service.api.http.request_checks import JsonBody
+from service.api.http.runtime import RuntimeDep
+from service.api.http.tenant_store import StoreDep
+from service.api.schemas.models import ClassPrediction, Prediction, PredictRequest
+from service.files.arrays import matrix
+from service.store.codec import unpack_params
+from service.training.kinds import Model as Trainable
+from service.training.kinds import make_kind, probabilities
+
+# Rows per forward pass of a prediction: a block's float64 inputs and activations stay small
+# (in the cache for a narrow model; never the whole batch's at once), and the engine's cost
+# per call is small beside the block's.
+BLOCK_ROWS = 1 << 14
+
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FileBodyRoute,
+                   dependencies=[Authorized], responses=AUTH_ERRORS)
+
+
+@router.post(
+    "/{model_id}/predict",
+    summary="Predict with a model",
+    dependencies=[JsonBody],
+    response_model=ClassPrediction | Prediction,
+    responses={
+        200: {"description": "Predictions as JSON, CSV or .npy (per `Accept`).",
+              "content": ANSWER_CONTENT},
+        **responses(400, 404, 413, 415, 422),
+    },
+    openapi_extra={**REQUEST_BODY, "x-scope": "read"},  # a POST that changes nothing
+)
+def predict(model_id: str, body: PredictRequest, runtime: RuntimeDep, store: StoreDep,
+            request: Request) -> Any:
+    """The model's forward pass for each row of `x` (a flat list when the model has one
+    feature): values `y` for regression; for a classifier, the most probable class `y`, each
+    class's `probabilities`, and `labels` when the classes have names. The inputs may also be
+    a file: CSV (`text/csv`: a header row, then the model's features in order) or `.npy`
+    (`application/octet-stream`: rows of features); the answer is JSON, CSV (`y`, or `y`,
+    `p_0`..`p_K-1` and `label`) or `.npy` (`y`, or the class then each probability per row)
+    as `Accept` asks, large answers streamed."""
+    with store.read() as repo:
+        row = repo.get_model(model_id)
+        kind = make_kind(row.kind, row.config)
+        params, names = unpack_params(row.params), row.class_names
+    check_columns(request, kind.features)
+    x = matrix(body.x, ["body", "x"], kind.features)
+    rows, classes_k = len(x), kind.num_classes
+    media = accepted(request)
+    npy = None
+    if media == NPY:
+        npy, array = npy_answer((rows,) if classes_k is None else (rows, 1 + classes_k))
+        values = array if classes_k is None else array[:, 1:]
+    else:
+        values = np.empty((rows,) if classes_k is None else (rows, classes_k))
+    forward(Trainable(kind, params, dtype="float64"), x, values)
+    if not np.isfinite(values).all():
+        raise ProblemError(422, "body.x: inputs this large give predictions that are not finite")
+    classes = None if classes_k is None else np.argmax(values, axis=1)
+    if npy is not None:
+        if classes is not None:
+            array[:, 0] = classes
+        return npy_response(model_id, npy)
+    if media == CSV:
+        return csv_answer(model_id, values, classes, names)
+    if classes is None:
+        return Prediction(y=values.tolist())
+    return ClassPrediction(
+        y=classes.tolist(),
+        probabilities=values.tolist(),
+        labels=[names[c] if c < len(names) else str(c) for c in classes] if names else None,
+    )
+
+
+def forward(model: Trainable, x: np.ndarray, out: np.ndarray) -> None:
+    """The model's predictions for the rows of ``x`` (values, or each class's probability)
+    written into ``out``, :data:`BLOCK_ROWS` rows at a time: each block is converted to
+    float64 as it is copied in, and stays in the cache through the forward pass."""
+    classifier = model.kind.task != "regression"
+    with np.errstate(all="ignore"):
+        for start in range(0, len(x), BLOCK_ROWS):
+            outputs = model(tg.constant(x[start : start + BLOCK_ROWS], dtype="float64"))
+            found = probabilities(outputs) if classifier else outputs
+            out[start : start + BLOCK_ROWS] = found.numpy()

@@ -1,0 +1,269 @@
+"""Runs: start training a model on a dataset, read, list and cancel runs."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Response
+from starlette.concurrency import run_in_threadpool
+
+from service.api import views
+from service.api.http import dryrun
+from service.api.http.auth import AUTH_ERRORS, Authorized
+from service.api.http.large_bodies import OffLoopJsonRoute
+from service.api.http.paging import PageDep, encode_cursor
+from service.api.http.prefer import decimal, wait_seconds
+from service.api.http.problems import ProblemError, invalid, over_quota, responses
+from service.api.http.request_checks import JsonBody
+from service.api.http.runtime import Runtime, RuntimeDep
+from service.api.http.tenant_store import StoreDep, TenantStore
+from service.api.schemas.runs import (
+    Run,
+    RunCreate,
+    RunPage,
+    RunPreview,
+    ValidationDataset,
+    ValidationFraction,
+)
+from service.store.tables import FINAL_STATUSES, DatasetRow, ModelRow, RunRow
+from service.training.kinds import Kind, make_kind
+from service.training.losses import LOSSES
+from service.training.metrics import METRICS
+from service.training.metrics import names as metric_names
+
+router = APIRouter(tags=["runs"], route_class=OffLoopJsonRoute, dependencies=[Authorized],
+                   responses=AUTH_ERRORS)
+
+
+def _check_data(kind: Kind, model: ModelRow, dataset: DatasetRow,
+                loc: list[str | int]) -> None:
+    """422 (naming ``loc``) unless the dataset fits the model: its features, and for a
+    classifier labels that are class indices in [0, K) (names, if both have them, alike)."""
+    if dataset.features != model.features:
+        raise invalid(loc, f"the dataset has {dataset.features} feature(s) but the model has "
+                           f"{model.features}")
+    classes = kind.num_classes
+    if classes is None:
+        if dataset.classes is not None:
+            raise invalid(loc, "the dataset's labels are strings but the model does "
+                               "regression (use a logistic or classification model)")
+        return
+    if not (dataset.y_integral and dataset.y_min >= 0 and dataset.y_max < classes):
+        raise invalid(loc, f"labels must be class indices in [0, {classes}) for the model's "
+                           f"{classes} classes; the dataset's y spans [{dataset.y_min:g}, "
+                           f"{dataset.y_max:g}]{'' if dataset.y_integral else ' with fractions'}")
+    if model.class_names and dataset.classes and model.class_names != dataset.classes:
+        raise invalid(loc, f"the dataset's classes {dataset.classes} differ from those the "
+                           f"model was trained on {model.class_names}")
+
+
+def _options(kind: Kind, body: RunCreate, dataset: DatasetRow) -> dict[str, Any]:
+    """The run's loss, penalty, validation, early stopping and shuffling, resolved and
+    checked (422 naming the field)."""
+    loss = body.loss or kind.default_loss
+    if LOSSES[loss].task != kind.task:
+        raise invalid(["body", "loss"], f"{loss} fits {LOSSES[loss].task}; this model does "
+                                        f"{kind.task} ({kind.default_loss} fits it)")
+    validation = body.validation
+    if isinstance(validation, ValidationFraction):
+        cut = math.ceil(dataset.num_examples * (1 - validation.fraction))
+        if cut == 0 or cut == dataset.num_examples:
+            side = "training" if cut == 0 else "validation"
+            raise invalid(["body", "validation", "fraction"],
+                          f"leaves no {side} row of the dataset's {dataset.num_examples}")
+    stopping = None
+    if body.early_stopping is not None:
+        monitor = body.early_stopping.monitor or ("val_loss" if validation else "loss")
+        where: list[str | int] = ["body", "early_stopping", "monitor"]
+        if monitor.startswith("val_") and validation is None:
+            raise invalid(where, f"{monitor} needs validation (set `validation`)")
+        name = monitor.removeprefix("val_")
+        if name != "loss" and METRICS[name].task != kind.task:
+            raise invalid(where, f"{name} is a {METRICS[name].task} metric; this model does "
+                                 f"{kind.task} ({', '.join(metric_names(kind.task))})")
+        stopping = {**body.early_stopping.model_dump(), "monitor": monitor}
+    return {
+        "loss": loss,
+        "huber_delta": body.huber_delta,
+        "regularization": body.regularization.model_dump(),
+        "validation": None if validation is None else validation.model_dump(),
+        "early_stopping": stopping,
+        "shuffle": body.shuffle,
+    }
+
+
+def _start(runtime: Runtime, store: TenantStore, model_id: str, body: RunCreate,
+           dry_run: bool = False) -> Run:
+    with store.write(dry_run) as repo:
+        queued = repo.lock_queue()
+        if queued >= runtime.settings.max_queued_runs:
+            raise ProblemError(
+                429,
+                f"{queued} runs are already waiting; try again later",
+                headers={"Retry-After": "5"},
+            )
+        quotas = store.quotas(repo)
+        if quotas is not None:  # counted under the queue's lock: no concurrent run slips by
+            active = repo.active_runs()
+            if active >= quotas.max_active_runs:
+                raise over_quota(
+                    f"tenant {repo.tenant!r} has {active} queued or running runs, its quota "
+                    f"of {quotas.max_active_runs}; wait for one to end or cancel one",
+                    quotas.max_active_runs, active)
+        model = repo.get_model(model_id)
+        kind = make_kind(model.kind, model.config)
+        dataset = repo.get_dataset(body.dataset_id)
+        _check_data(kind, model, dataset, ["body", "dataset_id"])
+        validation_id = None
+        if isinstance(body.validation, ValidationDataset):
+            validation_id = body.validation.dataset_id
+            _check_data(kind, model, repo.get_dataset(validation_id),
+                        ["body", "validation", "dataset_id"])
+        row = repo.create_run(
+            model=model,
+            dataset=dataset,
+            epochs=body.epochs,
+            optimizer=body.optimizer.model_dump(),
+            batch_size=body.batch_size,
+            shuffle_seed=body.shuffle_seed,
+            dtype=body.dtype,
+            options=_options(kind, body, dataset),
+            record_params=kind.param_count() <= runtime.settings.history_params_max,
+            validation_dataset_id=validation_id,
+        )
+        return views.run(row)
+
+
+def read_run(store: TenantStore, run_id: str) -> Run:
+    """The tenant's run as it is stored now."""
+    with store.read() as repo:
+        return views.run(repo.get_run(run_id))
+
+
+async def wait_for_end(runtime: Runtime, store: TenantStore, run: Run, seen: int,
+                       seconds: float) -> Run:
+    """The run once it is final, or as it is after ``seconds``; ``run`` is how it was when the
+    run's news version was ``seen``. The store is read after news that may be the end (news
+    that says the run goes on is not), and each second without news."""
+    deadline = time.monotonic() + seconds
+    stale = False  # news came that was not read: the run changed since ``run``
+    while run.status not in FINAL_STATUSES:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        await runtime.progress.wait(run.id, seen, min(remaining, 1.0))
+        if runtime.progress.closed:
+            break  # the service is stopping: answer with the run as it is
+        version = runtime.progress.version(run.id)
+        if version != seen and runtime.progress.ended(run.id) is False:
+            seen, stale = version, True
+            continue
+        seen, stale = version, False
+        run = await run_in_threadpool(read_run, store, run.id)
+    if stale:
+        run = await run_in_threadpool(read_run, store, run.id)
+    return run
+
+
+@router.post(
+    "/v1/models/{model_id}/runs",
+    status_code=202,
+    summary="Start a training run",
+    response_description="The run, queued or training; `Location` names it.",
+    dependencies=[JsonBody],
+    responses={
+        200: {"model": Run | RunPreview,
+              "description": "The run finished within `Prefer: wait`; or, for a dry run, the "
+                             "run as it would be queued (`id` null; nothing stored or queued)."},
+        **responses(400, 404, 409, 413, 415, 422, 429),
+    },
+)
+async def create(
+    model_id: str,
+    body: RunCreate,
+    runtime: RuntimeDep,
+    store: StoreDep,
+    response: Response,
+    prefer: Annotated[
+        str | None,
+        Header(
+            description="`wait=N`: answer 200 with the finished run if it ends within N "
+            "seconds (RFC 7240; at most `TAPELINE_MAX_WAIT_SECONDS`, reported in "
+            "`Preference-Applied`); other preferences are ignored",
+        ),
+    ] = None,
+    dry_run: dryrun.DryRun = False,
+) -> Run:
+    """Queue a run (one active run per model; 409 otherwise). It trains as soon as a worker is
+    free; watch it with `GET /v1/runs/{id}/events`. Besides the optimizer and mini-batches, a
+    run may name its `loss` (the model's task decides the default), a `regularization`
+    penalty on the kernels, `validation` rows (the last `fraction`, or another dataset),
+    `early_stopping`, and `shuffle: false` for mini-batches in row order. A classifier needs
+    labels that are class indices in [0, classes)."""
+    run = await run_in_threadpool(_start, runtime, store, model_id, body, dry_run)
+    if dry_run:
+        return dryrun.preview(run)  # type: ignore[return-value]
+    seen = runtime.progress.version(run.id)
+    await run_in_threadpool(runtime.executor.submit, run.id, store.caller.tenant)
+    response.headers["Location"] = f"/v1/runs/{run.id}"
+    wait = wait_seconds(prefer, runtime.settings.max_wait_seconds)
+    if wait is not None:
+        run = await wait_for_end(runtime, store, run, seen, wait)
+        response.headers["Preference-Applied"] = f"wait={decimal(wait)}"
+    if run.status in FINAL_STATUSES:
+        response.status_code = 200
+    return run
+
+
+@router.get(
+    "/v1/models/{model_id}/runs", summary="List a model's runs", responses=responses(404, 422)
+)
+def list_(model_id: str, store: StoreDep, page: PageDep) -> RunPage:
+    """A model's runs in creation order (or `order=newest` first), a page at a time."""
+    with store.read() as repo:
+        repo.get_model(model_id)
+        rows, after = repo.page(
+            RunRow,
+            page.limit,
+            page.after_seq,
+            RunRow.model_id == model_id,
+            newest_first=page.newest_first,
+        )
+        return RunPage(items=[views.run(r) for r in rows], next_cursor=encode_cursor(after))
+
+
+@router.get("/v1/runs", summary="List every run", responses=responses(422))
+def list_all(store: StoreDep, page: PageDep) -> RunPage:
+    """Runs of every model of the tenant, a page at a time; `order=newest` lists the latest
+    first."""
+    with store.read() as repo:
+        rows, after = repo.page(
+            RunRow, page.limit, page.after_seq, newest_first=page.newest_first
+        )
+        return RunPage(items=[views.run(r) for r in rows], next_cursor=encode_cursor(after))
+
+
+@router.get("/v1/runs/{run_id}", summary="Get a run", responses=responses(404))
+def get(run_id: str, store: StoreDep) -> Run:
+    """Status, progress, initial and final parameters, and the error if it did not succeed."""
+    return read_run(store, run_id)
+
+
+@router.post(
+    "/v1/runs/{run_id}/cancel",
+    status_code=202,
+    summary="Cancel a run",
+    response_description="The run: `cancelling`, `cancelled`, or as it ended if already final.",
+    responses=responses(404),
+)
+def cancel(run_id: str, runtime: RuntimeDep, store: StoreDep) -> Run:
+    """A queued run is cancelled at once; a running one stops at its next epoch boundary and
+    keeps its history. A finished run is returned unchanged."""
+    with store.write() as repo:
+        row = repo.request_cancel(run_id)
+        run = views.run(row)
+    runtime.executor.cancel(run_id)
+    runtime.progress.notify_threadsafe(run_id)
+    return run
