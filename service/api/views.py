@@ -15,7 +15,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from service.api.schemas.datasets import Dataset, DatasetSummary, SyntheticMade
 from service.api.schemas.history import HistoryColumns, HistoryPage, HistoryRow
-from service.api.schemas.models import LinearModel, LogisticModel, MLPModel, ModelBase
+from service.api.schemas.models import KIND_SCHEMAS
 from service.api.schemas.runs import (
     SGD,
     Adam,
@@ -34,12 +34,13 @@ from service.api.schemas.runs import (
 from service.store import repo
 from service.store.codec import unpack_params
 from service.store.tables import DatasetRow, EpochRow, ModelRow, RunRow, RunStatus
-from service.training.kinds import make_kind
+from service.training import specs
+from service.training.specs import RunSpec, stored_kind
 
 _optimizer = TypeAdapter[SGD | Momentum | Adam](OptimizerSpec)
 _synthetic: TypeAdapter[Any] = TypeAdapter(SyntheticMade)
-MODEL_VIEWS: dict[str, type[ModelBase]] = {
-    "linear": LinearModel, "logistic": LogisticModel, "mlp": MLPModel,
+MODEL_VIEWS: dict[str, Any] = {
+    name: schemas.resource for name, schemas in KIND_SCHEMAS.items()
 }
 
 
@@ -85,7 +86,7 @@ def dataset(row: DatasetRow) -> Dataset:
 def model(row: ModelRow, training: bool, params_up_to: int | None = None) -> Any:
     """A model's public view (its kind's schema); ``training`` says whether it has an active
     run. ``params`` are left out (null) for models of more than ``params_up_to``."""
-    count = make_kind(row.kind, row.config).param_count()
+    count = stored_kind(row).param_count()
     params = unpack_params(row.params) if params_up_to is None or count <= params_up_to else {}
     W, b = v1_fields(params)
     return MODEL_VIEWS[row.kind].model_construct(**{
@@ -122,30 +123,33 @@ def run(row: RunRow) -> Run:
     if row.stopped_epoch is not None and row.best_epoch is not None:
         stopped = StoppedEarly.model_construct(epoch=row.stopped_epoch,
                                                  best_epoch=row.best_epoch)
-    options = row.options
-    validation = options["validation"]
-    if validation is not None:
-        validation = (ValidationFraction if "fraction" in validation
-                      else ValidationDataset).model_construct(**validation)
-    stopping = options["early_stopping"]
+    spec = RunSpec.from_columns(row)
+    validation: ValidationFraction | ValidationDataset | None = None
+    if isinstance(spec.validation, specs.ValidationFraction):
+        validation = ValidationFraction.model_construct(fraction=spec.validation.fraction)
+    elif isinstance(spec.validation, specs.ValidationDataset):
+        validation = ValidationDataset.model_construct(dataset_id=spec.validation.dataset_id)
+    stopping = spec.early_stopping
     return Run.model_construct(
         id=row.id,
         model_id=row.model_id,
         dataset_id=row.dataset_id,
         status=RunStatus(row.status),
-        epochs=row.epochs,
+        epochs=spec.epochs,
         epochs_completed=row.epochs_completed,
-        optimizer=_optimizer.validate_python(row.optimizer),
-        batch_size=row.batch_size,
-        shuffle_seed=row.shuffle_seed,
-        dtype=row.dtype,  # type: ignore[arg-type]
-        loss=options["loss"],
-        huber_delta=options["huber_delta"],
-        regularization=Regularization.model_construct(**options["regularization"]),
+        optimizer=_optimizer.validate_python(spec.optimizer),
+        batch_size=spec.batch_size,
+        shuffle_seed=spec.shuffle_seed,
+        dtype=spec.dtype,
+        loss=spec.loss,
+        huber_delta=spec.huber_delta,
+        regularization=Regularization.model_construct(l1=spec.regularization.l1,
+                                                      l2=spec.regularization.l2),
         validation=validation,
         early_stopping=None if stopping is None else EarlyStoppingSpec.model_construct(
-            **stopping),
-        shuffle=options["shuffle"],
+            monitor=stopping.monitor, patience=stopping.patience,
+            min_delta=stopping.min_delta, restore_best=stopping.restore_best),
+        shuffle=spec.shuffle,
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,

@@ -28,7 +28,7 @@ from service.store.tables import FINAL_STATUSES, RunRow, RunStatus
 from service.training.kinds import Model
 from service.training.loop import Diverged, Examples, Fit, validation_split
 from service.training.records import EpochRecord, FitSpec, LoopState, Outcome
-from service.training.specs import ModelSpec, RunSpec, ValidationFraction
+from service.training.specs import RunSpec, ValidationFraction, stored_kind
 
 log = logging.getLogger("tapeline.jobs")
 
@@ -137,7 +137,7 @@ class Attempt:
     def load(session: Session, started: lifecycle.Started) -> Loaded:
         """The run's model at its checkpoint (or its start), its examples and its spec."""
         run = started.run
-        kind = ModelSpec.from_row(started.kind, started.config).build()
+        kind = stored_kind(started)
         spec = RunSpec.from_columns(run)
         state = None
         params = unpack_params(run.initial_params)

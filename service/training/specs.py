@@ -50,6 +50,21 @@ Location = tuple[str | int, ...]
 # ------------------------------------------------------------------ models
 
 
+class StoredModel(Protocol):
+    """What a stored model says of its kind (a row of the models table, or a claimed run's
+    model)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def config(self) -> Mapping[str, Any]: ...
+
+
+def stored_kind(model: StoredModel) -> Kind:
+    """The model kind of a stored model: the one place a kind is rebuilt from the store."""
+    return ModelSpec.from_row(model).build()
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model's kind and its config, as the store keeps them (``models.kind``,
@@ -64,9 +79,9 @@ class ModelSpec:
         return cls(kind.name, kind.config())
 
     @classmethod
-    def from_row(cls, kind: str, config: Mapping[str, Any]) -> ModelSpec:
+    def from_row(cls, model: StoredModel) -> ModelSpec:
         """The spec a stored model's ``kind`` and ``config`` columns hold."""
-        return cls(kind, config)
+        return cls(model.kind, model.config)
 
     def build(self) -> Kind:
         """The kind this spec describes."""

@@ -273,7 +273,7 @@ def test_a_model_spec_rebuilds_its_kind_from_the_stored_row(kind: Kind) -> None:
     spec = ModelSpec.of(kind)
     columns = spec.columns()
     assert columns == {"kind": kind.name, "config": kind.config()}
-    rebuilt = ModelSpec.from_row(columns["kind"], columns["config"]).build()
+    rebuilt = ModelSpec.from_row(SimpleNamespace(**columns)).build()
     assert rebuilt == kind == make_kind(kind.name, kind.config())
 
 

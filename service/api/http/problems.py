@@ -16,6 +16,7 @@ from service.api.schemas.common import BODY_KIND_TAGS, FIELD_SHAPE_TAGS, request
 from service.export import FileProblem
 from service.files.errors import InvalidData, UnsupportedFile
 from service.store.repo import Conflict, NotFound
+from service.training.errors import SpecError
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -166,6 +167,11 @@ def install(app: FastAPI) -> None:
         where = ".".join(str(p) for p in exc.loc)
         errors = [{"loc": exc.loc, "msg": exc.msg}]
         return problem_response(request, 422, f"{where}: {exc.msg}", errors)
+
+    @app.exception_handler(SpecError)
+    async def _spec(request: Request, exc: SpecError) -> JSONResponse:
+        error = invalid(list(exc.location), exc.message)
+        return problem_response(request, 422, error.detail, error.errors)
 
     @app.exception_handler(UnsupportedFile)
     async def _unsupported_file(request: Request, exc: UnsupportedFile) -> JSONResponse:

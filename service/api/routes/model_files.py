@@ -14,13 +14,14 @@ from service.api.http.auth import AUTH_ERRORS, Authorized
 from service.api.http.problems import ProblemError, field_problems, invalid, responses
 from service.api.http.runtime import Runtime, RuntimeDep
 from service.api.http.tenant_store import StoreDep, TenantStore
-from service.api.model_requests import initial_params_named, kind_of
+from service.api.model_requests import kind_of
 from service.api.schemas.common import NO_NUL
 from service.api.schemas.limits import bound
 from service.api.schemas.models import Model, ModelCreate
 from service.export import FORMATS, Bundle, Parsed
 from service.store.codec import unpack_params
-from service.training.kinds import KINDS, make_kind
+from service.training.kinds import KINDS
+from service.training.specs import named_params, stored_kind
 
 router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Authorized],
                    responses=AUTH_ERRORS)
@@ -42,7 +43,7 @@ def _bundle(store: TenantStore, model_id: str) -> Bundle:
     file named; an imported model adds ``imported_from``, what that file said of itself."""
     with store.read() as repo:
         row = repo.get_model(model_id)
-        kind = make_kind(row.kind, row.config)
+        kind = stored_kind(row)
         origin = row.imported_from
         run_id = repo.producing_run_id(row.id)
         provenance = {
@@ -136,7 +137,7 @@ def checked(parsed: Parsed, runtime: Runtime) -> tuple[Any, dict[str, Any]]:
     except ValidationError as error:
         raise _config_problem(error) from error
     kind = kind_of(spec, runtime.settings)
-    params = initial_params_named(kind.shapes(), parsed.params, ["file", "params"])
+    params = named_params(kind, parsed.params, ("file", "params"))
     return kind, params
 
 

@@ -29,7 +29,8 @@ from service.api.schemas.models import ClassPrediction, Prediction, PredictReque
 from service.files.arrays import matrix
 from service.store.codec import unpack_params
 from service.training.kinds import Model as Trainable
-from service.training.kinds import make_kind, probabilities
+from service.training.kinds import probabilities
+from service.training.specs import stored_kind
 
 # Rows per forward pass of a prediction: a block's float64 inputs and activations stay small
 # (in the cache for a narrow model; never the whole batch's at once), and the engine's cost
@@ -63,7 +64,7 @@ def predict(model_id: str, body: PredictRequest, runtime: RuntimeDep, store: Sto
     as `Accept` asks, large answers streamed."""
     with store.read() as repo:
         row = repo.get_model(model_id)
-        kind = make_kind(row.kind, row.config)
+        kind = stored_kind(row)
         params, names = unpack_params(row.params), row.class_names
     check_columns(request, kind.features)
     x = matrix(body.x, ["body", "x"], kind.features)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
 from starlette.concurrency import run_in_threadpool
@@ -15,7 +14,7 @@ from service.api.http.auth import AUTH_ERRORS, Authorized
 from service.api.http.large_bodies import OffLoopJsonRoute
 from service.api.http.paging import PageDep, encode_cursor
 from service.api.http.prefer import decimal, wait_seconds
-from service.api.http.problems import ProblemError, invalid, over_quota, responses
+from service.api.http.problems import ProblemError, over_quota, responses
 from service.api.http.request_checks import JsonBody
 from service.api.http.runtime import Runtime, RuntimeDep
 from service.api.http.tenant_store import StoreDep, TenantStore
@@ -24,74 +23,38 @@ from service.api.schemas.runs import (
     RunCreate,
     RunPage,
     RunPreview,
-    ValidationDataset,
     ValidationFraction,
 )
-from service.store.tables import FINAL_STATUSES, DatasetRow, ModelRow, RunRow
-from service.training.kinds import Kind, make_kind
-from service.training.losses import LOSSES
-from service.training.metrics import METRICS
-from service.training.metrics import names as metric_names
+from service.store.tables import FINAL_STATUSES, RunRow
+from service.training import specs
 
 router = APIRouter(tags=["runs"], route_class=OffLoopJsonRoute, dependencies=[Authorized],
                    responses=AUTH_ERRORS)
 
 
-def _check_data(kind: Kind, model: ModelRow, dataset: DatasetRow,
-                loc: list[str | int]) -> None:
-    """422 (naming ``loc``) unless the dataset fits the model: its features, and for a
-    classifier labels that are class indices in [0, K) (names, if both have them, alike)."""
-    if dataset.features != model.features:
-        raise invalid(loc, f"the dataset has {dataset.features} feature(s) but the model has "
-                           f"{model.features}")
-    classes = kind.num_classes
-    if classes is None:
-        if dataset.classes is not None:
-            raise invalid(loc, "the dataset's labels are strings but the model does "
-                               "regression (use a logistic or classification model)")
-        return
-    if not (dataset.y_integral and dataset.y_min >= 0 and dataset.y_max < classes):
-        raise invalid(loc, f"labels must be class indices in [0, {classes}) for the model's "
-                           f"{classes} classes; the dataset's y spans [{dataset.y_min:g}, "
-                           f"{dataset.y_max:g}]{'' if dataset.y_integral else ' with fractions'}")
-    if model.class_names and dataset.classes and model.class_names != dataset.classes:
-        raise invalid(loc, f"the dataset's classes {dataset.classes} differ from those the "
-                           f"model was trained on {model.class_names}")
-
-
-def _options(kind: Kind, body: RunCreate, dataset: DatasetRow) -> dict[str, Any]:
-    """The run's loss, penalty, validation, early stopping and shuffling, resolved and
-    checked (422 naming the field)."""
-    loss = body.loss or kind.default_loss
-    if LOSSES[loss].task != kind.task:
-        raise invalid(["body", "loss"], f"{loss} fits {LOSSES[loss].task}; this model does "
-                                        f"{kind.task} ({kind.default_loss} fits it)")
+def run_spec(body: RunCreate, record_params: bool) -> specs.RunSpec:
+    """The run a request asks for, as the training specs take it (a draft: its loss and early
+    stopping's monitor are resolved by :func:`~service.training.specs.validate_run`)."""
     validation = body.validation
-    if isinstance(validation, ValidationFraction):
-        cut = math.ceil(dataset.num_examples * (1 - validation.fraction))
-        if cut == 0 or cut == dataset.num_examples:
-            side = "training" if cut == 0 else "validation"
-            raise invalid(["body", "validation", "fraction"],
-                          f"leaves no {side} row of the dataset's {dataset.num_examples}")
-    stopping = None
-    if body.early_stopping is not None:
-        monitor = body.early_stopping.monitor or ("val_loss" if validation else "loss")
-        where: list[str | int] = ["body", "early_stopping", "monitor"]
-        if monitor.startswith("val_") and validation is None:
-            raise invalid(where, f"{monitor} needs validation (set `validation`)")
-        name = monitor.removeprefix("val_")
-        if name != "loss" and METRICS[name].task != kind.task:
-            raise invalid(where, f"{name} is a {METRICS[name].task} metric; this model does "
-                                 f"{kind.task} ({', '.join(metric_names(kind.task))})")
-        stopping = {**body.early_stopping.model_dump(), "monitor": monitor}
-    return {
-        "loss": loss,
-        "huber_delta": body.huber_delta,
-        "regularization": body.regularization.model_dump(),
-        "validation": None if validation is None else validation.model_dump(),
-        "early_stopping": stopping,
-        "shuffle": body.shuffle,
-    }
+    stopping = body.early_stopping
+    return specs.RunSpec(
+        epochs=body.epochs,
+        optimizer=body.optimizer.model_dump(),
+        batch_size=body.batch_size,
+        shuffle_seed=body.shuffle_seed,
+        dtype=body.dtype,
+        loss=body.loss,
+        huber_delta=body.huber_delta,
+        regularization=specs.Regularization(**body.regularization.model_dump()),
+        validation=None if validation is None
+        else specs.ValidationFraction(validation.fraction)
+        if isinstance(validation, ValidationFraction)
+        else specs.ValidationDataset(validation.dataset_id),
+        early_stopping=None if stopping is None
+        else specs.EarlyStoppingSpec(**stopping.model_dump()),
+        shuffle=body.shuffle,
+        record_params=record_params,
+    )
 
 
 def _start(runtime: Runtime, store: TenantStore, model_id: str, body: RunCreate,
@@ -113,26 +76,14 @@ def _start(runtime: Runtime, store: TenantStore, model_id: str, body: RunCreate,
                     f"of {quotas.max_active_runs}; wait for one to end or cancel one",
                     quotas.max_active_runs, active)
         model = repo.get_model(model_id)
-        kind = make_kind(model.kind, model.config)
         dataset = repo.get_dataset(body.dataset_id)
-        _check_data(kind, model, dataset, ["body", "dataset_id"])
-        validation_id = None
-        if isinstance(body.validation, ValidationDataset):
-            validation_id = body.validation.dataset_id
-            _check_data(kind, model, repo.get_dataset(validation_id),
-                        ["body", "validation", "dataset_id"])
-        row = repo.create_run(
-            model=model,
-            dataset=dataset,
-            epochs=body.epochs,
-            optimizer=body.optimizer.model_dump(),
-            batch_size=body.batch_size,
-            shuffle_seed=body.shuffle_seed,
-            dtype=body.dtype,
-            options=_options(kind, body, dataset),
-            record_params=kind.param_count() <= runtime.settings.history_params_max,
-            validation_dataset_id=validation_id,
-        )
+        spec = specs.ModelSpec.from_row(model)
+        draft = run_spec(body, spec.build().param_count()
+                         <= runtime.settings.history_params_max)
+        run = specs.validate_run(
+            spec, draft, specs.DatasetMeta.of(dataset), class_names=model.class_names,
+            datasets=lambda dataset_id: specs.DatasetMeta.of(repo.get_dataset(dataset_id)))
+        row = repo.create_run(model=model, dataset=dataset, **run.columns())
         return views.run(row)
 
 

@@ -20,7 +20,10 @@ from pydantic import (
 )
 
 from service.api.schemas.limits import Limit
+from service.training import fields
 from service.training.data import SYNTHETIC
+from service.training.fields import integral
+from service.training.kind_schemas import resolve
 from service.training.kinds import KINDS
 
 RFC3339 = Annotated[
@@ -53,13 +56,6 @@ class Public(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
 
 
-# JSON Schema counts 2.0 as an integer, so strict requests still take integral floats. (Bounds
-# go inside the Annotated, before the validator: else an optional field's spec shows `ge`/`le`.)
-def integral(value: Any) -> Any:
-    """An integral float as an int (other values as they are)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
 # Integers below 2**53 survive every JSON parser (JavaScript's numbers are doubles), so seeds
 # and positions stay under it; the bound is also exact where the spec writes it as a float.
 SAFE_INT_END = 2**53
@@ -89,9 +85,9 @@ Inputs = Annotated[
 ]
 Weights = Annotated[list[float], Field(min_length=1), Limit("max_features")]
 Seed = Annotated[int, Field(ge=0, lt=SAFE_INT_END), BeforeValidator(integral)]
-Features = Annotated[int, Field(ge=1), Limit("max_features"), BeforeValidator(integral)]
+Features = resolve(fields.Features, Limit)
 Examples = Annotated[int, Field(ge=1), Limit("max_examples"), BeforeValidator(integral)]
-Classes = Annotated[int, Field(ge=2), Limit("max_classes"), BeforeValidator(integral)]
+Classes = resolve(fields.Classes, Limit)
 Label = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
 Labels = Annotated[list[Label], Field(min_length=1), Limit("max_examples")]
 

@@ -3,15 +3,13 @@ resource and dry-run preview, pages of models, and predictions."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from service.api.schemas.common import (
     DRY_RUN_ID,
     RFC3339,
-    Classes,
-    Features,
     Inputs,
     Name,
     NamedArrays,
@@ -19,11 +17,11 @@ from service.api.schemas.common import (
     Request,
     Seed,
     Weights,
-    integral,
     kind_or,
 )
 from service.api.schemas.limits import Limit
-from service.training.kinds import ACTIVATIONS
+from service.training.kind_schemas import KindSchemas, SchemaParts, derive
+from service.training.kinds import DEFAULT_KIND, KINDS
 
 
 class InitialParams(Request):
@@ -51,85 +49,6 @@ class NamedInit(Request):
 Initial = Annotated[
     InitialParams | RandomInit | NamedInit | None,
     Field(description="Starting parameters; the kind's defaults when left out."),
-]
-Task = Literal["regression", "classification"]
-Activation: Any = Literal.__getitem__(tuple(ACTIVATIONS))  # type: ignore[attr-defined]
-Width = Annotated[int, Field(ge=1), Limit("max_layer_width"), BeforeValidator(integral)]
-
-
-class LinearModelCreate(Request):
-    """A linear model ``x @ W + b``; with no ``initial`` it starts at the tutorial's W = 5,
-    b = 0."""
-
-    kind: Literal["linear"] = "linear"
-    features: Features = 1
-    initial: Initial = None
-    name: Name = None
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "kind": "linear",
-                    "features": 1,
-                    "initial": {"W": [5.0], "b": 0.0},
-                    "name": "tutorial",
-                }
-            ]
-        }
-    )
-
-
-class LogisticModelCreate(Request):
-    """Logistic regression: a sigmoid over ``x @ W + b`` for 2 classes, a softmax over
-    ``x @ W + b`` with W of shape (features, classes) for more; starts at zeros."""
-
-    kind: Literal["logistic"]
-    features: Features = 1
-    classes: Classes = 2
-    initial: Initial = None
-    name: Name = None
-
-
-class MLPModelCreate(Request):
-    """A multi-layer perceptron: dense layers of the ``hidden`` widths with ``activation``
-    between them, then 1 output (regression) or ``classes`` logits under a softmax
-    (classification). Starts from Glorot-uniform kernels and zero biases, seeded by
-    ``initial.random_seed`` (random when left out, reported back)."""
-
-    kind: Literal["mlp"]
-    features: Features = 1
-    hidden: Annotated[list[Width], Field(min_length=1), Limit("max_hidden_layers")] = Field(
-        default_factory=lambda: [16]
-    )
-    activation: Activation = "relu"
-    task: Task = "regression"
-    classes: Classes | None = Field(None, description="K, for classification only (2 if left "
-                                                      "out).")
-    initial: Initial = None
-    name: Name = None
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "kind": "mlp",
-                    "features": 2,
-                    "hidden": [16, 16],
-                    "activation": "relu",
-                    "task": "classification",
-                    "classes": 2,
-                }
-            ]
-        }
-    )
-
-
-ModelCreate = Annotated[
-    Annotated[LinearModelCreate, Tag("linear")]
-    | Annotated[LogisticModelCreate, Tag("logistic")]
-    | Annotated[MLPModelCreate, Tag("mlp")],
-    Discriminator(kind_or("linear")),
 ]
 
 
@@ -160,30 +79,49 @@ class ModelBase(Public):
     updated_at: RFC3339
 
 
-class LinearModel(ModelBase):
-    """A linear model and its current parameters."""
+# Each kind's create request, resource and dry-run preview, derived from the fields the kind
+# declares once (service/training/kinds.py).
+KIND_SCHEMAS: dict[str, KindSchemas] = {
+    name: derive(kind, SchemaParts(
+        request=Request,
+        request_tail={"initial": (Initial, None), "name": (Name, None)},
+        resource=ModelBase,
+        preview={"id": (None, DRY_RUN_ID)},
+        limit=Limit,
+        module=__name__,
+    ))
+    for name, kind in KINDS.items()
+}
+# The names the spec and the clients know them by.
+LinearModelCreate: Any = KIND_SCHEMAS["linear"].create
+LinearModel = KIND_SCHEMAS["linear"].resource
+LinearModelPreview = KIND_SCHEMAS["linear"].preview
+LogisticModelCreate = KIND_SCHEMAS["logistic"].create
+LogisticModel = KIND_SCHEMAS["logistic"].resource
+LogisticModelPreview = KIND_SCHEMAS["logistic"].preview
+MLPModelCreate = KIND_SCHEMAS["mlp"].create
+MLPModel = KIND_SCHEMAS["mlp"].resource
+MLPModelPreview = KIND_SCHEMAS["mlp"].preview
 
-    kind: Literal["linear"]
+
+def _union(classes: list[type[BaseModel]]) -> Any:
+    """The union of ``classes``, in order."""
+    return Union[tuple(classes)]  # noqa: UP007
 
 
-class LogisticModel(ModelBase):
-    """A logistic regression model and its current parameters."""
-
-    kind: Literal["logistic"]
-    classes: int
-
-
-class MLPModel(ModelBase):
-    """A multi-layer perceptron and its current parameters."""
-
-    kind: Literal["mlp"]
-    hidden: list[int]
-    activation: Activation
-    task: Task
-    classes: int | None = None
-
-
-Model = Annotated[LinearModel | LogisticModel | MLPModel, Field(discriminator="kind")]
+if TYPE_CHECKING:  # built at run time from the registry, which a type checker cannot follow
+    ModelCreate = Any
+    Model = Any
+    ModelPreview = Any
+else:
+    ModelCreate = Annotated[
+        _union([Annotated[schemas.create, Tag(name)] for name, schemas in KIND_SCHEMAS.items()]),
+        Discriminator(kind_or(DEFAULT_KIND)),
+    ]
+    Model = Annotated[_union([schemas.resource for schemas in KIND_SCHEMAS.values()]),
+                      Field(discriminator="kind")]
+    ModelPreview = Annotated[_union([schemas.preview for schemas in KIND_SCHEMAS.values()]),
+                             Field(discriminator="kind")]
 
 
 class ModelPage(Public):
@@ -216,24 +154,3 @@ class ClassPrediction(Public):
         None, description="The predicted classes' names, when the model has `class_names`."
     )
 
-
-class LinearModelPreview(LinearModel):
-    """A linear model as a dry run would have created it."""
-
-    id: None = DRY_RUN_ID  # type: ignore[assignment]
-
-
-class LogisticModelPreview(LogisticModel):
-    """A logistic regression model as a dry run would have created it."""
-
-    id: None = DRY_RUN_ID  # type: ignore[assignment]
-
-
-class MLPModelPreview(MLPModel):
-    """A multi-layer perceptron as a dry run would have created it."""
-
-    id: None = DRY_RUN_ID  # type: ignore[assignment]
-
-
-ModelPreview = Annotated[LinearModelPreview | LogisticModelPreview | MLPModelPreview,
-                         Field(discriminator="kind")]
