@@ -3,11 +3,28 @@ schema cannot express (see schemathesis.toml), each rule named by the problem it
 
 from __future__ import annotations
 
+import ast
 import re
+import sys
+import threading
 
 import schemathesis
 from hypothesis import strategies as st
 from schemathesis import Case, CheckContext, Response
+
+# Before 3.11.9 (and 3.12.3), CPython keeps ast.parse's recursion guard per interpreter, so two
+# threads parsing at once can fail with "SystemError: AST constructor recursion depth mismatch"
+# (python/cpython#106905). Schemathesis runs two workers as threads, and Hypothesis parses a
+# lambda's source whenever it describes a strategy: one parse at a time.
+if sys.version_info < (3, 12, 3):
+    _parse, _parsing = ast.parse, threading.Lock()
+
+    def _one_parse_at_a_time(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with _parsing:
+            return _parse(*args, **kwargs)
+
+    ast.parse = _one_parse_at_a_time
+
 
 # Per operation: the problem details that may answer a schema-valid request with 422.
 SEMANTIC_422 = {
