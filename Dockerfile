@@ -8,12 +8,15 @@
 # /opt/venv; `runtime` is the bare base image plus that environment, a non-root
 # user and /data (the default SQLite location) as a volume. BASE_IMAGE may be any
 # image with Python >= 3.11 and its venv module (`python3 -m venv` must work):
-# the official slim image by default; `make test-container` passes a Debian
+# by default the official slim image of Python 3.12.12 on Debian bookworm, pinned
+# by digest (a rebuild gets the same base); `make test-container` passes a Debian
 # bookworm image it builds itself with debootstrap.
-ARG BASE_IMAGE=python:3.12-slim
+ARG BASE_IMAGE
+
+FROM ${BASE_IMAGE:-python:3.12.12-slim-bookworm@sha256:593bd06efe90efa80dc4eee3948be7c0fde4134606dd40d8dd8dbcade98e669c} AS base
 
 ############################################################ build
-FROM ${BASE_IMAGE} AS build
+FROM base AS build
 
 # Optional package index for pip (empty: pip's default). Only this stage sees them.
 ARG PIP_INDEX_URL="" PIP_EXTRA_INDEX_URL=""
@@ -46,7 +49,7 @@ RUN set -eu; \
     /opt/venv/bin/pip uninstall --yes pip setuptools wheel
 
 ############################################################ runtime
-FROM ${BASE_IMAGE} AS runtime
+FROM base AS runtime
 
 # The service's user, uid/gid 10001. A plain passwd/group entry works on any base (minimal
 # ones have no useradd). /data belongs to it; /opt/venv stays root's, read-only to it.

@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The deploy checks' tools (checkov, kubernetes-validate, kubectl): a venv of their own.
+CHECKS := .venv-checkov
+CHECKS_STAMP := $(CHECKS)/.installed
 
 .PHONY: run test lint openapi client client-ts bench test-container clean
 
@@ -14,10 +17,16 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(CHECKS_STAMP): deploy/checks/requirements.txt
+	$(PYTHON) -m venv $(CHECKS)
+	$(CHECKS)/bin/pip install --quiet --upgrade pip
+	$(CHECKS)/bin/pip install --quiet --requirement deploy/checks/requirements.txt
+	touch $(CHECKS_STAMP)
+
 run: $(STAMP)  ## serve on 127.0.0.1:8000 with the embedded SQLite store under ./var/
 	$(BIN)/tapeline serve
 
-test: $(STAMP)  ## the whole test suite: two processes, then the latency/CPU-share tests alone
+test: $(STAMP) $(CHECKS_STAMP)  ## the whole test suite: two processes, then the latency/CPU-share tests alone
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not serial"
 	$(BIN)/python -m pytest -m serial
 
@@ -49,4 +58,4 @@ test-container:  ## build the image with buildah and drive it with podman (root,
 	bash tests/container/run.sh
 
 clean:
-	rm -rf $(VENV) var .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(CHECKS) var .pytest_cache build *.egg-info

@@ -20,7 +20,13 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from service.config import DEFAULT_DATABASE_URL, Settings, get_settings, is_loopback
+from service.config import (
+    DEFAULT_DATABASE_URL,
+    SettingFileError,
+    Settings,
+    get_settings,
+    is_loopback,
+)
 
 # Open files kept for the store, the workers' pipes and logs, beyond one per connection.
 RESERVED_FILES = 64
@@ -35,7 +41,9 @@ class CannotStart(Exception):
     """A setting keeps the service from starting; the message says which and why, in a line."""
 
 
-def _settings_problem(error: ValidationError) -> str:
+def _settings_problem(error: ValidationError | SettingFileError) -> str:
+    if isinstance(error, SettingFileError):
+        return str(error)
     return "; ".join(
         f"TAPELINE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']} (got {e['input']!r})"
         for e in error.errors()
@@ -57,7 +65,7 @@ def _preflight(args: argparse.Namespace) -> Settings:
     """The settings to serve with, the store checked and migrated; else :class:`CannotStart`."""
     try:
         settings = get_settings()
-    except ValidationError as error:
+    except (ValidationError, SettingFileError) as error:
         raise CannotStart(_settings_problem(error)) from error
     if args.host:
         settings = settings.model_copy(update={"host": args.host})
@@ -152,7 +160,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     try:
         settings = get_settings()
-    except ValidationError as error:
+    except (ValidationError, SettingFileError) as error:
         print(f"tapeline: cannot start: {_settings_problem(error)}", file=sys.stderr)
         return STARTUP_FAILED
     from service.jobs.worker import run_worker
@@ -170,7 +178,7 @@ def _worker(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     try:
         settings = get_settings()
-    except ValidationError as error:
+    except (ValidationError, SettingFileError) as error:
         print(f"tapeline: cannot migrate: {_settings_problem(error)}", file=sys.stderr)
         return STARTUP_FAILED
     from service.store.db import StoreUnavailable, open_store

@@ -1,13 +1,22 @@
-"""Settings read from ``TAPELINE_*`` environment variables."""
+"""Settings read from ``TAPELINE_*`` environment variables (the secret ones also from files,
+``TAPELINE_<NAME>_FILE``, as container platforms mount secrets)."""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from ipaddress import ip_address
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
 # The embedded store: the one database whose folder start-up creates when it is missing.
@@ -15,12 +24,58 @@ DEFAULT_DATABASE_URL = "sqlite:///./var/tapeline.db"
 
 # A list setting is written as comma-separated names: TAPELINE_CORS_ORIGINS=https://a,https://b
 Names = Annotated[list[str], NoDecode]
+# Settings that may instead be read from a file named by TAPELINE_<NAME>_FILE (a mounted secret).
+FILE_SETTINGS = ("database_url", "bootstrap_admin_key", "redis_url", "secret_key")
+
+
+class SettingFileError(ValueError):
+    """A ``TAPELINE_<NAME>_FILE`` variable that cannot be used; the message says which and why."""
+
+
+class SettingFiles(PydanticBaseSettingsSource):
+    """The :data:`FILE_SETTINGS` whose ``TAPELINE_<NAME>_FILE`` variable is set: each read from
+    that file (surrounding whitespace and the final newline dropped) when the settings are
+    made, i.e. once at start. Setting both ``TAPELINE_<NAME>`` and its ``_FILE`` is an error."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything happens in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in FILE_SETTINGS:
+            variable = f"TAPELINE_{name.upper()}"
+            path = os.environ.get(f"{variable}_FILE")
+            if not path:
+                continue
+            if os.environ.get(variable):
+                raise SettingFileError(f"{variable} and {variable}_FILE are both set: set one")
+            try:
+                values[name] = Path(path).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as error:
+                raise SettingFileError(f"{variable}_FILE: cannot read {path}: "
+                                       f"{getattr(error, 'strerror', None) or error}") from error
+            if not values[name]:
+                raise SettingFileError(f"{variable}_FILE: {path} is empty")
+        return values
 
 
 class Settings(BaseSettings):
     """Every knob of the service; each one is an environment variable ``TAPELINE_<NAME>``."""
 
     model_config = SettingsConfigDict(env_prefix="TAPELINE_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments first, then the environment, then the ``_FILE`` variants."""
+        return (init_settings, env_settings, SettingFiles(settings_cls), dotenv_settings,
+                file_secret_settings)
 
     host: str = Field("127.0.0.1", description="Address `tapeline serve` binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `tapeline serve` binds to.")
@@ -85,6 +140,11 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Port where `tapeline worker` serves its metrics "
         "(none by default)."
+    )
+    worker_liveness_seconds: float = Field(
+        300.0, gt=0, description="Longest a `tapeline worker` process may go without a sign of "
+        "life (its event loop's beat and, while it trains a run, an epoch boundary) before "
+        "/healthz on the metrics port answers 503: keep it above the longest epoch trained."
     )
     body_timeout_seconds: float = Field(
         30.0, gt=0, description="Time a request body has to arrive whole (408 beyond)."

@@ -126,6 +126,15 @@ class WorkerState:
     draining: threading.Event = field(default_factory=threading.Event)
     on_epochs: Callable[[int], None] = lambda n: None
     on_run: Callable[[], None] = lambda: None
+    # Told that the training loop shows progress (True: an attempt starts, an epoch boundary)
+    # or that it trains nothing any more (False); the worker's liveness check reads it.
+    on_progress: Callable[[bool], None] = lambda training: None
+
+    def at_boundary(self) -> bool:
+        """Asked by the attempt at every epoch boundary: whether to hand the run back (the
+        worker drains); the loop showed progress."""
+        self.on_progress(True)
+        return self.draining.is_set()
 
 
 def build_worker_app(database_url: str, state: WorkerState) -> procrastinate.App:
@@ -135,10 +144,14 @@ def build_worker_app(database_url: str, state: WorkerState) -> procrastinate.App
 
     @app.task(name=TASK, queue=QUEUE)
     async def train(run_id: str) -> None:
-        status = await asyncio.to_thread(
-            execute_run, state.sessions, run_id, claim=state.claim,
-            draining=state.draining.is_set, stored=state.on_epochs,
-        )
+        state.on_progress(True)
+        try:
+            status = await asyncio.to_thread(
+                execute_run, state.sessions, run_id, claim=state.claim,
+                draining=state.at_boundary, stored=state.on_epochs,
+            )
+        finally:
+            state.on_progress(False)
         state.on_run()
         if status == RunStatus.QUEUED:  # handed back while draining: another worker resumes
             await defer_async(app, state.sessions, run_id)

@@ -5,8 +5,9 @@ NumPy: one process per core by default), restarts one that dies, and on SIGTERM 
 drains: every process hands its run back at the next epoch boundary with a checkpoint (the
 next worker resumes it there) and exits. Each worker process runs a procrastinate worker
 (heartbeats, LISTEN/NOTIFY for new jobs) and sweeps for stalled jobs and orphaned runs. With
-``TAPELINE_WORKER_METRICS_PORT`` the supervisor serves Prometheus metrics: runs trained,
-epochs per second and heartbeat age per worker process.
+``TAPELINE_WORKER_METRICS_PORT`` the supervisor serves Prometheus metrics (runs trained,
+epochs per second and heartbeat age per worker process) and a liveness check, ``/healthz``
+(:mod:`service.jobs.worker_probe`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ from collections.abc import Callable
 from typing import Any
 
 from service.config import Settings
+from service.jobs.worker_probe import BEAT, EPOCHS, PROGRESS, RUNS, STATS
 
 log = logging.getLogger("tapeline.worker")
 
 RESTART_BACKOFF_SECONDS = 2.0
-# Per worker process, in shared memory: runs trained, epochs stored, last heartbeat (time).
-STATS = 3
 
 
 def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: int) -> None:
@@ -48,13 +48,17 @@ def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: in
     state = WorkerState(make_sessionmaker(engine), Claim.of(settings, name))
 
     def ran() -> None:
-        stats[index * STATS] += 1
+        stats[index * STATS + RUNS] += 1
 
     def epochs(count: int) -> None:
-        stats[index * STATS + 1] += count
+        stats[index * STATS + EPOCHS] += count
+
+    def progress(training: bool) -> None:
+        stats[index * STATS + PROGRESS] = time.time() if training else 0.0
 
     state.on_run = ran
     state.on_epochs = epochs
+    state.on_progress = progress
     app = build_worker_app(settings.database_url, state)
 
     async def main() -> None:
@@ -84,7 +88,7 @@ def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: in
 
             async def beat() -> None:
                 while True:
-                    stats[index * STATS + 2] = time.time()
+                    stats[index * STATS + BEAT] = time.time()
                     await asyncio.sleep(1.0)
 
             beating = asyncio.create_task(beat())
@@ -95,32 +99,6 @@ def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: in
 
     asyncio.run(main())
     engine.dispose()
-
-
-def _serve_metrics(port: int, stats: Any, count: int) -> None:
-    from prometheus_client import start_http_server
-    from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
-
-    class Collector:
-        def collect(self) -> Any:
-            runs = CounterMetricFamily("tapeline_worker_runs", "Run attempts trained",
-                                       labels=["process"])
-            epochs = CounterMetricFamily("tapeline_worker_epochs", "Epochs stored (their "
-                                         "rate() is epochs per second)", labels=["process"])
-            age = GaugeMetricFamily("tapeline_worker_heartbeat_age_seconds",
-                                    "Seconds since the worker process last showed it is alive",
-                                    labels=["process"])
-            for i in range(count):
-                runs.add_metric([str(i)], stats[i * STATS])
-                epochs.add_metric([str(i)], stats[i * STATS + 1])
-                beat = stats[i * STATS + 2]
-                age.add_metric([str(i)], time.time() - beat if beat else float("inf"))
-            yield runs
-            yield epochs
-            yield age
-
-    REGISTRY.register(Collector())
-    start_http_server(port)
 
 
 class Supervisor:
@@ -181,6 +159,8 @@ def run_worker(settings: Settings, concurrency: int | None = None) -> int:
             args=(index, settings, f"{host}:{os.getpid()}:{tag}:{index}", stats, os.getpid()),
             name=f"tapeline-worker-{index}",
         )
+        # A new process is as alive as can be until it beats itself (or fails to).
+        stats[index * STATS + BEAT], stats[index * STATS + PROGRESS] = time.time(), 0.0
         process.start()
         return process
 
@@ -188,6 +168,8 @@ def run_worker(settings: Settings, concurrency: int | None = None) -> int:
     signal.signal(signal.SIGTERM, supervisor.stop)
     signal.signal(signal.SIGINT, supervisor.stop)
     if settings.worker_metrics_port is not None:
-        _serve_metrics(settings.worker_metrics_port, stats, count)
+        from service.jobs.worker_probe import serve
+
+        serve(settings.worker_metrics_port, stats, count, settings.worker_liveness_seconds)
     log.info("worker started", extra={"fields": {"processes": count}})
     return supervisor.watch()

@@ -445,25 +445,33 @@ PG_IMAGE="" PROXY_IMAGE="" COMPOSE_PORT=""
 address_of() {  # $1: a compose container; its address on the stack's network
     pod inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"
 }
+# The stack's secrets are files (compose's `secrets:`), bind-mounted into the services that
+# name them: readable by their users (the image's 10001, PostgreSQL's entrypoint as root).
+SECRETS="$CACHE/work/secrets-$$"
+rm -rf "$SECRETS" && mkdir -p "$SECRETS"
+PG_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+printf '%s' "$PG_PASSWORD" > "$SECRETS/postgres_password"
+printf 'postgresql+psycopg://tapeline:%s@postgres:5432/tapeline' "$PG_PASSWORD" > "$SECRETS/database_url"
+printf '%s' "$ADMIN_KEY" > "$SECRETS/bootstrap_admin_key"
+chmod 0755 "$SECRETS" && chmod 0644 "$SECRETS"/*
 compose() {
     (cd "$CACHE/work" && TAPELINE_IMAGE="$IMAGE" TAPELINE_POSTGRES_IMAGE="$PG_IMAGE" \
         TAPELINE_PROXY_IMAGE="$PROXY_IMAGE" TAPELINE_PUBLISHED_PORT="$COMPOSE_PORT" \
-        TAPELINE_BOOTSTRAP_ADMIN_KEY="$ADMIN_KEY" \
+        TAPELINE_SECRETS_DIR="$SECRETS" \
         podman-compose --project-name "$PROJECT" -f "$ROOT/deploy/compose.yaml" "$@")
 }
-PLAN=$(cd "$CACHE/work" && TAPELINE_BOOTSTRAP_ADMIN_KEY="$ADMIN_KEY" podman-compose \
+PLAN=$(cd "$CACHE/work" && TAPELINE_SECRETS_DIR="$SECRETS" podman-compose \
        --project-name "$PROJECT" -f "$ROOT/deploy/compose.yaml" --dry-run up -d 2>&1) || { echo "$PLAN" >&2; fail "podman-compose could not read deploy/compose.yaml"; }
 for service in postgres migrate api-1 api-2 worker proxy; do
     grep -q -- "--network-alias $service" <<< "$PLAN" || fail "compose plans no service $service"
 done
-[[ $(grep -c "TAPELINE_BOOTSTRAP_ADMIN_KEY=$ADMIN_KEY" <<< "$PLAN") -eq 2 ]] \
-    || fail "compose does not give both API replicas the admin key"
+[[ $(grep -c -- "$SECRETS/bootstrap_admin_key:/run/secrets/bootstrap_admin_key:ro" <<< "$PLAN") -eq 2 ]] \
+    || fail "compose does not give both API replicas (and them only) the admin key file"
+grep -q -- "--env TAPELINE_BOOTSTRAP_ADMIN_KEY=\|-e TAPELINE_BOOTSTRAP_ADMIN_KEY=" <<< "$PLAN" \
+    && fail "compose passes the admin key in an environment variable"
 [[ $(grep -c "tapeline worker" <<< "$PLAN") -eq 2 ]] || fail "compose does not run two tapeline workers"
-if (cd "$CACHE/work" && env -u TAPELINE_BOOTSTRAP_ADMIN_KEY podman-compose \
-        --project-name "$PROJECT" -f "$ROOT/deploy/compose.yaml" --dry-run up -d > /dev/null 2>&1); then
-    fail "compose planned API replicas on 0.0.0.0 without an admin key"
-fi
-say "compose plans postgres, migrate, 2 API replicas (with the admin key), 2 workers and the proxy"
+(( $(grep -c -- "--read-only" <<< "$PLAN") >= 6 )) || fail "compose runs fewer than 6 read-only containers"
+say "compose plans postgres, migrate, 2 API replicas (with the admin key file), 2 workers and the proxy, read-only"
 
 step "extra: deploy/compose.yaml started: PostgreSQL, migrate, 2 API replicas behind the proxy, 2 workers"
 standin() {  # $1: name under tests/container/standins; prints the image, built when its inputs change
@@ -543,6 +551,7 @@ say "the tutorial's workflow through the proxy, trained by $trained of 2 workers
 compose down -v > "$CACHE/logs/compose-down.log" 2>&1 \
     || { tail -30 "$CACHE/logs/compose-down.log" >&2; fail "podman-compose down"; }
 pod network rm --force "${PROJECT}_default" > /dev/null 2>&1 || true
+rm -rf "$SECRETS"
 pod volume prune --force > /dev/null 2>&1 || true  # the stack's anonymous /data volumes (this storage is ours)
 COMPOSE_UP=""
 COMPOSE_RESULT="started and drove the workflow ($PG_IMAGE, $PROXY_IMAGE stand in for Docker Hub's images)"

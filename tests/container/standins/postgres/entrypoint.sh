@@ -1,7 +1,11 @@
 #!/bin/sh
-# First start: initdb with POSTGRES_USER / POSTGRES_PASSWORD, create POSTGRES_DB; then serve
-# on every address with password (scram) authentication, as the official image does.
+# First start: initdb with POSTGRES_USER / POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE), create
+# POSTGRES_DB; then serve on every address with password (scram) authentication, as the
+# official image does.
 set -eu
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then  # a secret file, as the official image reads it
+    POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE")
+fi
 : "${POSTGRES_USER:=postgres}"
 : "${POSTGRES_DB:=$POSTGRES_USER}"
 : "${POSTGRES_PASSWORD:?the stand-in, like the official image, needs POSTGRES_PASSWORD}"
