@@ -35,7 +35,8 @@ class SettingFileError(ValueError):
 class SettingFiles(PydanticBaseSettingsSource):
     """The :data:`FILE_SETTINGS` whose ``TAPELINE_<NAME>_FILE`` variable is set: each read from
     that file (surrounding whitespace and the final newline dropped) when the settings are
-    made, i.e. once at start. Setting both ``TAPELINE_<NAME>`` and its ``_FILE`` is an error."""
+    made, i.e. once at start. A ``_FILE`` variant wins over its plain variable, which an image
+    may set as its default (the container's ``TAPELINE_DATABASE_URL``)."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # everything happens in __call__
@@ -47,8 +48,6 @@ class SettingFiles(PydanticBaseSettingsSource):
             path = os.environ.get(f"{variable}_FILE")
             if not path:
                 continue
-            if os.environ.get(variable):
-                raise SettingFileError(f"{variable} and {variable}_FILE are both set: set one")
             try:
                 values[name] = Path(path).read_text(encoding="utf-8").strip()
             except (OSError, UnicodeDecodeError) as error:
@@ -73,8 +72,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Arguments first, then the environment, then the ``_FILE`` variants."""
-        return (init_settings, env_settings, SettingFiles(settings_cls), dotenv_settings,
+        """Arguments first, then the ``_FILE`` variants, then the environment."""
+        return (init_settings, SettingFiles(settings_cls), env_settings, dotenv_settings,
                 file_secret_settings)
 
     host: str = Field("127.0.0.1", description="Address `tapeline serve` binds to.")
