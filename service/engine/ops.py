@@ -229,13 +229,39 @@ def where(condition: Any, x: Any = None, y: Any = None) -> Tensor:
 
 
 def _where(condition: Array, x: Array, y: Array, out: np.ndarray | None = None) -> np.ndarray:
-    """np.where(condition, x, y), written into out (a new array unless given)."""
+    """np.where(condition, x, y), written into out (a new array unless given), which must not
+    share memory with x or y.
+
+    Floating-point values are selected by their bits, as integers of their width: with a
+    0/1 condition, ``y + (x - y) * condition`` in wrapping integer arithmetic is x's bits or
+    y's, exactly. Those are plain vectorized passes (one when y is +0, ReLU's gradient), where
+    a masked copy branches on every element.
+    """
     if out is None:
         out = np.empty(np.broadcast_shapes(np.shape(condition), np.shape(x), np.shape(y)),
                        np.result_type(x, y))
-    np.copyto(out, y)
-    np.copyto(out, x, where=condition)
+    bits = _BITS.get(out.dtype)
+    if (bits is None or type(condition) is not np.ndarray or condition.dtype != _BOOL
+            or type(x) is not np.ndarray or x.dtype != out.dtype
+            or type(y) is not np.ndarray or y.dtype != out.dtype):
+        np.copyto(out, y)
+        np.copyto(out, x, where=condition)
+        return out
+    xb, yb, ob = x.view(bits), y.view(bits), out.view(bits)
+    if not y.ndim and not yb:  # y is +0.0 (all bits clear)
+        np.multiply(xb, condition, ob)
+    elif not x.ndim and not xb:
+        np.multiply(yb, condition, ob)
+        np.subtract(yb, ob, ob)
+    else:
+        np.subtract(xb, yb, ob)
+        np.multiply(ob, condition, ob)
+        np.add(ob, yb, ob)
     return out
+
+
+_BOOL = np.dtype(bool)
+_BITS = {np.dtype(f"f{n}"): np.dtype(f"i{n}") for n in (2, 4, 8)}
 
 
 # Comparisons (not differentiable: their results are bool)
