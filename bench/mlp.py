@@ -418,7 +418,7 @@ def _instrumented(plan: Any, totals: dict[str, float], optimizer_step: Any) -> C
             category = "optimizer"
         elif name == "matmul":
             category = "matmul"
-        elif name in ("_concatenate", "copyto"):
+        elif name in ("_concatenate", "copyto", "_take"):
             category = "copies"
         else:
             category = "elementwise"
@@ -446,7 +446,7 @@ def profile(name: str, epochs: int) -> None:
     """Where an epoch of the service's loop spends its time on a workload (one BLAS thread)."""
     workload = WORKLOADS[name]
     x, y = workload.data()
-    loop = tapeline_loop(workload, x, y, initial(workload, x))
+    loop: Any = tapeline_loop(workload, x, y, initial(workload, x))
     records = loop.run()
     for _ in range(COMPILE_AFTER + 2):
         next(records)
@@ -467,15 +467,16 @@ def profile(name: str, epochs: int) -> None:
     for _ in range(epochs):
         next(records)
     instrumented = (time.perf_counter() - start) / epochs
-    # The batches' gathers and conversions, as the loop makes them, replayed alone.
-    order = np.random.default_rng(1).permutation(len(x))
-    train = loop.train
-    start = time.perf_counter()
-    for lo in range(0, len(x), workload.batch):
-        idx = order[lo:lo + workload.batch]
-        from service import engine as tg
-        tg.constant(train.x[idx]), tg.constant(train.targets[idx])
-    gathers = time.perf_counter() - start
+    gathers = 0.0
+    if not hasattr(loop, "batch_step"):  # a loop that gathers its batches outside the step:
+        from service import engine as tg  # those gathers, replayed alone
+
+        order, train = np.random.default_rng(1).permutation(len(x)), loop.train
+        start = time.perf_counter()
+        for lo in range(0, len(x), workload.batch):
+            idx = order[lo:lo + workload.batch]
+            tg.constant(train.x[idx]), tg.constant(train.targets[idx])
+        gathers = time.perf_counter() - start
     per = {k: v / epochs for k, v in totals.items()}
     lines = per["matmul"] + per["elementwise"] + per["optimizer"] + per["copies"]
     row = per["row"] + per["measure"]

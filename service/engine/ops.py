@@ -52,6 +52,17 @@ def constant(value: Any, dtype: DTypeLike | None = None, shape: Any = None) -> T
     return wrap(np.full(shape, array) if array.size == 1 else array.reshape(shape))
 
 
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A tensor sharing array's memory, as torch.from_numpy: no copy, for large data that stays
+    unchanged while the tensor lives (tg.constant copies). The tensor holds a read-only view,
+    so nothing writes through it; nothing may write to array itself meanwhile."""
+    if type(array) is not np.ndarray or array.dtype.kind not in "biufc":
+        raise TypeError(f"from_numpy takes a NumPy array of numbers, not {type(array).__name__}")
+    view = array.view()
+    view.flags.writeable = False
+    return wrap(view)
+
+
 def convert_to_tensor(value: Any, dtype: DTypeLike | None = None) -> Tensor:
     """value as a Tensor: tensors as they are, a variable's current value, else a constant."""
     if isinstance(value, Variable):
@@ -494,10 +505,26 @@ def getitem(x: Any, index: Any) -> Tensor:
 
 
 def gather(params: Any, indices: Any, axis: int = 0) -> Tensor:
-    """The slices of params at indices along axis."""
+    """The slices of params at indices along axis (integer indices: np.take, which a compiled
+    call writes into a buffer of its own, e.g. a mini-batch gathered from a dataset)."""
     params = operand(params)
     axis = normalize_axis_tuple(axis, params.ndim)[0]
-    return getitem(params, (*(slice(None),) * axis, indices))
+    index = _index(indices)
+    if type(index) is not Tensor or index.dtype.kind not in "iu":
+        return getitem(params, (*(slice(None),) * axis, indices))
+    out = apply(_take, params, index, axis)
+    return finish("getitem", out, (params, (*(slice(None),) * axis, index)))
+
+
+def _take(params: np.ndarray, indices: np.ndarray, axis: int,
+          out: np.ndarray | None = None) -> np.ndarray:
+    """np.take(params, indices, axis), written into out (a new array unless given)."""
+    if out is None:
+        return np.take(params, indices, axis)
+    size = params.shape[axis]
+    if indices.size and not (-size <= indices.min() and indices.max() < size):
+        np.take(params, indices, axis)  # raises the IndexError naming the index
+    return np.take(params, indices, axis, out=out, mode="wrap")  # (unbuffered, unlike "raise")
 
 
 def _index(index: Any) -> Any:
