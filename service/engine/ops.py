@@ -216,6 +216,11 @@ def _softplus(x: Array, out: np.ndarray | None = None) -> Array:
     return np.logaddexp(0, x, out=out)
 
 
+# Kernels that compute each element of out from the same elements of their arguments, each
+# pass reading an element before writing it: out may be one of their arguments (as for ufuncs).
+ELEMENTWISE = frozenset({_sigmoid, _relu, _softplus})
+
+
 def clip_by_value(x: Any, clip_value_min: Any, clip_value_max: Any) -> Tensor:
     """x limited to [clip_value_min, clip_value_max]."""
     return minimum(maximum(x, clip_value_min), clip_value_max)

@@ -44,6 +44,11 @@ from service.training.records import (
 # eager calls of it and a replay saves most of one, so a short run (the tutorial's 10
 # full-batch epochs) never pays for a trace, and a long one compiles within its first epochs.
 COMPILE_AFTER = 16
+# A forward pass over a whole split (the logged row) runs the model on blocks of this many rows.
+# The model computes each row on its own (matrix products by rows), so blocks give the same
+# bits; the blocks start at multiples of a power of two, and none is shorter than this, so the
+# BLAS computes every row with the kernels and alignment it uses on the whole.
+ROW_BLOCK = 2048
 
 Batch = Callable[..., Any]  # a function of tensors: a batch's inputs and targets, ...
 
@@ -182,8 +187,18 @@ class Fit:
         return None
 
     def forward(self, x: tg.Tensor, targets: tg.Tensor) -> tuple[tg.Tensor, tg.Tensor]:
-        """The objective and outputs on a batch, with no tape and no update."""
-        outputs = self.model(x)
+        """The objective and outputs on a batch, with no tape and no update. Past
+        ``2 * ROW_BLOCK`` rows the model runs on blocks of ``ROW_BLOCK`` rows (the last one
+        longer), so that its layers' activations are a block's, not the whole split's; the
+        objective then sees every row's outputs at once, as without blocks."""
+        n = x.shape[0]
+        if n < 2 * ROW_BLOCK:
+            outputs = self.model(x)
+        else:
+            starts = range(0, n - ROW_BLOCK + 1, ROW_BLOCK)
+            ends = [*starts[1:], n]
+            outputs = tg.concat([self.model(x[lo:hi]) for lo, hi in zip(starts, ends, strict=True)],
+                                axis=0)
         return self.objective(self.model.named, targets, outputs), outputs
 
     def evaluate(self, split: _Prepared) -> tuple[tg.Tensor, tg.Tensor]:
