@@ -48,15 +48,17 @@ COMPILE_AFTER = 16
 # The model computes each row on its own (matrix products by rows), so blocks give the same
 # bits; the blocks start at multiples of a power of two, and none is shorter than this, so the
 # BLAS computes every row with the kernels and alignment it uses on the whole.
-ROW_BLOCK = 2048
+ROW_BLOCK = 1024
 
 Batch = Callable[..., Any]  # a function of tensors: a batch's inputs and targets, ...
 
 
 class Compiling:
-    """``function`` of tensors (a batch's inputs and targets, ...), called eagerly until the
-    same shapes have come ``COMPILE_AFTER`` times, then through ``tg.function`` (the same bits
-    either way)."""
+    """``function`` of tensors (..., and last a row per example of the batch: its targets, or
+    its row indices), called eagerly until the same shapes have come ``COMPILE_AFTER`` times,
+    then through ``tg.function`` (the same bits either way). A batch of ``2 * ROW_BLOCK`` rows
+    or more is compiled at once: its NumPy work outweighs a trace, and its plan's buffers
+    spare it an eager call's fresh arrays."""
 
     def __init__(self, function: Batch) -> None:
         self.eager = function
@@ -79,7 +81,7 @@ class Compiling:
     def __call__(self, *tensors: tg.Tensor) -> Any:
         shapes = tuple(tensor.shape for tensor in tensors)
         seen = self.calls.get(shapes, 0)
-        if seen < COMPILE_AFTER:
+        if seen < COMPILE_AFTER and shapes[-1][0] < 2 * ROW_BLOCK:
             self.calls[shapes] = seen + 1
             return self.eager(*tensors)
         return self.compiled(*tensors)
