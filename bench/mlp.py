@@ -302,8 +302,8 @@ def one_blas_thread() -> object:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def measure(epochs: dict[str, Epoch], warmup: dict[str, int],
-            repeats: int) -> dict[str, list[float]]:
+def measure(epochs: dict[str, Epoch], warmup: dict[str, int], repeats: int,
+            clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Seconds of each epoch of each contender, interleaved across repeats, after warm-up."""
     for name, epoch in epochs.items():
         for _ in range(warmup.get(name, 2)):
@@ -311,13 +311,13 @@ def measure(epochs: dict[str, Epoch], warmup: dict[str, int],
     samples: dict[str, list[float]] = {name: [] for name in epochs}
     for _ in range(repeats):
         for name, epoch in epochs.items():
-            start = time.perf_counter()
+            start = clock()
             epoch()
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append(clock() - start)
     return samples
 
 
-def run(names: list[str], repeats: int) -> None:
+def run(names: list[str], repeats: int, clock: Callable[[], float] = time.perf_counter) -> None:
     """Time every workload and print the table."""
     rows = []
     for name in names:
@@ -331,7 +331,7 @@ def run(names: list[str], repeats: int) -> None:
             epochs["torch"] = torch
         # The loop runs a batch shape eagerly COMPILE_AFTER times before compiling it, and the
         # logged row's full pass comes once an epoch.
-        samples = measure(epochs, {"tapeline": COMPILE_AFTER + 2}, repeats)
+        samples = measure(epochs, {"tapeline": COMPILE_AFTER + 2}, repeats, clock)
         times = {contender: statistics.median(s) for contender, s in samples.items()}
         print(f"{name}: {workload.title}; median of {repeats} interleaved epochs")
         for contender, seconds in times.items():
@@ -503,6 +503,9 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS),
                         default=list(WORKLOADS))
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time epochs by the process's CPU time (steadier than wall time "
+                             "when other jobs share the cores; every contender runs on one)")
     parser.add_argument("--memory", action="store_true",
                         help="measure the mnist workload's peak RSS in a new process")
     parser.add_argument("--memory-epochs", type=int, default=2)
@@ -520,7 +523,8 @@ def main() -> None:
         memory(args.memory_epochs)
     else:
         one_blas_thread()
-        run(args.workloads, args.repeats)
+        run(args.workloads, args.repeats,
+            time.process_time if args.cpu_time else time.perf_counter)
 
 
 if __name__ == "__main__":

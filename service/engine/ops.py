@@ -200,11 +200,8 @@ def _sigmoid(x: Array, out: np.ndarray | None = None) -> Array:
 
 def relu(x: Any) -> Tensor:
     """max(x, 0) (its gradient at 0 is 0)."""
-    return unary("relu", _relu, x)
-
-
-def _relu(x: Array, out: np.ndarray | None = None) -> Array:
-    return np.maximum(x, 0, out=out)
+    x = operand(x)
+    return finish("relu", apply2(np.maximum, x, x._value.dtype.type(0)), (x,))
 
 
 def softplus(x: Any) -> Tensor:
@@ -218,7 +215,7 @@ def _softplus(x: Array, out: np.ndarray | None = None) -> Array:
 
 # Kernels that compute each element of out from the same elements of their arguments, each
 # pass reading an element before writing it: out may be one of their arguments (as for ufuncs).
-ELEMENTWISE = frozenset({_sigmoid, _relu, _softplus})
+ELEMENTWISE = frozenset({_sigmoid, _softplus})
 
 
 def clip_by_value(x: Any, clip_value_min: Any, clip_value_max: Any) -> Tensor:
@@ -348,10 +345,21 @@ def matmul(a: Any, b: Any) -> Tensor:
     """The matrix product, batched over leading dimensions (NumPy's matmul rules)."""
     a, b = _same_dtype("matmul", [a, b])
     try:
-        out = apply2(np.matmul, a, b)
+        if a.ndim == 2 and b.ndim == 2 and a.shape[1] == 1 and b.shape[0] == 1:
+            out = apply2(_outer, a, b)
+        else:
+            out = apply2(np.matmul, a, b)
     except ValueError:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned") from None
     return finish("matmul", out, (a, b))
+
+
+def _outer(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """a @ b for a column a and a row b, computed as their products plus +0, which is what a
+    matrix product's sum of one product is (the same bits, -0 included), without the matrix
+    product, which the BLAS does slowly at an inner dimension of 1."""
+    out = np.multiply(a, b, out=out)
+    return np.add(out, out.dtype.type(0), out=out)
 
 
 # Reductions
@@ -525,11 +533,11 @@ def _take(params: np.ndarray, indices: np.ndarray, axis: int,
           out: np.ndarray | None = None) -> np.ndarray:
     """np.take(params, indices, axis), written into out (a new array unless given)."""
     if out is None:
-        return np.take(params, indices, axis)
+        return params.take(indices, axis)
     size = params.shape[axis]
     if indices.size and not (-size <= indices.min() and indices.max() < size):
-        np.take(params, indices, axis)  # raises the IndexError naming the index
-    return np.take(params, indices, axis, out=out, mode="wrap")  # (unbuffered, unlike "raise")
+        params.take(indices, axis)  # raises the IndexError naming the index
+    return params.take(indices, axis, out, "wrap")  # (out unbuffered, unlike with "raise")
 
 
 def _index(index: Any) -> Any:
