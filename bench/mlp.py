@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -393,20 +394,21 @@ def memory(epochs: int) -> None:
 
 # Where the time goes
 
+CPU = time.thread_time  # the profile's clock: this thread's CPU time (BLAS runs on it too)
+
 
 def _instrumented(plan: Any, totals: dict[str, float], optimizer_step: Any) -> Callable[..., Any]:
     """plan's run() with a clock around each NumPy line, the time added to its category:
     matmuls, the optimizer's update (from the first line reading its step count on), copies,
-    and the other elementwise calls and reductions of the forward and backward passes."""
-    from time import perf_counter
-
+    and the other elementwise calls and reductions of the forward and backward passes (with
+    "#category" counting the lines run, for the clock's own cost)."""
     ns = plan._ns  # (a copy would hold the buffers' references the plan counts)
-    ns["_clock"], ns["_totals"] = perf_counter, totals
+    ns["_clock"], ns["_totals"] = CPU, totals
     step_name = plan._objects.get(id(optimizer_step))
     lines = plan.source.split("\n")
     step_load = next((line.split(" = ")[0].strip() for line in lines
                       if step_name and line.endswith(f"= {step_name}._tensor._value")), None)
-    out, in_optimizer = [], False
+    out, counts, in_optimizer = [], dict.fromkeys(CATEGORIES, 0), False
     for line in lines:
         call = re.match(r"    (?:n\d+ = )?(\w+)(?:\(| [-+*/] )", line)
         if not call or line.startswith("    if ") or "._tensor._value" in line:
@@ -414,88 +416,104 @@ def _instrumented(plan: Any, totals: dict[str, float], optimizer_step: Any) -> C
             continue
         if step_load and re.search(rf"\b{step_load}\b", line):
             in_optimizer = True
-        fn = ns.get(call.group(1))
-        name = getattr(fn, "__name__", "")
+        name = getattr(ns.get(call.group(1)), "__name__", "")
         if in_optimizer:
             category = "optimizer"
-        elif name == "matmul":
+        elif name in ("matmul", "_outer"):
             category = "matmul"
         elif name in ("_concatenate", "copyto", "_take"):
             category = "copies"
         else:
             category = "elementwise"
-        out += ["    _t = _clock()", line,
-                f"    _totals[{category!r}] += _clock() - _t"]
+        counts[category] += 1
+        out += ["    _t = _clock()", line, f"    _totals[{category!r}] += _clock() - _t"]
+    tally = [f"    _totals['#{category}'] += {n}" for category, n in counts.items()]
+    out.insert(1, "\n".join(tally))
     source = "\n".join(out).replace("def run(", "def profiled_run(", 1)
     exec(compile(source, "<profiled plan>", "exec"), ns)
     return ns["profiled_run"]  # type: ignore[no-any-return]
 
 
-def _timed(fn: Callable[..., Any], totals: dict[str, float], key: str) -> Callable[..., Any]:
-    from time import perf_counter
+CATEGORIES = ("matmul", "elementwise", "optimizer", "copies")
 
+
+def _timed(fn: Callable[..., Any], totals: dict[str, float], key: str) -> Callable[..., Any]:
     def timed(*args: Any) -> Any:
-        start = perf_counter()
+        start = CPU()
         try:
             return fn(*args)
         finally:
-            totals[key] += perf_counter() - start
+            totals[key] += CPU() - start
 
     return timed
 
 
+def _clock_cost() -> float:
+    """What one clocked line adds to its own reading: the clock read twice, back to back."""
+    samples = []
+    for _ in range(2001):
+        start = CPU()
+        samples.append(CPU() - start)
+    return statistics.median(samples)
+
+
 def profile(name: str, epochs: int) -> None:
-    """Where an epoch of the service's loop spends its time on a workload (one BLAS thread)."""
+    """Where an epoch of the service's loop spends its CPU time on a workload."""
     workload = WORKLOADS[name]
     x, y = workload.data()
     loop: Any = tapeline_loop(workload, x, y, initial(workload, x))
     records = loop.run()
     for _ in range(COMPILE_AFTER + 2):
         next(records)
-    keys = ("matmul", "elementwise", "optimizer", "copies", "row", "steps", "measure")
-    totals = dict.fromkeys(keys, 0.0)
-    start = time.perf_counter()
+    plain = []
     for _ in range(epochs):
+        start = CPU()
         next(records)
-    plain = (time.perf_counter() - start) / epochs
-    row_totals = dict.fromkeys(keys, 0.0)
-    for function, into in ((loop._step, totals), (loop._forward, row_totals)):
+        plain.append(CPU() - start)
+    totals: dict[str, float] = defaultdict(float)
+    row: dict[str, float] = defaultdict(float)
+    for function, into in ((loop._step, totals), (loop._forward, row)):
         for entry in function.compiled._plans.values():
             entry.plan._run = _instrumented(entry.plan, into, loop.optimizer._step)
     loop._step = _timed(loop._step, totals, "steps")
-    loop._forward = _timed(loop._forward, totals, "row")
-    loop._measure = _timed(loop._measure, totals, "measure")
-    start = time.perf_counter()
+    loop._forward = _timed(loop._forward, totals, "forward")
+    loop._measure = _timed(loop._measure, totals, "metrics")
+    start = CPU()
     for _ in range(epochs):
         next(records)
-    instrumented = (time.perf_counter() - start) / epochs
-    gathers = 0.0
+    instrumented = (CPU() - start) / epochs
+    cost = _clock_cost()
+    per = {k: (totals[k] - cost * totals[f"#{k}"]) / epochs for k in CATEGORIES}
+    clocked = (sum(totals[f"#{k}"] for k in CATEGORIES) + sum(row[f"#{k}"] for k in CATEGORIES)
+               ) * cost * 2 / epochs  # the clock's cost in and around the lines
+    row_matmul = (row["matmul"] - cost * row["#matmul"]) / epochs
+    forward = totals["forward"] / epochs
     if not hasattr(loop, "batch_step"):  # a loop that gathers its batches outside the step:
         from service import engine as tg  # those gathers, replayed alone
 
         order, train = np.random.default_rng(1).permutation(len(x)), loop.train
-        start = time.perf_counter()
+        start = CPU()
         for lo in range(0, len(x), workload.batch):
             idx = order[lo:lo + workload.batch]
             tg.constant(train.x[idx]), tg.constant(train.targets[idx])
-        gathers = time.perf_counter() - start
-    per = {k: v / epochs for k, v in totals.items()}
-    lines = per["matmul"] + per["elementwise"] + per["optimizer"] + per["copies"]
-    row = per["row"] + per["measure"]
-    dispatch = per["steps"] - lines
-    other = instrumented - per["steps"] - row - gathers
-    print(f"{name}: epoch {plain * 1e3:.1f} ms ({instrumented * 1e3:.1f} ms instrumented), "
+        per["copies"] += CPU() - start
+    epoch = statistics.median(plain)
+    python = instrumented - clocked - sum(per.values()) - forward - totals["metrics"] / epochs
+    print(f"{name}: epoch {epoch * 1e3:.1f} ms of CPU time (median of {epochs}), "
           f"{-(-len(x) // workload.batch)} steps")
-    parts = {"matmuls (steps)": per["matmul"],
-             "elementwise (steps: forward, loss, backward)": per["elementwise"],
+    parts = {"matmuls of the steps": per["matmul"],
+             "elementwise calls and reductions of the steps (forward, loss, backward)":
+                 per["elementwise"],
              "optimizer update": per["optimizer"],
-             "copies (gathers and conversions of the batches, the steps' own copies)":
-                 gathers + per["copies"],
-             "logged row (forward over every row, its matmuls "
-             f"{row_totals['matmul'] / epochs * 1e3:.1f} ms; metrics)": row,
-             "Python (step dispatch and checks; the loop)": dispatch + other}
+             "copies (the batches' gathers, flat gradients)": per["copies"],
+             "logged row: forward pass's matmuls": row_matmul,
+             "logged row: the rest of the forward pass and its loss": forward - row_matmul,
+             "logged row: metrics": totals["metrics"] / epochs,
+             "Python (step dispatch, the loop)": python}
+    scale = epoch / (instrumented - clocked)  # shares of the epoch as timed uninstrumented
     for part, seconds in parts.items():
-        print(f"  {seconds * 1e3:8.2f} ms  {seconds / instrumented:6.1%}  {part}")
+        print(f"  {seconds * scale * 1e3:8.2f} ms  {seconds / (instrumented - clocked):6.1%}  "
+              f"{part}")
 
 
 def main() -> None:

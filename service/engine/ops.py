@@ -534,10 +534,12 @@ def _take(params: np.ndarray, indices: np.ndarray, axis: int,
     """np.take(params, indices, axis), written into out (a new array unless given)."""
     if out is None:
         return params.take(indices, axis)
-    size = params.shape[axis]
+    if out.nbytes <= 1 << 16:  # small: NumPy's bounds checks, and its copy through a buffer
+        return params.take(indices, axis, out)
+    size = params.shape[axis]  # large: the bounds checked here, the rows taken straight to out
     if indices.size and not (-size <= indices.min() and indices.max() < size):
         params.take(indices, axis)  # raises the IndexError naming the index
-    return params.take(indices, axis, out, "wrap")  # (out unbuffered, unlike with "raise")
+    return params.take(indices, axis, out, "wrap")
 
 
 def _index(index: Any) -> Any:

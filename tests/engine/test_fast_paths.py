@@ -82,20 +82,22 @@ def test_gather_with_integer_indices_copies_the_rows_and_their_gradient_accumula
 
 def test_a_compiled_gather_writes_into_a_buffer_of_its_own_and_checks_the_indices() -> None:
     data = tg.from_numpy(np.random.default_rng(2).random((50, 6), dtype=np.float32))
+    wide = tg.from_numpy(np.random.default_rng(3).random((50, 6000), dtype=np.float32))
 
     @tg.function
     def rows_sum(x: tg.Tensor, rows: tg.Tensor) -> tg.Tensor:
         return tg.reduce_sum(tg.gather(x, rows), axis=1)
 
-    for rows in ([1, 2, 3], [49, -50, 7], [0, 0, 0]):
-        got = rows_sum(data, tg.constant(np.array(rows)))
-        assert same_bits(got.numpy(), data.numpy()[rows].sum(axis=1))
-    assert rows_sum.trace_count == 1
-    assert any(re.fullmatch(r"_take\(a0, a1, c\d+, out=b\d+\)", line)
-               for line in lines_of(rows_sum))
-    for bad in ([50, 0, 0], [0, -51, 0]):
-        with pytest.raises(IndexError):
-            rows_sum(data, tg.constant(np.array(bad)))
+    for x in (data, wide):  # a small gather, and one of more than 64 KiB
+        for rows in ([1, 2, 3], [49, -50, 7], [0, 0, 0]):
+            got = rows_sum(x, tg.constant(np.array(rows)))
+            assert same_bits(got.numpy(), x.numpy()[rows].sum(axis=1))
+        assert any(re.fullmatch(r"_take\(a0, a1, c\d+, out=b\d+\)", line)
+                   for line in lines_of(rows_sum))
+        for bad in ([50, 0, 0], [0, -51, 0]):
+            with pytest.raises(IndexError):
+                rows_sum(x, tg.constant(np.array(bad)))
+    assert rows_sum.trace_count == 2
 
 
 def test_from_numpy_shares_the_memory_read_only() -> None:
