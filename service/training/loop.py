@@ -44,10 +44,12 @@ from service.training.records import (
 # eager calls of it and a replay saves most of one, so a short run (the tutorial's 10
 # full-batch epochs) never pays for a trace, and a long one compiles within its first epochs.
 COMPILE_AFTER = 16
-# A forward pass over a whole split (the logged row) runs the model on blocks of this many rows.
-# The model computes each row on its own (matrix products by rows), so blocks give the same
-# bits; the blocks start at multiples of a power of two, and none is shorter than this, so the
-# BLAS computes every row with the kernels and alignment it uses on the whole.
+# A forward pass over a whole split (the logged row) runs the model on blocks of this many rows,
+# so that its activations are a block's, not the split's. Eager and compiled calls block alike.
+# A row's numbers are those of one pass over every row when the BLAS computes a row's products
+# alike whatever the rows of the call, as OpenBLAS does for bench/mlp.py's MLPs; for some
+# shapes (a few features, a few outputs) it picks its kernels by the call's size, and the
+# row's loss and metrics then differ from one pass's in their last bits.
 ROW_BLOCK = 1024
 
 Batch = Callable[..., Any]  # a function of tensors: a batch's inputs and targets, ...
