@@ -52,6 +52,17 @@ def constant(value: Any, dtype: DTypeLike | None = None, shape: Any = None) -> T
     return wrap(np.full(shape, array) if array.size == 1 else array.reshape(shape))
 
 
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A tensor sharing array's memory, as torch.from_numpy: no copy, for large data that stays
+    unchanged while the tensor lives (tg.constant copies). The tensor holds a read-only view,
+    so nothing writes through it; nothing may write to array itself meanwhile."""
+    if type(array) is not np.ndarray or array.dtype.kind not in "biufc":
+        raise TypeError(f"from_numpy takes a NumPy array of numbers, not {type(array).__name__}")
+    view = array.view()
+    view.flags.writeable = False
+    return wrap(view)
+
+
 def convert_to_tensor(value: Any, dtype: DTypeLike | None = None) -> Tensor:
     """value as a Tensor: tensors as they are, a variable's current value, else a constant."""
     if isinstance(value, Variable):
@@ -189,11 +200,8 @@ def _sigmoid(x: Array, out: np.ndarray | None = None) -> Array:
 
 def relu(x: Any) -> Tensor:
     """max(x, 0) (its gradient at 0 is 0)."""
-    return unary("relu", _relu, x)
-
-
-def _relu(x: Array, out: np.ndarray | None = None) -> Array:
-    return np.maximum(x, 0, out=out)
+    x = operand(x)
+    return finish("relu", apply2(np.maximum, x, x._value.dtype.type(0)), (x,))
 
 
 def softplus(x: Any) -> Tensor:
@@ -203,6 +211,11 @@ def softplus(x: Any) -> Tensor:
 
 def _softplus(x: Array, out: np.ndarray | None = None) -> Array:
     return np.logaddexp(0, x, out=out)
+
+
+# Kernels that compute each element of out from the same elements of their arguments, each
+# pass reading an element before writing it: out may be one of their arguments (as for ufuncs).
+ELEMENTWISE = frozenset({_sigmoid, _softplus})
 
 
 def clip_by_value(x: Any, clip_value_min: Any, clip_value_max: Any) -> Tensor:
@@ -229,13 +242,39 @@ def where(condition: Any, x: Any = None, y: Any = None) -> Tensor:
 
 
 def _where(condition: Array, x: Array, y: Array, out: np.ndarray | None = None) -> np.ndarray:
-    """np.where(condition, x, y), written into out (a new array unless given)."""
+    """np.where(condition, x, y), written into out (a new array unless given), which must not
+    share memory with x or y.
+
+    Floating-point values are selected by their bits, as integers of their width: with a
+    0/1 condition, ``y + (x - y) * condition`` in wrapping integer arithmetic is x's bits or
+    y's, exactly. Those are plain vectorized passes (one when y is +0, ReLU's gradient), where
+    a masked copy branches on every element.
+    """
     if out is None:
         out = np.empty(np.broadcast_shapes(np.shape(condition), np.shape(x), np.shape(y)),
                        np.result_type(x, y))
-    np.copyto(out, y)
-    np.copyto(out, x, where=condition)
+    bits = _BITS.get(out.dtype)
+    if (bits is None or type(condition) is not np.ndarray or condition.dtype != _BOOL
+            or type(x) is not np.ndarray or x.dtype != out.dtype
+            or type(y) is not np.ndarray or y.dtype != out.dtype):
+        np.copyto(out, y)
+        np.copyto(out, x, where=condition)
+        return out
+    xb, yb, ob = x.view(bits), y.view(bits), out.view(bits)
+    if not y.ndim and not yb:  # y is +0.0 (all bits clear)
+        np.multiply(xb, condition, ob)
+    elif not x.ndim and not xb:
+        np.multiply(yb, condition, ob)
+        np.subtract(yb, ob, ob)
+    else:
+        np.subtract(xb, yb, ob)
+        np.multiply(ob, condition, ob)
+        np.add(ob, yb, ob)
     return out
+
+
+_BOOL = np.dtype(bool)
+_BITS = {np.dtype(f"f{n}"): np.dtype(f"i{n}") for n in (2, 4, 8)}
 
 
 # Comparisons (not differentiable: their results are bool)
@@ -306,10 +345,21 @@ def matmul(a: Any, b: Any) -> Tensor:
     """The matrix product, batched over leading dimensions (NumPy's matmul rules)."""
     a, b = _same_dtype("matmul", [a, b])
     try:
-        out = apply2(np.matmul, a, b)
+        if a.ndim == 2 and b.ndim == 2 and a.shape[1] == 1 and b.shape[0] == 1:
+            out = apply2(_outer, a, b)
+        else:
+            out = apply2(np.matmul, a, b)
     except ValueError:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned") from None
     return finish("matmul", out, (a, b))
+
+
+def _outer(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """a @ b for a column a and a row b, computed as their products plus +0, which is what a
+    matrix product's sum of one product is (the same bits, -0 included), without the matrix
+    product, which the BLAS does slowly at an inner dimension of 1."""
+    out = np.multiply(a, b, out=out)
+    return np.add(out, out.dtype.type(0), out=out)
 
 
 # Reductions
@@ -468,10 +518,28 @@ def getitem(x: Any, index: Any) -> Tensor:
 
 
 def gather(params: Any, indices: Any, axis: int = 0) -> Tensor:
-    """The slices of params at indices along axis."""
+    """The slices of params at indices along axis (integer indices: np.take, which a compiled
+    call writes into a buffer of its own, e.g. a mini-batch gathered from a dataset)."""
     params = operand(params)
     axis = normalize_axis_tuple(axis, params.ndim)[0]
-    return getitem(params, (*(slice(None),) * axis, indices))
+    index = _index(indices)
+    if type(index) is not Tensor or index.dtype.kind not in "iu":
+        return getitem(params, (*(slice(None),) * axis, indices))
+    out = apply(_take, params, index, axis)
+    return finish("getitem", out, (params, (*(slice(None),) * axis, index)))
+
+
+def _take(params: np.ndarray, indices: np.ndarray, axis: int,
+          out: np.ndarray | None = None) -> np.ndarray:
+    """np.take(params, indices, axis), written into out (a new array unless given)."""
+    if out is None:
+        return params.take(indices, axis)
+    if out.nbytes <= 1 << 16:  # small: NumPy's bounds checks, and its copy through a buffer
+        return params.take(indices, axis, out)
+    size = params.shape[axis]  # large: the bounds checked here, the rows taken straight to out
+    if indices.size and not (-size <= indices.min() and indices.max() < size):
+        params.take(indices, axis)  # raises the IndexError naming the index
+    return params.take(indices, axis, out, "wrap")
 
 
 def _index(index: Any) -> Any:

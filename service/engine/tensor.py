@@ -386,8 +386,19 @@ class _Buffers:
                 buffers[released] = fresh  # forget a released buffer of another shape
             return fresh
 
+    def clear(self) -> None:
+        """Forget every buffer (those still referenced elsewhere live on there)."""
+        with self._lock:
+            self._buffers.clear()
+
 
 _buffers = _Buffers(capacity=8)
+
+
+def release_buffers() -> None:
+    """Let go of the recycled buffers of large eager results: called once a compiled plan
+    takes over from the eager calls it replays, so that a compiled loop does not keep them."""
+    _buffers.clear()
 
 
 def raise_if_not_broadcastable(name: str, *shapes: Shape) -> None:

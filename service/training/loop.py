@@ -10,7 +10,8 @@ logs. Everything the loop carries between epochs is a :class:`LoopState`.
 The step and the forward pass over a whole split run compiled with ``tg.function`` unless
 ``TAPELINE_COMPILE`` is false: each batch shape (the full batch, the mini-batches, the last
 short batch) runs eagerly its first ``COMPILE_AFTER`` times, is then traced once and replayed
-after, with the same bits as eager calls throughout.
+after, with the same bits as eager calls throughout. A mini-batch step takes the whole split
+and the batch's row indices, and gathers the rows itself: compiled, into buffers of its own.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -42,18 +44,28 @@ from service.training.records import (
 # eager calls of it and a replay saves most of one, so a short run (the tutorial's 10
 # full-batch epochs) never pays for a trace, and a long one compiles within its first epochs.
 COMPILE_AFTER = 16
+# A forward pass over a whole split (the logged row) runs the model on blocks of this many rows,
+# so that its activations are a block's, not the split's. Eager and compiled calls block alike.
+# A row's numbers are those of one pass over every row when the BLAS computes a row's products
+# alike whatever the rows of the call, as OpenBLAS does for bench/mlp.py's MLPs; for some
+# shapes (a few features, a few outputs) it picks its kernels by the call's size, and the
+# row's loss and metrics then differ from one pass's in their last bits.
+ROW_BLOCK = 1024
 
-Batch = Callable[[tg.Tensor, tg.Tensor], tuple[tg.Tensor, tg.Tensor]]
+Batch = Callable[..., Any]  # a function of tensors: a batch's inputs and targets, ...
 
 
 class Compiling:
-    """``function`` of a batch (inputs, targets), called eagerly until its batch shape has come
-    ``COMPILE_AFTER`` times, then through ``tg.function`` (the same bits either way)."""
+    """``function`` of tensors (..., and last a row per example of the batch: its targets, or
+    its row indices), called eagerly until the same shapes have come ``COMPILE_AFTER`` times,
+    then through ``tg.function`` (the same bits either way). A batch of ``2 * ROW_BLOCK`` rows
+    or more is compiled at once: its NumPy work outweighs a trace, and its plan's buffers
+    spare it an eager call's fresh arrays."""
 
     def __init__(self, function: Batch) -> None:
         self.eager = function
         self.compiled = tg.function(function)
-        self.calls: dict[tuple[int, ...], int] = {}
+        self.calls: dict[tuple[tuple[int, ...], ...], int] = {}  # shapes -> eager calls
         self.released_traces = 0
 
     @property
@@ -68,14 +80,13 @@ class Compiling:
         self.compiled = tg.function(self.eager)
         self.calls.clear()
 
-    def __call__(self, x: tg.Tensor, targets: tg.Tensor) -> tuple[tg.Tensor, tg.Tensor]:
-        shape = x.shape
-        seen = self.calls.get(shape, 0)
-        if seen < COMPILE_AFTER:
-            self.calls[shape] = seen + 1
-            return self.eager(x, targets)
-        result: tuple[tg.Tensor, tg.Tensor] = self.compiled(x, targets)
-        return result
+    def __call__(self, *tensors: tg.Tensor) -> Any:
+        shapes = tuple(tensor.shape for tensor in tensors)
+        seen = self.calls.get(shapes, 0)
+        if seen < COMPILE_AFTER and shapes[-1][0] < 2 * ROW_BLOCK:
+            self.calls[shapes] = seen + 1
+            return self.eager(*tensors)
+        return self.compiled(*tensors)
 
 
 class Diverged(ArithmeticError):
@@ -104,14 +115,14 @@ def validation_split(examples: Examples, fraction: float) -> tuple[Examples, Exa
 
 
 class _Prepared:
-    """A split as the loop uses it: engine constants of the inputs and targets, and the true
-    values in float64 for the metrics."""
+    """A split as the loop uses it: engine tensors of the inputs and targets (sharing their
+    memory: the loop never writes them), and the true values in float64 for the metrics."""
 
     def __init__(self, model: Model, examples: Examples) -> None:
         self.x = np.asarray(examples.x, dtype=model.dtype)
         self.targets = model.kind.targets(examples.y, model.dtype)
-        self.xs = tg.constant(self.x)
-        self.ts = tg.constant(self.targets)
+        self.xs = tg.from_numpy(self.x)
+        self.ts = tg.from_numpy(self.targets)
         self.y = np.asarray(examples.y, dtype=np.float64)
         self.n = self.x.shape[0]
 
@@ -147,7 +158,7 @@ class Fit:
         # ``compiled``: None reads TAPELINE_COMPILE. Compiled or not, the same NumPy calls run
         # in the same order, so every number is the same.
         self.compiled = get_settings().compile if compiled is None else compiled
-        self._step: Batch = Compiling(self.step) if self.compiled else self.step
+        self._step: Batch = Compiling(self.batch_step) if self.compiled else self.batch_step
         self._forward: Batch = Compiling(self.forward) if self.compiled else self.forward
 
     def state(self) -> LoopState:
@@ -168,14 +179,35 @@ class Fit:
         self.optimizer.apply(tape.gradient(loss, model.variables), model.variables)
         return loss, outputs
 
+    def batch_step(self, xs: tg.Tensor, ts: tg.Tensor,
+                   rows: tg.Tensor | None = None) -> tuple[tg.Tensor, tg.Tensor] | None:
+        """The loop's step: on inputs ``xs`` and targets ``ts`` whole (a full batch, its own
+        logged row), :meth:`step`; or on the mini-batch of their ``rows``, gathered here (so a
+        compiled step gathers into buffers of its own), returning nothing (no record logs a
+        mini-batch's loss, so a compiled step does not compute it)."""
+        if rows is None:
+            return self.step(xs, ts)
+        self.step(tg.gather(xs, rows), tg.gather(ts, rows))
+        return None
+
     def forward(self, x: tg.Tensor, targets: tg.Tensor) -> tuple[tg.Tensor, tg.Tensor]:
-        """The objective and outputs on a batch, with no tape and no update."""
-        outputs = self.model(x)
+        """The objective and outputs on a batch, with no tape and no update. Past
+        ``2 * ROW_BLOCK`` rows the model runs on blocks of ``ROW_BLOCK`` rows (the last one
+        longer), so that its layers' activations are a block's, not the whole split's; the
+        objective then sees every row's outputs at once, as without blocks."""
+        n = x.shape[0]
+        if n < 2 * ROW_BLOCK:
+            outputs = self.model(x)
+        else:
+            starts = range(0, n - ROW_BLOCK + 1, ROW_BLOCK)
+            ends = [*starts[1:], n]
+            outputs = tg.concat([self.model(x[lo:hi]) for lo, hi in zip(starts, ends, strict=True)],
+                                axis=0)
         return self.objective(self.model.named, targets, outputs), outputs
 
     def evaluate(self, split: _Prepared) -> tuple[tg.Tensor, tg.Tensor]:
         """The objective and outputs over a whole split (compiled unless the loop is not)."""
-        return self._forward(split.xs, split.ts)
+        return self._forward(split.xs, split.ts)  # type: ignore[no-any-return]
 
     def _measure(self, loss: tg.Tensor, outputs: tg.Tensor, split: _Prepared,
                  prefix: str = "") -> dict[str, float]:
@@ -295,15 +327,10 @@ class Fit:
     def _minibatches(self) -> None:
         spec, train = self.spec, self.train
         assert spec.batch_size is not None
-        step = self._step
-        order = self.rng.permutation(train.n) if spec.shuffle else None
+        step, xs, ts = self._step, train.xs, train.ts
+        order = self.rng.permutation(train.n) if spec.shuffle else np.arange(train.n)
         for lo in range(0, train.n, spec.batch_size):
-            if order is None:
-                xb, tb = train.x[lo:lo + spec.batch_size], train.targets[lo:lo + spec.batch_size]
-            else:
-                idx = order[lo:lo + spec.batch_size]
-                xb, tb = train.x[idx], train.targets[idx]
-            step(tg.constant(xb), tg.constant(tb))
+            step(xs, ts, tg.constant(order[lo:lo + spec.batch_size]))
 
 
 def _check_params(epoch: int, arrays: Iterable[np.ndarray]) -> None:

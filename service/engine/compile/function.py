@@ -63,6 +63,7 @@ from service.engine.tensor import (
     as_value,
     current_trace,
     recording_tapes,
+    release_buffers,
     tracing,
 )
 
@@ -135,6 +136,7 @@ class Function:
         self.trace_count += 1
         plan = Plan(trace, result, self.name)
         self._plans[key] = _Entry(plan, pinned, next(self._clock))
+        release_buffers()  # the plan has buffers of its own
         if len(self._plans) > self.cache_size:
             del self._plans[min(self._plans, key=lambda k: self._plans[k].used)]
             if not self._warned:

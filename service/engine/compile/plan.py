@@ -4,7 +4,10 @@ From a Trace, a Plan keeps the steps that the call's results and the variables'
 final values need (and every random draw), drops a step that repeats an earlier
 call on the same arguments, and gives each array result a buffer of its exact
 shape, dtype and memory layout, reusing the buffer of a value no later step
-reads. It then writes the steps as one Python function, a line per NumPy call:
+reads (an elementwise call writes over an argument read for the last time), and the parts of
+a concatenation the slices of its buffer, when nothing else reads them, so that the
+concatenation copies nothing. It then writes the steps as one Python function, a line per
+NumPy call:
 arrays are written with ``out=``, NumPy scalars are recomputed with the Python
 operators an eager op uses, views of buffers are made once. So a call replays
 the same NumPy calls in the same order, on the same dtypes and layouts, as the
@@ -47,6 +50,7 @@ from service.engine.compile.trace import (
     empty,
 )
 from service.engine.nest import flatten, pack
+from service.engine.ops import ELEMENTWISE, _concatenate
 from service.engine.tensor import Array, Tensor, Variable, wrap
 
 _SYMBOLS = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/"}
@@ -130,7 +134,7 @@ class Plan:
         loads, rebound = self._variables(trace, steps, outputs, finals)
         last = _last_uses(steps, outputs, finals.values())
         homes = self._homes(trace, finals, last)
-        body = self._steps(homes, last)
+        body = self._steps(homes, last, _placements(steps, last, homes))
         # The results first: one may be a variable's old value, in the buffer copied into next.
         results = [f"wrap({self._names[n.index]}.copy())" if n.index in self._owned
                    else f"wrap({self._names[n.index]})" for n in outputs if n is not None]
@@ -234,14 +238,18 @@ class Plan:
             homes[source.index] = storage.index
         return homes
 
-    def _steps(self, homes: dict[int, int], last: dict[int, int]) -> list[str]:
-        """A line per step; arrays in buffers shared by values whose lives do not overlap."""
+    def _steps(self, homes: dict[int, int], last: dict[int, int],
+               placed: dict[int, tuple[Node, int, int]]) -> list[str]:
+        """A line per step; arrays in buffers shared by values whose lives do not overlap, the
+        placed ones (see _placements) in slices of their concatenation's buffer."""
         lines = []
         dies: dict[int, list[int]] = {}
         for pos, step in enumerate(self.steps):
             dies.setdefault(max(last.get(step.out.index, pos), pos), []).append(step.out.index)
         free: dict[tuple[Any, ...], list[int]] = {}
         holder: dict[int, int] = {}  # node index -> the buffer it lives in
+        roots: dict[int, int] = {}  # node index of a view -> that of the value it views
+        wholes = {whole.index for whole, _, _ in placed.values()}
         for pos, step in enumerate(self.steps):
             index = step.out.index
             call = ", ".join([*(self._ref(ref) for ref in step.args),
@@ -250,15 +258,29 @@ class Plan:
             if step.mode == BUFFER:
                 if index in homes:
                     buffer = f"B{homes[index]}"
+                elif index in placed:
+                    whole, lo, hi = placed[index]
+                    if whole.index not in holder:  # the first part: the whole's buffer now
+                        holder[whole.index] = self._buffer(whole, free)
+                    buffer = f"p{index}"
+                    self._static.append((buffer, Step(_rows, (whole, Const(lo), Const(hi),
+                                                              Const(step.out.shape)), {},
+                                                      step.out, VIEW, whole, False)))
+                elif index in wholes:  # a concatenation of placed parts: nothing to copy
+                    buffer = f"b{holder[index]}"
                 else:
-                    holder[index] = self._buffer(step.out, free)
+                    over = _dying_argument(step, pos, last, holder, roots)
+                    holder[index] = (holder.pop(over) if over is not None
+                                     else self._buffer(step.out, free))
                     buffer = f"b{holder[index]}"
                 self._names[index] = buffer
                 self._owned.add(index)
                 self._fixed.add(index)
                 ufunc = OUT_UFUNCS.get(step.fn, step.fn)
                 fn = self._bind_object(ufunc, "f")
-                if isinstance(ufunc, np.ufunc) and ufunc.nin == len(step.args) and \
+                if index in wholes:
+                    pass
+                elif isinstance(ufunc, np.ufunc) and ufunc.nin == len(step.args) and \
                         not step.kwargs and ufunc not in _OUT_BY_NAME:
                     lines.append(f"    {fn}({call}, {buffer})")  # out by position: parsed faster
                 else:
@@ -275,8 +297,10 @@ class Plan:
                     lines.append(f"    {name} = {x} {symbol} {y}")
                 else:
                     lines.append(f"    {name} = {self._bind_object(step.fn, 'f')}({call})")
-            if step.mode == VIEW and isinstance(step.base, Node) and step.base.index in self._owned:
-                self._owned.add(index)
+            if step.mode == VIEW and isinstance(step.base, Node):
+                roots[index] = roots.get(step.base.index, step.base.index)
+                if step.base.index in self._owned:
+                    self._owned.add(index)
             for dead in dies.get(pos, ()):
                 number = holder.pop(dead, -1)
                 if number >= 0:
@@ -466,6 +490,65 @@ def _last_uses(steps: list[Step], outputs: list[Node | None],
             base = step.base.index
             last[base] = max(last.get(base, -1), last.get(step.out.index, -1))
     return last
+
+
+def _placements(steps: list[Step], last: dict[int, int],
+                homes: dict[int, int]) -> dict[int, tuple[Node, int, int]]:
+    """Values a plan computes straight into rows lo:hi of the buffer of the concatenation that
+    reads them, by node index: (the concatenation's node, lo, hi). A part qualifies when it is a
+    new C-ordered array read for the last time there, or a reshape of one (which is then
+    placed itself), as the parts of a flat gradient are; a concatenation along its first axis
+    into a C-ordered buffer is placed whole or not at all."""
+    producer = {step.out.index: step for step in steps}
+    placed: dict[int, tuple[Node, int, int]] = {}
+    for pos, step in enumerate(steps):
+        whole = step.out
+        if (step.fn is not _concatenate or step.mode != BUFFER or whole.index in homes
+                or not whole.shape or whole.order != tuple(range(len(whole.shape)))
+                or not isinstance(step.args[0], Const) or step.args[0].value % len(whole.shape)):
+            continue
+        found: dict[int, tuple[Node, int, int]] = {}
+        lo = 0
+        for part in step.args[1:]:
+            if not isinstance(part, Node) or not part.shape:
+                break
+            hi = lo + part.shape[0]
+            made = producer.get(part.index)
+            if made is not None and made.mode == VIEW and made.fn is np.reshape \
+                    and isinstance(made.base, Node):
+                part = made.base
+                made = producer.get(part.index)
+            if (made is None or made.mode != BUFFER or part.index in homes or part.index in found
+                    or last.get(part.index) != pos or part.dtype != whole.dtype
+                    or part.order != tuple(range(len(part.shape)))):
+                break
+            found[part.index] = (whole, lo, hi)
+            lo = hi
+        else:
+            placed.update(found)
+    return placed
+
+
+def _rows(buffer: np.ndarray, lo: int, hi: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Rows lo:hi of a C-ordered buffer, as an array of shape."""
+    return buffer[lo:hi].reshape(shape)
+
+
+def _dying_argument(step: Step, pos: int, last: dict[int, int], holder: dict[int, int],
+                    roots: dict[int, int]) -> int | None:
+    """An argument of an elementwise step whose buffer it may write its result into: one in a
+    buffer of the plan, read for the last time here, of the result's shape, dtype and layout,
+    and no other argument a view of it (by node index; None if there is none)."""
+    fn = OUT_UFUNCS.get(step.fn, step.fn)
+    if not ((isinstance(fn, np.ufunc) and fn.signature is None) or fn in ELEMENTWISE):
+        return None
+    out = step.out
+    for ref in step.args:
+        if (isinstance(ref, Node) and ref.index in holder and last.get(ref.index) == pos
+                and ref.shape == out.shape and ref.dtype == out.dtype and ref.order == out.order
+                and not any(roots.get(node.index) == ref.index for node in _nodes(step.args))):
+            return ref.index
+    return None
 
 
 def _derived(steps: list[Step], node: Node) -> set[int]:
