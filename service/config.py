@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         "false runs every step eagerly, for debugging.",
     )
     max_page_size: int = Field(1000, ge=1, description="Largest `limit` of a page.")
+    max_answer_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest answer a prediction or a page of history may take, judged before "
+        "it is built: a prediction beyond is refused (413), a page of history is cut short.",
+    )
     max_queued_runs: int = Field(1000, ge=1, description="Most runs waiting in the queue.")
     max_wait_seconds: float = Field(
         60.0, ge=0, description="Longest `Prefer: wait=N` a run request honours."
@@ -129,7 +135,8 @@ class Settings(BaseSettings):
         8, ge=0, description="Most queued or running runs of one tenant (its quota may differ)."
     )
     tenant_max_stored_bytes: int = Field(
-        1024**3, ge=0, description="Most bytes of datasets one tenant stores."
+        1024**3, ge=0, description="Most bytes one tenant stores: datasets, models' params, "
+        "runs' histories and checkpoints (its quota may differ)."
     )
     tenant_rate_limit: str = Field(
         "50/second", description="Requests one tenant may make, e.g. `50/second`, `1000/minute`."

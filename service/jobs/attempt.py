@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from service.config import Settings
 from service.jobs.checkpoint import pack_checkpoint, unpack_checkpoint
 from service.jobs.heartbeat import Heartbeat
-from service.store import lifecycle, repo
+from service.store import keys, lifecycle, repo
 from service.store.codec import unpack_params
 from service.store.tables import FINAL_STATUSES, RunRow, RunStatus
 from service.training.kinds import Model
@@ -52,21 +52,24 @@ def one_blas_thread() -> object:
 class Claim:
     """Who trains and how: the worker's name (logged and stored with the run), how long a
     silent worker keeps its runs, how many attempts a run gets, how often a large model
-    checkpoints, and whether steps are compiled (the worker's ``TAPELINE_COMPILE``; ``None``:
-    the environment's, read at each run)."""
+    checkpoints, whether steps are compiled (the worker's ``TAPELINE_COMPILE``; ``None``:
+    the environment's, read at each run), and the byte quota of a tenant without one of its
+    own (``TAPELINE_TENANT_MAX_STORED_BYTES``)."""
 
     worker: str = "local"
     timeout: float = 30.0
     max_attempts: int = 3
     checkpoint_seconds: float = 5.0
     compile: bool | None = None
+    max_stored_bytes: int = 1024**3
 
     @classmethod
     def of(cls, settings: Settings, worker: str) -> Claim:
         """How a worker named ``worker`` claims runs under these settings."""
         return cls(worker=worker, timeout=settings.worker_timeout,
                    max_attempts=settings.max_attempts,
-                   checkpoint_seconds=settings.checkpoint_seconds, compile=settings.compile)
+                   checkpoint_seconds=settings.checkpoint_seconds, compile=settings.compile,
+                   max_stored_bytes=settings.tenant_max_stored_bytes)
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ class Attempt:
         self.pending: list[EpochRecord] = []
         self._sessions, self._claim, self._hooks = sessions, claim, hooks
         self._model = loaded.model
+        self._every_row = loaded.spec.record_params == 1
         self._fit = Fit(loaded.model, loaded.train, loaded.spec, loaded.validation,
                         state=loaded.state, compiled=claim.compile)
         self._context = {"fields": {"run_id": self.run_id, "attempt": self.number,
@@ -185,6 +189,12 @@ class Attempt:
                         "more", self.run_id, self.number, extra=self._context)
             self._beat.stop()
             return None
+        except lifecycle.OverQuota as over:
+            status = RunStatus.FAILED
+            try:
+                self.over_quota(over)
+            except lifecycle.Fenced:
+                status = None
         except Diverged as diverged:
             status = RunStatus.DIVERGED
             try:
@@ -252,18 +262,23 @@ class Attempt:
         self._last_flush = time.monotonic()
 
     def _append_pending(self, session: Session) -> bool:
-        """Store the pending epochs, fenced; whether there were any."""
+        """Store the pending epochs, fenced (and within the tenant's byte quota when it
+        applies to the run); whether there were any."""
         if not self.pending:
             return False
-        lifecycle.append_epochs(session, self.run, self.pending, self.number)
+        quota = None
+        if self.run.stored_quota:
+            defaults = keys.Quotas(0, self._claim.max_stored_bytes, "")
+            quota = keys.quotas(session, self.run.owner, defaults).max_stored_bytes
+        lifecycle.append_epochs(session, self.run, self.pending, self.number, quota)
         self._hooks.stored(len(self.pending))
         self.pending.clear()
         return True
 
     def _checkpoint_due(self) -> bool:
-        """A run that records params checkpoints at every flush (its epochs are cheap to
-        store anyway), any other every ``checkpoint_seconds``."""
-        return (self.run.record_params
+        """A run that records params in every row checkpoints at every flush (its epochs are
+        cheap to store anyway), any other every ``checkpoint_seconds``."""
+        return (self._every_row
                 or time.monotonic() - self._last_checkpoint >= self._claim.checkpoint_seconds)
 
     def end(self, outcome: Outcome) -> str:
@@ -296,6 +311,18 @@ class Attempt:
             lifecycle.release_run(session, self.run_id, self.number)
         log.info("run %s handed back at epoch %d", self.run_id, self.completed,
                  extra=self._context)
+
+    def over_quota(self, over: lifecycle.OverQuota) -> None:
+        """End the run as failed because its next epochs would pass its tenant's byte quota:
+        the epochs stored so far are kept, the pending ones dropped."""
+        stored = self.completed - len(self.pending)
+        self.pending.clear()
+        self.completed = stored
+        log.warning("run %s stopped at epoch %d: %s", self.run_id, stored, over,
+                    extra=self._context)
+        self.finish(RunStatus.FAILED, error=(
+            "quota", f"{over}: the run stopped there, its history up to epoch {stored} kept",
+            stored))
 
     def fail(self) -> None:
         """End the run as failed by an unexpected error (called while handling it): the log

@@ -1,6 +1,8 @@
 """``POST /v1/models/{id}/predict``: a model's forward pass on inputs sent as JSON, as a CSV
-table or as an ``.npy`` array, answered as JSON, CSV or ``.npy`` per ``Accept``, large answers
-streamed."""
+table or as an ``.npy`` array, answered as JSON, CSV or ``.npy`` per ``Accept``, streamed. An
+answer's size is known before anything is computed (a classifier answers K + 1 numbers a
+row): past ``TAPELINE_MAX_ANSWER_BYTES`` the request is refused with a 413 that says how many
+rows would do."""
 
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ from service.api.http.file_answers import (
     CSV,
     NPY,
     accepted,
+    answer_bytes,
     csv_answer,
+    json_answer,
     npy_answer,
     npy_response,
 )
@@ -26,6 +30,7 @@ from service.api.http.request_checks import JsonBody
 from service.api.http.runtime import RuntimeDep
 from service.api.http.tenant_store import StoreDep
 from service.api.schemas.models import ClassPrediction, Prediction, PredictRequest
+from service.config import Settings
 from service.files.arrays import matrix
 from service.store.codec import unpack_params
 from service.training.kinds import Model as Trainable
@@ -49,7 +54,12 @@ router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FileBodyRou
     responses={
         200: {"description": "Predictions as JSON, CSV or .npy (per `Accept`).",
               "content": ANSWER_CONTENT},
-        **responses(400, 404, 413, 415, 422),
+        **responses(400, 404, 415, 422),
+        413: {"description": "The body, or the answer it asks for, is larger than the "
+                             "service's limit (`TAPELINE_MAX_BODY_BYTES`, "
+                             "`TAPELINE_MAX_ANSWER_BYTES`); the detail says how many rows fit.",
+              "content": {"application/problem+json": {
+                  "schema": {"$ref": "#/components/schemas/Problem"}}}},
     },
     openapi_extra={**REQUEST_BODY, "x-scope": "read"},  # a POST that changes nothing
 )
@@ -60,8 +70,10 @@ def predict(model_id: str, body: PredictRequest, runtime: RuntimeDep, store: Sto
     class's `probabilities`, and `labels` when the classes have names. The inputs may also be
     a file: CSV (`text/csv`: a header row, then the model's features in order) or `.npy`
     (`application/octet-stream`: rows of features); the answer is JSON, CSV (`y`, or `y`,
-    `p_0`..`p_K-1` and `label`) or `.npy` (`y`, or the class then each probability per row)
-    as `Accept` asks, large answers streamed."""
+    `p_0`..`p_K-1` and `label`, text cells made safe for spreadsheets) or `.npy` (`y`, or the
+    class then each probability per row) as `Accept` asks, streamed. 413 before anything is
+    computed when the answer could pass `TAPELINE_MAX_ANSWER_BYTES`: the detail says how many
+    rows fit in each format."""
     with store.read() as repo:
         row = repo.get_model(model_id)
         kind = stored_kind(row)
@@ -70,6 +82,7 @@ def predict(model_id: str, body: PredictRequest, runtime: RuntimeDep, store: Sto
     x = matrix(body.x, ["body", "x"], kind.features)
     rows, classes_k = len(x), kind.num_classes
     media = accepted(request)
+    check_answer_size(media, rows, classes_k, names, runtime.settings)
     npy = None
     if media == NPY:
         npy, array = npy_answer((rows,) if classes_k is None else (rows, 1 + classes_k))
@@ -86,13 +99,28 @@ def predict(model_id: str, body: PredictRequest, runtime: RuntimeDep, store: Sto
         return npy_response(model_id, npy)
     if media == CSV:
         return csv_answer(model_id, values, classes, names)
-    if classes is None:
-        return Prediction(y=values.tolist())
-    return ClassPrediction(
-        y=classes.tolist(),
-        probabilities=values.tolist(),
-        labels=[names[c] if c < len(names) else str(c) for c in classes] if names else None,
-    )
+    return json_answer(values, classes, names)
+
+
+def check_answer_size(media: str, rows: int, classes: int | None, names: list[str] | None,
+                      settings: Settings) -> None:
+    """413 when the answer ``rows`` ask for could pass ``TAPELINE_MAX_ANSWER_BYTES``, saying
+    how many rows fit in each format."""
+    limit = settings.max_answer_bytes
+    fixed, per_row = answer_bytes(media, classes, names)
+    if fixed + rows * per_row <= limit:
+        return
+    fit = {f: (limit - head) // row for f, (head, row) in
+           ((f, answer_bytes(m, classes, names)) for f, m in
+            (("JSON", "application/json"), ("CSV", CSV), (".npy", NPY)))}
+    raise ProblemError(
+        413, f"the answer to {rows} rows could take {fixed + rows * per_row} bytes, more than "
+             f"the limit of {limit} (TAPELINE_MAX_ANSWER_BYTES): send at most {fit[_name(media)]} "
+             f"rows per request ({', '.join(f'{n}: {k}' for n, k in fit.items())})")
+
+
+def _name(media: str) -> str:
+    return {CSV: "CSV", NPY: ".npy"}.get(media, "JSON")
 
 
 def forward(model: Trainable, x: np.ndarray, out: np.ndarray) -> None:
