@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     history_params_max: int = Field(
         4096,
         ge=0,
-        description="Models with at most this many parameters log them in every history row.",
+        description="Models with at most this many parameters keep them in history rows (every "
+        "row up to 512 parameters, every ceil(count / 512)-th above, or as `record_params` "
+        "says); larger ones in none.",
     )
     compile: bool = Field(
         True,
@@ -85,8 +87,8 @@ class Settings(BaseSettings):
         3, ge=1, description="Attempts a run gets before it fails with reason `worker_lost`."
     )
     checkpoint_seconds: float = Field(
-        5.0, gt=0, description="Longest time between checkpoints of a large model's run (small "
-        "models checkpoint at every stored epoch boundary)."
+        5.0, gt=0, description="Longest time between checkpoints of a run whose history keeps "
+        "params in fewer than every row (the others checkpoint at every stored epoch boundary)."
     )
     worker_metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Port where `tapeline worker` serves its metrics "

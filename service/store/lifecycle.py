@@ -8,9 +8,11 @@ tenant. Each takes an open :class:`~sqlalchemy.orm.Session`; the caller owns the
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from itertools import accumulate
 from typing import Any
 
 from sqlalchemy import (
@@ -62,15 +64,15 @@ class Fenced(RuntimeError):
 
 
 class OverQuota(RuntimeError):
-    """Storing these epochs would take the run's tenant past its byte quota: nothing was
-    written, and the run must end."""
+    """Storing the next epoch would take the run's tenant past its byte quota: the ``stored``
+    epochs before it were written, the rest were not, and the run must end."""
 
-    def __init__(self, tenant: str, limit: int, used: int, adding: int) -> None:
+    def __init__(self, tenant: str, limit: int, adding: int, stored: int) -> None:
         super().__init__(
-            f"tenant {tenant!r} stores {used} bytes; this run's next epochs ({adding} bytes) "
-            f"would pass its quota of {limit} bytes (max_stored_bytes: datasets, models' "
-            f"params, runs' histories and checkpoints count)")
-        self.tenant, self.limit, self.used, self.adding = tenant, limit, used, adding
+            f"the next epoch ({adding} bytes) would take tenant {tenant!r} past its quota of "
+            f"{limit} stored bytes (max_stored_bytes: datasets, models' params, runs' "
+            f"histories and checkpoints count)")
+        self.tenant, self.limit, self.adding, self.stored = tenant, limit, adding, stored
 
 
 def announce(session: Session, run_id: str) -> None:
@@ -306,37 +308,40 @@ def append_epochs(
     """Add history rows to a run and count them as completed epochs (and their bytes as the
     run's), while ``attempt`` owns the run: the run's row is updated first on that condition,
     which also locks it until commit, so a superseded attempt gets :class:`Fenced` and writes
-    nothing. With a byte ``quota`` for the run's tenant, rows that would pass it are not
-    written: :class:`OverQuota`. (The rows go in with a Core INSERT: they need none of the
-    ORM's bookkeeping.)"""
+    nothing. With a byte ``quota`` for the run's tenant, the rows that fit within it are
+    written and then :class:`OverQuota` says how many (the caller may commit them). (The rows
+    go in with a Core INSERT: they need none of the ORM's bookkeeping.)"""
     if not records:
         return
     blobs = [None if r.params is None else pack_params(r.params) for r in records]
-    rows = [
-        {
-            "run_id": run.id,
-            "epoch": r.epoch,
-            "model_id": run.model_id,
-            "step": run.history_base + r.epoch,
-            "params": blob,
-            "loss": r.loss,
-            "metrics": r.metrics,
-            "elapsed_ms": r.elapsed_ms,
-        }
-        for r, blob in zip(records, blobs, strict=True)
-    ]
-    added = sum(usage.history_bytes(blob) for blob in blobs)
+    costs = [usage.history_bytes(blob) for blob in blobs]
+    fitting = len(records)
     if quota is not None:
         room = stored_room(session, run.owner, quota)
-        if added > room:
-            raise OverQuota(run.owner, quota, quota - room, added)
-    owned = session.execute(_APPEND_FENCE, {
-        "b_run_id": run.id, "b_attempt": attempt, "b_completed": records[-1].epoch + 1,
-        "b_stamp": now(), "b_added": added})
-    if owned.rowcount == 0:  # type: ignore[attr-defined]
-        raise Fenced(run.id, attempt)
-    session.execute(_INSERT_EPOCHS, rows)
-    announce(session, run.id)
+        fitting = bisect_right(list(accumulate(costs)), room)
+    if fitting:
+        owned = session.execute(_APPEND_FENCE, {
+            "b_run_id": run.id, "b_attempt": attempt,
+            "b_completed": records[fitting - 1].epoch + 1, "b_stamp": now(),
+            "b_added": sum(costs[:fitting])})
+        if owned.rowcount == 0:  # type: ignore[attr-defined]
+            raise Fenced(run.id, attempt)
+        session.execute(_INSERT_EPOCHS, [
+            {
+                "run_id": run.id,
+                "epoch": r.epoch,
+                "model_id": run.model_id,
+                "step": run.history_base + r.epoch,
+                "params": blob,
+                "loss": r.loss,
+                "metrics": r.metrics,
+                "elapsed_ms": r.elapsed_ms,
+            }
+            for r, blob in zip(records[:fitting], blobs, strict=False)
+        ])
+        announce(session, run.id)
+    if fitting < len(records):
+        raise OverQuota(run.owner, quota or 0, costs[fitting], fitting)
 
 
 def finish_run(

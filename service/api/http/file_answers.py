@@ -49,7 +49,9 @@ def spreadsheet_safe(cell: str) -> str:
     return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
 
 
-def _quoted(cell: str) -> str:
+def text_cell(cell: str) -> str:
+    """A CSV cell of text: safe for spreadsheets, quoted when it holds a comma, a quote or a
+    line break (``\\r`` included)."""
     cell = spreadsheet_safe(cell)
     if any(ch in cell for ch in ',"\r\n'):
         return '"' + cell.replace('"', '""') + '"'
@@ -72,7 +74,7 @@ def answer_bytes(media: str, classes: int | None,
         return 16, NUMBER_BYTES + 1
     index = len(str(classes - 1)) + 1  # a class index and its separator
     if media == CSV:
-        label = 1 + max(index, *(len(_quoted(n).encode()) for n in names)) if names else 0
+        label = 1 + max(index, *(len(text_cell(n).encode()) for n in names)) if names else 0
         header = len(f"y,{','.join(f'p_{k}' for k in range(classes))},label\n")
         return header, index + classes * NUMBER_BYTES + label + 1
     label = 1 + max(index + 1, *(len(json.dumps(n)) for n in names)) if names else 0
@@ -97,7 +99,7 @@ def _csv_chunks(values: np.ndarray, classes: np.ndarray | None,
         found = classes[start : start + step].tolist()
         lines = text.getvalue().splitlines()
         if names:
-            quoted = [_quoted(name) for name in names]
+            quoted = [text_cell(name) for name in names]
             rows = [f"{c},{line},{quoted[c] if c < len(quoted) else c}\n"
                     for c, line in zip(found, lines, strict=True)]
         else:

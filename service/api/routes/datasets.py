@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import secrets
 from typing import Annotated, Any
@@ -15,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api import views
 from service.api.http import dryrun
 from service.api.http.auth import AUTH_ERRORS, Authorized
-from service.api.http.file_answers import spreadsheet_safe
+from service.api.http.file_answers import text_cell
 from service.api.http.large_bodies import OffLoopJsonRoute
 from service.api.http.negotiation import choose
 from service.api.http.paging import PageDep, encode_cursor
@@ -272,13 +271,12 @@ def download(
                              else y.astype(np.float64).tolist()})
     if media_type == "text/csv":
         text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
         names = ["x"] if x.shape[1] == 1 else [f"x{i}" for i in range(x.shape[1])]
-        writer.writerow([*names, "y"])
-        labels = ([spreadsheet_safe(label) for label in named.tolist()] if named is not None
-                  else y.astype(np.float64).tolist())
-        writer.writerows([*row, label] for row, label in zip(x.astype(np.float64).tolist(),
-                                                               labels, strict=True))
+        text.write(",".join([*names, "y"]) + "\n")
+        labels = ([text_cell(label) for label in named.tolist()] if named is not None
+                  else [repr(value) for value in y.astype(np.float64).tolist()])
+        text.writelines(",".join([*map(repr, row), label]) + "\n"
+                        for row, label in zip(x.astype(np.float64).tolist(), labels, strict=True))
         return Response(
             text.getvalue(),
             media_type="text/csv",

@@ -33,14 +33,16 @@ from service.api.schemas.models import ClassPrediction, Prediction, PredictReque
 from service.config import Settings
 from service.files.arrays import matrix
 from service.store.codec import unpack_params
+from service.training.kinds import Kind, probabilities
 from service.training.kinds import Model as Trainable
-from service.training.kinds import probabilities
 from service.training.specs import stored_kind
 
-# Rows per forward pass of a prediction: a block's float64 inputs and activations stay small
-# (in the cache for a narrow model; never the whole batch's at once), and the engine's cost
-# per call is small beside the block's.
+# Rows per block of a forward pass, and numbers per block of its widest layer: a block's
+# float64 inputs and activations stay small (in the cache for a narrow model; 2 MB a layer
+# for a wide one, never the whole batch's at once), and the engine's cost per call is small
+# beside the block's.
 BLOCK_ROWS = 1 << 14
+BLOCK_NUMBERS = 1 << 18
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=FileBodyRoute,
                    dependencies=[Authorized], responses=AUTH_ERRORS)
@@ -89,10 +91,9 @@ def predict(model_id: str, body: PredictRequest, runtime: RuntimeDep, store: Sto
         values = array if classes_k is None else array[:, 1:]
     else:
         values = np.empty((rows,) if classes_k is None else (rows, classes_k))
-    forward(Trainable(kind, params, dtype="float64"), x, values)
-    if not np.isfinite(values).all():
+    classes = None if classes_k is None else np.empty(rows, dtype=np.int64)
+    if not forward(Trainable(kind, params, dtype="float64"), x, values, classes):
         raise ProblemError(422, "body.x: inputs this large give predictions that are not finite")
-    classes = None if classes_k is None else np.argmax(values, axis=1)
     if npy is not None:
         if classes is not None:
             array[:, 0] = classes
@@ -123,13 +124,29 @@ def _name(media: str) -> str:
     return {CSV: "CSV", NPY: ".npy"}.get(media, "JSON")
 
 
-def forward(model: Trainable, x: np.ndarray, out: np.ndarray) -> None:
+def block_rows(kind: Kind) -> int:
+    """Rows per block of a forward pass: :data:`BLOCK_ROWS`, fewer when its widest layer (the
+    inputs, a hidden layer, or the outputs: 1,000 classes make 262 rows) would pass
+    :data:`BLOCK_NUMBERS`."""
+    widest = max([kind.features, *(shape[-1] for shape in kind.shapes().values() if shape)])
+    return max(1, min(BLOCK_ROWS, BLOCK_NUMBERS // widest))
+
+
+def forward(model: Trainable, x: np.ndarray, out: np.ndarray,
+            classes: np.ndarray | None = None) -> bool:
     """The model's predictions for the rows of ``x`` (values, or each class's probability)
-    written into ``out``, :data:`BLOCK_ROWS` rows at a time: each block is converted to
-    float64 as it is copied in, and stays in the cache through the forward pass."""
+    written into ``out`` (and a classifier's most probable class into ``classes``), a block of
+    :func:`block_rows` at a time: each block is converted to float64 as it is copied in, and
+    nothing the size of the batch is made besides ``out``. Whether every value is finite."""
     classifier = model.kind.task != "regression"
+    step = block_rows(model.kind)
+    finite = True
     with np.errstate(all="ignore"):
-        for start in range(0, len(x), BLOCK_ROWS):
-            outputs = model(tg.constant(x[start : start + BLOCK_ROWS], dtype="float64"))
-            found = probabilities(outputs) if classifier else outputs
-            out[start : start + BLOCK_ROWS] = found.numpy()
+        for start in range(0, len(x), step):
+            outputs = model(tg.constant(x[start : start + step], dtype="float64"))
+            found = (probabilities(outputs) if classifier else outputs).numpy()
+            finite = finite and bool(np.isfinite(found).all())
+            out[start : start + step] = found
+            if classes is not None:
+                classes[start : start + step] = np.argmax(found, axis=1)
+    return finite
