@@ -278,9 +278,9 @@ class RunSpec:
 
     def options(self) -> dict[str, Any]:
         """The JSON of the store's ``runs.options``: loss, huber_delta, regularization,
-        validation, early_stopping, shuffle and record_params (the store's boolean column
-        ``record_params`` says whether any row keeps params: runs stored before it was an
-        option in the JSON keep every row's params, or none)."""
+        validation, early_stopping, shuffle, and record_params when it is neither every row
+        (1) nor none (0): the store's boolean column ``record_params`` tells those apart, as it
+        did for every run stored before the option, whose JSON is unchanged."""
         validation: dict[str, Any] | None = None
         if isinstance(self.validation, ValidationFraction):
             validation = {"fraction": self.validation.fraction}
@@ -299,8 +299,7 @@ class RunSpec:
                 "restore_best": stopping.restore_best,
             },
             "shuffle": self.shuffle,
-            "record_params": self.record_params,
-        }
+        } | ({} if self.record_params in (0, 1) else {"record_params": self.record_params})
 
     def columns(self) -> dict[str, Any]:
         """The spec as the store's runs table keeps it: the keyword arguments of

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
@@ -38,7 +37,6 @@ from service.api.http.tenant_store import StoreDep, TenantStore
 from service.api.recent import Recent
 from service.api.schemas.common import INT32_END
 from service.api.schemas.history import HistoryColumns, HistoryPage, StreamItem
-from service.api.views import v1_fields
 from service.config import Settings
 from service.store.budget import RowBudget, sizes
 from service.store.repo import Repository
@@ -88,10 +86,9 @@ def budget(repo: Repository, model_id: str, settings: Settings) -> RowBudget:
     """What the model's history rows may take of an answer, and what each costs: its W and
     b are written twice (as `params` and as the tutorial's fields) for the kinds that have
     them."""
-    kind = stored_kind(repo.get_model(model_id))
-    twice = v1_fields({name: np.zeros(shape) for name, shape in kind.shapes().items()})
-    per_byte = JSON_PER_PARAM_BYTE * (2 if twice[0] is not None else 1)
-    return RowBudget(settings.max_answer_bytes, ROW_BASE, per_byte)
+    shapes = stored_kind(repo.get_model(model_id)).shapes()
+    twice = shapes.keys() == {"W", "b"} and len(shapes["W"]) == 1 and shapes["b"] == ()
+    return RowBudget(settings.max_answer_bytes, ROW_BASE, JSON_PER_PARAM_BYTE * (1 + twice))
 
 
 def answer(rows: Sequence[EpochRow], more: bool, fmt: str, cursor_of: str,
