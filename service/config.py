@@ -102,7 +102,9 @@ class Settings(BaseSettings):
     history_params_max: int = Field(
         4096,
         ge=0,
-        description="Models with at most this many parameters log them in every history row.",
+        description="Models with at most this many parameters keep them in history rows (every "
+        "row up to 512 parameters, every ceil(count / 512)-th above, or as `record_params` "
+        "says); larger ones in none.",
     )
     compile: bool = Field(
         True,
@@ -110,6 +112,12 @@ class Settings(BaseSettings):
         "false runs every step eagerly, for debugging.",
     )
     max_page_size: int = Field(1000, ge=1, description="Largest `limit` of a page.")
+    max_answer_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest answer a prediction or a page of history may take, judged before "
+        "it is built: a prediction beyond is refused (413), a page of history is cut short.",
+    )
     max_queued_runs: int = Field(1000, ge=1, description="Most runs waiting in the queue.")
     max_wait_seconds: float = Field(
         60.0, ge=0, description="Longest `Prefer: wait=N` a run request honours."
@@ -133,8 +141,8 @@ class Settings(BaseSettings):
         3, ge=1, description="Attempts a run gets before it fails with reason `worker_lost`."
     )
     checkpoint_seconds: float = Field(
-        5.0, gt=0, description="Longest time between checkpoints of a large model's run (small "
-        "models checkpoint at every stored epoch boundary)."
+        5.0, gt=0, description="Longest time between checkpoints of a run whose history keeps "
+        "params in fewer than every row (the others checkpoint at every stored epoch boundary)."
     )
     worker_metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Port where `tapeline worker` serves its metrics "
@@ -188,7 +196,8 @@ class Settings(BaseSettings):
         8, ge=0, description="Most queued or running runs of one tenant (its quota may differ)."
     )
     tenant_max_stored_bytes: int = Field(
-        1024**3, ge=0, description="Most bytes of datasets one tenant stores."
+        1024**3, ge=0, description="Most bytes one tenant stores: datasets, models' params, "
+        "runs' histories and checkpoints (its quota may differ)."
     )
     tenant_rate_limit: str = Field(
         "50/second", description="Requests one tenant may make, e.g. `50/second`, `1000/minute`."

@@ -6,7 +6,7 @@ which keeps reading long histories cheap; the answer is still serialised by its 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,7 @@ from fastapi import Response
 from pydantic import BaseModel, TypeAdapter
 
 from service.api.schemas.datasets import Dataset, DatasetSummary, SyntheticMade
-from service.api.schemas.history import HistoryColumns, HistoryPage, HistoryRow
+from service.api.schemas.history import HistoryRow
 from service.api.schemas.models import KIND_SCHEMAS
 from service.api.schemas.runs import (
     SGD,
@@ -150,6 +150,7 @@ def run(row: RunRow) -> Run:
             monitor=stopping.monitor, patience=stopping.patience,
             min_delta=stopping.min_delta, restore_best=stopping.restore_best),
         shuffle=spec.shuffle,
+        record_params=spec.record_params,
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
@@ -180,38 +181,8 @@ def history_row(row: EpochRow) -> HistoryRow:
     )
 
 
-def history(
-    rows: Sequence[EpochRow], more: bool, fmt: str, cursor_of: str
-) -> HistoryPage | HistoryColumns:
-    """A page of history as rows or columns; the cursor is the last row's ``epoch`` or
-    ``step`` (``cursor_of``)."""
-    next_cursor = str(getattr(rows[-1], cursor_of)) if more and rows else None
-    items = [history_row(r) for r in rows]
-    if fmt != "columns":
-        return HistoryPage.model_construct(items=items, next_cursor=next_cursor)
-    names = list(dict.fromkeys(name for item in items for name in item.metrics))
-    with_params = all(item.params is not None for item in items)
-    with_wb = all(item.W is not None for item in items)
-    return HistoryColumns.model_construct(
-        epoch=[r.epoch for r in items],
-        W=[r.W for r in items] if with_wb else None,  # type: ignore[misc]
-        b=[r.b for r in items] if with_wb else None,  # type: ignore[misc]
-        loss=[r.loss for r in items],
-        metrics={name: [r.metrics.get(name) for r in items] for name in names},
-        params=_param_columns(items) if with_params and items else None,
-        elapsed_ms=[r.elapsed_ms for r in items],
-        run_id=[r.run_id for r in items],
-        step=[r.step for r in items],
-        next_cursor=next_cursor,
-    )
-
-
-def _param_columns(items: Sequence[HistoryRow]) -> dict[str, list[Any]]:
-    rows = [item.params or {} for item in items]
-    return {name: [row[name] for row in rows] for name in rows[0]}
-
-
-def rendered(model: BaseModel) -> Response:
-    """``model`` as a JSON answer, serialised by the caller (a route's worker thread) instead of
-    by FastAPI on the event loop: a page of history can hold a million numbers."""
-    return Response(model.model_dump_json(), media_type="application/json")
+def rendered(model: BaseModel, status_code: int = 200) -> Response:
+    """``model`` as a JSON answer, serialised by the caller (a route's worker thread, or inside
+    the transaction that stored it) instead of by FastAPI on the event loop."""
+    return Response(model.model_dump_json(), status_code=status_code,
+                    media_type="application/json")

@@ -9,7 +9,15 @@ caller's question (the API checks an import exactly as it checks a create reques
 from __future__ import annotations
 
 from service.export import json_format, onnx_format, safetensors_format
-from service.export.formats import FORMATS, Bundle, FileProblem, Format, Parsed, read_bundle
+from service.export.formats import (
+    FORMATS,
+    Bundle,
+    FileProblem,
+    Format,
+    Limits,
+    Parsed,
+    read_bundle,
+)
 
-__all__ = ["FORMATS", "Bundle", "FileProblem", "Format", "Parsed", "json_format", "onnx_format",
-           "read_bundle", "safetensors_format"]
+__all__ = ["FORMATS", "Bundle", "FileProblem", "Format", "Limits", "Parsed", "json_format",
+           "onnx_format", "read_bundle", "safetensors_format"]

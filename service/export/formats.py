@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from service.export import bounded_json
 from service.training.kinds import Kind
 
 FORMAT_TAG = "tapeline.model/1"
@@ -25,18 +26,6 @@ class Bundle:
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Parsed:
-    """What a reader found in a file, not yet checked to make a model: the kind's name, its
-    config, the named params, the provenance and the format's name."""
-
-    kind: str
-    config: dict[str, Any]
-    params: dict[str, np.ndarray]
-    provenance: dict[str, Any]
-    format: str = ""
-
-
 class FileProblem(ValueError):
     """A model file that cannot be read: ``status`` 415 (not a model file of a known format)
     or 422 (a known format, but wrong inside); ``loc`` names where."""
@@ -44,6 +33,79 @@ class FileProblem(ValueError):
     def __init__(self, status: int, loc: list[str | int], msg: str) -> None:
         super().__init__(msg)
         self.status, self.loc, self.msg = status, loc, msg
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a model file may hold, from the service's limits: a model's numbers
+    (``params``), its class names (``classes``) and its named arrays (``tensors``). The
+    bounds of its JSON and of a safetensors header follow from them, so a file is judged
+    from its size and separators before it is parsed."""
+
+    params: int = 1_000_000
+    classes: int = 1000
+    tensors: int = 64
+
+    def document(self) -> bounded_json.Bounds:
+        """A JSON model file: its params' numbers, its class names and some provenance."""
+        return bounded_json.Bounds(values=self.params + 8 * self.classes + 4096)
+
+    def header(self) -> bounded_json.Bounds:
+        """A safetensors header: each tensor's entry, and the metadata's strings (the JSON
+        texts of the config and the provenance, whose separators count too)."""
+        return bounded_json.Bounds(values=16 * self.tensors + 8 * self.classes + 4096,
+                                   string_chars=self.header_bytes())
+
+    def metadata(self) -> bounded_json.Bounds:
+        """The JSON texts inside a safetensors header's metadata (config, provenance)."""
+        return bounded_json.Bounds(values=8 * self.classes + 4096)
+
+    def header_bytes(self) -> int:
+        """The largest safetensors header of an honest export: a few hundred bytes a tensor,
+        and each class name written twice escaped (up to 14 bytes a character)."""
+        return 65_536 + 256 * self.tensors + 3_000 * self.classes
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A param as a file holds it, not yet converted: its shape, its type as the file names
+    it, and how to read it as float64 (called only once its name and shape were checked)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    load: Callable[[], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What a reader found in a file, not yet checked to make a model: the kind's name, its
+    config, the named params (unread), the provenance and the format's name."""
+
+    kind: str
+    config: dict[str, Any]
+    params: dict[str, Tensor]
+    provenance: dict[str, Any]
+    format: str = ""
+
+    def arrays(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        """The params as float64 arrays, once every name and shape the file declares is
+        the one ``shapes`` (the kind's) expects: a 422 names the first that is not, before
+        a byte of any param is converted."""
+        loc: list[str | int] = ["file", "params"]
+        for name in self.params:
+            if name not in shapes:
+                raise FileProblem(422, [*loc, name], f"the model has no param {name!r} (it "
+                                                     f"has {', '.join(shapes)})")
+        for name, shape in shapes.items():
+            found = self.params.get(name)
+            if found is None:
+                raise FileProblem(422, [*loc, name], f"missing: shape {list(shape)}")
+            if found.shape != shape:
+                raise FileProblem(422, [*loc, name], f"expected shape {list(shape)}, got "
+                                                     f"{list(found.shape)}")
+        arrays = {name: self.params[name].load() for name in shapes}
+        finite_params(arrays, loc)
+        return arrays
 
 
 @dataclass(frozen=True)
@@ -55,7 +117,7 @@ class Format:
     media_type: str
     extension: str
     write: Callable[[Bundle], bytes]
-    read: Callable[[bytes], Parsed] | None = None
+    read: Callable[[bytes, Limits], Parsed] | None = None
     sniff: Callable[[bytes], bool] | None = None
 
 
@@ -75,17 +137,17 @@ def provenance_dict(value: Any, loc: list[str | int]) -> dict[str, Any]:
     return value
 
 
-def reject_constant(name: str) -> float:
-    """``json.loads`` hook: NaN and Infinity are not JSON numbers."""
-    raise FileProblem(422, ["file"], f"holds {name}, which is not a JSON number")
-
-
-def loads(text: bytes) -> Any:
-    """Strict JSON: no NaN / Infinity tokens, UTF-8 only."""
+def loads(text: bytes, bounds: bounded_json.Bounds,
+          loc: list[str | int] | None = None) -> Any:
+    """Strict JSON (UTF-8, no NaN or Infinity tokens) within ``bounds``, as the part of the
+    file at ``loc`` (the file itself by default)."""
+    where: list[str | int] = loc or ["file"]
     try:
-        return json.loads(text.decode("utf-8"), parse_constant=reject_constant)
+        return bounded_json.loads(text, bounds)
+    except bounded_json.Refused as refused:
+        raise FileProblem(422, [*where, *refused.loc], refused.msg) from refused
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise FileProblem(422, ["file"], f"is not valid JSON ({error})"[:200]) from error
+        raise FileProblem(422, where, f"is not valid JSON ({error})"[:200]) from error
 
 
 def is_finite_number(value: Any) -> bool:
@@ -105,13 +167,16 @@ def register(fmt: Format) -> Format:
 PICKLE_MAGIC = (b"\x80", b"(", b"c__builtin__", b"cnumpy")
 
 
-def read_bundle(data: bytes) -> Parsed:
-    """A model file of whichever importable format it is; 415 for pickles and for bytes that
-    are no known format, 422 for a known format that is wrong inside."""
+def read_bundle(data: bytes, limits: Limits | None = None) -> Parsed:
+    """A model file of whichever importable format it is, read within ``limits``; 415 for
+    pickles and for bytes that are no known format, 422 for a known format that is wrong
+    inside. The formats are detected first: a safetensors file starts with its header's size,
+    whose first byte may be any (``\\x80`` and ``(`` included), so the pickle sniff only
+    names what no format claimed."""
+    for fmt in FORMATS.values():
+        if fmt.read is not None and fmt.sniff is not None and fmt.sniff(data):
+            return replace(fmt.read(data, limits or Limits()), format=fmt.name)
     if data.startswith(PICKLE_MAGIC):
         raise FileProblem(415, ["file"], "looks like a Python pickle, which is never loaded: "
                                          "import a .safetensors or .json model file")
-    for fmt in FORMATS.values():
-        if fmt.read is not None and fmt.sniff is not None and fmt.sniff(data):
-            return replace(fmt.read(data), format=fmt.name)
     raise FileProblem(415, ["file"], "is neither a safetensors nor a Tapeline JSON model file")

@@ -13,8 +13,9 @@ from service.export.formats import (
     Bundle,
     FileProblem,
     Format,
+    Limits,
     Parsed,
-    finite_params,
+    Tensor,
     is_finite_number,
     loads,
     provenance_dict,
@@ -36,29 +37,42 @@ def write(bundle: Bundle) -> bytes:
 
 
 def _array(value: Any, loc: list[str | int]) -> np.ndarray:
-    """A number, a list of numbers or a list of equal-length rows of numbers."""
-    if is_finite_number(value):
-        return np.array(float(value))
-    if isinstance(value, float):
-        raise FileProblem(422, loc, "holds a number that is not finite")
+    """A param's numbers as float64, its shape (a number, a list or equal rows) found before
+    by :func:`_tensor`: 422 unless every one is a finite number."""
     if not isinstance(value, list):
-        raise FileProblem(422, loc, "must be a number, a list of numbers or a list of rows")
-    if all(is_finite_number(v) for v in value):
+        return np.array(float(value))
+    rows = bool(value) and all(isinstance(row, list) for row in value)
+    leaves = [v for row in value for v in row] if rows else value
+    if all(is_finite_number(v) for v in leaves):
         return np.array(value, dtype=np.float64)
-    if all(isinstance(row, list) and all(is_finite_number(v) for v in row) for row in value):
-        if len({len(row) for row in value}) > 1:
-            raise FileProblem(422, loc, "its rows differ in length")
-        return np.array(value, dtype=np.float64).reshape(len(value), -1)
-    leaves = [v for row in value for v in (row if isinstance(row, list) else [row])]
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in leaves):
         raise FileProblem(422, loc, "holds a number that is not finite")
     raise FileProblem(422, loc, "must hold finite numbers only (a number, a list or a list of "
                                 "rows)")
 
 
-def read(data: bytes) -> Parsed:
-    """The model a JSON document describes (structure checked, not yet the kind's shapes)."""
-    document = loads(data)
+def _tensor(value: Any, loc: list[str | int]) -> Tensor:
+    """A param's shape as its nesting says (a number, a list, a list of equal rows), read as
+    an array only when asked."""
+    if is_finite_number(value):
+        shape: tuple[int, ...] = ()
+    elif isinstance(value, float):
+        raise FileProblem(422, loc, "holds a number that is not finite")
+    elif not isinstance(value, list):
+        raise FileProblem(422, loc, "must be a number, a list of numbers or a list of rows")
+    elif value and all(isinstance(row, list) for row in value):
+        if len({len(row) for row in value}) > 1:
+            raise FileProblem(422, loc, "its rows differ in length")
+        shape = (len(value), len(value[0]))
+    else:
+        shape = (len(value),)
+    return Tensor(shape, "number", lambda: _array(value, loc))
+
+
+def read(data: bytes, limits: Limits) -> Parsed:
+    """The model a JSON document describes (structure checked, not yet the kind's shapes;
+    the params not yet read)."""
+    document = loads(data, limits.document())
     if not isinstance(document, dict):
         raise FileProblem(422, ["file"], "must be a JSON object")
     if document.get("format") != FORMAT_TAG:
@@ -73,11 +87,10 @@ def read(data: bytes) -> Parsed:
         raise FileProblem(422, ["file", "config"], "must be an object")
     if not isinstance(params, dict):
         raise FileProblem(422, ["file", "params"], "must be an object of named arrays")
-    arrays = {str(name): _array(value, ["file", "params", str(name)])
-              for name, value in params.items()}
-    finite_params(arrays, ["file", "params"])
+    tensors = {str(name): _tensor(value, ["file", "params", str(name)])
+               for name, value in params.items()}
     provenance = provenance_dict(document.get("provenance"), ["file", "provenance"])
-    return Parsed(kind, config, arrays, provenance)
+    return Parsed(kind, config, tensors, provenance)
 
 
 def sniff(data: bytes) -> bool:

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from service.config import Settings
 from service.jobs.checkpoint import pack_checkpoint, unpack_checkpoint
 from service.jobs.heartbeat import Heartbeat
-from service.store import lifecycle, repo
+from service.store import keys, lifecycle, repo
 from service.store.codec import unpack_params
 from service.store.tables import FINAL_STATUSES, RunRow, RunStatus
 from service.training.kinds import Model
@@ -52,21 +52,24 @@ def one_blas_thread() -> object:
 class Claim:
     """Who trains and how: the worker's name (logged and stored with the run), how long a
     silent worker keeps its runs, how many attempts a run gets, how often a large model
-    checkpoints, and whether steps are compiled (the worker's ``TAPELINE_COMPILE``; ``None``:
-    the environment's, read at each run)."""
+    checkpoints, whether steps are compiled (the worker's ``TAPELINE_COMPILE``; ``None``:
+    the environment's, read at each run), and the byte quota of a tenant without one of its
+    own (``TAPELINE_TENANT_MAX_STORED_BYTES``)."""
 
     worker: str = "local"
     timeout: float = 30.0
     max_attempts: int = 3
     checkpoint_seconds: float = 5.0
     compile: bool | None = None
+    max_stored_bytes: int = 1024**3
 
     @classmethod
     def of(cls, settings: Settings, worker: str) -> Claim:
         """How a worker named ``worker`` claims runs under these settings."""
         return cls(worker=worker, timeout=settings.worker_timeout,
                    max_attempts=settings.max_attempts,
-                   checkpoint_seconds=settings.checkpoint_seconds, compile=settings.compile)
+                   checkpoint_seconds=settings.checkpoint_seconds, compile=settings.compile,
+                   max_stored_bytes=settings.tenant_max_stored_bytes)
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ class Attempt:
         self.pending: list[EpochRecord] = []
         self._sessions, self._claim, self._hooks = sessions, claim, hooks
         self._model = loaded.model
+        self._every_row = loaded.spec.record_params == 1
         self._fit = Fit(loaded.model, loaded.train, loaded.spec, loaded.validation,
                         state=loaded.state, compiled=claim.compile)
         self._context = {"fields": {"run_id": self.run_id, "attempt": self.number,
@@ -170,6 +174,7 @@ class Attempt:
         self._last_flush = self._last_poll = self._last_checkpoint = time.monotonic()
         self._status_says_stop = self.run.status == RunStatus.CANCELLING
         self._handing_over = False
+        self._over: lifecycle.OverQuota | None = None  # the byte quota ended the run
         self._beat = Heartbeat(sessions, self.run_id, self.number,
                                max(claim.timeout / 3, 0.05))
 
@@ -185,10 +190,16 @@ class Attempt:
                         "more", self.run_id, self.number, extra=self._context)
             self._beat.stop()
             return None
+        except lifecycle.OverQuota:
+            try:
+                status = self.finish(RunStatus.FAILED)  # failed for the quota: see finish
+            except lifecycle.Fenced:
+                status = None
         except Diverged as diverged:
             status = RunStatus.DIVERGED
             try:
-                self.finish(status, error=("diverged", diverged.detail, diverged.epoch))
+                status = self.finish(status, error=("diverged", diverged.detail,
+                                                    diverged.epoch))
             except lifecycle.Fenced:
                 status = None
         except Exception:  # any other failure ends the run, never the worker
@@ -234,17 +245,20 @@ class Attempt:
 
     def flush(self) -> None:
         """Store the pending epochs (fenced) and, when one is due, a checkpoint; then tell
-        readers."""
+        readers. Raises :class:`~service.store.lifecycle.OverQuota` once the epochs that fit
+        the tenant's byte quota are stored and the next would not."""
         with self._sessions.begin() as session:
             self._write(session)
         self._hooks.announce(self.run_id, False)
+        if self._over is not None:
+            raise self._over
 
     def _write(self, session: Session, keep: bool = False) -> None:
         """Store the pending epochs (or only beat when there are none) and a checkpoint at
-        this epoch boundary when one is due (or ``keep``)."""
+        this epoch boundary when one is due (or ``keep``; none once the quota ended it)."""
         if not self._append_pending(session):
             lifecycle.heartbeat(session, self.run_id, self.number)
-        if keep or self._checkpoint_due():
+        if self._over is None and (keep or self._checkpoint_due()):
             state = self._fit.state()
             lifecycle.save_checkpoint(session, self.run_id, self.number, state.epoch,
                                       pack_checkpoint(self._model.params(), state))
@@ -252,18 +266,29 @@ class Attempt:
         self._last_flush = time.monotonic()
 
     def _append_pending(self, session: Session) -> bool:
-        """Store the pending epochs, fenced; whether there were any."""
+        """Store the pending epochs, fenced, and within the tenant's byte quota when it
+        applies to the run (those that fit: the others are dropped, and ``_over`` says the
+        quota ended the run); whether there were any."""
         if not self.pending:
             return False
-        lifecycle.append_epochs(session, self.run, self.pending, self.number)
-        self._hooks.stored(len(self.pending))
+        quota = None
+        if self.run.stored_quota:
+            defaults = keys.Quotas(0, self._claim.max_stored_bytes, "")
+            quota = keys.quotas(session, self.run.owner, defaults).max_stored_bytes
+        stored = len(self.pending)
+        try:
+            lifecycle.append_epochs(session, self.run, self.pending, self.number, quota)
+        except lifecycle.OverQuota as over:
+            self._over, stored = over, over.stored
+            self.completed -= len(self.pending) - stored
+        self._hooks.stored(stored)
         self.pending.clear()
         return True
 
     def _checkpoint_due(self) -> bool:
-        """A run that records params checkpoints at every flush (its epochs are cheap to
-        store anyway), any other every ``checkpoint_seconds``."""
-        return (self.run.record_params
+        """A run that records params in every row checkpoints at every flush (its epochs are
+        cheap to store anyway), any other every ``checkpoint_seconds``."""
+        return (self._every_row
                 or time.monotonic() - self._last_checkpoint >= self._claim.checkpoint_seconds)
 
     def end(self, outcome: Outcome) -> str:
@@ -273,27 +298,41 @@ class Attempt:
             self.release()
             return RunStatus.QUEUED
         if outcome.cancelled:
-            self.finish(RunStatus.CANCELLED, error=(
+            return self.finish(RunStatus.CANCELLED, error=(
                 "cancelled", f"cancelled on request after {self.completed} epochs",
                 self.completed))
-            return RunStatus.CANCELLED
-        self.finish(RunStatus.SUCCEEDED, final=outcome)
-        return RunStatus.SUCCEEDED
+        return self.finish(RunStatus.SUCCEEDED, final=outcome)
 
-    def finish(self, status: str, **outcome: Any) -> None:
+    def finish(self, status: str, **outcome: Any) -> str:
         """Store the pending epochs and end the run with ``status`` (and ``final`` params or
-        an ``error``), in one fenced transaction."""
+        an ``error``), in one fenced transaction; the status it ended with: ``failed`` with
+        reason ``quota`` instead when the tenant's byte quota stopped its history (the
+        epochs stored until then are kept)."""
         with self._sessions.begin() as session:
             self._append_pending(session)
+            if self._over is not None:
+                status, outcome = RunStatus.FAILED, {"error": self._quota_error(self._over)}
             lifecycle.finish_run(session, self.run_id, status, completed=self.completed,
                                  attempt=self.number, **outcome)
+        return status
+
+    def _quota_error(self, over: lifecycle.OverQuota) -> tuple[str, str, int]:
+        log.warning("run %s stopped at epoch %d: %s", self.run_id, self.completed, over,
+                    extra=self._context)
+        return ("quota", f"{over}: the run stopped at epoch {self.completed}, its history up "
+                         f"to there kept", self.completed)
 
     def release(self) -> None:
         """Hand the run back to the queue with a checkpoint here (the worker is draining):
-        the next attempt resumes at this epoch."""
+        the next attempt resumes at this epoch. When the byte quota stopped its history
+        instead, raises :class:`~service.store.lifecycle.OverQuota` (the run is then
+        finished, not handed back)."""
         with self._sessions.begin() as session:
             self._write(session, keep=True)
-            lifecycle.release_run(session, self.run_id, self.number)
+            if self._over is None:
+                lifecycle.release_run(session, self.run_id, self.number)
+        if self._over is not None:
+            raise self._over
         log.info("run %s handed back at epoch %d", self.run_id, self.completed,
                  extra=self._context)
 

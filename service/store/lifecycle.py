@@ -8,9 +8,11 @@ tenant. Each takes an open :class:`~sqlalchemy.orm.Session`; the caller owns the
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from itertools import accumulate
 from typing import Any
 
 from sqlalchemy import (
@@ -30,8 +32,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from service.store import usage
 from service.store.codec import pack_params
-from service.store.repo import NotFound, now
+from service.store.repo import NotFound, Repository, now
 from service.store.tables import (
     ACTIVE_STATUSES,
     CheckpointRow,
@@ -58,6 +61,18 @@ class Fenced(RuntimeError):
     def __init__(self, run_id: str, attempt: int) -> None:
         super().__init__(f"attempt {attempt} of run {run_id} no longer owns it")
         self.run_id, self.attempt = run_id, attempt
+
+
+class OverQuota(RuntimeError):
+    """Storing the next epoch would take the run's tenant past its byte quota: the ``stored``
+    epochs before it were written, the rest were not, and the run must end."""
+
+    def __init__(self, tenant: str, limit: int, adding: int, stored: int) -> None:
+        super().__init__(
+            f"the next epoch ({adding} bytes) would take tenant {tenant!r} past its quota of "
+            f"{limit} stored bytes (max_stored_bytes: datasets, models' params, runs' "
+            f"histories and checkpoints count)")
+        self.tenant, self.limit, self.adding, self.stored = tenant, limit, adding, stored
 
 
 def announce(session: Session, run_id: str) -> None:
@@ -120,7 +135,8 @@ _OWNED = and_(RUNS.c.id == bindparam("b_run_id"), RUNS.c.attempt == bindparam("b
               RUNS.c.status.in_([str(s) for s in TRAINING]))
 _APPEND_FENCE = update(RUNS).where(_OWNED).values(
     epochs_completed=bindparam("b_completed", type_=RUNS.c.epochs_completed.type),
-    heartbeat_at=bindparam("b_stamp", type_=RUNS.c.heartbeat_at.type))
+    heartbeat_at=bindparam("b_stamp", type_=RUNS.c.heartbeat_at.type),
+    stored_bytes=RUNS.c.stored_bytes + bindparam("b_added", type_=RUNS.c.stored_bytes.type))
 _INSERT_EPOCHS = insert(EPOCHS)
 _RUN_STATUS = select(RunRow.status).where(RunRow.id == bindparam("run_id"))
 _TO_FINISH = (
@@ -210,6 +226,7 @@ def claim_run(
         update(RunRow).where(RunRow.id == run_id).values(epochs_completed=resume_at)
         .execution_options(synchronize_session=False)
     )
+    session.execute(usage.recount(run_id))
     run.epochs_completed = resume_at
     announce(session, run_id)
     return Started(
@@ -273,40 +290,58 @@ def run_status(session: Session, run_id: str) -> str | None:
     return session.scalar(_RUN_STATUS, {"run_id": run_id})
 
 
+def stored_room(session: Session, tenant: str, limit: int) -> int:
+    """How many more bytes ``tenant`` may store under a quota of ``limit``, counted under the
+    tenant's lock (held until the transaction ends), as the API counts its writes."""
+    bound = Repository(session, tenant)
+    bound.lock_tenant()
+    return limit - bound.stored_bytes()
+
+
 def append_epochs(
     session: Session,
     run: RunRow,
     records: Sequence[EpochRecord],
     attempt: int,
+    quota: int | None = None,
 ) -> None:
-    """Add history rows to a run and count them as completed epochs, while ``attempt`` owns
-    the run: the run's row is updated first on that condition, which also locks it until
-    commit, so a superseded attempt gets :class:`Fenced` and writes nothing. (The rows go in
-    with a Core INSERT: they need none of the ORM's bookkeeping.)"""
+    """Add history rows to a run and count them as completed epochs (and their bytes as the
+    run's), while ``attempt`` owns the run: the run's row is updated first on that condition,
+    which also locks it until commit, so a superseded attempt gets :class:`Fenced` and writes
+    nothing. With a byte ``quota`` for the run's tenant, the rows that fit within it are
+    written and then :class:`OverQuota` says how many (the caller may commit them). (The rows
+    go in with a Core INSERT: they need none of the ORM's bookkeeping.)"""
     if not records:
         return
-    owned = session.execute(_APPEND_FENCE, {
-        "b_run_id": run.id, "b_attempt": attempt, "b_completed": records[-1].epoch + 1,
-        "b_stamp": now()})
-    if owned.rowcount == 0:  # type: ignore[attr-defined]
-        raise Fenced(run.id, attempt)
-    session.execute(
-        _INSERT_EPOCHS,
-        [
+    blobs = [None if r.params is None else pack_params(r.params) for r in records]
+    costs = [usage.history_bytes(blob) for blob in blobs]
+    fitting = len(records)
+    if quota is not None:
+        room = stored_room(session, run.owner, quota)
+        fitting = bisect_right(list(accumulate(costs)), room)
+    if fitting:
+        owned = session.execute(_APPEND_FENCE, {
+            "b_run_id": run.id, "b_attempt": attempt,
+            "b_completed": records[fitting - 1].epoch + 1, "b_stamp": now(),
+            "b_added": sum(costs[:fitting])})
+        if owned.rowcount == 0:  # type: ignore[attr-defined]
+            raise Fenced(run.id, attempt)
+        session.execute(_INSERT_EPOCHS, [
             {
                 "run_id": run.id,
                 "epoch": r.epoch,
                 "model_id": run.model_id,
                 "step": run.history_base + r.epoch,
-                "params": None if r.params is None else pack_params(r.params),
+                "params": blob,
                 "loss": r.loss,
                 "metrics": r.metrics,
                 "elapsed_ms": r.elapsed_ms,
             }
-            for r in records
-        ],
-    )
-    announce(session, run.id)
+            for r, blob in zip(records[:fitting], blobs, strict=False)
+        ])
+        announce(session, run.id)
+    if fitting < len(records):
+        raise OverQuota(run.owner, quota or 0, costs[fitting], fitting)
 
 
 def finish_run(
@@ -333,7 +368,8 @@ def finish_run(
     model: dict[str, Any] = {"history_rows": found.history_base + completed, "updated_at": stamp}
     if final is not None:
         params = pack_params(final.params)
-        run |= {"final_params": params, "final_loss": final.loss, "final_metrics": final.metrics}
+        run |= {"final_params": params, "final_loss": final.loss, "final_metrics": final.metrics,
+                "stored_bytes": RUNS.c.stored_bytes + len(params)}
         if final.stopped_early is not None:
             run |= {"stopped_epoch": final.stopped_early.epoch,
                     "best_epoch": final.stopped_early.best_epoch}
@@ -382,6 +418,7 @@ def resolve_interrupted(
             session.execute(
                 delete(EpochRow).where(EpochRow.run_id == row.id, EpochRow.epoch >= resume_at)
             )
+            session.execute(usage.recount(row.id))
             row.status, row.epochs_completed = RunStatus.QUEUED, resume_at
             row.worker, row.heartbeat_at = None, None
             if resume_at == 0:

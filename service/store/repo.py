@@ -20,7 +20,8 @@ from sqlalchemy import bindparam, delete, exists, false, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.store import blobs
+from service.store import blobs, usage
+from service.store.budget import RowBudget, sizes
 from service.store.codec import (
     npy_parts,
     pack_params,
@@ -138,8 +139,6 @@ _PRODUCING_RUN_ID = (
     .order_by(RunRow.seq.desc())
     .limit(1)
 )
-_STORED_BYTES = select(func.coalesce(func.sum(DatasetRow.stored_bytes), 0)).where(
-    DatasetRow.owner == bindparam("owner"))
 _TRAINING_MODEL_IDS = select(RunRow.model_id).where(
     RunRow.model_id.in_(bindparam("ids", expanding=True)), RunRow.owner == bindparam("owner"),
     _ACTIVE)
@@ -242,15 +241,19 @@ class Repository:
         self.session.delete(row)
 
     def stored_bytes(self) -> int:
-        """The bytes the tenant's datasets take."""
-        return int(self.session.scalar(_STORED_BYTES, {"owner": self.tenant}) or 0)
+        """The bytes the tenant stores: datasets, models' params, runs' histories and
+        checkpoints (:mod:`~service.store.usage`)."""
+        return sum(usage.stored(self.session, self.tenant).values())
 
-    def usage(self) -> dict[str, int]:
-        """What the tenant uses now: active runs, stored bytes, datasets and models."""
+    def usage(self) -> dict[str, Any]:
+        """What the tenant uses now: active runs, stored bytes (in all, and by what holds
+        them), datasets and models."""
         count = func.count()
+        stored = usage.stored(self.session, self.tenant)
         return {
             "active_runs": self.active_runs(),
-            "stored_bytes": self.stored_bytes(),
+            "stored_bytes": sum(stored.values()),
+            "stored": stored,
             "datasets": self.session.scalar(
                 select(count).where(DatasetRow.owner == self.tenant)) or 0,
             "models": self.session.scalar(select(count).where(ModelRow.owner == self.tenant)) or 0,
@@ -336,7 +339,10 @@ class Repository:
                                                               "owner": self.tenant}))
 
     def delete_model(self, model_id: str) -> None:
-        """Delete a model with its runs and history, or :class:`Conflict` while it trains."""
+        """Delete a model with its runs and history, or :class:`Conflict` while it trains.
+        The queue's lock is taken first, the one every run's creation holds: no run can be
+        queued for the model between the check and the delete, in any process."""
+        self.lock_queue()
         row = self.get_model(model_id)
         active = self.active_run_id(model_id)
         if active is not None:
@@ -360,10 +366,13 @@ class Repository:
         options: dict[str, Any],
         record_params: bool = True,
         validation_dataset_id: str | None = None,
+        stored_quota: bool = False,
     ) -> RunRow:
         """Queue a run of ``model`` on ``dataset`` (both the tenant's, found through this
         repository); :class:`Conflict` if the model has one active. ``options`` are the run's
-        loss, penalty, validation, early stopping and shuffling."""
+        loss, penalty, validation, early stopping and shuffling; ``stored_quota`` says whether
+        the tenant's byte quota applies to what it stores. The caller holds the queue's lock
+        (:meth:`lock_queue`), as :meth:`delete_model` does."""
         active = self.active_run_id(model.id)
         if active is not None:
             raise Conflict(f"model {model.id!r} already has an active run {active!r}")
@@ -384,6 +393,8 @@ class Repository:
             record_params=record_params,
             history_base=model.history_rows,
             initial_params=model.params,
+            stored_bytes=len(model.params),
+            stored_quota=stored_quota,
             created_at=now(),
         )
         self.session.add(row)
@@ -444,39 +455,48 @@ class Repository:
         return (EpochRow.model_id == model_id) & owned
 
     def run_history(
-        self, run_id: str, after: int | None, limit: int
+        self, run_id: str, after: int | None, limit: int, budget: RowBudget | None = None
     ) -> tuple[Sequence[EpochRow], bool]:
-        """A run's history rows with ``epoch > after``, and whether more follow."""
+        """A run's history rows with ``epoch > after``, and whether more follow; no more rows
+        than fit ``budget``'s bytes."""
+        if budget is not None:
+            limit = _fitting(self.session, self._run_rows(run_id), EpochRow.epoch, after,
+                             limit, budget)
         rows = self.session.scalars(_RUN_HISTORY, {
             "run_id": run_id, "owner": self.tenant, "after": -1 if after is None else after,
             "limit": limit + 1}).all()
         return rows[:limit], len(rows) > limit
 
     def model_history(
-        self, model_id: str, after: int | None, limit: int
+        self, model_id: str, after: int | None, limit: int, budget: RowBudget | None = None
     ) -> tuple[Sequence[EpochRow], bool]:
         """Every run's history of a model in order, rows with ``step > after``, and whether
-        more follow."""
+        more follow; no more rows than fit ``budget``'s bytes."""
+        if budget is not None:
+            limit = _fitting(self.session, self._model_rows(model_id), EpochRow.step, after,
+                             limit, budget)
         rows = self.session.scalars(_MODEL_HISTORY, {
             "model_id": model_id, "owner": self.tenant, "after": -1 if after is None else after,
             "limit": limit + 1}).all()
         return rows[:limit], len(rows) > limit
 
     def run_history_sample(
-        self, run_id: str, after: int | None, max_points: int
+        self, run_id: str, after: int | None, max_points: int, budget: RowBudget | None = None
     ) -> Sequence[EpochRow]:
         """A run's history after ``after`` in at most ``max_points`` rows, keeping the first
-        and last epoch and the loss's extremes (``sampling.minmax_rows``)."""
+        and last epoch and the loss's extremes (``sampling.minmax_rows``); fewer when their
+        bytes would pass ``budget``'s."""
         return _sampled_history(self.session, self._run_rows(run_id), EpochRow.epoch, after,
-                                max_points)
+                                max_points, budget)
 
     def model_history_sample(
-        self, model_id: str, after: int | None, max_points: int
+        self, model_id: str, after: int | None, max_points: int,
+        budget: RowBudget | None = None
     ) -> Sequence[EpochRow]:
         """A model's history (every run, by ``step``) after ``after`` in at most
         ``max_points`` rows, as :meth:`run_history_sample` reduces a run's."""
         return _sampled_history(self.session, self._model_rows(model_id), EpochRow.step, after,
-                                max_points)
+                                max_points, budget)
 
 
 def _fetch_raw(session: Session, query: Any) -> list[Any]:
@@ -494,18 +514,34 @@ def _fetch_raw(session: Session, query: Any) -> list[Any]:
         cursor.close()
 
 
+def _fitting(session: Session, where: Any, key: Any, after: int | None, limit: int,
+             budget: RowBudget) -> int:
+    """How many of the next ``limit`` history rows after ``after`` fit ``budget``: one scan of
+    their params' sizes, not of the params."""
+    query = select(func.length(EpochRow.params)).where(where).order_by(key).limit(limit)
+    if after is not None:
+        query = query.where(key > after)
+    found = session.scalars(query).all()
+    return budget.fitting(sizes(list(found))) if found else limit
+
+
 def _sampled_history(
-    session: Session, where: Any, key: Any, after: int | None, max_points: int
+    session: Session, where: Any, key: Any, after: int | None, max_points: int,
+    budget: RowBudget | None = None,
 ) -> Sequence[EpochRow]:
     """History rows after ``after`` reduced to at most ``max_points`` by min/max buckets of the
-    loss: one scan of (key, loss), then the chosen rows only."""
-    query = select(key, EpochRow.loss).where(where).order_by(key)
+    loss (fewer when ``budget`` says so): one scan of (key, loss, params' size), then the
+    chosen rows only."""
+    query = select(key, EpochRow.loss, func.coalesce(func.length(EpochRow.params), 0)).where(
+        where).order_by(key)
     if after is not None:
         query = query.where(key > after)
     scanned = _fetch_raw(session, query)
     if not scanned:
         return []
-    pairs = np.fromiter(chain.from_iterable(scanned), np.float64, 2 * len(scanned))
-    keys, losses = pairs[0::2], pairs[1::2]
-    chosen = keys[minmax_rows(losses, max_points)].astype(np.int64).tolist()
+    triples = np.fromiter(chain.from_iterable(scanned), np.float64, 3 * len(scanned))
+    keys, losses, param_bytes = triples[0::3], triples[1::3], triples[2::3]
+    rows = (minmax_rows(losses, max_points) if budget is None
+            else budget.sample(losses, param_bytes, max_points))
+    chosen = keys[rows].astype(np.int64).tolist()
     return session.scalars(select(EpochRow).where(where, key.in_(chosen)).order_by(key)).all()

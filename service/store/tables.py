@@ -182,6 +182,11 @@ class RunRow(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Attempts that ended by handing the run back (a worker draining), not by a loss.
     handbacks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Bounds (migration 0006): the bytes the run stores (initial and final params, history
+    # rows; its checkpoint is counted apart), and whether its tenant's byte quota applies.
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    stored_quota: Mapped[bool] = mapped_column(Boolean, default=False,
+                                               server_default=text("false"))
 
 
 class EpochRow(Base):

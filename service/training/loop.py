@@ -225,7 +225,7 @@ class Fit:
     def _snapshot(self, epoch: int) -> Params | None:
         """The params at the start of ``epoch`` when something keeps them; raises
         :class:`Diverged` when they are not finite."""
-        keep = self.spec.record_params or self.spec.early_stopping is not None
+        keep = self.spec.records_params(epoch) or self.spec.early_stopping is not None
         params = self.model.params() if keep else None
         _check_params(epoch, params.values() if params is not None else
                       [v.numpy() for v in self.model.variables])
@@ -316,7 +316,8 @@ class Fit:
                 if not full_batch:
                     self._minibatches()
                 self.epoch += 1
-                yield EpochRecord(epoch, loss, metrics, params if spec.record_params else None,
+                yield EpochRecord(epoch, loss, metrics,
+                                  params if spec.records_params(epoch) else None,
                                   (time.perf_counter() - start) * 1000.0)
             params, loss, metrics = self._state_now()
             _check_params(spec.epochs, params.values())

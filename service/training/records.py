@@ -24,7 +24,8 @@ class EarlyStopping:
 
 @dataclass(frozen=True)
 class FitSpec:
-    """How to train: everything a run says about its training, resolved to plain values."""
+    """How to train: everything a run says about its training, resolved to plain values;
+    ``record_params`` k keeps the params in the history rows of every k-th epoch (0: none)."""
 
     epochs: int
     optimizer: dict[str, Any]
@@ -36,7 +37,11 @@ class FitSpec:
     shuffle: bool = True
     shuffle_seed: int | None = None
     early_stopping: EarlyStopping | None = None
-    record_params: bool = True
+    record_params: int = 1
+
+    def records_params(self, epoch: int) -> bool:
+        """Whether the history row of ``epoch`` keeps the params."""
+        return self.record_params > 0 and epoch % self.record_params == 0
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ __all__ = [
     "ValidationDataset",
     "ValidationFraction",
     "named_params",
+    "record_params",
     "tutorial_params",
     "validate_model",
     "validate_run",
@@ -227,13 +228,38 @@ def _sgd() -> dict[str, Any]:
     return {"kind": "sgd", "learning_rate": 0.1}
 
 
+# By default a model's history rows hold this many of its numbers per row on average: every
+# row keeps the params of a model of at most this many, one row in ceil(count / this) those of
+# a larger one (a 4,096-parameter MLP: every 8th).
+PARAMS_PER_ROW = 512
+
+
+def record_params(asked: int | None, param_count: int, params_max: int) -> int:
+    """Which history rows keep the params, as every k-th epoch (0: none): ``asked``, or by
+    default every row for a model of at most :data:`PARAMS_PER_ROW` params, every
+    ceil(count / PARAMS_PER_ROW)-th for a larger one, and none for a model of more than
+    ``params_max`` (``TAPELINE_HISTORY_PARAMS_MAX``), whose params no row keeps: asking for
+    them is a :class:`SpecError`."""
+    if param_count > params_max:
+        if asked:
+            raise SpecError(("body", "record_params"),
+                            f"the model has {param_count} parameters, more than the "
+                            f"{params_max} history rows keep (TAPELINE_HISTORY_PARAMS_MAX): "
+                            f"set 0 or leave it out")
+        return 0
+    if asked is not None:
+        return asked
+    return -(-param_count // PARAMS_PER_ROW)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """How a run trains (on what is the run's dataset): every field of a run's request but
-    the dataset, and whether history keeps each epoch's params. The defaults are the
-    tutorial's: ten full-batch epochs of SGD at 0.1 in float32. ``optimizer`` is the
-    optimizer's JSON (``kind`` and its settings), as the store keeps it and
-    :func:`~service.training.optimizers.make_optimizer` reads it."""
+    the dataset, and which history rows keep the params (``record_params``: every k-th
+    epoch's, 0 none). The defaults are the tutorial's: ten full-batch epochs of SGD at 0.1
+    in float32, every row's params. ``optimizer`` is the optimizer's JSON (``kind`` and its
+    settings), as the store keeps it and :func:`~service.training.optimizers.make_optimizer`
+    reads it."""
 
     epochs: int = 10
     optimizer: Mapping[str, Any] = field(default_factory=_sgd)
@@ -246,13 +272,15 @@ class RunSpec:
     validation: ValidationFraction | ValidationDataset | None = None
     early_stopping: EarlyStoppingSpec | None = None
     shuffle: bool = True
-    record_params: bool = True
+    record_params: int = 1
 
     # ------------------------------------------------------------ the codec
 
     def options(self) -> dict[str, Any]:
         """The JSON of the store's ``runs.options``: loss, huber_delta, regularization,
-        validation, early_stopping and shuffle."""
+        validation, early_stopping, shuffle, and record_params when it is neither every row
+        (1) nor none (0): the store's boolean column ``record_params`` tells those apart, as it
+        did for every run stored before the option, whose JSON is unchanged."""
         validation: dict[str, Any] | None = None
         if isinstance(self.validation, ValidationFraction):
             validation = {"fraction": self.validation.fraction}
@@ -271,7 +299,7 @@ class RunSpec:
                 "restore_best": stopping.restore_best,
             },
             "shuffle": self.shuffle,
-        }
+        } | ({} if self.record_params in (0, 1) else {"record_params": self.record_params})
 
     def columns(self) -> dict[str, Any]:
         """The spec as the store's runs table keeps it: the keyword arguments of
@@ -283,7 +311,7 @@ class RunSpec:
             "shuffle_seed": self.shuffle_seed,
             "dtype": self.dtype,
             "options": self.options(),
-            "record_params": self.record_params,
+            "record_params": self.record_params > 0,
             "validation_dataset_id": self.validation.dataset_id
             if isinstance(self.validation, ValidationDataset) else None,
         }
@@ -308,7 +336,7 @@ class RunSpec:
             else ValidationDataset(**validation),
             early_stopping=None if stopping is None else EarlyStoppingSpec(**stopping),
             shuffle=options["shuffle"],
-            record_params=run.record_params,
+            record_params=options.get("record_params", 1 if run.record_params else 0),
         )
 
     # ------------------------------------------------------------- the loop

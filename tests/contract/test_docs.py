@@ -219,6 +219,9 @@ def test_runs_and_streams(chain: Shell) -> None:
     lines = [json.loads(line) for line in out("application/jsonl").splitlines() if line]
     assert [line["type"] for line in lines] == ["epoch", "epoch", "end"]
     assert documents(out("/cancel"))[0]["status"] in ("cancelling", "cancelled")
+    [thinned] = documents(out("record_params"))
+    assert thinned["epoch"] == [0, 1, 2, 3, 4]
+    assert [b is None for b in thinned["b"]] == [False, True, False, True, False]
 
 
 def test_export_and_prediction(chain: Shell) -> None:
@@ -229,6 +232,8 @@ def test_export_and_prediction(chain: Shell) -> None:
     assert batch[0] == "y,p_0,p_1,p_2" and [line.split(",")[0] for line in batch[1:3]] == \
         ["1", "0"]
     assert out("dry_run=true").split() == ["None", "[16]", "relu", "65"]
+    refused = out("rows.npy")
+    assert refused.startswith("413 the answer to 100000 rows") and "(JSON: 2683," in refused
     assert (chain.cwd / "softmax.onnx").stat().st_size > 0
 
 
@@ -245,6 +250,18 @@ def test_terminal_client(chain: Shell) -> None:
     assert "succeeded after 100 epochs" in terminal and "val_r2" in terminal
     assert terminal.split("wrote predictions.csv")[1].split()[0] == "y"
     assert (chain.cwd / "plane.onnx").stat().st_size > 0
+
+
+def test_requeue_is_described_as_it_behaves() -> None:
+    """A requeued run resumes from its last checkpoint, keeping the epochs stored up to it
+    (tests/live/test_operations.py restarts a server to show it): Runs and Deployment say
+    so, and no page says it trains from scratch (Runs did)."""
+    for source in [README, *sorted(DOCS.glob("*.md"))]:
+        assert "from scratch" not in " ".join(source.read_text().split()), source.name
+    for name in ("runs.md", "deployment.md"):
+        text = " ".join(page(name).split())
+        assert re.search(r"`(TAPELINE_ON_INTERRUPTED=)?requeue`[^.]{0,80}resumes[^.]{0,40}"
+                         r"last checkpoint", text), name
 
 
 def test_every_other_curl_line_runs(live_server: LiveServer) -> None:
@@ -284,6 +301,8 @@ def test_tenants_page_runs_against_a_server_that_requires_keys(tmp_path: Path) -
     assert result.returncode == 0, f"the block failed:\n{result.stdout}\n{result.stderr}"
     me, end = json.JSONDecoder().raw_decode(result.stdout)  # curl adds no newline
     assert me["tenant"] == "team-a" and me["usage"]["models"] == 1
+    assert me["usage"]["stored"] == {"datasets": 0, "models": 136, "runs": 0, "checkpoints": 0}
+    assert me["usage"]["stored_bytes"] == 136  # the model's params count
     foreign, forbidden, rest = result.stdout[end:].split("\n", 2)
     assert (foreign, forbidden) == ("404", "403")  # B's read key: A's model; creating
     assert rest.startswith("HTTP/1.1 401 Unauthorized")

@@ -101,13 +101,13 @@ def test_a_v1_sqlite_store_upgrades_and_reads_back_the_same(tmp_path: Path) -> N
 
 
 def check_tenancy(url: str) -> None:
-    """At head (0005): after 0003 every v1 row belongs to tenant ``default``, each dataset
-    knows its stored size, and the key and quota tables are there, empty; then 0004's
-    checks."""
+    """At head (0006): after 0003 every v1 row belongs to tenant ``default``, each dataset
+    knows its stored size, and the key and quota tables are there, empty; then 0004's and
+    0006's checks."""
     engine = make_engine(url)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() \
-            == "0005"
+            == "0006"
         for table in ("datasets", "models", "runs"):
             owners = connection.execute(text(f"SELECT DISTINCT owner FROM {table}")).scalars()
             assert list(owners) == ["default"], table
@@ -120,7 +120,22 @@ def check_tenancy(url: str) -> None:
         # 0005: models made here were imported from no file.
         assert connection.execute(text(
             "SELECT count(*) FROM models WHERE imported_from IS NOT NULL")).scalar() == 0
+        check_bounds(connection)
     engine.dispose()
+
+
+def check_bounds(connection: Any) -> None:
+    """0006: every run counts the bytes it stores (its params and its history rows, each
+    row 128 bytes besides its params), and the byte quota applies to none of the v1 runs
+    (made without a key)."""
+    runs = connection.execute(text(
+        "SELECT r.id, r.stored_bytes, r.stored_quota, length(r.initial_params)"
+        " + COALESCE(length(r.final_params), 0) AS params,"
+        " (SELECT SUM(length(e.params)) FROM epochs e WHERE e.run_id = r.id) AS history,"
+        " (SELECT count(*) FROM epochs e WHERE e.run_id = r.id) AS rows FROM runs r")).all()
+    assert runs and all(r.rows > 0 for r in runs)
+    assert all(r.stored_bytes == r.params + r.history + 128 * r.rows for r in runs)
+    assert not any(r.stored_quota for r in runs if r.id in {v["id"] for v in V1_ANSWERS["runs"]})
 
 
 def check_scale_out(connection: Any) -> None:

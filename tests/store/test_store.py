@@ -131,7 +131,8 @@ def test_a_repository_sees_only_its_own_tenant(sessions: sessionmaker[Session]) 
         for table in (repo.DatasetRow, repo.ModelRow, RunRow):
             assert other.page(table, 10, None) == ([], None)
         assert other.usage() == {"active_runs": 0, "stored_bytes": 0, "datasets": 0,
-                                 "models": 0}
+                                 "models": 0, "stored": dict.fromkeys(
+                                     ("datasets", "models", "runs", "checkpoints"), 0)}
         owner = own(session).usage()
         assert owner["active_runs"] == owner["datasets"] == owner["models"] == 1
         assert owner["stored_bytes"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import struct
 import zipfile
@@ -157,3 +158,59 @@ def npz_with_members(**members: bytes) -> bytes:
         for name, data in members.items():
             archive.writestr(name, data)
     return buffer.getvalue()
+
+
+# ------------------------------------------------------------------ model files
+
+MODEL_TAG = "tapeline.model/1"
+
+
+def safetensors_file(tensors: dict[str, tuple[str, list[int], bytes]],
+                     metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file written by hand, so it can say anything: each tensor is (dtype,
+    shape, data), laid out one after the other."""
+    header: dict[str, object] = {}
+    data, offset = [], 0
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape,
+                        "data_offsets": [offset, offset + len(raw)]}
+        data.append(raw)
+        offset += len(raw)
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    encoded = json.dumps(header).encode()
+    return struct.pack("<Q", len(encoded)) + encoded + b"".join(data)
+
+
+def linear_metadata(features: int = 1, **provenance: object) -> dict[str, str]:
+    """The metadata of a linear model's safetensors export."""
+    return {"format": MODEL_TAG, "kind": "linear", "config": json.dumps({"features": features}),
+            "provenance": json.dumps(provenance)}
+
+
+def unknown_name_safetensors(mebibytes: int) -> bytes:
+    """A linear model's file whose one large tensor has a name the kind does not have: its
+    ``mebibytes`` MiB of float32 must never be widened to be refused."""
+    raw = bytes(mebibytes << 20)
+    return safetensors_file({"W": ("F64", [1], bytes(8)), "b": ("F64", [], bytes(8)),
+                             "surplus": ("F32", [len(raw) // 4], raw)}, linear_metadata())
+
+
+def tiny_tensors_safetensors(count: int) -> bytes:
+    """A safetensors file whose header lists ``count`` empty tensors."""
+    tensors = {f"t{i}": ("F64", [0], b"") for i in range(count)}
+    return safetensors_file(tensors, linear_metadata())
+
+
+def json_model(params: object, kind: str = "linear", config: dict[str, object] | None = None,
+               provenance: dict[str, object] | None = None) -> bytes:
+    """A JSON model file (``ensure_ascii``: lone surrogates travel as escapes)."""
+    return json.dumps({"format": MODEL_TAG, "kind": kind, "config": config or {"features": 1},
+                       "params": params, "provenance": provenance or {}}).encode()
+
+
+def json_numbers(count: int) -> bytes:
+    """A JSON model file whose W is a list of ``count`` numbers (written without building
+    them)."""
+    head = b'{"format": "tapeline.model/1", "kind": "linear", "config": {"features": 1}, '
+    return head + b'"params": {"b": 0, "W": [' + b"0," * (count - 1) + b"0]}}"

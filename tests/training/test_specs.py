@@ -25,6 +25,7 @@ from service.training.specs import (
     ValidationDataset,
     ValidationFraction,
     named_params,
+    record_params,
     tutorial_params,
     validate_model,
     validate_run,
@@ -167,7 +168,7 @@ def test_the_codec_writes_the_columns_the_store_keeps() -> None:
                 batch_size=2, shuffle_seed=4, dtype="float64", huber_delta=2.0,
                 regularization=Regularization(1.0, 0.5), validation=ValidationDataset("ds_v"),
                 early_stopping=EarlyStoppingSpec(min_delta=1.0, restore_best=False),
-                shuffle=False, record_params=False),
+                shuffle=False, record_params=0),
         DATASETS["named"], datasets=lambda _: DATASETS["named"])
     columns = spec.columns()
     assert columns == {
@@ -230,6 +231,29 @@ def test_stored_rows_decode_and_encode_unchanged(row: dict[str, Any]) -> None:
         [list(row["options"]), str(row["options"])]
 
 
+def test_record_params_every_k_rows_is_in_the_options() -> None:
+    """Every row (1) and none (0) are the boolean column, as before the option; every k-th
+    row is in the options' JSON too, and reads back."""
+    spec = RunSpec(loss="mse", record_params=8)
+    columns = spec.columns()
+    assert columns["record_params"] is True and columns["options"]["record_params"] == 8
+    assert RunSpec.from_columns(SimpleNamespace(**columns)) == spec
+    assert spec.fit().record_params == 8
+    assert [e for e in range(20) if spec.fit().records_params(e)] == [0, 8, 16]
+    for k in (0, 1):
+        columns = RunSpec(loss="mse", record_params=k).columns()
+        assert "record_params" not in columns["options"] and columns["record_params"] == (k == 1)
+        assert RunSpec.from_columns(SimpleNamespace(**columns)).record_params == k
+
+
+def test_record_params_by_default_thins_large_models() -> None:
+    assert [record_params(None, n, 4096) for n in (2, 512, 513, 4096, 4097)] == [1, 1, 2, 8, 0]
+    assert record_params(3, 4096, 4096) == 3 and record_params(0, 5000, 4096) == 0
+    with pytest.raises(SpecError) as refused:
+        record_params(1, 5000, 4096)
+    assert refused.value.location == ("body", "record_params")
+
+
 def test_the_loop_gets_the_fit_spec_the_runner_built() -> None:
     every = RunSpec.from_columns(SimpleNamespace(**STORED[1]))
     assert every.fit() == FitSpec(
@@ -244,7 +268,7 @@ def test_the_loop_gets_the_fit_spec_the_runner_built() -> None:
         shuffle=False,
         shuffle_seed=7,
         early_stopping=EarlyStopping("val_r2", 3, 0.001, True),
-        record_params=False,
+        record_params=0,
     )
     assert RunSpec.from_columns(SimpleNamespace(**STORED[0])).fit() == FitSpec(
         epochs=10, optimizer={"kind": "sgd", "learning_rate": 0.1}, loss="mse")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.http import dryrun
 from service.api.http.auth import Caller, CallerDep
+from service.api.http.problems import over_quota
 from service.api.http.runtime import Runtime
 from service.config import Settings
 from service.store import keys
@@ -46,6 +47,19 @@ class TenantStore:
         if self.caller.key_id is None:
             return None
         return keys.quotas(repo.session, repo.tenant, default_quotas(self.settings))
+
+
+def check_stored_bytes(repo: Repository, quotas: keys.Quotas, what: str) -> None:
+    """429 when the tenant's stored bytes, counted with what this transaction added
+    (``what``), pass its quota; raising undoes the transaction. The caller holds the
+    tenant's lock (``Repository.lock_tenant``) since before it wrote."""
+    stored = repo.stored_bytes()
+    if stored > quotas.max_stored_bytes:
+        raise over_quota(
+            f"tenant {repo.tenant!r} would store {stored} bytes with {what}, more than its "
+            f"quota of {quotas.max_stored_bytes} bytes (datasets, models' params, runs' "
+            f"histories and checkpoints count); delete some, or ask for more",
+            quotas.max_stored_bytes, stored)
 
 
 def default_quotas(settings: Settings) -> keys.Quotas:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import secrets
 from typing import Annotated, Any
@@ -15,13 +14,14 @@ from starlette.concurrency import run_in_threadpool
 from service.api import views
 from service.api.http import dryrun
 from service.api.http.auth import AUTH_ERRORS, Authorized
+from service.api.http.file_answers import text_cell
 from service.api.http.large_bodies import OffLoopJsonRoute
 from service.api.http.negotiation import choose
 from service.api.http.paging import PageDep, encode_cursor
-from service.api.http.problems import ProblemError, over_quota, responses
-from service.api.http.request_checks import JsonBody
+from service.api.http.problems import ProblemError, responses
+from service.api.http.request_checks import JsonBody, check_file_name
 from service.api.http.runtime import Runtime, RuntimeDep
-from service.api.http.tenant_store import StoreDep, TenantStore
+from service.api.http.tenant_store import StoreDep, TenantStore, check_stored_bytes
 from service.api.recent import Recent
 from service.api.schemas.common import NO_NUL, SAFE_INT_END, Examples
 from service.api.schemas.datasets import (
@@ -65,13 +65,7 @@ def _store(
         row = repo.create_dataset(x=x, y=y, source=source, name=name,
                                   synthetic=synthetic, classes=classes)
         if quotas is not None:  # counted with the new row; raising undoes it
-            used = repo.stored_bytes() - row.stored_bytes
-            if used + row.stored_bytes > quotas.max_stored_bytes:
-                raise over_quota(
-                    f"tenant {repo.tenant!r} stores {used} bytes of datasets; this one "
-                    f"({row.stored_bytes} bytes) would pass its quota of "
-                    f"{quotas.max_stored_bytes} bytes (delete datasets, or ask for more)",
-                    quotas.max_stored_bytes, used)
+            check_stored_bytes(repo, quotas, f"this dataset ({row.stored_bytes} bytes)")
         view = views.dataset(row)
     if dry_run:
         return dryrun.preview(view)
@@ -181,6 +175,7 @@ async def upload(
     dry_run: dryrun.DryRun = False,
 ) -> Dataset:
     """Store a dataset from a file; every other CSV column (or the npz `x`) is a feature."""
+    check_file_name(file)
     return await run_in_threadpool(  # type: ignore[no-any-return]
         _store_upload, runtime, store, response, file, target, name, dry_run)
 
@@ -276,12 +271,12 @@ def download(
                              else y.astype(np.float64).tolist()})
     if media_type == "text/csv":
         text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
         names = ["x"] if x.shape[1] == 1 else [f"x{i}" for i in range(x.shape[1])]
-        writer.writerow([*names, "y"])
-        labels = named.tolist() if named is not None else y.astype(np.float64).tolist()
-        writer.writerows([*row, label] for row, label in zip(x.astype(np.float64).tolist(),
-                                                               labels, strict=True))
+        text.write(",".join([*names, "y"]) + "\n")
+        labels = ([text_cell(label) for label in named.tolist()] if named is not None
+                  else [repr(value) for value in y.astype(np.float64).tolist()])
+        text.writelines(",".join([*map(repr, row), label]) + "\n"
+                        for row, label in zip(x.astype(np.float64).tolist(), labels, strict=True))
         return Response(
             text.getvalue(),
             media_type="text/csv",

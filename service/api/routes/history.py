@@ -1,17 +1,22 @@
 """History: per-epoch params, loss and metrics of a run, or of a model across its runs; and the
 live streams of a run's epochs (every stored epoch, then new ones as they are trained, then the
-run), as Server-Sent Events or JSON Lines on one path."""
+run), as Server-Sent Events or JSON Lines on one path.
+
+A page's bytes are bounded as well as its rows: each row costs a fixed part and its params
+(judged from their stored size before they are read), and a page stops before the row that
+would take it past ``TAPELINE_MAX_ANSWER_BYTES`` (its ``next_cursor`` continues it); a
+downsampled answer keeps fewer points. Large answers are streamed as they are written."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from service.api import views
+from service.api import history_answers
 from service.api.feeds import Item
 from service.api.http.auth import AUTH_ERRORS, Authorized
 from service.api.http.negotiation import choose
@@ -32,7 +37,11 @@ from service.api.http.tenant_store import StoreDep, TenantStore
 from service.api.recent import Recent
 from service.api.schemas.common import INT32_END
 from service.api.schemas.history import HistoryColumns, HistoryPage, StreamItem
-from service.store.tables import FINAL_STATUSES
+from service.config import Settings
+from service.store.budget import RowBudget, sizes
+from service.store.repo import Repository
+from service.store.tables import FINAL_STATUSES, EpochRow
+from service.training.specs import stored_kind
 
 router = APIRouter(tags=["history"], dependencies=[Authorized],
                    responses=AUTH_ERRORS)
@@ -42,7 +51,9 @@ Format = Annotated[
     Query(description="`rows`: a list of row objects; `columns`: one list per field."),
 ]
 Limit = Annotated[
-    PageSize | None, Query(description="Rows per page (by default the largest page).")
+    PageSize | None,
+    Query(description="Rows per page (by default the largest page); fewer when the rows' "
+                      "bytes would pass TAPELINE_MAX_ANSWER_BYTES (`next_cursor` continues)."),
 ]
 # A chart is at most a few thousand pixels wide; more points than this draw nothing new.
 MAX_POINTS = 10_000
@@ -54,13 +65,40 @@ MaxPoints = Annotated[
         description="Downsample to at most this many rows, all after `after` in one answer "
         "(`limit` does not apply): the rows are cut into `max_points // 4` equal buckets, each "
         "keeping its first, last, lowest-loss and highest-loss row, so the first and last "
-        "epoch and every bucket's loss extremes are kept. Every row when they fit.",
+        "epoch and every bucket's loss extremes are kept. Every row when they fit; fewer "
+        "buckets when the rows' bytes would pass TAPELINE_MAX_ANSWER_BYTES.",
     ),
 ]
 
 
 # Rendered `max_points` answers about finished runs: their history never changes again.
 finished_answers: Recent[bytes] = Recent(32)
+# Answers up to this size are sent whole (and may be kept above); larger ones are streamed.
+WHOLE_BYTES = 1 << 20
+# What a history row costs an answer besides its params (numbers, ids, metrics), and the
+# bytes of JSON per byte of stored params: a float64 (8 bytes) is at most 24 characters and
+# a separator, with room for brackets.
+ROW_BASE = 1024
+JSON_PER_PARAM_BYTE = 28 / 8
+
+
+def budget(repo: Repository, model_id: str, settings: Settings) -> RowBudget:
+    """What the model's history rows may take of an answer, and what each costs: its W and
+    b are written twice (as `params` and as the tutorial's fields) for the kinds that have
+    them."""
+    shapes = stored_kind(repo.get_model(model_id)).shapes()
+    twice = shapes.keys() == {"W", "b"} and len(shapes["W"]) == 1 and shapes["b"] == ()
+    return RowBudget(settings.max_answer_bytes, ROW_BASE, JSON_PER_PARAM_BYTE * (1 + twice))
+
+
+def answer(rows: Sequence[EpochRow], more: bool, fmt: str, cursor_of: str,
+           budget: RowBudget) -> Response:
+    """A page of history: sent whole when it is small, else streamed a block at a time."""
+    costs = budget.costs(sizes([None if r.params is None else len(r.params) for r in rows]))
+    parts = history_answers.chunks(rows, more, fmt, cursor_of)
+    if costs.sum() <= WHOLE_BYTES:
+        return Response(b"".join(parts), media_type="application/json")
+    return StreamingResponse(parts, media_type="application/json")
 
 
 @router.get(
@@ -86,20 +124,22 @@ def run(
     chart's worth of them."""
     settings = runtime.settings
     with store.read() as repo:
-        finished = repo.get_run(run_id).status in FINAL_STATUSES  # 404 unless the caller's
+        found = repo.get_run(run_id)  # 404 unless the caller's
+        finished = found.status in FINAL_STATUSES
         key = (id(store.sessions), store.caller.tenant, run_id, after, max_points, format)
         if max_points is not None and finished:
             body = finished_answers.get(key)
             if body is not None:
                 return Response(body, media_type="application/json")
+        bound = budget(repo, found.model_id, settings)
         if max_points is not None:
-            rows, more = repo.run_history_sample(run_id, after, max_points), False
+            rows, more = repo.run_history_sample(run_id, after, max_points, bound), False
         else:
-            rows, more = repo.run_history(run_id, after, limit or settings.max_page_size)
-        answer = views.rendered(views.history(rows, more, format, "epoch"))
-    if max_points is not None and finished:
-        finished_answers.put(key, bytes(answer.body))
-    return answer
+            rows, more = repo.run_history(run_id, after, limit or settings.max_page_size, bound)
+    page = answer(rows, more, format, "epoch", bound)
+    if max_points is not None and finished and not isinstance(page, StreamingResponse):
+        finished_answers.put(key, bytes(page.body))
+    return page
 
 
 @router.get(
@@ -124,12 +164,13 @@ def model(
     `max_points`, a chart's worth of them."""
     settings = runtime.settings
     with store.read() as repo:
-        repo.get_model(model_id)
+        bound = budget(repo, model_id, settings)  # 404 unless the caller's
         if max_points is not None:
-            rows, more = repo.model_history_sample(model_id, after, max_points), False
+            rows, more = repo.model_history_sample(model_id, after, max_points, bound), False
         else:
-            rows, more = repo.model_history(model_id, after, limit or settings.max_page_size)
-        return views.rendered(views.history(rows, more, format, "step"))
+            rows, more = repo.model_history(model_id, after, limit or settings.max_page_size,
+                                            bound)
+    return answer(rows, more, format, "step", bound)
 
 
 # ------------------------------------------------------------------ live streams

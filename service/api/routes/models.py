@@ -15,7 +15,7 @@ from service.api.http.paging import PageDep, encode_cursor
 from service.api.http.problems import responses
 from service.api.http.request_checks import JsonBody
 from service.api.http.runtime import RuntimeDep
-from service.api.http.tenant_store import StoreDep
+from service.api.http.tenant_store import StoreDep, check_stored_bytes
 from service.api.model_requests import initial_params, kind_of
 from service.api.schemas.models import (
     LinearModelCreate,
@@ -35,7 +35,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OffLoopJson
     status_code=201,
     summary="Create a model",
     dependencies=[JsonBody],
-    responses={**dryrun.responses(ModelPreview), **responses(400, 413, 415, 422)},
+    responses={**dryrun.responses(ModelPreview), **responses(400, 413, 415, 422, 429)},
 )
 def create(
     runtime: RuntimeDep,
@@ -51,8 +51,13 @@ def create(
     kind = kind_of(spec, runtime.settings)
     params, seed = initial_params(kind, spec.initial)
     with store.write(dry_run) as repo:
+        quotas = store.quotas(repo)
+        if quotas is not None:
+            repo.lock_tenant()
         row = repo.create_model(kind=kind.name, config=kind.config(), params=params,
                                 name=spec.name, random_seed=seed)
+        if quotas is not None:  # counted with the new row; raising undoes it
+            check_stored_bytes(repo, quotas, f"this model ({len(row.params)} bytes of params)")
         view = views.model(row, training=False)
     if dry_run:
         return dryrun.preview(view)  # type: ignore[return-value]

@@ -17,7 +17,7 @@ from service.api.http.prefer import decimal, wait_seconds
 from service.api.http.problems import ProblemError, over_quota, responses
 from service.api.http.request_checks import JsonBody
 from service.api.http.runtime import Runtime, RuntimeDep
-from service.api.http.tenant_store import StoreDep, TenantStore
+from service.api.http.tenant_store import StoreDep, TenantStore, check_stored_bytes
 from service.api.schemas.runs import (
     Run,
     RunCreate,
@@ -32,7 +32,7 @@ router = APIRouter(tags=["runs"], route_class=OffLoopJsonRoute, dependencies=[Au
                    responses=AUTH_ERRORS)
 
 
-def run_spec(body: RunCreate, record_params: bool) -> specs.RunSpec:
+def run_spec(body: RunCreate, record_params: int) -> specs.RunSpec:
     """The run a request asks for, as the training specs take it (a draft: its loss and early
     stopping's monitor are resolved by :func:`~service.training.specs.validate_run`)."""
     validation = body.validation
@@ -78,12 +78,17 @@ def _start(runtime: Runtime, store: TenantStore, model_id: str, body: RunCreate,
         model = repo.get_model(model_id)
         dataset = repo.get_dataset(body.dataset_id)
         spec = specs.ModelSpec.from_row(model)
-        draft = run_spec(body, spec.build().param_count()
-                         <= runtime.settings.history_params_max)
+        draft = run_spec(body, specs.record_params(body.record_params, spec.build().param_count(),
+                                                   runtime.settings.history_params_max))
         run = specs.validate_run(
             spec, draft, specs.DatasetMeta.of(dataset), class_names=model.class_names,
             datasets=lambda dataset_id: specs.DatasetMeta.of(repo.get_dataset(dataset_id)))
-        row = repo.create_run(model=model, dataset=dataset, **run.columns())
+        if quotas is not None:
+            repo.lock_tenant()
+        row = repo.create_run(model=model, dataset=dataset, stored_quota=quotas is not None,
+                              **run.columns())
+        if quotas is not None:  # the run's copy of the model's params counts too
+            check_stored_bytes(repo, quotas, f"this run ({row.stored_bytes} bytes)")
         return views.run(row)
 
 

@@ -12,7 +12,8 @@ from service.api.schemas.runs import Run
 
 class HistoryRow(Public):
     """The model at the start of an epoch: the objective (``loss``) and metrics there over
-    the training rows (``val_*`` over the validation rows), the params (for models of at most
+    the training rows (``val_*`` over the validation rows), the params (on the rows the run's
+    ``record_params`` selects: epochs 0, k, 2k, ...; never for models of more than
     TAPELINE_HISTORY_PARAMS_MAX parameters), W and b where the kind has them."""
 
     epoch: int
@@ -35,14 +36,15 @@ class HistoryPage(Public):
 
 class HistoryColumns(Public):
     """History as columns, one list per field (``metrics`` and ``params`` one per name); pass
-    ``next_cursor`` as ``after``."""
+    ``next_cursor`` as ``after``. A row without params (``record_params`` left them out) is
+    null in ``params``, ``W`` and ``b``; those are null when no row has them."""
 
     epoch: list[int]
-    W: list[list[float]] | None = None
-    b: list[float] | None = None
+    W: list[list[float] | None] | None = None
+    b: list[float | None] | None = None
     loss: list[float]
     metrics: dict[str, list[float | None]]
-    params: dict[str, list[ParamArray]] | None = None
+    params: dict[str, list[ParamArray | None]] | None = None
     elapsed_ms: list[float]
     run_id: list[str]
     step: list[int]

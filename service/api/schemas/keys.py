@@ -69,7 +69,8 @@ class Quotas(Public):
     """A tenant's limits in force."""
 
     max_active_runs: int = Field(description="Most queued or running runs.")
-    max_stored_bytes: int = Field(description="Most bytes of stored datasets.")
+    max_stored_bytes: int = Field(description="Most bytes stored: datasets, models' params, "
+                                              "runs' histories and checkpoints.")
     rate_limit: str = Field(description="Requests allowed, e.g. `50/second`.")
 
 
@@ -90,11 +91,23 @@ class QuotasUpdate(Request):
     )
 
 
+class StoredBytes(Public):
+    """The bytes a tenant stores, by what holds them."""
+
+    datasets: int = Field(description="Datasets' arrays.")
+    models: int = Field(description="Models' params.")
+    runs: int = Field(description="Runs' own: initial and final params and history rows (each "
+                                  "row's params, and 128 bytes for the rest of it).")
+    checkpoints: int = Field(description="The checkpoints of active runs.")
+
+
 class Usage(Public):
     """What a tenant uses now."""
 
     active_runs: int
-    stored_bytes: int
+    stored_bytes: int = Field(description="Every byte the tenant stores, as its quota counts "
+                                          "them: the sum of `stored`.")
+    stored: StoredBytes
     datasets: int
     models: int
 

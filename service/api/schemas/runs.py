@@ -119,6 +119,12 @@ class RunCreate(Request):
     shuffle: bool = Field(
         True, description="Mini-batches in a shuffled order each epoch, or in row order."
     )
+    record_params: Annotated[int, Field(ge=0, lt=INT32_END), BeforeValidator(integral)] | None = (
+        Field(None, description="History rows keep the params of every k-th epoch (epochs "
+                                "0, k, 2k, ...; 0: none). By default every row for a model "
+                                "of at most 512 parameters, every ceil(count / 512)-th for a "
+                                "larger one, none past TAPELINE_HISTORY_PARAMS_MAX.")
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -152,7 +158,8 @@ class FinalParams(Params):
 class RunError(Public):
     """Why a run did not succeed."""
 
-    reason: str = Field(description="diverged, cancelled, interrupted, worker_crashed or error")
+    reason: str = Field(description="diverged, cancelled, interrupted, worker_crashed, "
+                                    "worker_lost, quota (the tenant's stored bytes) or error")
     detail: str
     epoch: int | None = None
 
@@ -183,6 +190,8 @@ class Run(Public):
     validation: ValidationFraction | ValidationDataset | None
     early_stopping: EarlyStoppingSpec | None
     shuffle: bool
+    record_params: int = Field(description="History rows keep the params of the epochs that "
+                                           "are multiples of this (0: none).")
     created_at: RFC3339
     started_at: RFC3339 | None
     finished_at: RFC3339 | None
