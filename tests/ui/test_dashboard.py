@@ -46,7 +46,8 @@ def points(page: Any, figure: str) -> int:
 def test_every_view_loads_clean(open_page: Any, api: httpx.Client) -> None:
     run = tutorial_run(api)
     watched = open_page()
-    for path in ("/ui/", "/ui/start", f"/ui/runs/{run['id']}", f"/ui/models/{run['model_id']}"):
+    for path in ("/ui/", "/ui/start", f"/ui/runs/{run['id']}", f"/ui/models/{run['model_id']}",
+                 "/ui/datasets", f"/ui/start?from={run['id']}"):
         watched.goto(path)
         watched.page.wait_for_load_state("networkidle")
     watched.goto("/ui/")
@@ -178,10 +179,11 @@ def test_no_serious_accessibility_violations(open_page: Any, api: httpx.Client) 
     # axe is injected as an init script: the pages' CSP forbids inline scripts.
     watched = open_page(init_script=axe)
     found = {}
-    for path in ("/ui/", "/ui/start", f"/ui/runs/{run['id']}", f"/ui/models/{run['model_id']}"):
+    for path in ("/ui/", "/ui/start", f"/ui/runs/{run['id']}", f"/ui/models/{run['model_id']}",
+                 "/ui/datasets"):
         watched.goto(path)
         watched.page.wait_for_load_state("networkidle")
-        if "/runs/" in path or "/models/" in path:
+        if "/runs/" in path or "/models/" in path or "datasets" in path:
             drawn(watched)
         for button in watched.page.query_selector_all("figcaption button"):
             button.click()  # every figure's table shown too

@@ -34,6 +34,7 @@ def test_deep_links_serve_the_dashboard(app_client: TestClient) -> None:
     page = app_client.get("/ui/").text
     assert app_client.get("/ui/runs/anything").text == page
     assert app_client.get("/ui/models/anything").text == page
+    assert app_client.get("/ui/datasets").text == page
     assert app_client.get("/ui", follow_redirects=False).headers["location"] == "/ui/"
 
 

@@ -218,8 +218,9 @@ export function startView(main, go) {
         const where = e.loc.join(".");
         const key = Object.keys(FIELDS).find((k) => where === k || where.startsWith(`${k}.`));
         const name = prefix && e.loc[0] === "body" && form.querySelector(`#${prefix}${e.loc[1]}`) ? `${prefix}${e.loc[1]}` : FIELDS[key];
-        if (name && !found.has(name)) found.set(name, e.msg);
-        else other.push(`${where}: ${e.msg}`);
+        const shown = name && control(name) && !control(name).closest("[hidden]");
+        if (shown && !found.has(name)) found.set(name, e.msg);
+        else other.push(e.msg); // about the choice as a whole (a model that cannot fit the data)
       }
       if (!found.size && !other.length) other.push(error.message);
       show(found, other);
