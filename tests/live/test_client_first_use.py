@@ -3,14 +3,16 @@
 ``train`` that leaves nothing behind and names the flags typed, stored datasets and models
 reused, ``cancel``, and the run's final state printed as its last point; and the commands of
 the service: ``keys`` that refuse to make a store of their own, the first key's warning, and
-``serve`` refusing a taken port before it starts anything."""
+``serve`` refusing a taken port before it starts anything; and ``make run``'s one line."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 
 from tests.live.test_client import Terminal
 from tests.live.test_operations import start_slow
-from tests.support.servers import ROOT, LiveServer
+from tests.support.servers import ROOT, LiveServer, free_port
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +211,35 @@ def test_serve_refuses_a_taken_port_before_starting_anything(live_server: LiveSe
     assert not store.exists()  # refused before the store was opened
     flag = tapeline(tmp_path, "serve", "--port", port, TAPELINE_DATABASE_URL=f"sqlite:///{store}")
     assert flag.returncode == 3 and "is already in use" in flag.stderr
+
+
+def test_make_run_prints_the_line_a_user_needs_next(tmp_path: Path) -> None:
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TAPELINE_")}
+    process = subprocess.Popen(
+        ["make", "-s", "-C", str(ROOT), "run"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+        env={**environment, "TAPELINE_PORT": str(port),
+             "TAPELINE_DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}"})
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        while line and not line.startswith("Tapeline:"):  # after a first install's output
+            line = process.stdout.readline()
+        with httpx.Client(timeout=5) as client:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if client.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+            page = client.get(f"http://127.0.0.1:{port}/ui/")
+        assert page.status_code == 200
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+    assert f"open http://127.0.0.1:{port}/ui/" in line, line
+    assert ".venv/bin/tapeline" in line and ". .venv/bin/activate" in line, line
+    assert line.count("\n") == 1  # one line
