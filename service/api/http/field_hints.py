@@ -14,6 +14,7 @@ Schema = dict[str, Any]
 SHAPE_ERRORS = frozenset({"missing", "extra_forbidden"})
 OBJECT_ERRORS = frozenset({"model_attributes_type", "dict_type", "model_type"})
 LONGEST_ECHO = 40  # a name or a tag longer than this is not repeated back
+DEEPEST = 8  # unions within unions followed this far (a recursive schema ends the walk)
 
 
 class BodySchema:
@@ -38,14 +39,14 @@ class BodySchema:
             node = target
         return node if isinstance(node, dict) else {}
 
-    def branches(self, node: Schema) -> list[Schema]:
+    def branches(self, node: Schema, depth: int = 0) -> list[Schema]:
         """The alternatives of a union (nested unions flattened), or the node itself."""
         found: list[Schema] = []
         for key in ("oneOf", "anyOf"):
             for branch in node.get(key, ()):
                 resolved = self.resolve(branch)
-                found.extend(self.branches(resolved) if ("oneOf" in resolved or
-                                                          "anyOf" in resolved) else [resolved])
+                nested = ("oneOf" in resolved or "anyOf" in resolved) and depth < DEEPEST
+                found.extend(self.branches(resolved, depth + 1) if nested else [resolved])
         return found or [node]
 
     def tags(self, node: Schema) -> list[str]:
@@ -58,7 +59,8 @@ class BodySchema:
                     tags.append(value)
         return tags
 
-    def step(self, node: Schema, part: str | int) -> tuple[Schema, bool] | None:
+    def step(self, node: Schema, part: str | int, depth: int = 0
+             ) -> tuple[Schema, bool] | None:
         """The schema one step down from ``node`` and whether the step is a field's (a property
         or an item), not a union's alternative named by its tag or its schema's name."""
         if isinstance(part, int):
@@ -78,8 +80,8 @@ class BodySchema:
         for branch in alternatives:
             if part in self.tags(branch):
                 return branch, False
-        for branch in alternatives:
-            if (found := self.step(branch, part)) is not None:
+        for branch in alternatives if depth < DEEPEST else ():
+            if (found := self.step(branch, part, depth + 1)) is not None:
                 return found
         return None
 
