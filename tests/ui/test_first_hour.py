@@ -106,11 +106,15 @@ def test_an_early_stopped_run_and_settings_that_apply(open_page: Any, api: httpx
 
 
 def test_the_card_order_is_the_same_from_the_form_and_reloaded(open_page: Any) -> None:
+    """From the form the page opens on a queued run (its W/b chart has no rows yet, its data
+    chart has); reloaded, on a finished one: the figures come in one order either way."""
     watched = open_page()
     page = watched.page
     watched.goto("/ui/start")
     page.wait_for_selector("#start-run")
     page.fill("#syn-seed", "42")
+    page.fill("#epochs", "60")  # long enough to open while it trains
+    page.fill("#batch-size", "1")
     page.click("#start-run")
     page.wait_for_url("**/ui/runs/run_*")
     drawn(watched)

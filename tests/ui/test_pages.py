@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from service.api.routes.pages import UI
 from tests.support.servers import ROOT
 
-PAGES = ["/ui/", "/ui/start", "/ui/runs/run_0123", "/ui/models/mdl_0123", "/docs", "/redoc"]
+PAGES = ["/ui/", "/ui/start", "/ui/runs/run_0123", "/ui/models/mdl_0123", "/ui/datasets", "/docs",
+         "/redoc"]
 
 
 @pytest.mark.parametrize("path", PAGES)
