@@ -24,7 +24,8 @@ $(CHECKS_STAMP): deploy/checks/requirements.txt
 	touch $(CHECKS_STAMP)
 
 run: $(STAMP)  ## serve on 127.0.0.1:8000 with the embedded SQLite store under ./var/
-	$(BIN)/tapeline serve
+	@echo "Tapeline: open http://127.0.0.1:$${TAPELINE_PORT:-8000}/ui/ (API docs at /docs); the terminal client is $(BIN)/tapeline (or run '. $(BIN)/activate' first)"
+	@$(BIN)/tapeline serve
 
 test: $(STAMP) $(CHECKS_STAMP)  ## the whole test suite: two processes, then the latency/CPU-share tests alone
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not serial"
@@ -38,11 +39,11 @@ lint: $(STAMP)
 openapi: $(STAMP)  ## regenerate openapi/openapi.json
 	$(BIN)/tapeline openapi --output openapi/openapi.json
 
-client: $(STAMP)  ## generate the Python client from openapi/openapi.json into clients/python/
+client: $(STAMP)  ## generate the Python client package into clients/python/ (pip install ./clients/python)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/openapi-python-client generate --path openapi/openapi.json \
-		--config openapi/client.yaml --fail-on-warning --meta none --output-path clients/python/tapeline_client --overwrite
+		--config openapi/client.yaml --fail-on-warning --meta setup --output-path clients/python --overwrite
 
-client-ts:  ## generate TypeScript types into clients/typescript/tapeline.ts (needs node + npm)
+client-ts:  ## generate the TypeScript types package into clients/typescript/ (needs node + npm)
 	npm ci --no-audit --no-fund
 	npm run --silent types
 

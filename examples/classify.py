@@ -2,9 +2,9 @@
 synthetic data, an MLP classifier, a run with validation and early stopping, and a figure of
 its decision regions with the data.
 
-    make client                                     # generates clients/python/tapeline_client
-    make run                                        # in another terminal
-    PYTHONPATH=clients/python .venv/bin/python examples/classify.py --out figures
+    make client && .venv/bin/pip install ./clients/python   # the generated client
+    make run                                                # in another terminal
+    .venv/bin/python examples/classify.py --out figures
 
 Writes ``decision_regions.png``: each point of the plane coloured by the probability the
 trained model gives class 1, the 0.5 boundary drawn, and the data over it.

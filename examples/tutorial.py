@@ -1,12 +1,13 @@
 """TensorFlow's "Custom training: basics" tutorial, end to end through Tapeline's generated
 Python client, with the tutorial's two figures.
 
-    make client                                     # generates clients/python/tapeline_client
-    make run                                        # in another terminal
-    PYTHONPATH=clients/python .venv/bin/python examples/tutorial.py --out figures
+    make client && .venv/bin/pip install ./clients/python   # the generated client
+    make run                                                # in another terminal
+    .venv/bin/python examples/tutorial.py --out figures
 
 Writes ``data_and_predictions.png`` (the data, the ground truth and the model's predictions
-before and after training) and ``parameters.png`` (W and b per epoch, the true values dashed).
+before and after training) and ``parameters.png`` (W and b at the start of each epoch, then
+the final model after the last one, marked final; the true values dashed).
 """
 
 from __future__ import annotations
@@ -87,18 +88,28 @@ def plot_data(curves: dict[str, list[float]], path: Path) -> None:
 
 
 def plot_parameters(curves: dict[str, list[float]], path: Path) -> None:
-    """The tutorial's second figure: W and b per epoch against their true values (dashed)."""
+    """The tutorial's second figure: W and b per epoch against their true values (dashed),
+    the last point the final model (after the last epoch), marked with a ring."""
     epochs = range(len(curves["W"]))
+    final = epochs[-1]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, ax = plt.subplots(figsize=(8, 5))
     ax.plot(epochs, curves["W"], label="Weights", color=colors[0])
     ax.plot(epochs, [TRUE_W] * len(epochs), "--", label="True weight", color=colors[0])
     ax.plot(epochs, curves["b"], label="Bias", color=colors[1])
     ax.plot(epochs, [TRUE_B] * len(epochs), "--", label="True bias", color=colors[1])
+    for name, color, above in (("W", colors[0], 10), ("b", colors[1], -18)):
+        ax.plot([final], [curves[name][-1]], "o", markersize=9, markerfacecolor="white",
+                markeredgewidth=2, color=color, label="Final model" if name == "W" else None)
+        ax.annotate(f"final {name} = {curves[name][-1]:.2f}", (final, curves[name][-1]),
+                    textcoords="offset points", xytext=(-10, above), ha="right")
     ax.set(xlabel="Epoch", title="W and b per epoch")
     ax.legend()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    print(f"parameters.png: W and b at the start of epochs 0-{final - 1}, then the final model "
+          f"after epoch {final - 1} (W={curves['W'][-1]:.4f} b={curves['b'][-1]:.4f}), marked "
+          "final")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,20 +1,24 @@
 """The ``tapeline`` command: ``serve`` the API, train queued runs as a ``worker``, ``migrate``
 the store, manage API ``keys``, write its ``openapi`` spec, or, as a client of a server,
-``train``, ``watch``, ``export`` and ``predict``."""
+``train``, ``watch``, ``cancel``, ``export`` and ``predict``."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import re
 import resource
 import signal
+import socket
 import sys
 import traceback
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Engine
@@ -31,6 +35,10 @@ from service.config import (
 # Open files kept for the store, the workers' pipes and logs, beyond one per connection.
 RESERVED_FILES = 64
 STARTUP_FAILED = 3
+DESCRIPTION = (
+    "Tapeline trains models over HTTP. Serve the API (serve, worker, migrate, keys, openapi), "
+    "or use a server from the terminal (train, watch, cancel, export, predict).")
+EPILOG = "tapeline COMMAND --help shows a command's options."
 
 
 def _exit_after_shutdown(signum: int, frame: object) -> None:
@@ -73,6 +81,7 @@ def _preflight(args: argparse.Namespace) -> Settings:
         settings.hosts()
     except ValueError as error:
         raise CannotStart(str(error)) from error
+    _check_port(settings.host, args.port if args.port is not None else settings.port)
     from service.store.db import StoreUnavailable, open_store
 
     if settings.executor == "queue" and not settings.database_url.startswith("postgresql"):
@@ -89,6 +98,27 @@ def _preflight(args: argparse.Namespace) -> Settings:
     finally:
         engine.dispose()
     return settings
+
+
+def _check_port(host: str, port: int) -> None:
+    """:class:`CannotStart` at once when the address is taken (another ``tapeline serve``),
+    before the store is opened or anything is started. Bound as uvicorn binds it."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise CannotStart(f"TAPELINE_HOST: cannot resolve {host!r} ({error})") from error
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise CannotStart(f"cannot listen on {host}:{port}: {error.strerror}") from error
+            raise CannotStart(
+                f"{host}:{port} is already in use (another `tapeline serve`?): stop it, or "
+                "serve on another port with --port N or TAPELINE_PORT") from error
 
 
 def _check_keys(settings: Settings, engine: Engine) -> None:
@@ -212,10 +242,24 @@ def _openapi(args: argparse.Namespace) -> int:
 
 
 def _store_sessions() -> Session:
-    """A session on the configured store (migrated), for the ``keys`` commands."""
+    """A session on the configured store (migrated), for the ``keys`` commands. They never
+    create a store: a SQLite file that is not there is a wrong folder or a wrong setting, and a
+    key made in a new empty store would never reach the server."""
+    from sqlalchemy.engine import make_url
+
     from service.store.db import StoreUnavailable, open_store
 
     settings = get_settings()
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        path = Path(url.database).resolve()
+        if not path.exists():
+            where = ("./var/tapeline.db, in the folder it is run from"
+                     if settings.database_url == DEFAULT_DATABASE_URL else "TAPELINE_DATABASE_URL")
+            raise CannotStart(
+                f"no store at {path}: the keys commands work on the store of the server they "
+                f"are for ({where}). Run them in the folder `tapeline serve` runs in, or set "
+                "TAPELINE_DATABASE_URL to its store (`tapeline migrate` creates a new one)")
     try:
         engine = open_store(settings.database_url,
                             create_folder=settings.database_url == DEFAULT_DATABASE_URL)
@@ -249,15 +293,26 @@ def _keys_create(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     with _store_sessions() as session:
+        first = not keys.any_key(session)
         row, key = keys.create_key(session, tenant=args.tenant, scopes=scopes, name=args.name,
                                    expires_at=keys.expiry(args.expires_in_days),
                                    secret=_secret())
         session.commit()
+    if first and get_settings().auth == "auto":
+        print(_FIRST_KEY.format(tenant=args.tenant), file=sys.stderr)
     expires = row.expires_at.isoformat() if row.expires_at else "never"
     print(f"created key {row.id} of tenant {row.tenant} (scopes {','.join(row.scopes)}, "
           f"expires {expires}); it is shown once, here:")
     print(key)
     return 0
+
+
+_FIRST_KEY = (
+    "tapeline: note: this is the store's first key, so the server now requires a key on every "
+    "request (TAPELINE_AUTH=auto). A key sees only its tenant's data: what was made before "
+    "without a key belongs to tenant 'default', not to '{tenant}' (a key of tenant 'default' "
+    "reaches it). Clients pass a key with --key or TAPELINE_API_KEY; the dashboard asks "
+    "for one.")
 
 
 def _keys_list(args: argparse.Namespace) -> int:
@@ -304,24 +359,68 @@ def _keys(args: argparse.Namespace) -> int:
         return STARTUP_FAILED
 
 
+class HelpText(argparse.HelpFormatter):
+    """Help that names each option's default, unless it has none or says it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and "default" not in text and default is not None
+                and not isinstance(default, bool) and default is not argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """A parser (and its subcommands' parsers) whose help names defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpText)
+        super().__init__(*args, **kwargs)
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Give each subcommand without a description its one-line help as one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                if sub.description is None and helps.get(name):
+                    text = str(helps[name])
+                    sub.description = text[0].upper() + text[1:] + "."
+                _describe(sub)
+
+
+def _version() -> str:
+    try:
+        return version("tapeline")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tapeline`` console script."""
-    parser = argparse.ArgumentParser(prog="tapeline", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="tapeline", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"tapeline {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve = commands.add_parser("serve", help="run the HTTP service", description=(
+        "Serve the API, the dashboard (/ui/) and the API docs (/docs); settings come from "
+        "TAPELINE_ variables (docs/configuration.md)."))
     serve.add_argument("--host", help="bind address (default: TAPELINE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: TAPELINE_PORT or 8000)")
     serve.set_defaults(func=_serve)
 
-    keys = commands.add_parser("keys", help="manage API keys in the configured store")
+    keys = commands.add_parser("keys", help="manage API keys in the configured store",
+                               description="Create, list and revoke API keys in the store "
+                               "of the server they are for (TAPELINE_DATABASE_URL).")
     keys.set_defaults(func=_keys)
-    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
     create = key_commands.add_parser(
         "create", help="create a key; it is printed alone on the last line")
     create.add_argument("--tenant", required=True, help="the tenant the key belongs to")
     create.add_argument("--scopes", default="read,write",
-                        help="comma-separated: read, write, admin (default: read,write)")
+                        help="comma-separated: read, write, admin")
     create.add_argument("--name", help="a label for the key")
     create.add_argument("--expires-in-days", type=_days, metavar="N",
                         help="the key stops working N days from now (1-3650)")
@@ -330,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--tenant", help="only this tenant's keys")
     listing.set_defaults(keys_func=_keys_list)
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
-    revoke.add_argument("key_id")
+    revoke.add_argument("key_id", metavar="KEY_ID", help="the key's id (key_…), from keys list")
     revoke.set_defaults(keys_func=_keys_revoke)
     generate = key_commands.add_parser(
         "generate", help="print a new random key without storing it (for "
@@ -357,8 +456,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from service.client.commands import add_commands
 
-    add_commands(commands)
+    add_commands(commands, HelpText)
 
+    _describe(parser)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

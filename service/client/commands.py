@@ -1,119 +1,52 @@
-"""The client's subcommands: train a model on a CSV and follow its run, watch a run, export a
-model, predict for a file. Exit status 0 for a succeeded run, 1 for a failed, diverged or
-cancelled one, 2 for a refused request."""
+"""The client's subcommands: train a model (on a file or a stored dataset) and follow its run,
+watch a run, cancel one, export a model, predict for a file. Exit status 0 for a succeeded
+run, 1 for a failed, diverged or cancelled one, 2 for a refused request or bad flags."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.prompt import Confirm
-from rich.table import Table
 
+from service.client.flags import fraction, in_flags, positive, whole, widths
+from service.client.follow import follow
 from service.client.http import DEFAULT_URL, Api, Problem
 
-FAILED, REFUSED = 1, 2
+REFUSED = 2
+ENDED = ("succeeded", "failed", "cancelled", "diverged")
 CLASSIFIERS = ("logistic",)
+# Flags that describe a new model (not a stored one), and their defaults.
+MODEL_FLAGS = {"kind": "linear", "hidden": [16], "activation": "relu", "task": None,
+               "classes": None, "seed": None}
+MLP_FLAGS = ("hidden", "activation", "task")
+
+
+class Usage(Exception):
+    """Flags that do not go together: said before anything is sent."""
 
 
 def _api(args: argparse.Namespace) -> Api:
-    return Api(args.url, args.key)
-
-
-def _metric_text(row: dict[str, Any]) -> str:
-    metrics = row.get("metrics") or {}
-    shown = [f"loss {row['loss']:.6g}"]
-    validation = [name for name in metrics if name.startswith("val_")]
-    for name in (["val_loss"] if "val_loss" in validation else validation[:1]):
-        shown.append(f"{name} {metrics[name]:.6g}")
-    for name in ("accuracy", "rmse"):
-        if name in metrics:
-            shown.append(f"{name} {metrics[name]:.4g}")
-            break
-    return "  ".join(shown)
-
-
-def follow(api: Api, run_id: str, console: Console) -> int:
-    """Follow a run's epochs with a live progress bar until it ends; print its final metrics.
-    Ctrl-C asks whether to cancel the run."""
-    run = api.json("GET", f"/v1/runs/{run_id}")
-    columns = (TextColumn("epoch"), MofNCompleteColumn(), BarColumn(bar_width=24),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-               TextColumn("{task.fields[metrics]}"))
-    after: int | None = None
-    last = ""
-    console.print(f"run {run_id}: {run['epochs']} epochs")
-    # Off a terminal (a pipe, a log) the bar is left out and the last epoch printed once.
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        task = progress.add_task(run_id, total=run["epochs"], metrics="",
-                                 completed=run["epochs_completed"])
-        while True:
-            try:
-                for event in api.events(run_id, after):
-                    if event["type"] == "end":
-                        run = event
-                        done = run["epochs_completed"]
-                        progress.update(task, completed=done, total=max(run["epochs"], done))
-                        break
-                    after, last = event["epoch"], _metric_text(event)
-                    progress.update(task, completed=event["epoch"] + 1, metrics=last)
-                else:
-                    continue  # the stream ended without an end event: follow it again
-                break
-            except KeyboardInterrupt:
-                progress.stop()
-                if Confirm.ask(f"Cancel run {run_id}?", console=console, default=False):
-                    api.json("POST", f"/v1/runs/{run_id}/cancel")
-                    console.print(f"asked run {run_id} to stop")
-                progress.start()
-    if not console.is_terminal and last:
-        console.print(f"epoch {after + 1 if after is not None else 0}/{run['epochs']}  {last}")
-    return _report(run, console)
-
-
-def _report(run: dict[str, Any], console: Console) -> int:
-    status = run["status"]
-    if status != "succeeded":
-        error = run.get("error") or {}
-        where = f" at epoch {error['epoch']}" if error.get("epoch") is not None else ""
-        console.print(f"[red]run {run['id']} {status}{where}[/red]"
-                      f"{': ' + error['detail'] if error.get('detail') else ''}")
-        return FAILED
-    final = run.get("final") or {}
-    console.print(f"[green]run {run['id']} succeeded after {run['epochs_completed']} "
-                  f"epochs[/green]")
-    table = Table()
-    table.add_column("metric")
-    table.add_column("final", justify="right")
-    table.add_row("loss", f"{final.get('loss', float('nan')):.6g}")
-    for name, value in (final.get("metrics") or {}).items():
-        table.add_row(name, f"{value:.6g}")
-    console.print(table)
-    console.print(f"model {run['model_id']}")
-    return 0
+    return Api(args.url or os.environ.get("TAPELINE_URL") or DEFAULT_URL,
+               args.key or os.environ.get("TAPELINE_API_KEY"))
 
 
 def _model_body(args: argparse.Namespace, dataset: dict[str, Any]) -> dict[str, Any]:
-    body: dict[str, Any] = {"kind": args.kind, "features": dataset["features"]}
+    kind = args.kind or MODEL_FLAGS["kind"]
+    body: dict[str, Any] = {"kind": kind, "features": dataset["features"]}
     classes = args.classes or (len(dataset["classes"]) if dataset.get("classes") else None)
-    if args.kind == "mlp":
-        body |= {"hidden": [int(w) for w in args.hidden.split(",")],
-                 "activation": args.activation, "task": args.task}
-        if args.task == "classification" and classes:
+    if kind == "mlp":
+        task = args.task or ("classification" if dataset.get("classes") else "regression")
+        body |= {"hidden": args.hidden or MODEL_FLAGS["hidden"],
+                 "activation": args.activation or MODEL_FLAGS["activation"], "task": task}
+        if task == "classification" and classes:
             body["classes"] = classes
-    elif args.kind in CLASSIFIERS and classes:
+    elif kind in CLASSIFIERS and classes:
         body["classes"] = classes
     if args.seed is not None:
         body["initial"] = {"random_seed": args.seed}
@@ -122,31 +55,97 @@ def _model_body(args: argparse.Namespace, dataset: dict[str, Any]) -> dict[str, 
     return body
 
 
-def train(args: argparse.Namespace, console: Console) -> int:
-    """Upload DATA, create a model, start a run and follow it."""
-    api = _api(args)
+def _run_body(args: argparse.Namespace, dataset_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"dataset_id": dataset_id, "epochs": args.epochs,
+                            "optimizer": {"kind": args.optimizer, "learning_rate": args.lr},
+                            "batch_size": args.batch_size}
+    if args.validation:
+        body["validation"] = {"fraction": args.validation}
+    if args.loss:
+        body["loss"] = args.loss
+    return body
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if (args.data is None) == (args.dataset is None):
+        raise Usage("give DATA (a file to upload) or --dataset ID (a stored dataset)"
+                    + (", not both" if args.data else ""))
+    given = [name for name in MODEL_FLAGS if getattr(args, name) is not None]
+    if args.model and given:
+        raise Usage(f"--{given[0]} describes a new model; --model trains a stored one as it is")
+    mlp_only = [name for name in MLP_FLAGS if getattr(args, name) is not None]
+    if mlp_only and (args.kind or MODEL_FLAGS["kind"]) != "mlp":
+        raise Usage(f"--{mlp_only[0]} applies to --kind mlp")
+
+
+def _upload(api: Api, args: argparse.Namespace, dry_run: bool) -> dict[str, Any]:
     path = Path(args.data)
     with path.open("rb") as handle:
-        dataset = api.json("POST", "/v1/datasets/upload", files={"file": (path.name, handle)},
-                           data={"target": args.target})
-    console.print(f"dataset {dataset['id']}: {dataset['num_examples']} examples, "
-                  f"{dataset['features']} feature(s)")
-    model = api.json("POST", "/v1/models", json=_model_body(args, dataset))
-    console.print(f"model {model['id']}: {model['kind']}, {model['param_count']} params")
-    optimizer: dict[str, Any] = {"kind": args.optimizer, "learning_rate": args.lr}
-    run_body: dict[str, Any] = {"dataset_id": dataset["id"], "epochs": args.epochs,
-                                "optimizer": optimizer, "batch_size": args.batch_size}
-    if args.validation:
-        run_body["validation"] = {"fraction": args.validation}
-    if args.loss:
-        run_body["loss"] = args.loss
-    run = api.json("POST", f"/v1/models/{model['id']}/runs", json=run_body)
+        return dict(api.json("POST", "/v1/datasets/upload",
+                             params={"dry_run": "true"} if dry_run else None,
+                             files={"file": (path.name, handle)},
+                             data={"target": args.target, "target_type": args.target_type}))
+
+
+def train(args: argparse.Namespace, console: Console) -> int:
+    """Check everything with the server's dry runs, then upload DATA (or use --dataset),
+    create the model (or use --model), start the run and follow it. A refused request leaves
+    nothing behind: what this command made before the refusal is deleted again."""
+    _check_flags(args)
+    api = _api(args)
+    # First the dry runs: the file parsed and the model checked, nothing stored.
+    dataset = (api.json("GET", f"/v1/datasets/{args.dataset}") if args.dataset
+               else _upload(api, args, dry_run=True))
+    model = (api.json("GET", f"/v1/models/{args.model}") if args.model
+             else api.json("POST", "/v1/models", params={"dry_run": "true"},
+                           json=_model_body(args, dataset)))
+    made: list[str] = []
+    try:
+        if args.data:
+            dataset = _upload(api, args, dry_run=False)
+            made.append(f"/v1/datasets/{dataset['id']}")
+            console.print(f"dataset {dataset['id']}: {dataset['num_examples']} examples, "
+                          f"{dataset['features']} feature(s)")
+        if not args.model:
+            model = api.json("POST", "/v1/models", json=_model_body(args, dataset))
+            made.append(f"/v1/models/{model['id']}")
+            console.print(f"model {model['id']}: {model['kind']}, {model['param_count']} params")
+        run = api.json("POST", f"/v1/models/{model['id']}/runs",
+                       json=_run_body(args, dataset["id"]))
+    except (Problem, KeyboardInterrupt) as error:
+        for path in reversed(made):  # the model before its dataset
+            with contextlib.suppress(Problem):
+                api.request("DELETE", path)
+        if made:
+            error.add_note("nothing was kept: the dataset and model made for this run were "
+                           "deleted")
+        raise
     return follow(api, run["id"], console)
 
 
 def watch(args: argparse.Namespace, console: Console) -> int:
     """Follow any run."""
     return follow(_api(args), args.run_id, console)
+
+
+def cancel(args: argparse.Namespace, console: Console) -> int:
+    """Ask a run to stop: a queued run is cancelled at once, a running one at its next epoch."""
+    api = _api(args)
+    run = api.json("GET", f"/v1/runs/{args.run_id}")
+    if run["status"] in ENDED:
+        console.print(f"run {run['id']} had already ended: {run['status']}")
+        return 0
+    run = api.json("POST", f"/v1/runs/{args.run_id}/cancel")
+    status = run["status"]
+    if status == "cancelling":
+        console.print(f"run {run['id']} is cancelling: it stops at the end of its current "
+                      f"epoch ({run['epochs_completed']} of {run['epochs']} done)")
+    elif status == "cancelled":
+        console.print(f"run {run['id']} cancelled after {run['epochs_completed']} of "
+                      f"{run['epochs']} epochs")
+    else:
+        console.print(f"run {run['id']} had already ended: {status}")
+    return 0
 
 
 def export(args: argparse.Namespace, console: Console) -> int:
@@ -167,7 +166,7 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     source = Path(args.data)
     output = Path(args.output or source.with_suffix(".predictions" + source.suffix))
     if source.suffix not in MEDIA or output.suffix not in MEDIA:
-        raise Problem("predict reads and writes .csv or .npy files")
+        raise Usage("predict reads and writes .csv or .npy files")
     with source.open("rb") as handle:
         answer = _api(args).request(
             "POST", f"/v1/models/{args.model_id}/predict", content=handle.read(),
@@ -177,63 +176,109 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def add_commands(commands: Any) -> None:
+def add_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     """The client's subcommands, added to the ``tapeline`` parser."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=os.environ.get("TAPELINE_URL", DEFAULT_URL),
-                        help=f"the server (default: TAPELINE_URL or {DEFAULT_URL})")
-    common.add_argument("--key", default=os.environ.get("TAPELINE_API_KEY"),
-                        help="API key (default: TAPELINE_API_KEY)")
+    common.add_argument("--url", help=f"the server (default: TAPELINE_URL, else {DEFAULT_URL})")
+    common.add_argument("--key", help="API key, when the server requires keys (default: "
+                        "TAPELINE_API_KEY)")
 
-    p = commands.add_parser("train", parents=[common],
-                            help="upload a CSV, train a model on it and follow the run")
-    p.add_argument("data", help="a .csv with a header row (or .npy / .npz)")
-    p.add_argument("--target", default="y", help="the column of y (default: y)")
-    p.add_argument("--kind", choices=["linear", "logistic", "mlp"], default="linear")
-    p.add_argument("--hidden", default="16", help="MLP layer widths, e.g. 16,16")
-    p.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], default="relu")
-    p.add_argument("--task", choices=["regression", "classification"], default="regression")
-    p.add_argument("--classes", type=int, help="classes (default: the dataset's names, or 2)")
-    p.add_argument("--seed", type=int, help="random seed of the initial params")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="sgd")
-    p.add_argument("--lr", type=float, default=0.1, help="learning rate")
-    p.add_argument("--batch-size", type=int, help="mini-batch size (default: full batch)")
-    p.add_argument("--validation", type=float, help="fraction of rows to validate on")
-    p.add_argument("--loss", help="the loss (default: the model's task decides)")
-    p.add_argument("--name", help="the model's name")
+    def add(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(  # type: ignore[no-any-return]
+            name, parents=[common], help=summary, description=description,
+            formatter_class=formatter)
+
+    p = add("train", "train a model on a file or a stored dataset and follow the run",
+            "Upload DATA (or use a stored dataset), create a model (or use a stored one), "
+            "start a run and follow it with a live progress bar, then print the final "
+            "metrics. Everything is checked first with the server's dry runs: a refused "
+            "train stores nothing. Ctrl-C asks whether to cancel the run.")
+    p.add_argument("data", nargs="?", metavar="DATA",
+                   help="a .csv with a header row, .npy (last column is y) or .npz to upload")
+    source = p.add_argument_group("stored data and models")
+    source.add_argument("--dataset", metavar="ID", help="train on this stored dataset instead "
+                        "of uploading DATA")
+    source.add_argument("--model", metavar="ID", help="train this stored model further "
+                        "(from its current parameters) instead of creating one")
+    data = p.add_argument_group("the data")
+    data.add_argument("--target", default="y", help="the column (or .npz array) of y")
+    data.add_argument("--target-type", choices=["auto", "numeric", "categorical"],
+                      default="auto", help="how y is read: auto (class names only when no "
+                      "value is a number), numeric, or categorical (class names)")
+    model = p.add_argument_group("a new model")
+    model.add_argument("--kind", choices=["linear", "logistic", "mlp"],
+                       help="the kind of model (default: linear)")
+    model.add_argument("--hidden", type=widths, metavar="WIDTHS",
+                       help="MLP layer widths, e.g. 16,16 (default: 16)")
+    model.add_argument("--activation", choices=["relu", "tanh", "sigmoid"],
+                       help="MLP activation (default: relu)")
+    model.add_argument("--task", choices=["regression", "classification"],
+                       help="what an MLP learns (default: classification when y holds class "
+                       "names, else regression)")
+    model.add_argument("--classes", type=whole(2), metavar="N",
+                       help="classes (default: the dataset's class names, else 2)")
+    model.add_argument("--seed", type=int, help="random seed of the initial parameters "
+                       "(default: random)")
+    model.add_argument("--name", help="the model's name")
+    run = p.add_argument_group("the run")
+    run.add_argument("--epochs", type=whole(1), default=10, metavar="N", help="epochs")
+    run.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="sgd",
+                     help="the optimizer")
+    run.add_argument("--lr", type=positive, default=0.1, metavar="RATE",
+                     help="learning rate")
+    run.add_argument("--batch-size", type=whole(1), metavar="N",
+                     help="mini-batch size (default: the full batch)")
+    run.add_argument("--validation", type=fraction, metavar="FRACTION",
+                     help="validate on this fraction of the rows, e.g. 0.2 (default: none)")
+    run.add_argument("--loss", help="the loss: mse, mae, huber or cross_entropy "
+                     "(default: the model's task decides)")
     p.set_defaults(func=_run(train))
 
-    p = commands.add_parser("watch", parents=[common], help="follow a run's progress")
-    p.add_argument("run_id")
+    p = add("watch", "follow a run's progress", "Follow a run live (or replay a finished "
+            "one) with a progress bar, then print its final metrics.")
+    p.add_argument("run_id", metavar="RUN_ID", help="the run, e.g. run_0123…")
     p.set_defaults(func=_run(watch))
 
-    p = commands.add_parser("export", parents=[common], help="download a model file")
-    p.add_argument("model_id")
-    p.add_argument("--format", choices=["onnx", "safetensors", "json"], default="onnx")
+    p = add("cancel", "cancel a run", "Ask a run to stop: a queued run is cancelled at "
+            "once, a running one at the end of its current epoch (its history is kept).")
+    p.add_argument("run_id", metavar="RUN_ID", help="the run to cancel")
+    p.set_defaults(func=_run(cancel))
+
+    p = add("export", "download a model file", "Write a model as an ONNX, safetensors or "
+            "JSON file.")
+    p.add_argument("model_id", metavar="MODEL_ID", help="the model, e.g. mdl_0123…")
+    p.add_argument("--format", choices=["onnx", "safetensors", "json"], default="onnx",
+                   help="the file's format")
     p.add_argument("-o", "--output", help="file to write (default: MODEL_ID.FORMAT)")
     p.set_defaults(func=_run(export))
 
-    p = commands.add_parser("predict", parents=[common],
-                            help="predict for a .csv or .npy file, writing .csv or .npy")
-    p.add_argument("model_id")
-    p.add_argument("data")
-    p.add_argument("-o", "--output", help="file to write (.csv or .npy)")
+    p = add("predict", "predict for a .csv or .npy file, writing .csv or .npy",
+            "Send a file of inputs (a .csv with a header row, features in order, or an .npy "
+            "array) to a model and write its predictions.")
+    p.add_argument("model_id", metavar="MODEL_ID", help="the model")
+    p.add_argument("data", metavar="DATA", help="the inputs: .csv or .npy")
+    p.add_argument("-o", "--output",
+                   help="file to write, .csv or .npy (default: DATA.predictions.csv or .npy)")
     p.set_defaults(func=_run(predict))
 
 
-def _run(command: Any) -> Any:
+def _run(command: Callable[[argparse.Namespace, Console], int]) -> Any:
     def run(args: argparse.Namespace) -> int:
         console = Console(stderr=False)
         try:
             return int(command(args, console))
+        except Usage as usage:
+            print(f"tapeline {args.command}: error: {usage}", file=sys.stderr)
         except Problem as problem:
-            print(f"tapeline: {problem}", file=sys.stderr)
-            return REFUSED
+            lines = in_flags(problem, getattr(args, "data", None)).splitlines()
+            for line in [*lines, *getattr(problem, "__notes__", ())]:
+                print(f"tapeline: {line}", file=sys.stderr)
         except OSError as error:
             print(f"tapeline: {error}", file=sys.stderr)
-            return REFUSED
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            for note in getattr(interrupt, "__notes__", ()):
+                print(f"tapeline: {note}", file=sys.stderr)
             return 130
+        return REFUSED
 
     return run

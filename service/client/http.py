@@ -13,7 +13,13 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 class Problem(Exception):
-    """The server refused a request (its problem's ``detail``) or could not be reached."""
+    """The server refused a request (its problem's ``detail``, ``status`` and field
+    ``errors``) or could not be reached (``status`` 0)."""
+
+    def __init__(self, detail: str, status: int = 0,
+                 errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.errors = status, errors or []
 
 
 class Api:
@@ -35,7 +41,7 @@ class Api:
         except httpx.HTTPError as error:
             raise Problem(f"cannot reach {self.url}: {error}") from error
         if answer.status_code >= 400:
-            raise Problem(_detail(answer))
+            raise _problem(answer)
         return answer
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -51,7 +57,7 @@ class Api:
                                   timeout=httpx.Timeout(60.0, read=None)) as answer:
                 if answer.status_code >= 400:
                     answer.read()
-                    raise Problem(_detail(answer))
+                    raise _problem(answer)
                 for line in answer.iter_lines():
                     if line.strip():
                         yield json.loads(line)
@@ -59,9 +65,10 @@ class Api:
             raise Problem(f"lost the stream of run {run_id}: {error}") from error
 
 
-def _detail(answer: httpx.Response) -> str:
+def _problem(answer: httpx.Response) -> Problem:
     try:
         problem = answer.json()
-        return f"{problem['detail']} ({answer.status_code})"
-    except (ValueError, KeyError, TypeError):
-        return f"{answer.status_code} {answer.reason_phrase}"
+        errors = problem.get("errors") if isinstance(problem.get("errors"), list) else None
+        return Problem(f"{problem['detail']} ({answer.status_code})", answer.status_code, errors)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return Problem(f"{answer.status_code} {answer.reason_phrase}", answer.status_code)

@@ -9,7 +9,7 @@ import csv
 import io
 import math
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 
@@ -21,8 +21,28 @@ CSV_BLOCK = 1 << 16
 CSV_HEADER = 1 << 20
 
 
+# How a CSV's target column is read: numbers, class names, or (auto) class names only when
+# no value of it is a number.
+TargetType = Literal["auto", "numeric", "categorical"]
+CATEGORICAL_HINT = "send target_type=categorical to read the column as class names"
+
+
 class _TextTarget(Exception):
-    """The target column holds text: read the file again keeping it as strings."""
+    """The target column holds text (first at ``line``): read the file again keeping it as
+    strings, unless numbers came before it."""
+
+    def __init__(self, line: int, cell: str, after_numbers: bool) -> None:
+        super().__init__(cell)
+        self.line, self.cell, self.after_numbers = line, cell, after_numbers
+
+
+def _mixed(target: str, text: tuple[int, str], number: tuple[int, str] | None) -> InvalidData:
+    """A target column of numbers with a few values that are not (or the other way round)."""
+    others = (f"line {number[0]} holds one ({number[1][:40]})" if number
+              else "the values before it are numbers")
+    return InvalidData(["file", f"line {text[0]}", target],
+                       f"{text[1][:40]!r} is not a number, but {others}: fix the line, or "
+                       f"{CATEGORICAL_HINT}")
 
 
 def line_blocks(text: IO[str], first_line: int) -> Iterator[tuple[int, list[str]]]:
@@ -64,11 +84,13 @@ def read_header(text: IO[str]) -> tuple[list[str], int]:
 
 def exact_block(
     block: list[str], first_line: int, header: list[str], column: int | None = None,
-    text_target: bool = False,
+    text_target: bool = False, target_type: TargetType = "auto",
+    first_text: tuple[int, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | list[str]]:
     """One block of CSV lines read cell by cell: the features and the target column's values
     (none when ``column`` is None; text when ``text_target``), or a 422 naming the line and
-    column at fault. Dataset uploads and batch predictions both read their files with it."""
+    column at fault. Dataset uploads and batch predictions both read their files with it.
+    Text read for ``auto`` (``first_text`` its first value) refuses a value that is a number."""
     rows: list[list[float]] = []
     targets: list[Any] = []
     reader = csv.reader(block)
@@ -83,14 +105,23 @@ def exact_block(
                 )
             values = []
             for j, cell in enumerate(row):
+                if j == column and not cell.strip():
+                    raise InvalidData(["file", f"line {line}", header[j]],
+                                      "is empty: every row needs a target value")
                 if j == column and text_target:
+                    if first_text is not None and _is_number(cell):
+                        raise _mixed(header[j], first_text, (line, cell.strip()))
                     targets.append(cell.strip())
                     continue
                 try:
                     value = float(cell)
                 except ValueError as error:
+                    if j == column and target_type == "numeric":
+                        raise InvalidData(["file", f"line {line}", header[j]],
+                                          f"{cell.strip()[:40]!r} is not a number "
+                                          "(target_type=numeric)") from error
                     if j == column:
-                        raise _TextTarget from error
+                        raise _TextTarget(line, cell.strip(), bool(targets)) from error
                     raise InvalidData(
                         ["file", f"line {line}", header[j]],
                         f"{cell.strip()[:40]!r} is not a number",
@@ -132,16 +163,31 @@ def fast_block(
     # would keep the whole block alive
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_csv_dataset(
-    file: IO[bytes], target: str, limits: Limits
+    file: IO[bytes], target: str, limits: Limits, target_type: TargetType = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
     """x and y of an uploaded CSV file: a header row, then rows whose ``target`` column is y
-    (numbers, or text when any of its values is not a number) and whose others are features."""
-    try:
-        return _read_csv(file, target, limits, text_target=False)
-    except _TextTarget:
-        file.seek(0)
+    and whose others are features. y is numbers (``numeric``), text (``categorical``), or for
+    ``auto`` text only when none of its values is a number: a column of numbers with a typo
+    in it is refused, naming the line."""
+    if target_type == "categorical":
         return _read_csv(file, target, limits, text_target=True)
+    try:
+        return _read_csv(file, target, limits, text_target=False, target_type=target_type)
+    except _TextTarget as text:
+        if text.after_numbers:
+            raise _mixed(target, (text.line, text.cell), None) from None
+        file.seek(0)
+        return _read_csv(file, target, limits, text_target=True,
+                         first_text=(text.line, text.cell))
 
 
 class _Rows:
@@ -178,7 +224,8 @@ class _Rows:
 
 
 def _read_csv(
-    file: IO[bytes], target: str, limits: Limits, *, text_target: bool
+    file: IO[bytes], target: str, limits: Limits, *, text_target: bool,
+    target_type: TargetType = "auto", first_text: tuple[int, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     size = file.seek(0, io.SEEK_END)
     file.seek(0)
@@ -194,8 +241,13 @@ def _read_csv(
         rows: _Rows | None = None
         for line, block in line_blocks(text, first_line):
             fast = None if text_target else fast_block(block, len(header), column)
-            x, y = (fast if fast is not None
-                    else exact_block(block, line, header, column, text_target))
+            try:
+                x, y = (fast if fast is not None else exact_block(
+                    block, line, header, column, text_target, target_type, first_text))
+            except _TextTarget as found:
+                if rows is not None and rows.count:
+                    found.after_numbers = True
+                raise
             if rows is None:  # the first block's lines tell how many the file holds
                 per_line = max(sum(len(b) for b in block) / len(block), 1.0)
                 estimate = min(int(size / per_line * 1.05) + len(block), limits.examples + 1)

@@ -17,28 +17,36 @@ from typing import IO
 import numpy as np
 
 from service.config import Settings
-from service.files.csv_table import read_csv_dataset
-from service.files.errors import UnsupportedFile
+from service.files.csv_table import TargetType, read_csv_dataset
+from service.files.errors import InvalidData, UnsupportedFile
 from service.files.limits import Limits
 from service.files.npy import read_npy_dataset
 from service.files.npz import read_npz_dataset
 
 
 def parse_upload(
-    filename: str, content_type: str | None, file: IO[bytes], target: str, settings: Settings
+    filename: str, content_type: str | None, file: IO[bytes], target: str, settings: Settings,
+    target_type: TargetType = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """x (examples, features) and y (examples,) from an uploaded ``.csv``, ``.npy`` or ``.npz``
-    file; 415 for anything else. y is text (a ``str`` array) when a CSV target column holds
-    values that are not numbers; features are always numbers."""
+    file; 415 for anything else. y is text (a ``str`` array, class names) for
+    ``target_type="categorical"``, or for ``auto`` when no value of a CSV's target column is
+    a number; ``numeric`` refuses text. Features are always numbers."""
     name = filename.lower()
     limits = Limits.of(settings)
     file.seek(0)
     if name.endswith(".csv") or content_type in ("text/csv", "application/csv"):
-        return read_csv_dataset(file, target, limits)
+        return read_csv_dataset(file, target, limits, target_type)
     if name.endswith(".npy"):
-        return read_npy_dataset(file, limits)
-    if name.endswith(".npz"):
-        return read_npz_dataset(file, target, limits)
-    raise UnsupportedFile(
-        f"unsupported file {filename!r}: upload a .csv (with a header row), .npy or .npz file"
-    )
+        x, y = read_npy_dataset(file, limits)
+    elif name.endswith(".npz"):
+        x, y = read_npz_dataset(file, target, limits)
+    else:
+        raise UnsupportedFile(
+            f"unsupported file {filename!r}: upload a .csv (with a header row), .npy or .npz "
+            "file")
+    if target_type == "numeric" and y.dtype.kind in "US":
+        raise InvalidData(["file", target], "holds text, not numbers (target_type=numeric)")
+    if target_type == "categorical" and y.dtype.kind not in "US":
+        y = np.array([format(v, "g") for v in y.tolist()], dtype=str)
+    return x, y

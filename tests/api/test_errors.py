@@ -59,7 +59,7 @@ BAD_DATASETS = [
     (b'{"x": [], "y": []}', "at least 1"),
     (b'{"x": "abc", "y": [1]}', "valid list"),
     (b'{"x": [1, "two"], "y": [1, 2]}', "number"),
-    (b'{"x": [1], "y": [1], "z": 3}', "extra"),
+    (b'{"x": [1], "y": [1], "z": 3}', "unknown field \"z\""),
     (b'{"y": [1]}', "required"),
     (b'[1, 2]', "dictionary"),
     (b'{"x": [1], ', "json"),

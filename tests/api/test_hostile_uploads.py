@@ -177,8 +177,9 @@ def test_a_csv_read_in_many_blocks_keeps_every_row(each_store: TestClient) -> No
 def test_csv_problems_name_their_line_and_column(each_store: TestClient) -> None:
     rows = "".join(f"{i},{i}\n" for i in range(20_000))
     problem = refused(each_store, "d.csv", f"a,y\n{rows}1.5,2\n7,eight\n".encode(),
-                      "'eight' (example 20002) is not a number")
-    assert problem["errors"][0]["loc"] == ["file", "y"]
+                      "'eight' is not a number, but the values before it are numbers",
+                      "target_type=categorical")
+    assert problem["errors"][0]["loc"] == ["file", "line 20003", "y"]
     problem = refused(each_store, "d.csv", f"a,y\n{rows}x1,2\n".encode(), "'x1' is not a number")
     assert problem["errors"][0]["loc"] == ["file", "line 20002", "a"]
     refused(each_store, "d.csv", f"a,y\n{rows}1,inf\n".encode(), "line 20002", "finite")

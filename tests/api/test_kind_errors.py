@@ -75,7 +75,7 @@ BAD_MODELS: list[tuple[dict[str, Any], list[str | int], str]] = [
      "greater than or equal to 2"),
     ({"kind": "mlp", "classes": 3}, ["body", "classes"], "classification only"),
     ({"kind": "mlp", "activation": "gelu"}, ["body", "activation"], "relu"),
-    ({"kind": "svm"}, ["body"], "svm"),
+    ({"kind": "svm"}, ["body", "kind"], '"svm" is not one of the allowed values "linear"'),
     ({"kind": "logistic", "features": 2, "initial": {"params": {"W": [1, 2, 3], "b": 0}}},
      ["body", "initial", "params", "W"], "expected shape [2], got [3]"),
     ({"kind": "logistic", "classes": 3, "initial": {"params": {"W": [[1, 2, 3]], "b": 0}}},
@@ -183,8 +183,9 @@ BAD_DATA: list[tuple[str, dict[str, Any], list[str | int], str]] = [
     ("/v1/datasets/synthetic", {"kind": "blobs", "features": 0}, ["body", "features"], "to 1"),
     ("/v1/datasets/synthetic", {"kind": "moons", "noise": -1}, ["body", "noise"], "or equal to 0"),
     ("/v1/datasets/synthetic", {"kind": "circles", "true_W": [1]}, ["body", "true_W"],
-     "not permitted"),
-    ("/v1/datasets/synthetic", {"kind": "spiral"}, ["body"], "spiral"),
+     'unknown field "true_W"'),
+    ("/v1/datasets/synthetic", {"kind": "spiral"}, ["body", "kind"],
+     '"spiral" is not one of the allowed values "linear", "blobs", "moons", "circles"'),
 ]
 
 
@@ -202,4 +203,4 @@ def test_too_many_classes_and_empty_csv_labels(app_client: TestClient,
     assert_names(answer, ["body", "y"], "TAPELINE_MAX_CLASSES")
     csv = b"x,y\n1,cat\n2,\n3,dog\n"
     upload = app_client.post("/v1/datasets/upload", files={"file": ("a.csv", csv, "text/csv")})
-    assert_names(upload, ["file", "y", 1], "may not be empty")
+    assert_names(upload, ["file", "line 3", "y"], "is empty")

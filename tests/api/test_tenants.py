@@ -70,6 +70,9 @@ def set_expiry(client: TestClient, key_id: str, when: datetime) -> None:
 
 def test_every_401(client: TestClient, tmp_path: Path) -> None:
     assert_401(client.get("/v1/models"), "needs an API key")
+    # ... and says how to send one, from a program and from the terminal client.
+    assert_401(client.get("/v1/models"), "send `Authorization: Bearer tl_...` (the terminal "
+               "client: --key or TAPELINE_API_KEY")
     assert_401(client.get("/v1/models", headers={"Authorization": "Basic dTpw"}), "Bearer")
     assert_401(client.get("/v1/models", headers={"Authorization": "Bearer"}), "Bearer")
     assert_401(client.get("/v1/models", headers=bearer("tl_short")), "malformed")

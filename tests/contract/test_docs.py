@@ -163,9 +163,13 @@ def test_every_sh_block_of_the_page_runs(chain: Shell, name: str) -> None:
 
 
 def test_readme_tour_runs_as_written(live_server: LiveServer, tmp_path: Path) -> None:
+    """The README's blocks, run in a folder laid out as the clone is (its `.venv` there)."""
     text = README.read_text()
-    shell = run_shell({"README.md": blocks(text, "sh")}, live_server.url, tmp_path, timeout=120)
-    history, link = shell.of("README.md")
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    shell = run_shell({"README.md": blocks(text, "sh")}, live_server.url, tmp_path, timeout=180)
+    terminal, history, link = shell.of("README.md")
+    assert re.search(r"^epoch 50/50  final  loss \d\.\d+  rmse", terminal, re.M), terminal
+    assert re.search(r"^run run_\w+ succeeded after 50 epochs$", terminal, re.M), terminal
     printed, documented_link = blocks(text.split("## A one-minute tour", 1)[1], "text")[:2]
     assert history.split() == printed.split()  # W, b and the loss of every epoch, as shown
     assert documented_link.strip() == f"{DOCUMENTED_BASE}/ui/runs/run_…"
@@ -322,6 +326,19 @@ def run_python(example: str, python_client: Path, live_server: LiveServer) -> st
     return result.stdout
 
 
+def test_readme_python_snippet_runs(python_client: Path, live_server: LiveServer) -> None:
+    """The README's Python snippet, through the generated client (its install:
+    test_client_packages.py), prints what the README shows."""
+    every = fences(README.read_text())
+    [where] = [i for i, (lang, _) in enumerate(every) if lang == "python"]
+    snippet, (language, shown) = every[where][1], every[where + 1]
+    assert language == "text"
+    status, weights, bias = run_python(snippet, python_client, live_server).split(" ", 2)
+    expected = re.fullmatch(r"(\w+) \[(\d\.\d+)…\] (\d\.\d+)…\n", shown)
+    assert expected and status == expected[1]
+    assert weights.strip("[]").startswith(expected[2]) and bias.startswith(expected[3])
+
+
 def test_python_examples_run(python_client: Path, live_server: LiveServer) -> None:
     tutorial, files = blocks(page("clients.md"), "python")
     assert run_python(tutorial, python_client, live_server).startswith("succeeded ")
@@ -358,9 +375,10 @@ def test_settings_table_matches_the_settings() -> None:
 
 
 def test_quick_start_is_the_two_commands() -> None:
-    """The README's quick start, the same on the manual's home page, is `make run` and
+    """The README's quick start, the same on the manual's home page (where the README's first
+    steps from the terminal and from Python, its subsections, are not), is `make run` and
     `make test`."""
-    sections = [text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    sections = [text.split("## Quick start", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
                 for text in (README.read_text(), page("index.md"))]
     assert sections[0] == sections[1]
     commands = fences(sections[0])[0][1]

@@ -34,6 +34,11 @@ def test_tutorial_example_draws_both_figures(python_client: Path, live_server: L
     assert (epochs[0][1], epochs[0][2]) == ("5.00", "0.00")
     final = re.search(r"^Final: +W=([\d.]+) b=([\d.-]+)", result.stdout, re.M)
     assert final and abs(float(final[1]) - 3) < 0.5 and abs(float(final[2]) - 2) < 0.5
+    # The figure's last point is the final model, after the last epoch, marked final.
+    drawn = re.search(r"^parameters.png: W and b at the start of epochs 0-9, then the final "
+                      r"model after epoch 9 \(W=([\d.]+) b=([\d.-]+)\), marked final$",
+                      result.stdout, re.M)
+    assert drawn and (f"{float(drawn[1]):.2f}", f"{float(drawn[2]):.2f}") == (final[1], final[2])
 
     for name in ("data_and_predictions.png", "parameters.png"):
         path = tmp_path / "figures" / name

@@ -35,18 +35,24 @@ KEY = "tl_" + "K" * 43
 
 
 class Terminal:
-    """``tapeline ARGS`` on a 120-column pseudo-terminal."""
+    """``tapeline ARGS`` on a 120-column pseudo-terminal; with ``sigint_ignored``, started as a
+    non-interactive shell starts a background job (SIGINT inherited as ignored)."""
 
-    def __init__(self, server: LiveServer, cwd: Path, *args: str) -> None:
+    def __init__(self, server: LiveServer, cwd: Path, *args: str,
+                 sigint_ignored: bool = False, **extra: str) -> None:
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
         env = {**os.environ, "TAPELINE_URL": server.url, "TERM": "xterm-256color",
-               "COLUMNS": "120", "LINES": "40", "PYTHONPATH": str(ROOT)}
+               "COLUMNS": "120", "LINES": "40", "PYTHONPATH": str(ROOT), **extra}
         env.pop("NO_COLOR", None)
         env.pop("TAPELINE_API_KEY", None)
+        def ignore_sigint() -> None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
         self.process = subprocess.Popen([sys.executable, "-m", "service.cli", *args], cwd=cwd,
                                         env=env, stdin=slave, stdout=slave, stderr=slave,
-                                        start_new_session=True)
+                                        start_new_session=True,
+                                        preexec_fn=ignore_sigint if sigint_ignored else None)
         os.close(slave)
         self.master, self.screen = master, b""
 
@@ -141,16 +147,31 @@ def test_problems_print_their_detail_not_a_traceback(live_server: LiveServer,
     assert terminal.finish() == 2 and "Traceback" not in terminal.text()
 
 
-def test_ctrl_c_asks_whether_to_cancel(live_server: LiveServer, data: Path) -> None:
+@pytest.mark.parametrize(("sigint_ignored", "moment"), [
+    (False, "training"), (True, "training"), (False, "at once"), (True, "at once")],
+    ids=["sigint-default", "sigint-inherited-ignored", "at-once", "at-once-ignored"])
+def test_ctrl_c_asks_whether_to_cancel(live_server: LiveServer, data: Path,
+                                       sigint_ignored: bool, moment: str) -> None:
+    """However the client was started (a script's background job inherits SIGINT ignored),
+    Ctrl-C while it follows a run asks whether to cancel it: as soon as the run is named
+    (before the first epoch line) as well as mid-run."""
     terminal = Terminal(live_server, data, "train", "train.csv", "--kind", "mlp", "--hidden",
-                        "64,64", "--epochs", "100000", "--batch-size", "32")
-    screen = terminal.read_until(r"epoch\s+[1-9]\d*/100000")
-    assert re.search(r"epoch\s+[1-9]\d*/100000", screen), screen
-    os.killpg(terminal.process.pid, signal.SIGINT)
-    assert "Cancel run" in terminal.read_until(r"Cancel run run_\w+\?"), terminal.text()
-    os.write(terminal.master, b"y\r")
-    assert terminal.finish() == 1
-    assert re.search(r"run run_\w+ cancelled", terminal.text()), terminal.text()
+                        "64,64", "--epochs", "100000", "--batch-size", "32",
+                        sigint_ignored=sigint_ignored)
+    try:
+        wanted = r"epoch\s+[1-9]\d*/100000" if moment == "training" else r"run_\w+: 100000 epochs"
+        screen = terminal.read_until(wanted)
+        assert re.search(wanted, screen), screen
+        os.killpg(terminal.process.pid, signal.SIGINT)
+        asked = terminal.read_until(r"Cancel run run_\w+\?", timeout=30)
+        assert re.search(r"Cancel run run_\w+\?", asked), terminal.text()
+        os.write(terminal.master, b"y\r")
+        assert terminal.finish() == 1
+        assert re.search(r"run run_\w+ cancelled", terminal.text()), terminal.text()
+    finally:
+        if terminal.process.poll() is None:  # never left running after a failure
+            os.killpg(terminal.process.pid, signal.SIGKILL)
+            terminal.process.wait()
 
 
 class DroppingProxy:
@@ -250,6 +271,7 @@ def test_a_server_with_keys_trains_with_key_and_refuses_without(tmp_path: Path,
         refused = Terminal(server, data, "train", "train.csv", "--epochs", "3")
         assert refused.finish() == 2, refused.text()
         assert "this operation needs an API key" in refused.text() and "(401)" in refused.text()
+        assert "--key or TAPELINE_API_KEY" in refused.text()
         assert "Traceback" not in refused.text()
 
         trained = Terminal(server, data, "train", "train.csv", "--epochs", "3", "--key", key)

@@ -337,10 +337,11 @@ def test_the_keys_command_line(tmp_path: Path) -> None:
     env = {"TAPELINE_DATABASE_URL": sqlite_url(tmp_path), "PYTHONPATH": str(ROOT),
            "PATH": "/usr/bin:/bin"}
 
-    def tapeline(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "service.cli", "keys", *args], env=env,
+    def tapeline(*args: str, command: str = "keys") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "service.cli", command, *args], env=env,
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
 
+    assert tapeline(command="migrate").returncode == 0  # the keys commands make no store
     made = tapeline("create", "--tenant", "team-cli", "--scopes", "read", "--name", "ci",
                     "--expires-in-days", "30")
     assert made.returncode == 0, made.stderr

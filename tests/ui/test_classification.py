@@ -140,7 +140,9 @@ def test_a_moons_mlp_started_from_the_form_draws_its_decision_regions(open_page:
     assert attr(page, "#params-chart", "data-series") == "6"  # W1, b1, W2, b2, W3, b3
     legend = page.text_content("#params-chart .u-legend")
     assert all(f"‖{p}‖" in legend for p in ("W1", "b1", "W2", "b2", "W3", "b3"))
-    assert attr(page, "#params-chart", "data-points") == "150"
+    # 150 epochs, then the final model's state after them, marked final.
+    assert attr(page, "#params-chart", "data-points") == "151"
+    assert attr(page, "#params-chart", "data-final") == "150"
 
 
 def test_an_early_stop_and_an_error_are_shown(open_page: Any, api: httpx.Client) -> None:
@@ -189,7 +191,7 @@ def test_compare_overlays_classifiers_loss_and_accuracy(open_page: Any,
     drawn(page)
     page.wait_for_function("() => document.querySelector('#compare-chart').dataset.series === '2'")
     assert attr(page, "#compare-chart", "data-measure") == "loss"
-    assert attr(page, "#compare-chart", "data-points") == "20"
+    assert attr(page, "#compare-chart", "data-points") == "21"  # epochs 0..19, and 20: final
     options = page.eval_on_selector_all("#compare-measure option", "os => os.map(o => o.value)")
     assert {"loss", "accuracy", "log_loss"} <= set(options)
     page.select_option("#compare-measure", "accuracy")
@@ -206,7 +208,8 @@ def test_compare_overlays_classifiers_loss_and_accuracy(open_page: Any,
         "#compare-chart-table tbody tr",
         "rows => rows.map(r => Array.from(r.cells, c => c.textContent))")
     second = [row for row in cells if row[0] == runs[1]["id"]]
-    assert [row[2] for row in second] == [f"{a:.4f}" for a in history["metrics"]["accuracy"]]
+    assert [row[2] for row in second[:-1]] == [f"{a:.4f}" for a in history["metrics"]["accuracy"]]
+    assert second[-1][1:] == ["20 (final)", f"{runs[1]['final']['metrics']['accuracy']:.4f}"]
 
 
 def test_the_start_form_works_from_the_keyboard(open_page: Any, api: httpx.Client) -> None:
@@ -312,7 +315,7 @@ def test_the_form_trains_a_stored_model_on_a_stored_dataset(open_page: Any,
     assert run["optimizer"]["kind"] == "momentum" and run["optimizer"]["learning_rate"] == 0.3
     assert run["epochs"] == 7 and run["early_stopping"]["patience"] == 2
     # A 2-class logistic model has W and b: they are drawn per epoch, and its regions too.
-    assert attr(page, "#params-chart", "data-points") == "7"
+    assert attr(page, "#params-chart", "data-points") == "8"  # and the final state
     page.wait_for_selector("#regions-chart canvas.regions")
 
 

@@ -46,7 +46,8 @@ def points(page: Any, figure: str) -> int:
 def test_every_view_loads_clean(open_page: Any, api: httpx.Client) -> None:
     run = tutorial_run(api)
     watched = open_page()
-    for path in ("/ui/", "/ui/start", f"/ui/runs/{run['id']}", f"/ui/models/{run['model_id']}"):
+    for path in ("/ui/", "/ui/start", f"/ui/runs/{run['id']}", f"/ui/models/{run['model_id']}",
+                 "/ui/datasets", f"/ui/start?from={run['id']}"):
         watched.goto(path)
         watched.page.wait_for_load_state("networkidle")
     watched.goto("/ui/")
@@ -100,7 +101,7 @@ def test_start_the_tutorial_from_the_form_and_follow_it_live(open_page: Any,
     drawn(watched)
     run = api.get(f"/v1/runs/{run_id}").json()
     assert run["status"] == "succeeded"
-    assert points(page, "loss-chart") == 60
+    assert points(page, "loss-chart") == 61  # 60 epochs and the final state
     shown_W = page.text_content("td[data-latest=W]")
     shown_b = page.text_content("td[data-latest=b]")
     assert shown_W == f"{run['final']['W'][0]:.4f}" and shown_b == f"{run['final']['b']:.4f}"
@@ -119,17 +120,20 @@ def test_a_finished_runs_deep_link_draws_both_tutorial_figures(open_page: Any,
     assert page.get_attribute("#data-chart", "data-series") == "3"
     legend = page.text_content("#data-chart .u-legend")
     assert "predictions, epoch 0" in legend and "predictions, final" in legend
-    # W and b per epoch with the true values (3 and 2) dashed.
-    assert points(page, "params-chart") == 10
+    # W and b per epoch with the true values (3 and 2) dashed, and the final state last.
+    assert points(page, "params-chart") == 11
     assert page.get_attribute("#params-chart", "data-series") == "4"
-    assert "true W" in page.text_content("#params-chart .u-legend")
-    assert points(page, "loss-chart") == 10
+    assert "true W (dashed)" in page.text_content("#params-chart .u-legend")
+    assert points(page, "loss-chart") == 11
     # Each figure can be read as a table.
     page.click("#params-chart figcaption button")
     rows = page.query_selector_all("#params-chart-table tbody tr")
-    assert len(rows) == 10
+    assert len(rows) == 11
     first = [cell.text_content() for cell in rows[0].query_selector_all("td")]
     assert first == ["0", "5.0000", "0.0000", "3.0000", "2.0000"]
+    last = [cell.text_content() for cell in rows[-1].query_selector_all("td")]
+    assert last == ["10 (final)", f"{run['final']['W'][0]:.4f}", f"{run['final']['b']:.4f}",
+                    "3.0000", "2.0000"]
 
 
 def test_log_scale_and_smoothing_controls(open_page: Any, api: httpx.Client) -> None:
@@ -145,7 +149,7 @@ def test_log_scale_and_smoothing_controls(open_page: Any, api: httpx.Client) -> 
     for _ in range(50):
         page.keyboard.press("ArrowRight")  # keyboard-operable
     assert page.text_content("#loss-smooth-value") == "0.50"
-    assert points(page, "loss-chart") == 30
+    assert points(page, "loss-chart") == 31
     # The table shows the stored values, not the smoothed curve.
     assert page.text_content("#loss-chart-table tbody tr:nth-child(2) td:nth-child(2)") == raw
 
@@ -165,7 +169,7 @@ def test_compare_overlays_two_runs(open_page: Any, api: httpx.Client) -> None:
     page.wait_for_function("() => document.querySelector('#compare-chart').dataset.series === '2'")
     legend = page.text_content("#compare-chart .u-legend")
     assert first["id"] in legend and second["id"] in legend
-    assert points(page, "compare-chart") == 25  # epochs 0..24 of both, joined
+    assert points(page, "compare-chart") == 26  # epochs 0..24 of both, joined, and 25: final
     assert points(page, "model-history-chart") == 35  # every step of both runs
 
 
@@ -175,10 +179,11 @@ def test_no_serious_accessibility_violations(open_page: Any, api: httpx.Client) 
     # axe is injected as an init script: the pages' CSP forbids inline scripts.
     watched = open_page(init_script=axe)
     found = {}
-    for path in ("/ui/", "/ui/start", f"/ui/runs/{run['id']}", f"/ui/models/{run['model_id']}"):
+    for path in ("/ui/", "/ui/start", f"/ui/runs/{run['id']}", f"/ui/models/{run['model_id']}",
+                 "/ui/datasets"):
         watched.goto(path)
         watched.page.wait_for_load_state("networkidle")
-        if "/runs/" in path or "/models/" in path:
+        if "/runs/" in path or "/models/" in path or "datasets" in path:
             drawn(watched)
         for button in watched.page.query_selector_all("figcaption button"):
             button.click()  # every figure's table shown too
@@ -252,6 +257,6 @@ def test_the_run_page_resumes_the_stream_after_a_dropped_connection(open_page: A
     assert len(streams) >= 2, streams
     resumed_after = int(parse_qs(urlsplit(streams[1]).query)["after"][0])
     assert resumed_after == delivered[-1], (streams, delivered)  # the last epoch it got
-    assert points(page, "loss-chart") == 30  # every epoch once: none lost, none repeated
+    assert points(page, "loss-chart") == 31  # every epoch once (none lost, none repeated), final
     final = api.get(f"/v1/runs/{run['id']}").json()
     assert page.text_content("td[data-latest=W]") == f"{final['final']['W'][0]:.4f}"

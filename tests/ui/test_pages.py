@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from service.api.routes.pages import UI
 from tests.support.servers import ROOT
 
-PAGES = ["/ui/", "/ui/start", "/ui/runs/run_0123", "/ui/models/mdl_0123", "/docs", "/redoc"]
+PAGES = ["/ui/", "/ui/start", "/ui/runs/run_0123", "/ui/models/mdl_0123", "/ui/datasets", "/docs",
+         "/redoc"]
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -34,6 +35,7 @@ def test_deep_links_serve_the_dashboard(app_client: TestClient) -> None:
     page = app_client.get("/ui/").text
     assert app_client.get("/ui/runs/anything").text == page
     assert app_client.get("/ui/models/anything").text == page
+    assert app_client.get("/ui/datasets").text == page
     assert app_client.get("/ui", follow_redirects=False).headers["location"] == "/ui/"
 
 

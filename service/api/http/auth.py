@@ -69,6 +69,10 @@ def _bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
+NO_KEY = ("this operation needs an API key: send `Authorization: Bearer tl_...` (the terminal "
+          "client: --key or TAPELINE_API_KEY; the dashboard asks for it)")
+
+
 async def authenticate(request: Request, runtime: Runtime) -> Caller:
     """The caller a request's key (or its absence, where allowed) makes it; 401 otherwise.
     On the loop, except the store lookups (a key's record not kept by
@@ -85,7 +89,7 @@ async def authenticate(request: Request, runtime: Runtime) -> Caller:
             allowed = await run_in_threadpool(access.keyless_allowed, runtime.engine)
         if allowed:
             return KEYLESS
-        raise unauthorized("this operation needs an API key: `Authorization: Bearer tl_...`")
+        raise unauthorized(NO_KEY)
     try:
         admitted = await access.admit(runtime.engine, token, runtime.settings.tenant_rate_limit)
     except keys.KeyRejected as error:

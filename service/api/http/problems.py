@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from service.api.http.field_hints import BodySchema, closest_alternatives, reword
 from service.api.schemas.common import BODY_KIND_TAGS, FIELD_SHAPE_TAGS, request_schema_names
 from service.export import FileProblem
 from service.files.errors import InvalidData, UnsupportedFile
@@ -122,8 +123,9 @@ def problem_response(
     )
 
 
-def field_problems(raw: list[Any]) -> list[dict[str, Any]]:
-    """Pydantic's error list reduced to ``{"loc", "msg"}`` (no echo of the input), each
+def field_problems(raw: list[Any], schema: BodySchema | None = None) -> list[dict[str, Any]]:
+    """Pydantic's error list reduced to ``{"loc", "msg"}`` (no echo of the input, and in the
+    API's words where ``schema``, the request body's, tells what was expected), each
     ``loc`` the path of the field in the request: without the names pydantic gives the
     alternatives of a union (``["body", "initial", "W"]``, not ``[..., "InitialParams", "W"]``;
     ``["body", "y", 3]``, not ``["body", "y", "labels", 3]``),
@@ -131,13 +133,28 @@ def field_problems(raw: list[Any]) -> list[dict[str, Any]]:
     (``["body", "hidden"]``, not ``["body", "mlp", "hidden"]``)."""
     labels = request_schema_names() | FIELD_SHAPE_TAGS
     problems = []
-    for e in raw:
+    for e in closest_alternatives(raw, labels):
         loc = [p if isinstance(p, int) else str(p) for p in e.get("loc", ())
                if p not in labels]
+        msg = str(e.get("msg", "invalid"))
+        if (better := reword(e, schema, labels)) is not None:
+            loc, msg = [p if isinstance(p, int) else str(p) for p in better[0]], better[1]
         if len(loc) > 2 and loc[0] == "body" and loc[1] in BODY_KIND_TAGS:
             del loc[1]
-        problems.append({"loc": loc, "msg": str(e.get("msg", "invalid"))})
-    return problems
+        problems.append({"loc": loc, "msg": msg})
+    # A misspelt field's suggestion first: it explains the "required" of the field it meant.
+    return sorted(problems, key=lambda p: "did you mean" not in p["msg"])
+
+
+def body_schema(request: Request) -> BodySchema | None:
+    """The JSON schema of the body the request's operation takes, from the OpenAPI document."""
+    route = request.scope.get("route")
+    template = getattr(route, "path_format", None)
+    if template is None:
+        return None
+    spec = request.app.openapi()
+    operation = spec.get("paths", {}).get(template, {}).get(request.method.lower())
+    return BodySchema(spec, operation) if operation else None
 
 
 def _summary(errors: list[dict[str, Any]]) -> str:
@@ -187,7 +204,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = field_problems(list(exc.errors()))
+        errors = field_problems(list(exc.errors()), body_schema(request))
         return problem_response(request, 422, _summary(errors), errors)
 
     @app.exception_handler(HTTPException)

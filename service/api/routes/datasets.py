@@ -36,6 +36,7 @@ from service.api.schemas.datasets import (
 )
 from service.config import Settings
 from service.files.arrays import check_dataset, matrix
+from service.files.csv_table import TargetType
 from service.files.labels import encode
 from service.files.uploads import parse_upload
 from service.store.sampling import sample_rows
@@ -103,7 +104,7 @@ def _targets(y: list[float] | list[str] | np.ndarray, loc: list[str | int],
 @router.post(
     "/synthetic",
     status_code=201,
-    summary="Synthesize the tutorial's noisy line",
+    summary="Synthesize a dataset: the tutorial's line, blobs, moons or circles",
     dependencies=[JsonBody],
     responses={**dryrun.responses(DatasetPreview), **responses(400, 413, 415, 422)},
 )
@@ -168,6 +169,13 @@ async def upload(
         ),
     ],
     target: Annotated[str, Form(max_length=200, description="CSV column or npz key of y")] = "y",
+    target_type: Annotated[
+        TargetType,
+        Form(description="How y is read: `numeric` (numbers), `categorical` (class names, "
+                         "even when they look like numbers), or `auto`: class names only when "
+                         "no value is a number, so a column of numbers with a typo in it is "
+                         "refused, naming the line."),
+    ] = "auto",
     name: Annotated[
         str | None,
         Form(max_length=200, pattern=NO_NUL, description="A label; the file's name by default."),
@@ -177,17 +185,18 @@ async def upload(
     """Store a dataset from a file; every other CSV column (or the npz `x`) is a feature."""
     check_file_name(file)
     return await run_in_threadpool(  # type: ignore[no-any-return]
-        _store_upload, runtime, store, response, file, target, name, dry_run)
+        _store_upload, runtime, store, response, file, target, target_type, name, dry_run)
 
 
 def _store_upload(
     runtime: Runtime, store: TenantStore, response: Response, file: UploadFile, target: str,
-    name: str | None, dry_run: bool,
+    target_type: TargetType, name: str | None, dry_run: bool,
 ) -> Any:
     """Parse, check and store an upload (in a worker thread: parsing is CPU work); a target
-    column of text becomes class indices."""
+    column of class names becomes class indices."""
     filename = file.filename or ""
-    x, y = parse_upload(filename, file.content_type, file.file, target, runtime.settings)
+    x, y = parse_upload(filename, file.content_type, file.file, target, runtime.settings,
+                        target_type)
     y, classes = _targets(y, ["file", target], runtime.settings)
     x, y = check_dataset(x, y, runtime.settings, (["file"], ["file", target]))
     label = name or filename.replace("\x00", "")[:200] or None

@@ -47,7 +47,8 @@ def root(request: Request) -> Response:
     """Browsers (asking for HTML) go to the dashboard; API clients get a 404 problem."""
     if choose(request.headers.get("accept"), ("application/json", "text/html")) == "text/html":
         return RedirectResponse("/ui/", status_code=303)
-    raise ProblemError(404, "nothing here: the API is under /v1/, its docs at /docs")
+    raise ProblemError(404, "nothing here: the dashboard is at /ui/, the API under /v1/ and "
+                            "its docs at /docs")
 
 
 @router.get("/ui")
@@ -60,6 +61,7 @@ def ui_slash() -> RedirectResponse:
 @router.get("/ui/start")
 @router.get("/ui/runs/{run_id}")
 @router.get("/ui/models/{model_id}")
+@router.get("/ui/datasets")
 def dashboard() -> FileResponse:
     """The dashboard's one page; its script reads the path and shows that view."""
     return _page("index.html")

@@ -34,9 +34,10 @@ export async function send(path, { method = "GET", body, accept = "application/j
     const key = sessionStorage.getItem(KEY);
     const headers = new Headers({ Accept: accept });
     if (key) headers.set("Authorization", `Bearer ${key}`);
-    if (body !== undefined) headers.set("Content-Type", "application/json");
+    const form = body instanceof FormData; // multipart: the browser writes its own type
+    if (body !== undefined && !form) headers.set("Content-Type", "application/json");
     const response = await fetch(path, {
-      method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body),
+      method, headers, signal, body: body === undefined || form ? body : JSON.stringify(body),
     });
     if (response.ok) return response;
     const problem = await problemOf(response);
@@ -57,6 +58,16 @@ export async function getJSON(path, options) {
 /** POST a JSON body and parse the JSON answer. */
 export async function postJSON(path, body, options) {
   return (await send(path, { ...options, method: "POST", body })).json();
+}
+
+/** POST a multipart form (a file upload) and parse the JSON answer. */
+export async function postForm(path, form, options) {
+  return (await send(path, { ...options, method: "POST", body: form })).json();
+}
+
+/** DELETE a resource (a 204 answer). */
+export async function remove(path, options) {
+  await send(path, { ...options, method: "DELETE" });
 }
 
 /** The path with its query string built from the defined entries of `params`. */

@@ -55,27 +55,51 @@ export function figure({ id, title, caption, controls = [], rows }) {
 
 function plotSize(container) {
   const width = Math.max(240, Math.floor(container.clientWidth || 600));
-  return { width, height: width < 500 ? 220 : 280 };
+  return { width, height: width < 500 ? 160 : 260 };
 }
+
+// Tick steps of a count axis (epochs, steps): whole numbers only, never 2.5 or 7.5.
+const WHOLE_STEPS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000,
+  1e4, 2e4, 2.5e4, 5e4, 1e5, 2e5, 2.5e5, 5e5, 1e6, 2e6, 5e6, 1e7];
 
 /**
  * A line chart in `fig` (from `figure()`): `series` are `{label, color, dash?, points?, width?}`;
- * call `draw(x, ys)` with the x values and one array per series.
+ * call `draw(x, ys, final)` with the x values, one array per series and, when the last x is
+ * the run's final state, its index: that point is drawn as a marker on every solid line and
+ * its x read "(final)". `whole`: the x axis counts (epochs), its ticks whole numbers.
  */
-export function lineChart(fig, { series, xLabel, yLabel, log = false, scatterFirst = false }) {
+export function lineChart(fig, { series, xLabel, yLabel, log = false, scatterFirst = false, whole = false }) {
   let plot = null;
   let data = null;
   let logScale = log;
+  let finalIndex = null;
+  const xValue = (v) => {
+    if (v == null) return "–";
+    const text = num(v, Number.isInteger(v) ? 0 : 3);
+    return finalIndex != null && data && v === data[0][finalIndex] ? `${text} (final)` : text;
+  };
   const make = () => {
     plot?.destroy();
+    const size = plotSize(fig.plot);
+    // A phone's axes: smaller type and less room, so the plot keeps the height.
+    const small = size.width < 500 ? { font: "11px system-ui, sans-serif", labelFont: "bold 11px system-ui, sans-serif", labelSize: 16, gap: 3 } : {};
     const options = {
-      ...plotSize(fig.plot),
+      ...size,
       scales: { x: { time: false }, y: logScale ? { distr: 3 } : {} },
-      axes: [{ label: xLabel }, { label: yLabel, size: 60 }],
-      legend: { live: true },
+      axes: [{ label: xLabel, ...small, ...(small.font ? { size: 26 } : {}),
+        ...(whole ? { incrs: WHOLE_STEPS, values: (_, ticks) => ticks.map((t) => String(t)) } : {}) },
+      { label: yLabel, ...small, size: small.font ? 44 : 60 }],
+      legend: {
+        live: true,
+        // A dashed series' marker is an outline with a dashed edge, not a filled square.
+        markers: { dash: (u, i) => (u.series[i].dash ? "dashed" : "solid"),
+          fill: (u, i) => (u.series[i].dash ? "transparent" : u.series[i].stroke(u, i)) },
+      },
       cursor: { drag: { x: true, y: false } },
+      // The x axis's tick labels, as drawn, on the figure (for readers of the DOM and tests).
+      hooks: { draw: [(u) => { fig.el.dataset.xTicks = (u.axes[0]._values ?? []).join(","); }] },
       series: [
-        { label: xLabel, value: (_, v) => (v == null ? "–" : num(v, Number.isInteger(v) ? 0 : 3)) },
+        { label: xLabel, value: (_, v) => xValue(v) },
         ...series.map((s, i) => ({
           label: s.label,
           stroke: s.color,
@@ -85,7 +109,8 @@ export function lineChart(fig, { series, xLabel, yLabel, log = false, scatterFir
           value: (_, v) => num(v),
           ...(scatterFirst && i === 0
             ? { paths: () => null, points: { show: true, size: 5, stroke: s.color, fill: s.color } }
-            : { points: { show: false } }),
+            : { points: { show: false, size: 10, width: 2.5, fill: "#ffffff",
+              filter: () => (finalIndex != null && !s.dash ? [finalIndex] : null) } }),
         })),
       ],
     };
@@ -95,12 +120,15 @@ export function lineChart(fig, { series, xLabel, yLabel, log = false, scatterFir
   resize.observe(fig.plot);
   make();
   return {
-    draw(x, ys) {
+    draw(x, ys, final = null) {
       const positive = (v) => (v != null && v > 0 ? v : null);
+      finalIndex = final;
       data = [x, ...ys.map((y) => (logScale ? y.map(positive) : y))];
       plot.setData(data);
       fig.el.dataset.points = String(x.length);
       fig.el.dataset.series = String(ys.length);
+      if (final != null) fig.el.dataset.final = String(x[final]);
+      else delete fig.el.dataset.final;
       if (x.length) markFirstChart();
       fig.refreshTable();
     },

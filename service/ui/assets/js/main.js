@@ -1,8 +1,9 @@
 // The dashboard's router: one page, a view per path (/ui/, /ui/start, /ui/runs/{id},
-// /ui/models/{id}), links followed without reloading, and the API key prompt.
+// /ui/models/{id}, /ui/datasets), links followed without reloading, and the API key prompt.
 
 import { onKeyNeeded } from "./api.js";
 import { h } from "./dom.js";
+import { datasetsView } from "./views/datasets.js";
 import { modelView } from "./views/model.js";
 import { runView } from "./views/run.js";
 import { runsView } from "./views/runs.js";
@@ -16,6 +17,7 @@ function route(path) {
   if (parts[0] === "runs" && parts[1]) return [runView, parts[1], `Run ${parts[1]}`];
   if (parts[0] === "models" && parts[1]) return [modelView, parts[1], `Model ${parts[1]}`];
   if (parts[0] === "start") return [startView, go, "Start a run"];
+  if (parts[0] === "datasets") return [datasetsView, undefined, "Datasets"];
   return [runsView, undefined, "Runs"];
 }
 
@@ -26,11 +28,11 @@ function render() {
   for (const link of document.querySelectorAll("nav a")) {
     link.toggleAttribute("aria-current", link.getAttribute("href") === location.pathname);
   }
-  cleanup = view(main, argument) ?? (() => {});
+  cleanup = view(main, argument, go) ?? (() => {});
   main.focus({ preventScroll: true });
 }
 
-/** Show the view of `path` and add it to the history. */
+/** Show the view of `path` (with its query) and add it to the history. */
 export function go(path) {
   history.pushState(null, "", path);
   render();

@@ -143,12 +143,20 @@ export async function drawRegions(fig, modelId, sample, labels = [], predict = n
     mark(dots, SHAPES[c % SHAPES.length], px, py, 3.2);
   });
   const stack = h("div", { class: "regions-stack" }, canvas, pointsCanvas);
+  // Axes: five ticks on each side of the square, and the features' names.
+  const ticks = (lo, hi) => Array.from({ length: 5 }, (_, k) => h("span", {}, (lo + ((hi - lo) * k) / 4).toFixed(1)));
+  const framed = h("div", { class: "regions-frame", "aria-hidden": "true" },
+    h("span", { class: "axis-title y" }, "x1"),
+    h("div", { class: "ticks y" }, ticks(x1lo, x1hi).reverse()),
+    stack, h("span", {}), h("span", {}),
+    h("div", { class: "ticks x" }, ticks(x0lo, x0hi)),
+    h("span", {}), h("span", {}), h("span", { class: "axis-title x" }, "x0"));
   const legend = h("ul", { class: "legend" }, Array.from({ length: classes }, (_, c) => h("li", {},
     h("span", { class: `swatch c${c % PALETTE.length} ${SHAPES[c % SHAPES.length]}`, "aria-hidden": "true" }),
     ` class ${labels[c] ?? c} (${SHAPES[c % SHAPES.length]})`)));
-  const axes = h("p", { class: "axes-note" },
+  const axes = h("p", { class: "axes-note visually-hidden" },
     `x0 from ${x0lo.toFixed(2)} to ${x0hi.toFixed(2)} (left to right), x1 from ${x1lo.toFixed(2)} to ${x1hi.toFixed(2)} (bottom to top)`);
-  fig.plot.replaceChildren(stack, legend, axes);
+  fig.plot.replaceChildren(framed, legend, axes);
   fig.el.dataset.points = String(points.x.length);
   fig.el.dataset.series = String(classes);
   fig.el.dataset.cells = String(probabilities.length);

@@ -1,15 +1,23 @@
-// A model's page: its parameters, its history across runs, and its runs' loss curves overlaid.
+// A model's page: its parameters, its history across runs, and its runs' loss curves overlaid
+// (each ending with its run's final state); the model's file, and deleting it.
 
 import uPlot from "../../vendor/uplot/uPlot.esm.js";
-import { getJSON, id, withQuery } from "../api.js";
+import { getJSON, id, remove, withQuery } from "../api.js";
+import { saveModel } from "../downloads.js";
 import { PALETTE, figure, lineChart } from "../charts.js";
-import { duration, h, num, nums, replace, when } from "../dom.js";
+import { ACTIVE, duration, h, num, nums, replace, when } from "../dom.js";
 import { BUDGET, fromColumns } from "../trace.js";
 
 const MOST_COMPARED = 6;
 
+/** The run's final value of measure `name`, after its last epoch. */
+function finalValue(run, name) {
+  if (!run.final || ACTIVE.includes(run.status)) return null;
+  return name === "loss" ? run.final.loss : run.final.metrics?.[name] ?? null;
+}
+
 /** Render model `modelId` into `main`; returns a cleanup function. */
-export function modelView(main, modelId) {
+export function modelView(main, modelId, go) {
   const stop = new AbortController();
   const charts = [];
   const status = h("p", { class: "status-line", role: "status", "aria-live": "polite" }, "Loading…");
@@ -35,12 +43,21 @@ export function modelView(main, modelId) {
     if (!wanted.includes(current)) measure.value = "loss";
   }
 
+  /** A run's epochs and values of `name`, with its final state after the last epoch. */
+  function curve({ run, trace }, name) {
+    const values = column(trace, name);
+    const last = trace.x[trace.x.length - 1] ?? -1;
+    const end = finalValue(run, name);
+    if (end == null || run.epochs_completed <= last) return [trace.x, values];
+    return [[...trace.x, run.epochs_completed], [...values, end]];
+  }
+
   function drawCompare() {
     const name = measure.value;
     compareChart?.destroy();
-    compareChart = lineChart(compareFig, { xLabel: "epoch", yLabel: name,
+    compareChart = lineChart(compareFig, { xLabel: "epoch", yLabel: name, whole: true,
       series: compared.map(({ run }, i) => ({ label: run.id, color: PALETTE[i % PALETTE.length] })) });
-    const joined = uPlot.join(compared.map(({ trace }) => [trace.x, column(trace, name)]));
+    const joined = uPlot.join(compared.map((one) => curve(one, name)));
     compareChart.draw(joined[0], joined.slice(1));
     compareFig.el.dataset.measure = name;
   }
@@ -51,13 +68,13 @@ export function modelView(main, modelId) {
     compared = runs.map((run, i) => ({ run, trace: traces[i] }));
     if (!compareFig) {
       compareFig = figure({ id: "compare-chart", title: "Runs compared",
-        caption: "The chosen measure (training loss by default; accuracy and the other metrics the runs recorded) of each selected run at the start of each epoch, overlaid; hover for values.",
+        caption: "The chosen measure (training loss by default; accuracy and the other metrics the runs recorded) of each selected run at the start of each epoch, and last its final model's, overlaid; hover for values.",
         controls: [h("label", { for: "compare-measure", class: "inline" }, "Measure ", measure)],
         rows: () => {
           const name = measure.value;
-          return { columns: ["run", "epoch", name], rows: compared.flatMap(({ run, trace }) => {
-            const values = column(trace, name);
-            return trace.x.map((x, i) => [run.id, x, values[i]]);
+          return { columns: ["run", "epoch", name], rows: compared.flatMap((one) => {
+            const [xs, values] = curve(one, name);
+            return xs.map((x, i) => [one.run.id, i >= one.trace.x.length ? `${x} (final)` : x, values[i]]);
           }) };
         } });
       figures.prepend(compareFig.el);
@@ -77,8 +94,23 @@ export function modelView(main, modelId) {
       ["Created", when(model.created_at)], ["Updated", when(model.updated_at)]];
     if (model.W != null) facts.splice(3, 0, ["W", nums(model.W)], ["b", num(model.b)]);
     if (model.param_count != null) facts.splice(3, 0, ["Parameters", model.param_count]);
+    const format = h("select", { id: "model-format", "aria-label": "model file format" },
+      ["onnx", "safetensors", "json"].map((f) => h("option", { value: f }, f === "onnx" ? "ONNX" : f === "json" ? "JSON" : f)));
+    const download = h("button", { type: "button", class: "secondary", id: "download-model" }, "Model file");
+    download.addEventListener("click", () => saveModel(modelId, format.value).catch((error) => { status.textContent = `Cannot download: ${error.message}`; }));
+    const del = h("button", { type: "button", class: "danger", id: "delete-model" }, "Delete model");
+    del.addEventListener("click", async () => {
+      if (!window.confirm(`Delete model ${model.name || modelId} and its runs?`)) return;
+      try {
+        await remove(`/v1/models/${id(modelId)}`);
+        go("/ui/");
+      } catch (error) {
+        status.textContent = `Cannot delete: ${error.message}`;
+      }
+    });
     replace(info, h("h3", { id: "model-info-title" }, "Model"),
-      h("dl", { class: "settings" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])));
+      h("dl", { class: "settings" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
+      h("p", { class: "actions" }, h("span", { class: "joined" }, download, format), del));
 
     const boxes = runs.items.map((run, i) => h("input", { type: "checkbox", id: `pick-${run.id}`, value: run.id, checked: i < 2 }));
     const button = h("button", { type: "button", id: "compare" }, "Compare selected runs");

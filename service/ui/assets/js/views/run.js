@@ -1,9 +1,13 @@
-// A run's page: status, settings, metrics, and its figures, live from the event stream.
+// A run's page: its status and actions, then its figures (loss, W and b or parameter norms,
+// the data), then its numbers and settings in words, live from the event stream. Every chart
+// of the run's trajectory ends with the run's final state, drawn as a marker and marked final.
 
 import { ApiError, getJSON, id, postJSON, withQuery } from "../api.js";
 import { PALETTE, figure, lineChart } from "../charts.js";
 import { ACTIVE, duration, h, num, nums, replace, when } from "../dom.js";
+import { saveHistory, saveModel } from "../downloads.js";
 import { drawRegions, forward } from "../regions.js";
+import { settingsWords } from "../settings.js";
 import { follow } from "../stream.js";
 import { BUDGET, appendRows, fromColumns, keepToBudget, norm, smooth } from "../trace.js";
 
@@ -12,27 +16,20 @@ const SAMPLE = 1000; // dataset rows drawn behind the predictions
 // 100,000-epoch run comes back as 250 buckets' extremes); live epochs add to them up to BUDGET.
 const OPENING_POINTS = 1000;
 
-function optimizerText(optimizer) {
-  const { kind, ...rest } = optimizer;
-  return `${kind} (${Object.entries(rest).map(([k, v]) => `${k.replaceAll("_", " ")} ${v}`).join(", ")})`;
+function settingsList(run, dataset) {
+  const items = [...settingsWords(run, dataset),
+    ["Created", when(run.created_at)], ["Started", when(run.started_at)],
+    ["Finished", when(run.finished_at)], ["Duration", duration(run.started_at, run.finished_at)]];
+  return h("dl", { class: "settings", id: "settings" }, items.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]));
 }
 
-function settingsList(run) {
-  const items = [
-    ["Optimizer", optimizerText(run.optimizer)],
-    ["Epochs", run.epochs],
-    ["Batch size", run.batch_size ?? "full batch"],
-    ["Shuffle seed", run.shuffle_seed ?? "–"],
-    ["Float type", run.dtype],
-  ];
-  const extra = { loss: "Loss", huber_delta: "Huber delta", regularization: "Regularization",
-    validation: "Validation", early_stopping: "Early stopping", shuffle: "Shuffle" };
-  for (const [field, label] of Object.entries(extra)) {
-    if (run[field] != null) items.push([label, typeof run[field] === "object" ? JSON.stringify(run[field]) : run[field]]);
-  }
-  items.push(["Created", when(run.created_at)], ["Started", when(run.started_at)],
-    ["Finished", when(run.finished_at)], ["Duration", duration(run.started_at, run.finished_at)]);
-  return h("dl", { class: "settings" }, items.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]));
+/** How long the rest of a running run should take, from its pace since `since` (the time
+ * and epochs done when it started, or when the page first saw it train). */
+function eta(run, since) {
+  const done = run.epochs_completed - since.epochs;
+  if (run.status !== "running" || done <= 0) return null;
+  const left = ((Date.now() - since.time) / done) * (run.epochs - run.epochs_completed);
+  return duration(new Date(Date.now() - left).toISOString(), new Date().toISOString());
 }
 
 function isClassifier(model) {
@@ -50,13 +47,29 @@ export function runView(main, runId) {
   let dataSample = null;
   let pending = false;
 
+  let datasetGone = false;
+  let pace = null; // where the ETA's pace is measured from
+
   const status = h("p", { class: "status-line", role: "status", "aria-live": "polite" }, "Loading…");
-  const header = h("div", { class: "run-head" });
+  const stateLine = h("p", { class: "run-state" });
+  const context = h("p", { class: "run-context" });
+  const notes = h("div", {});
+  const actions = h("p", { class: "actions" });
+  const header = h("div", { class: "run-head" }, stateLine, context, notes);
   const numbers = h("section", { "aria-labelledby": "numbers-title", class: "panel" });
   const settings = h("section", { "aria-labelledby": "settings-title", class: "panel" });
-  const figures = h("div", { class: "figures" });
-  replace(main, h("h2", { id: "view-title" }, "Run ", h("code", {}, runId)), header, status,
-    h("div", { class: "run-grid" }, numbers, settings), figures);
+  // One slot per figure, in a fixed order, however fast each one's data comes.
+  const lossSlot = h("div", { class: "slot" });
+  const paramSlot = h("div", { class: "slot" });
+  const dataSlot = h("div", { class: "slot" });
+  const figures = h("div", { class: "figures" }, lossSlot, paramSlot, dataSlot);
+  replace(main, h("div", { class: "run-view" }, h("h2", { id: "view-title" }, "Run ", h("code", {}, runId)),
+    header, actions, status, figures, h("div", { class: "run-grid" }, numbers, settings)));
+  /** Say how the page follows the run; an ended run's status is the badge's, so only read. */
+  const announce = (text, shown = true) => {
+    status.textContent = text;
+    status.classList.toggle("visually-hidden", !shown);
+  };
 
   // ---- loss
   const logBox = h("input", { type: "checkbox", id: "loss-log" });
@@ -65,15 +78,18 @@ export function runView(main, runId) {
   const lossFig = figure({
     id: "loss-chart",
     title: "Loss per epoch",
-    caption: "Training loss (and validation loss when the run validates) at the start of each epoch; hover for values, drag to zoom, double-click to reset.",
+    caption: "Training loss (and validation loss) at the start of each epoch; the ring is the final model. Drag to zoom.",
     controls: [
       h("label", { for: "loss-log", class: "inline" }, logBox, " Log scale"),
       h("label", { for: "loss-smooth", class: "inline" }, "Smoothing ", smoothing, smoothOut),
     ],
-    rows: () => ({
-      columns: ["epoch", "loss", ...Object.keys(trace?.metrics ?? {})],
-      rows: (trace?.x ?? []).map((x, i) => [x, trace.loss[i], ...Object.values(trace.metrics).map((m) => m[i])]),
-    }),
+    rows: () => {
+      const names = Object.keys(trace?.metrics ?? {});
+      const rows = (trace?.x ?? []).map((x, i) => [x, trace.loss[i], ...names.map((m) => trace.metrics[m][i])]);
+      const at = finalEpoch();
+      if (at != null) rows.push([`${at} (final)`, run.final.loss, ...names.map((m) => run.final.metrics?.[m])]);
+      return { columns: ["epoch", "loss", ...names], rows };
+    },
   });
   let lossChart = null;
   let paramFig = null;
@@ -81,6 +97,20 @@ export function runView(main, runId) {
   let paramMode = null;
   let dataFig = null;
   let dataChart = null;
+
+  /** The x of the run's final state when it follows the history (after the last epoch). */
+  function finalEpoch() {
+    if (!run?.final || ACTIVE.includes(run.status) || !trace?.x.length) return null;
+    const at = run.epochs_completed;
+    return at > trace.x[trace.x.length - 1] ? at : null;
+  }
+
+  /** `x` and each column with the final state appended (`ends(column)` gives its value). */
+  function extended(columns, ends) {
+    const at = finalEpoch();
+    if (at == null) return { x: trace.x, ys: columns, final: null };
+    return { x: [...trace.x, at], ys: columns.map((c, i) => [...c, ends[i]]), final: trace.x.length };
+  }
 
   const lossSeries = () => {
     const series = [{ label: "training loss", color: PALETTE[0] }];
@@ -92,13 +122,18 @@ export function runView(main, runId) {
     const wanted = lossSeries().length;
     if (!lossChart || lossChart.count !== wanted) {
       lossChart?.destroy();
-      lossChart = lineChart(lossFig, { series: lossSeries(), xLabel: "epoch", yLabel: "loss", log: logBox.checked });
+      lossChart = lineChart(lossFig, { series: lossSeries(), xLabel: "epoch", yLabel: "loss", log: logBox.checked, whole: true });
       lossChart.count = wanted;
     }
     const weight = Number(smoothing.value);
-    const ys = [smooth(trace.loss, weight)];
-    if (trace.metrics.val_loss) ys.push(smooth(trace.metrics.val_loss, weight));
-    lossChart.draw(trace.x, ys);
+    const columns = [trace.loss];
+    const ends = [run?.final?.loss];
+    if (trace.metrics.val_loss) {
+      columns.push(trace.metrics.val_loss);
+      ends.push(run?.final?.metrics?.val_loss ?? null);
+    }
+    const { x, ys, final } = extended(columns, ends);
+    lossChart.draw(x, ys.map((y) => smooth(y, weight)), final);
   }
   logBox.addEventListener("change", () => { lossChart.setLog(logBox.checked); drawLoss(); });
   smoothing.addEventListener("input", () => { smoothOut.value = Number(smoothing.value).toFixed(2); drawLoss(); });
@@ -113,27 +148,36 @@ export function runView(main, runId) {
       for (let f = 0; f < shown; f++) series.push({ label: features > 1 ? `W[${f}]` : "W", color: PALETTE[f % 6] });
       series.push({ label: "b", color: PALETTE[shown % 6] });
       if (truth) {
-        for (let f = 0; f < shown; f++) series.push({ label: features > 1 ? `true W[${f}]` : "true W", color: PALETTE[f % 6], dash: [6, 5], width: 1.5 });
-        series.push({ label: "true b", color: PALETTE[shown % 6], dash: [6, 5], width: 1.5 });
+        for (let f = 0; f < shown; f++) series.push({ label: features > 1 ? `true W[${f}] (dashed)` : "true W (dashed)", color: PALETTE[f % 6], dash: [6, 5], width: 1.5 });
+        series.push({ label: "true b (dashed)", color: PALETTE[shown % 6], dash: [6, 5], width: 1.5 });
       }
       const ys = () => {
         const cols = [];
-        for (let f = 0; f < shown; f++) cols.push(trace.W.map((w) => [w].flat()[f]));
-        cols.push(trace.b.slice());
-        if (truth) {
-          for (let f = 0; f < shown; f++) cols.push(trace.x.map(() => truth.true_W[f]));
-          cols.push(trace.x.map(() => truth.true_b));
+        const ends = [];
+        for (let f = 0; f < shown; f++) {
+          cols.push(trace.W.map((w) => [w].flat()[f]));
+          ends.push([run.final?.W ?? []].flat()[f]);
         }
-        return cols;
+        cols.push(trace.b.slice());
+        ends.push(run.final?.b);
+        if (truth) {
+          for (let f = 0; f < shown; f++) {
+            cols.push(trace.x.map(() => truth.true_W[f]));
+            ends.push(truth.true_W[f]);
+          }
+          cols.push(trace.x.map(() => truth.true_b));
+          ends.push(truth.true_b);
+        }
+        return extended(cols, ends);
       };
       return { mode: `wb${shown}${truth ? "t" : ""}`, series, ys, yLabel: "value",
-        title: "W and b per epoch", caption: truth ? "The model's weights and bias at the start of each epoch; dashed: the true values the synthetic data was made with." : "The model's weights and bias at the start of each epoch." };
+        title: "W and b per epoch", caption: `W and b at the start of each epoch; the ring is the final model.${truth ? " Dashed: the true values." : ""}` };
     }
     const names = Object.keys(trace.params);
     if (!names.length) return null;
     return { mode: `norm:${names.join(",")}`, series: names.map((n, i) => ({ label: `‖${n}‖`, color: PALETTE[i % PALETTE.length] })),
-      ys: () => names.map((n) => trace.params[n].map(norm)), yLabel: "norm",
-      title: "Parameter norms per epoch", caption: "The Euclidean norm of each named parameter array at the start of each epoch." };
+      ys: () => extended(names.map((n) => trace.params[n].map(norm)), names.map((n) => norm(run.final?.params?.[n]))), yLabel: "norm",
+      title: "Parameter norms per epoch", caption: "The norm of each parameter array at the start of each epoch; the ring is the final model." };
   }
 
   function drawParams() {
@@ -142,17 +186,19 @@ export function runView(main, runId) {
     if (!paramFig) {
       paramFig = figure({ id: "params-chart", title: spec.title, caption: spec.caption, rows: () => {
         const current = paramSeries();
-        const cols = current.ys();
-        return { columns: ["epoch", ...current.series.map((s) => s.label)], rows: trace.x.map((x, i) => [x, ...cols.map((c) => c[i])]) };
+        const { x, ys, final } = current.ys();
+        return { columns: ["epoch", ...current.series.map((s) => s.label)],
+          rows: x.map((at, i) => [i === final ? `${at} (final)` : at, ...ys.map((c) => c[i])]) };
       } });
-      figures.append(paramFig.el);
+      paramSlot.append(paramFig.el);
     }
     if (paramMode !== spec.mode) {
       paramChart?.destroy();
-      paramChart = lineChart(paramFig, { series: spec.series, xLabel: "epoch", yLabel: spec.yLabel });
+      paramChart = lineChart(paramFig, { series: spec.series, xLabel: "epoch", yLabel: spec.yLabel, whole: true });
       paramMode = spec.mode;
     }
-    paramChart.draw(trace.x, spec.ys());
+    const { x, ys, final } = spec.ys();
+    paramChart.draw(x, ys, final);
   }
 
   // ---- the data with predictions (one-feature regression) or decision regions
@@ -200,13 +246,13 @@ export function runView(main, runId) {
       dataFig = figure({ id: "data-chart", title: "Data and predictions",
         caption: `A sample of ${dataSample.y.length} of the dataset's ${dataset.num_examples} points, with the model's predictions at the first and the latest epoch.`,
         rows: () => ({ columns: ["x", "y"], rows: dataSample.x.map((x, i) => [x[0], dataSample.y[i]]) }) });
-      figures.append(dataFig.el);
+      dataSlot.append(dataFig.el);
       drawLine();
     } else {
       dataFig = figure({ id: "regions-chart", title: "Decision regions",
         caption: `The class the model's current parameters predict over the plane (shade: how sure), with a sample of ${dataSample.y.length} of the dataset's points.`,
         rows: () => ({ columns: ["x0", "x1", "class"], rows: dataSample.x.map((x, i) => [x[0], x[1], dataSample.y[i]]) }) });
-      figures.append(dataFig.el);
+      dataSlot.append(dataFig.el);
       await drawRegionsNow();
     }
   }
@@ -258,30 +304,64 @@ export function runView(main, runId) {
           h("td", { dataset: { latest: key } }, b)))))));
   }
 
+  // ---- actions: built once (a redraw per epoch must not take a button from under a click)
+  const cancel = h("button", { type: "button", id: "cancel" }, "Cancel run");
+  cancel.addEventListener("click", async () => {
+    cancel.disabled = true;
+    try {
+      run = await postJSON(`/v1/runs/${id(run.id)}/cancel`);
+      drawHead();
+    } catch (error) {
+      status.textContent = `Cannot cancel: ${error.message}`;
+    }
+  });
+  const again = h("a", { class: "button secondary", id: "run-again", href: `/ui/start?from=${id(runId)}`, "data-link": true, title: "Run again with these settings" }, "Run again");
+  const historyButton = h("button", { type: "button", class: "secondary", id: "download-history" }, "History as CSV");
+  const format = h("select", { id: "model-format", "aria-label": "model file format" },
+    ["onnx", "safetensors", "json"].map((f) => h("option", { value: f }, f === "onnx" ? "ONNX" : f === "json" ? "JSON" : f)));
+  const modelButton = h("button", { type: "button", class: "secondary", id: "download-model" }, "Model file");
+  const downloading = async (button, work) => {
+    button.disabled = true;
+    try {
+      await work();
+    } catch (error) {
+      status.textContent = `Cannot download: ${error.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  };
+  historyButton.addEventListener("click", () => downloading(historyButton, () => saveHistory(runId)));
+  modelButton.addEventListener("click", () => downloading(modelButton, () => saveModel(run.model_id, format.value)));
+  replace(actions, cancel, again, historyButton, h("span", { class: "joined" }, modelButton, format));
+
+  function stateText() {
+    const done = run.epochs_completed;
+    if (ACTIVE.includes(run.status)) return `${done} of ${run.epochs} epochs`;
+    if (run.stopped_early) return `stopped early after ${done} of ${run.epochs} epochs (best epoch ${run.stopped_early.best_epoch})`;
+    return `after ${done} of ${run.epochs} epochs`;
+  }
+
   function drawHead() {
     const active = ACTIVE.includes(run.status);
-    const cancel = h("button", { type: "button", id: "cancel", disabled: !active || run.status === "cancelling" }, "Cancel run");
-    cancel.addEventListener("click", async () => {
-      cancel.disabled = true;
-      try {
-        run = await postJSON(`/v1/runs/${id(run.id)}/cancel`);
-        drawHead();
-      } catch (error) {
-        status.textContent = `Cannot cancel: ${error.message}`;
-      }
-    });
-    const progress = h("progress", { id: "run-progress", max: String(run.epochs), value: String(run.epochs_completed), "aria-label": "epochs completed" });
-    const notes = [];
-    if (run.error) notes.push(h("p", { class: "problem", id: "run-error" }, `${run.error.reason}: ${run.error.detail}`, run.error.epoch != null ? ` (epoch ${run.error.epoch})` : ""));
-    if (run.stopped_early) notes.push(h("p", { class: "note", id: "early-stop" }, `Stopped early at epoch ${run.stopped_early.epoch}; best epoch ${run.stopped_early.best_epoch}.`));
-    replace(header,
-      h("p", {}, h("span", { class: `badge ${run.status}`, id: "run-status" }, run.status), " ",
-        `${run.epochs_completed} of ${run.epochs} epochs `, progress),
-      h("p", {}, "Model ", h("a", { href: `/ui/models/${id(run.model_id)}`, "data-link": true }, model?.name || run.model_id),
-        model ? ` (${model.kind})` : "", " on dataset ", h("code", {}, dataset?.name || run.dataset_id),
-        dataset ? ` (${dataset.num_examples} rows, ${dataset.features} feature${dataset.features > 1 ? "s" : ""})` : ""),
-      notes, h("p", {}, cancel));
-    replace(settings, h("h3", { id: "settings-title" }, "Settings"), settingsList(run));
+    cancel.hidden = !active;
+    cancel.disabled = run.status === "cancelling";
+    pace ??= run.started_at ? { time: Date.parse(run.started_at), epochs: 0 } : { time: Date.now(), epochs: run.epochs_completed };
+    const left = eta(run, pace);
+    replace(stateLine, h("span", { class: `badge ${run.status}`, id: "run-status" }, run.status), " ",
+      h("span", { id: "run-progress-text" }, stateText()), " ",
+      active ? h("progress", { id: "run-progress", max: String(run.epochs), value: String(run.epochs_completed), "aria-label": "epochs completed" }) : null,
+      left ? h("span", { id: "run-eta", class: "note" }, ` about ${left} left`) : null);
+    const datasetName = dataset?.name || run.dataset_id;
+    replace(context, "Model ", h("a", { href: `/ui/models/${id(run.model_id)}`, "data-link": true }, model?.name || run.model_id),
+      model ? ` (${model.kind})` : "", " on dataset ",
+      datasetGone ? h("code", {}, run.dataset_id) : h("a", { href: `/ui/datasets#${id(run.dataset_id)}`, "data-link": true }, datasetName),
+      dataset ? ` (${dataset.num_examples} rows, ${dataset.features} feature${dataset.features > 1 ? "s" : ""})` : "");
+    const shown = [];
+    if (run.error) shown.push(h("p", { class: "problem", id: "run-error" }, `${run.error.reason}: ${run.error.detail}`, run.error.epoch != null ? ` (epoch ${run.error.epoch})` : ""));
+    if (run.stopped_early) shown.push(h("p", { class: "note", id: "early-stop" }, `Stopped early at epoch ${run.stopped_early.epoch}; best epoch ${run.stopped_early.best_epoch}.`));
+    if (datasetGone) shown.push(h("p", { class: "note", id: "dataset-gone" }, `The dataset ${run.dataset_id} was deleted: its data and the true values are no longer shown.`));
+    replace(notes, shown);
+    replace(settings, h("h3", { id: "settings-title" }, "Settings"), settingsList(run, dataset));
   }
 
   function drawAll() {
@@ -310,7 +390,10 @@ export function runView(main, runId) {
     const historyAnswer = getJSON(withQuery(`/v1/runs/${id(runId)}/history`, { format: "columns", max_points: OPENING_POINTS }), { signal });
     historyAnswer.catch(() => {});
     run = await getJSON(`/v1/runs/${id(runId)}`, { signal });
-    const datasetAnswer = getJSON(`/v1/datasets/${id(run.dataset_id)}`, { signal }).catch(() => null);
+    const datasetAnswer = getJSON(`/v1/datasets/${id(run.dataset_id)}`, { signal }).catch((error) => {
+      datasetGone = error instanceof ApiError && error.status === 404;
+      return null;
+    });
     const context = Promise.all([getJSON(`/v1/models/${id(run.model_id)}`, { signal }).catch(() => null), datasetAnswer]);
     // The sample is asked for as soon as the dataset says it has one or two features (the
     // model, asked for meanwhile, then decides which figure it makes).
@@ -324,11 +407,11 @@ export function runView(main, runId) {
     if (!ACTIVE.includes(run.status) && lastSeen < run.epochs_completed - 1) {
       trace = fromColumns(await getJSON(withQuery(`/v1/runs/${id(runId)}/history`, { format: "columns", max_points: OPENING_POINTS }), { signal }));
     }
-    figures.append(lossFig.el);
+    lossSlot.append(lossFig.el);
     drawLoss();
     [model, dataset] = await context;
     drawAll();
-    status.textContent = ACTIVE.includes(run.status) ? "Following the run live…" : `The run ${run.status}.`;
+    announce(ACTIVE.includes(run.status) ? "Following the run live…" : `The run ${run.status}.`, ACTIVE.includes(run.status));
     await setUpData(await sample);
     if (ACTIVE.includes(run.status)) {
       await follow(runId, {
@@ -343,7 +426,7 @@ export function runView(main, runId) {
         },
         onEnd: (final) => {
           run = final;
-          status.textContent = `The run ${run.status}.`;
+          announce(`The run ${run.status}.`, false);
           schedule();
         },
       });
