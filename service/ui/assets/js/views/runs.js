@@ -5,6 +5,12 @@ import { ACTIVE, duration, h, replace, sleep, when } from "../dom.js";
 
 const REFRESH_MS = 1500;
 const SHOWN = 50;
+const COLUMNS = ["Run", "Status", "Progress", "Model", "Dataset", "Created", "Duration"];
+
+/** A cell that names its column, so that on a phone each row reads as a card of labelled values. */
+function cell(column, ...children) {
+  return h("td", { "data-label": COLUMNS[column] }, ...children);
+}
 
 /** Model and dataset names by id, each fetched once. */
 function namer(kind) {
@@ -28,9 +34,9 @@ export function runsView(main) {
     h("div", { class: "view-head" }, h("h2", { id: "view-title" }, "Runs"),
       h("a", { href: "/ui/start", "data-link": true, class: "button" }, "Start a run")),
     note,
-    h("div", { class: "table-scroll", tabindex: "0", role: "region", "aria-label": "Runs" }, h("table", { id: "runs", class: "runs" },
+    h("div", { class: "table-scroll", tabindex: "0", role: "region", "aria-label": "Runs" }, h("table", { id: "runs", class: "runs run-list" },
       h("caption", { class: "visually-hidden" }, "Runs, newest first"),
-      h("thead", {}, h("tr", {}, ["Run", "Status", "Progress", "Model", "Dataset", "Created", "Duration"].map((c) => h("th", { scope: "col" }, c)))),
+      h("thead", {}, h("tr", {}, COLUMNS.map((c) => h("th", { scope: "col" }, c)))),
       body)));
 
   async function refresh() {
@@ -38,14 +44,14 @@ export function runsView(main) {
     const rows = await Promise.all(page.items.map(async (run) => {
       const [model, dataset] = await Promise.all([modelName(run.model_id), datasetName(run.dataset_id)]);
       return h("tr", { dataset: { run: run.id, status: run.status } },
-        h("td", {}, h("a", { href: `/ui/runs/${id(run.id)}`, "data-link": true }, h("code", {}, run.id))),
-        h("td", {}, h("span", { class: `badge ${run.status}` }, run.status)),
-        h("td", {}, h("progress", { max: String(run.epochs), value: String(run.epochs_completed), "aria-label": `${run.id} progress` }),
+        cell(0, h("a", { href: `/ui/runs/${id(run.id)}`, "data-link": true, title: run.id }, h("code", {}, run.id))),
+        cell(1, h("span", { class: `badge ${run.status}` }, run.status)),
+        cell(2, h("progress", { max: String(run.epochs), value: String(run.epochs_completed), "aria-label": `${run.id} progress` }),
           ` ${run.epochs_completed}/${run.epochs}`),
-        h("td", {}, h("a", { href: `/ui/models/${id(run.model_id)}`, "data-link": true }, model)),
-        h("td", {}, dataset),
-        h("td", {}, when(run.created_at)),
-        h("td", {}, duration(run.started_at, run.finished_at)));
+        cell(3, h("a", { href: `/ui/models/${id(run.model_id)}`, "data-link": true }, model)),
+        cell(4, h("a", { href: `/ui/datasets#${encodeURIComponent(run.dataset_id)}`, "data-link": true, class: "dataset-link" }, dataset)),
+        cell(5, when(run.created_at)),
+        cell(6, duration(run.started_at, run.finished_at)));
     }));
     replace(body, rows);
     const active = page.items.filter((r) => ACTIVE.includes(r.status)).length;
