@@ -238,3 +238,20 @@ def test_mismatched_lengths_name_the_field(app_client: TestClient, unchanged: No
     answer = app_client.post("/v1/datasets", json={"x": [1, 2, 3], "y": [1, 2]})
     problem = assert_problem(answer, 422, "3 examples but y has 2")
     assert problem["errors"] == [{"loc": ["body", "y"], "msg": "x has 3 examples but y has 2"}]
+
+
+@pytest.mark.parametrize("query", ["seed=0.0", "seed=1e0", "sample=2.0", "sample=two"])
+def test_integer_query_parameters_are_written_in_digits(app_client: TestClient,
+                                                        ids: dict[str, str], query: str) -> None:
+    # Pydantic's lax parsing of text would take `0.0` and `1e0`; a query says what it means.
+    answer = app_client.get(f"/v1/datasets/{ids['dataset']}/data?{query}")
+    name = query.split("=")[0]
+    problem = assert_problem(answer, 422, f"query.{name}")
+    assert problem["errors"][0]["loc"] == ["query", name]
+
+
+@pytest.mark.parametrize("path", ["/v1/runs?limit=2.5", "/v1/runs?limit=2.0",
+                                  "/v1/models?limit=1e1"])
+def test_page_sizes_are_written_in_digits(app_client: TestClient, path: str) -> None:
+    assert_problem(app_client.get(path), 422, "query.limit", "digits")
+    assert app_client.get(path.split("=")[0] + "=2").status_code == 200

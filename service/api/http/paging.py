@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, Query
 from pydantic import Field
 
+from service.api.schemas.common import QueryInteger
 from service.api.schemas.limits import Limit
 
 # Every string of this shape is a cursor (a creation-order position), so the spec's pattern is
@@ -21,7 +22,7 @@ def encode_cursor(seq: int | None) -> str | None:
     return None if seq is None else str(seq)
 
 
-PageSize = Annotated[int, Field(ge=1), Limit("max_page_size")]
+PageSize = Annotated[int, Field(ge=1), Limit("max_page_size"), QueryInteger]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from service.api.http.request_checks import JsonBody, check_file_name
 from service.api.http.runtime import Runtime, RuntimeDep
 from service.api.http.tenant_store import StoreDep, TenantStore, check_stored_bytes
 from service.api.recent import Recent
-from service.api.schemas.common import NO_NUL, SAFE_INT_END, Examples
+from service.api.schemas.common import NO_NUL, SAFE_INT_END, Examples, QueryInteger
 from service.api.schemas.datasets import (
     BlobsSynthetic,
     Dataset,
@@ -254,8 +254,10 @@ def download(
             description="Only this many rows, drawn without replacement with `seed` (the same "
             "rows every time), in the dataset's order; every row when it has no more.",
         ),
+        QueryInteger,
     ] = None,
-    seed: Annotated[int, Query(ge=0, lt=SAFE_INT_END, description="Seeds `sample`.")] = 0,
+    seed: Annotated[int, Query(ge=0, lt=SAFE_INT_END, description="Seeds `sample`."),
+                    QueryInteger] = 0,
 ) -> Response:
     """The data in the format the `Accept` header asks for (JSON by default), or a seeded
     sample of its rows (`sample`)."""

@@ -35,7 +35,7 @@ from service.api.http.streams import (
 )
 from service.api.http.tenant_store import StoreDep, TenantStore
 from service.api.recent import Recent
-from service.api.schemas.common import INT32_END
+from service.api.schemas.common import INT32_END, QueryInteger
 from service.api.schemas.history import HistoryColumns, HistoryPage, StreamItem
 from service.config import Settings
 from service.store.budget import RowBudget, sizes
@@ -68,6 +68,7 @@ MaxPoints = Annotated[
         "epoch and every bucket's loss extremes are kept. Every row when they fit; fewer "
         "buckets when the rows' bytes would pass TAPELINE_MAX_ANSWER_BYTES.",
     ),
+    QueryInteger,
 ]
 
 
@@ -114,7 +115,8 @@ def run(
     store: StoreDep,
     format: Format = "rows",
     after: Annotated[
-        int | None, Query(ge=-1, lt=INT32_END, description="Only epochs after this one.")
+        int | None, Query(ge=-1, lt=INT32_END, description="Only epochs after this one."),
+        QueryInteger,
     ] = None,
     limit: Limit = None,
     max_points: MaxPoints = None,
@@ -155,7 +157,8 @@ def model(
     store: StoreDep,
     format: Format = "rows",
     after: Annotated[
-        int | None, Query(ge=-1, lt=INT32_END, description="Only rows after this `step`.")
+        int | None, Query(ge=-1, lt=INT32_END, description="Only rows after this `step`."),
+        QueryInteger,
     ] = None,
     limit: Limit = None,
     max_points: MaxPoints = None,
@@ -189,7 +192,7 @@ def follow(runtime: Runtime, run_id: str, after: int,
 
 
 After = Annotated[
-    int | None, Query(ge=-1, lt=INT32_END, description="Start after this epoch.")
+    int | None, Query(ge=-1, lt=INT32_END, description="Start after this epoch."), QueryInteger
 ]
 LastEventId = Annotated[
     str | None,

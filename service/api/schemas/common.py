@@ -18,6 +18,7 @@ from pydantic import (
     PlainSerializer,
     Tag,
 )
+from pydantic_core import PydanticCustomError
 
 from service.api.schemas.limits import Limit
 from service.training import fields
@@ -25,6 +26,19 @@ from service.training.data import SYNTHETIC
 from service.training.fields import integral
 from service.training.kind_schemas import resolve
 from service.training.kinds import KINDS
+
+
+def whole_number_text(value: Any) -> Any:
+    """A query parameter's text as an integer only when it is written as one (``5``, not
+    ``5.0`` or ``5e0``, which pydantic's lax parsing of text would take): 422 otherwise."""
+    if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
+        raise PydanticCustomError("int_parsing",
+                                 "Input should be a whole number written in digits")
+    return value
+
+
+# For integer query parameters: their values arrive as text.
+QueryInteger = BeforeValidator(whole_number_text)
 
 RFC3339 = Annotated[
     datetime,
