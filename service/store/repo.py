@@ -183,6 +183,8 @@ class Repository:
         name: str | None = None,
         synthetic: dict[str, Any] | None = None,
         classes: list[str] | None = None,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> DatasetRow:
         """Store a dataset; ``x`` is (examples, features), ``y`` is (examples,): values, or
         class indices into ``classes`` when the labels had names."""
@@ -191,6 +193,8 @@ class Repository:
             id=new_id("ds"),
             owner=self.tenant,
             name=name,
+            description=description,
+            tags=tags or {},
             source=source,
             num_examples=int(x.shape[0]),
             features=int(x.shape[1]),
@@ -298,6 +302,8 @@ class Repository:
         params: dict[str, np.ndarray],
         name: str | None,
         random_seed: int | None = None,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> ModelRow:
         """Store a new model: its kind, the kind's config and its initial parameters."""
         stamp = now()
@@ -305,6 +311,8 @@ class Repository:
             id=new_id("mdl"),
             owner=self.tenant,
             name=name,
+            description=description,
+            tags=tags or {},
             kind=kind,
             features=config["features"],
             config=config,
@@ -360,10 +368,14 @@ class Repository:
         options: dict[str, Any],
         record_params: bool = True,
         validation_dataset_id: str | None = None,
+        name: str | None = None,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> RunRow:
         """Queue a run of ``model`` on ``dataset`` (both the tenant's, found through this
         repository); :class:`Conflict` if the model has one active. ``options`` are the run's
-        loss, penalty, validation, early stopping and shuffling."""
+        loss, penalty, validation, early stopping and shuffling; ``name``, ``description`` and
+        ``tags`` its annotations."""
         active = self.active_run_id(model.id)
         if active is not None:
             raise Conflict(f"model {model.id!r} already has an active run {active!r}")
@@ -371,6 +383,9 @@ class Repository:
             id=new_id("run"),
             owner=self.tenant,
             model_id=model.id,
+            name=name,
+            description=description,
+            tags=tags or {},
             dataset_id=dataset.id,
             validation_dataset_id=validation_dataset_id,
             status=RunStatus.QUEUED,
