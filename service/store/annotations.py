@@ -150,8 +150,9 @@ def tag_condition(table: type[Annotated], dialect: str, key: str, value: str | N
     answers on PostgreSQL, JSON extraction on SQLite."""
     if dialect == "postgresql":
         if value is None:
-            return table.tags.op("?")(literal(key))
-        return table.tags.op("@>")(func.cast(literal(json.dumps({key: value})), JSONB))
+            return table.tags.op("?", is_comparison=True)(literal(key))
+        document = func.cast(literal(json.dumps({key: value})), JSONB)
+        return table.tags.op("@>", is_comparison=True)(document)
     found = dialects.json_value(table.tags, dialect, (key,))
     return found.is_not(None) if value is None else found == value
 

@@ -172,6 +172,11 @@ class Repository:
         self.session = session
         self.tenant = tenant
 
+    @property
+    def dialect(self) -> str:
+        """The database's dialect: ``sqlite`` or ``postgresql``."""
+        return self.session.get_bind().dialect.name
+
     # ------------------------------------------------------------ datasets
 
     def create_dataset(

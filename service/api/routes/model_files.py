@@ -14,7 +14,7 @@ from service.api.http.auth import AUTH_ERRORS, Authorized
 from service.api.http.problems import ProblemError, field_problems, invalid, responses
 from service.api.http.runtime import Runtime, RuntimeDep
 from service.api.http.tenant_store import StoreDep, TenantStore
-from service.api.model_requests import kind_of
+from service.api.model_requests import REQUEST_FIELDS, kind_of
 from service.api.schemas.common import NO_NUL
 from service.api.schemas.limits import bound
 from service.api.schemas.models import Model, ModelCreate
@@ -128,7 +128,7 @@ def checked(parsed: Parsed, runtime: Runtime) -> tuple[Any, dict[str, Any]]:
     if parsed.kind not in KINDS:
         raise invalid(["file", "kind"], f"unknown model kind {parsed.kind!r} (known: "
                                         f"{', '.join(KINDS)})")
-    reserved = {"kind", "initial", "name"} & set(parsed.config)
+    reserved = REQUEST_FIELDS & set(parsed.config)
     if reserved:
         raise invalid(["file", "config", sorted(reserved)[0]], "is not a config field")
     try:

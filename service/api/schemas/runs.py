@@ -7,12 +7,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field
 
+from service.api.schemas.annotations import ETAG_DESCRIPTION, Description, Tags
 from service.api.schemas.common import (
     DRY_RUN_ID,
     INT32_END,
     NO_NUL,
     RFC3339,
     Examples,
+    Name,
     NamedArrays,
     Public,
     Request,
@@ -119,6 +121,9 @@ class RunCreate(Request):
     shuffle: bool = Field(
         True, description="Mini-batches in a shuffled order each epoch, or in row order."
     )
+    name: Name = None
+    description: Description = None
+    tags: Tags = None
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -168,6 +173,7 @@ class Run(Public):
     """A training run."""
 
     id: str
+    name: str | None = None
     model_id: str
     dataset_id: str
     status: RunStatus
@@ -190,6 +196,11 @@ class Run(Public):
     final: FinalParams | None = None
     stopped_early: StoppedEarly | None = None
     error: RunError | None = None
+    duration_ms: float | None = Field(
+        None, description="From `started_at` to `finished_at`, once the run has ended.")
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    etag: str = Field("", description=ETAG_DESCRIPTION)
 
 
 class RunPage(Public):

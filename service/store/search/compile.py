@@ -97,7 +97,7 @@ class Compiler:
         if isinstance(node, IsNull):
             expr = self._expr(found)
             if self._pg_tags(found):
-                has = RunRow.tags.op("?")(literal(found.keys[0]))
+                has = RunRow.tags.op("?", is_comparison=True)(literal(found.keys[0]))
                 return has if node.negated != negated else not_(has)
             return expr.is_not(None) if node.negated != negated else expr.is_(None)
         if isinstance(node, Compare):
@@ -178,7 +178,7 @@ class Compiler:
     def _contains(self, found: Field, value: str) -> Any:
         """``tags @> {"key": value}``: the GIN index on tags answers it."""
         document = json.dumps({found.keys[0]: value})
-        return RunRow.tags.op("@>")(cast(literal(document), JSONB))
+        return RunRow.tags.op("@>", is_comparison=True)(cast(literal(document), JSONB))
 
     def _member(self, found: Field, node: Member) -> Any:
         if found.type == ValueType.LIST:

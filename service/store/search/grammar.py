@@ -52,7 +52,7 @@ TRUE.2: /true\b/i
 FALSE.2: /false\b/i
 OPERATOR: "<=" | ">=" | "!=" | "<>" | "=" | "<" | ">"
 FIELD: /[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_.\-]*)?/
-STRING: /'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"/s
+STRING: /'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"/s
 TIMESTAMP.3: /\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?/ _ZONE
 _ZONE: /(?:Z|[+-]\d{2}:?\d{2})?(?![\w.:-])/
 NUMBER: /[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?/
@@ -157,9 +157,10 @@ def parser() -> Lark:
 
 
 def _unquote(text: str) -> str:
-    """A string literal's value: ``\\\\``, ``\\'`` and ``\\"`` unescaped; any other backslash
-    kept (``LIKE`` reads ``\\%`` and ``\\_``)."""
-    out, chars = [], iter(text[1:-1])
+    """A string literal's value: its quote doubled (as SQL writes it), ``\\\\``, ``\\'`` and
+    ``\\"`` unescaped; any other backslash kept (``LIKE`` reads ``\\%`` and ``\\_``)."""
+    quote = text[0]
+    out, chars = [], iter(text[1:-1].replace(quote * 2, "\\" + quote))
     for char in chars:
         if char == "\\":
             following = next(chars, "")
@@ -235,13 +236,14 @@ def _node(tree: Tree[Any], param: str) -> Node:
 
 
 def _before(text: str, position: int) -> str | None:
-    """The last token that ends at or before ``position`` (an index into ``text``)."""
+    """The last token that ends at or before ``position`` (an index into ``text``), quoted
+    (a string literal as written)."""
     last = None
     try:
         for token in parser().lex(text):
             if token.end_pos is None or token.end_pos > position:
                 break
-            last = str(token)
+            last = str(token) if token.type == "STRING" else f"'{token}'"
     except UnexpectedInput:
         pass
     return last
@@ -286,7 +288,7 @@ def _syntax_error(text: str, error: UnexpectedInput, param: str) -> QueryError:
     expected = _accepted(text[:position]) or expected
     column = position + 1
     previous = _before(text, position)
-    after = f" after '{previous}'" if previous else ""
+    after = f" after {previous}" if previous else ""
     message = f"expected {_expected(expected)}{after} at column {column}"
     if found is not None:
         shown = found if len(found) <= 20 else found[:20] + "…"

@@ -258,9 +258,10 @@ class RunSearch:
             if value is None:
                 equal.append(expr.is_(None))
                 continue
-            beyond = expr < value if desc else expr > value
+            bound = literal(value, expr.type)
+            beyond = expr < bound if desc else expr > bound
             alternatives.append(and_(*equal, or_(expr.is_(None), beyond)))
-            equal.append(expr == value)
+            equal.append(expr == bound)
         alternatives.append(and_(*equal, RunRow.id < last_id if descending
                                  else RunRow.id > last_id))
         return or_(*alternatives)
