@@ -224,9 +224,9 @@ class RunSearch:
         """Runs that have the first sort field (part ``a``) or lack it (``b``), in order,
         after the cursor's position when given."""
         expressions = self._expressions(plan.keys)
-        first, _ = expressions[0]
         used = expressions if part == "a" else expressions[1:]
         descending = plan.keys[-1].descending
+        first = plan.keys[0].field.expression(self.dialect)  # as a partial index says it
         condition = first.is_not(None) if part == "a" else first.is_(None)
         statement = plan.base.add_columns(*(e.label(f"k{i}") for i, (e, _) in enumerate(used)))
         statement = statement.where(condition)
