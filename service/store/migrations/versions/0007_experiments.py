@@ -64,7 +64,7 @@ def _search_indexes(dialect: str) -> dict[str, str]:
 
 
 # Fields a filter names that have no index: statistics on their expressions (PostgreSQL).
-STATISTICS = {
+STATISTICS: dict[str, list[tuple[str, tuple[str, ...], str | None]]] = {
     "runs": [("optimizer", ("kind",), None), ("optimizer", ("momentum",), "DOUBLE PRECISION"),
              ("options", ("loss",), None),
              ("options", ("regularization", "l2"), "DOUBLE PRECISION"),
