@@ -63,9 +63,12 @@ def _search_indexes(dialect: str) -> dict[str, str]:
     return found
 
 
-# Fields a filter names that have no index: statistics on their expressions (PostgreSQL).
+# Statistics on the expressions of fields a filter names (PostgreSQL): of those the partial
+# indexes are on (ANALYZE keeps none for a partial index's expressions), and of other
+# options, metrics and a model's config.
 STATISTICS: dict[str, list[tuple[str, tuple[str, ...], str | None]]] = {
-    "runs": [("optimizer", ("kind",), None), ("optimizer", ("momentum",), "DOUBLE PRECISION"),
+    "runs": [*((column, (key,), "DOUBLE PRECISION") for column, key in JSON_FIELDS),
+             ("optimizer", ("kind",), None), ("optimizer", ("momentum",), "DOUBLE PRECISION"),
              ("options", ("loss",), None),
              ("options", ("regularization", "l2"), "DOUBLE PRECISION"),
              ("options", ("validation", "fraction"), "DOUBLE PRECISION"),
