@@ -29,12 +29,13 @@ async function problemOf(response) {
 }
 
 /** fetch() with the key, `Accept` and a JSON body; 401 asks for a key and tries again. */
-export async function send(path, { method = "GET", body, accept = "application/json", signal } = {}) {
+export async function send(path, { method = "GET", body, accept = "application/json", signal,
+  contentType = "application/json", headers: more = {} } = {}) {
   for (;;) {
     const key = sessionStorage.getItem(KEY);
-    const headers = new Headers({ Accept: accept });
+    const headers = new Headers({ Accept: accept, ...more });
     if (key) headers.set("Authorization", `Bearer ${key}`);
-    if (body !== undefined) headers.set("Content-Type", "application/json");
+    if (body !== undefined) headers.set("Content-Type", contentType);
     const response = await fetch(path, {
       method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body),
     });

@@ -1,6 +1,7 @@
 // A run's page: status, settings, metrics, and its figures, live from the event stream.
 
 import { ApiError, getJSON, id, postJSON, withQuery } from "../api.js";
+import { annotationsPanel } from "./annotations.js";
 import { PALETTE, figure, lineChart } from "../charts.js";
 import { ACTIVE, duration, h, num, nums, replace, when } from "../dom.js";
 import { drawRegions, forward } from "../regions.js";
@@ -56,7 +57,7 @@ export function runView(main, runId) {
   const settings = h("section", { "aria-labelledby": "settings-title", class: "panel" });
   const figures = h("div", { class: "figures" });
   replace(main, h("h2", { id: "view-title" }, "Run ", h("code", {}, runId)), header, status,
-    h("div", { class: "run-grid" }, numbers, settings), figures);
+    h("div", { class: "run-grid" }, numbers, settings, annotationsPanel("runs", runId)), figures);
 
   // ---- loss
   const logBox = h("input", { type: "checkbox", id: "loss-log" });
