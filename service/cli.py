@@ -1,6 +1,6 @@
 """The ``tapeline`` command: ``serve`` the API, train queued runs as a ``worker``, ``migrate``
 the store, manage API ``keys``, write its ``openapi`` spec, or, as a client of a server,
-``train``, ``watch``, ``export`` and ``predict``."""
+``train``, ``watch``, ``export``, ``predict``, ``runs list|compare`` and ``tag``."""
 
 from __future__ import annotations
 
@@ -347,9 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     openapi.add_argument("--output", "-o", help="file to write (default: stdout)")
     openapi.set_defaults(func=_openapi)
 
+    from service.client import runs
     from service.client.commands import add_commands
 
     add_commands(commands)
+    runs.add_commands(commands)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

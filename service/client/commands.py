@@ -5,7 +5,6 @@ cancelled one, 2 for a refused request."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from rich.progress import (
 from rich.prompt import Confirm
 from rich.table import Table
 
-from service.client.http import DEFAULT_URL, Api, Problem
+from service.client.http import Api, Problem, connection_options
+from service.client.runs import parse_tags
 
 FAILED, REFUSED = 1, 2
 CLASSIFIERS = ("logistic",)
@@ -119,6 +119,8 @@ def _model_body(args: argparse.Namespace, dataset: dict[str, Any]) -> dict[str, 
         body["initial"] = {"random_seed": args.seed}
     if args.name:
         body["name"] = args.name
+    if args.tag:
+        body["tags"] = parse_tags(args.tag)
     return body
 
 
@@ -140,6 +142,10 @@ def train(args: argparse.Namespace, console: Console) -> int:
         run_body["validation"] = {"fraction": args.validation}
     if args.loss:
         run_body["loss"] = args.loss
+    if args.name:
+        run_body["name"] = args.name
+    if args.tag:
+        run_body["tags"] = parse_tags(args.tag)
     run = api.json("POST", f"/v1/models/{model['id']}/runs", json=run_body)
     return follow(api, run["id"], console)
 
@@ -179,11 +185,7 @@ def predict(args: argparse.Namespace, console: Console) -> int:
 
 def add_commands(commands: Any) -> None:
     """The client's subcommands, added to the ``tapeline`` parser."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=os.environ.get("TAPELINE_URL", DEFAULT_URL),
-                        help=f"the server (default: TAPELINE_URL or {DEFAULT_URL})")
-    common.add_argument("--key", default=os.environ.get("TAPELINE_API_KEY"),
-                        help="API key (default: TAPELINE_API_KEY)")
+    common = connection_options()
 
     p = commands.add_parser("train", parents=[common],
                             help="upload a CSV, train a model on it and follow the run")
@@ -201,7 +203,9 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--batch-size", type=int, help="mini-batch size (default: full batch)")
     p.add_argument("--validation", type=float, help="fraction of rows to validate on")
     p.add_argument("--loss", help="the loss (default: the model's task decides)")
-    p.add_argument("--name", help="the model's name")
+    p.add_argument("--name", help="the name of the run and of its model")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="a tag of the run and its model (repeat for more)")
     p.set_defaults(func=_run(train))
 
     p = commands.add_parser("watch", parents=[common], help="follow a run's progress")
