@@ -257,3 +257,25 @@ def test_names_descriptions_and_tags_are_edited_on_run_and_model_pages(
     model.page.wait_for_function(
         "() => document.querySelector('#models-notes-status').textContent === 'Saved.'")
     assert api.get(f"/v1/models/{run['model_id']}").json()["tags"] == {"family": "moons"}
+
+
+def test_no_serious_accessibility_violations_on_the_new_pages(open_page: Any,
+                                                              api: httpx.Client) -> None:
+    from tests.support.node import node_modules
+
+    stamp = f"axe{time.monotonic_ns()}"
+    runs = sweep(api, stamp)
+    axe = (node_modules("axe-core") / "axe-core" / "axe.min.js").read_text()
+    watched = open_page(init_script=axe)  # injected so: the pages' CSP forbids inline scripts
+    ids = ",".join(r["id"] for r in runs)
+    found = {}
+    for path in (f"/ui/?filter=tags.sweep = '{stamp}'&columns={LR},model.hidden",
+                 f"/ui/compare?ids={ids}&fields=all"):
+        watched.goto(path)
+        watched.page.wait_for_selector("main[data-state=drawn]")
+        result = watched.page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+        bad = [f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
+               for v in result["violations"] if v["impact"] in ("serious", "critical")]
+        if bad:
+            found[path] = bad
+    assert not found, found
