@@ -12,10 +12,11 @@ from schemathesis import Case, CheckContext, Response
 # Per operation: the problem details that may answer a schema-valid request with 422.
 SEMANTIC_422 = {
     "datasets-create": r"examples but y has|ragged rows|values exceed the limit|too large"
-                       r"|distinct classes exceed",
-    "datasets-create-synthetic": r"values exceed the limit|not finite",
+                       r"|distinct classes exceed|reserved for studies",
+    "datasets-create-synthetic": r"values exceed the limit|not finite|reserved for studies",
     "models-create": r"weights but the model has|TAPELINE_MAX_PARAMS|classification only"
-                     r"|expected shape|has no param|missing: shape|give them as initial.params",
+                     r"|expected shape|has no param|missing: shape|give them as initial.params"
+                     r"|reserved for studies",
     "models-predict": r"feature\(s\) per row|ragged rows|not finite"
                       # file bodies: CSV rows and columns, .npy headers and sizes
                       r"|extra columns? |missing \d+ columns?|^body\.line \d+|at least one row"
@@ -25,12 +26,13 @@ SEMANTIC_422 = {
     "runs-list": r"^(filter|sort|cursor): ",
     "runs-compare": r"^ids: ",
     "runs-compare-history": r"^(ids|metric): ",
-    "runs-update": r"tags; at most 64",
-    "models-update": r"tags; at most 64",
-    "datasets-update": r"tags; at most 64",
+    "runs-update": r"tags; at most 64|reserved for studies",
+    "models-update": r"tags; at most 64|reserved for studies",
+    "datasets-update": r"tags; at most 64|reserved for studies",
     "runs-create": r"feature\(s\) but the model has|labels must be class indices"
                    r"|labels are strings|fits (regression|classification)|leaves no \w+ row"
-                   r"|needs validation|metric; this model does|differ from those the model",
+                   r"|needs validation|metric; this model does|differ from those the model"
+                   r"|reserved for studies",
 }
 
 

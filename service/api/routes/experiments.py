@@ -74,7 +74,7 @@ def list_(model_id: str, store: StoreDep, query: RunQueryDep) -> RunPage:
 
 
 def _ids(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",")]
+    return text.split(",")
 
 
 @runs_router.get("/v1/runs/compare", summary="Compare runs", responses=responses(404, 422))
@@ -159,7 +159,7 @@ def _patched(store: TenantStore, table: Any, kind: str, resource_id: str,
 
 
 PatchBody = Annotated[AnnotationsPatch, Body(media_type=MERGE_PATCH)]
-PATCH_ANSWERS = {200: {"headers": ETAG_HEADER}, **responses(404, 412, 413, 415, 422)}
+PATCH_ANSWERS = {200: {"headers": ETAG_HEADER}, **responses(400, 404, 412, 413, 415, 422)}
 
 
 @runs_router.patch("/v1/runs/{run_id}", summary="Rename, describe or tag a run",

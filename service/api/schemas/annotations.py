@@ -28,10 +28,16 @@ def _not_reserved(tags: dict[str, Any] | None) -> dict[str, Any] | None:
     return tags
 
 
-def _no_reserved_keys(schema: dict[str, Any]) -> None:
-    """Say in the schema what the validator checks: no reserved key."""
-    names = schema.setdefault("propertyNames", {})
-    names["not"] = {"enum": sorted(RESERVED_TAGS)}
+def _key_rules(schema: dict[str, Any]) -> None:
+    """State the keys' pattern as ``propertyNames`` (pydantic writes it as
+    ``patternProperties``, which leaves other keys unconstrained). The reserved keys are said
+    in the description: a ``not`` there breaks schema-driven generators."""
+    for branch in [schema, *schema.get("anyOf", [])]:
+        if branch.get("type") != "object":
+            continue
+        for pattern, values in branch.pop("patternProperties", {}).items():
+            branch["additionalProperties"] = values
+            branch["propertyNames"] = {"pattern": pattern}
 
 
 TAGS_DESCRIPTION = (f"Labels of your choice: at most {MAX_TAGS} keys of 1 to 64 of a-z 0-9 _ . - "
@@ -45,7 +51,7 @@ TagValue = Annotated[str, Field(max_length=MAX_TAG_VALUE, pattern=NO_NUL)]
 Tags = Annotated[
     dict[TagKey, TagValue] | None,
     Field(max_length=MAX_TAGS, description=TAGS_DESCRIPTION,
-          json_schema_extra=_no_reserved_keys),
+          json_schema_extra=_key_rules),
     AfterValidator(_not_reserved),
 ]
 PatchName = Annotated[
@@ -54,7 +60,7 @@ PatchName = Annotated[
 ]
 PatchTags = Annotated[
     dict[TagKey, TagValue | None] | None,
-    Field(max_length=MAX_TAGS, json_schema_extra=_no_reserved_keys,
+    Field(max_length=MAX_TAGS, json_schema_extra=_key_rules,
           description="Tags to set; a null value removes that tag, and `tags: null` every "
                       "tag. " + TAGS_DESCRIPTION),
     AfterValidator(_not_reserved),
