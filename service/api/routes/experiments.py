@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response
 
 from service.api import views
 from service.api.http.auth import AUTH_ERRORS, Authorized
@@ -39,6 +39,15 @@ datasets_router = APIRouter(tags=["datasets"], dependencies=[Authorized],
                             responses=AUTH_ERRORS)
 
 MERGE_PATCH = "application/merge-patch+json"
+# Paths under /v1/datasets/ of their own, which no dataset id can be.
+OWN_PATHS = frozenset({"synthetic", "upload"})
+
+
+async def not_an_own_path(dataset_id: str) -> None:
+    """405 (with ``Allow``: POST) for ``/v1/datasets/synthetic`` and ``/upload``, before the
+    body is read: those paths are not a dataset's."""
+    if dataset_id in OWN_PATHS:
+        raise HTTPException(405)
 Ids = Annotated[
     str,
     Query(pattern=r"^[^,\x00]{1,40}(,[^,\x00]{1,40}){1,49}$",
@@ -182,7 +191,8 @@ def update_model(model_id: str, body: PatchBody, store: StoreDep, response: Resp
 
 
 @datasets_router.patch("/v1/datasets/{dataset_id}", summary="Rename, describe or tag a dataset",
-                       name="update", dependencies=[JsonBody], responses=PATCH_ANSWERS)
+                       name="update", dependencies=[Depends(not_an_own_path), JsonBody],
+                       responses=PATCH_ANSWERS)
 def update_dataset(dataset_id: str, body: PatchBody, store: StoreDep, response: Response,
                    if_match: IfMatch = None) -> Dataset:
     """A JSON Merge Patch (RFC 7396) of the dataset's `name`, `description` and `tags`."""
