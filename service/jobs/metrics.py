@@ -1,5 +1,6 @@
-"""Scale-out metrics on the API's /metrics, read from the store when scraped: workers alive,
-attempts made (more than one per run means takeovers or hand-overs), queue depth."""
+"""Metrics on the API's /metrics read from the store when scraped: scale-out (workers alive,
+attempts made (more than one per run means takeovers or hand-overs), queue depth) and
+webhooks (attempts by outcome, the oldest undelivered event)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.store import deliveries
+from service.store.repo import now
 from service.store.tables import RunRow, RunStatus
 
 
@@ -61,3 +64,27 @@ class ScaleCollector(Collector):
         yield GaugeMetricFamily("tapeline_runs_retried", "Runs that needed more than one "
                                 "attempt (a worker lost, drained or restarted).",
                                 value=figures.retried_runs)
+
+
+class WebhookCollector(Collector):
+    """Webhook figures on the API's /metrics, read from the store when scraped: attempts by
+    outcome (of every process that delivers) and the age of the oldest undelivered event."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def collect(self) -> Iterator[Any]:
+        with self._sessions() as session:
+            counts = deliveries.counts(session)
+            oldest = deliveries.oldest_pending(session)
+        attempts = CounterMetricFamily(
+            "tapeline_webhook_deliveries", "Webhook delivery attempts by outcome: succeeded "
+            "(2xx), failed (another status), gone (410), error (no answer), refused (an address "
+            "not allowed).", labels=["outcome"])
+        for outcome in deliveries.OUTCOMES:
+            attempts.add_metric([outcome], counts.get(outcome, 0))
+        yield attempts
+        yield GaugeMetricFamily(
+            "tapeline_webhook_oldest_pending_seconds", "Age of the oldest event not yet "
+            "delivered to an enabled endpoint (0: none).",
+            value=0.0 if oldest is None else max((now() - oldest).total_seconds(), 0.0))

@@ -164,10 +164,9 @@ def _import(runtime: Runtime, store: TenantStore, response: Response, file: Uplo
     label = name or (given if isinstance(given, str) and "\x00" not in given else None)
     with store.write() as repo:
         row = repo.create_model(kind=kind.name, config=kind.config(), params=params,
-                                name=label[:200] if label else None)
-        row.class_names = names
-        row.imported_from = {**origin_of(parsed.provenance), "format": parsed.format}
-        repo.session.flush()
+                                name=label[:200] if label else None, class_names=names,
+                                imported_from={**origin_of(parsed.provenance),
+                                               "format": parsed.format})
         view = views.model(row, training=False)
     response.headers["Location"] = f"/v1/models/{view.id}"
     return view
