@@ -14,6 +14,7 @@ import numpy as np
 
 from service.store.codec import unpack_params, unpack_vector
 from service.store.tables import DatasetRow, ModelRow, RunRow
+from service.training.kinds import KINDS
 from service.training.specs import RunSpec, ValidationDataset, ValidationFraction, stored_kind
 
 Document = dict[str, Any]
@@ -77,8 +78,9 @@ def dataset(row: DatasetRow) -> Document:
 
 
 def model(row: ModelRow, training: bool, params_up_to: int | None = None) -> Document:
-    """A model's public view; ``training`` says whether it has an active run. ``params`` are
-    left out (null) for models of more than ``params_up_to``."""
+    """A model's public view: every config field of its kind (null when its config has none:
+    an MLP regressor's ``classes``); ``training`` says whether it has an active run. ``params``
+    are left out (null) for models of more than ``params_up_to``."""
     count = stored_kind(row).param_count()
     params = unpack_params(row.params) if params_up_to is None or count <= params_up_to else {}
     W, b = v1_fields(params)
@@ -86,7 +88,7 @@ def model(row: ModelRow, training: bool, params_up_to: int | None = None) -> Doc
         "id": row.id,
         "name": row.name,
         "kind": row.kind,
-        **row.config,
+        **{field.name: row.config.get(field.name) for field in KINDS[row.kind].schema.fields},
         "W": W,
         "b": b,
         "params": arrays_json(params) if params else None,

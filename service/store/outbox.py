@@ -102,7 +102,7 @@ def watch(sessions: sessionmaker[Session], told: Callable[[list[str]], None]) ->
         if written:
             told(written)
 
-    def rolled_back(session: Session) -> None:
+    def rolled_back(session: Session, previous_transaction: Any) -> None:
         session.info.pop(_DUE, None)
 
     event.listen(sessions, "after_commit", committed)

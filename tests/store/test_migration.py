@@ -101,13 +101,13 @@ def test_a_v1_sqlite_store_upgrades_and_reads_back_the_same(tmp_path: Path) -> N
 
 
 def check_tenancy(url: str) -> None:
-    """At head (0005): after 0003 every v1 row belongs to tenant ``default``, each dataset
+    """At head (0008): after 0003 every v1 row belongs to tenant ``default``, each dataset
     knows its stored size, and the key and quota tables are there, empty; then 0004's
-    checks."""
+    checks; 0008's webhook tables are there, empty, their counters at zero."""
     engine = make_engine(url)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() \
-            == "0005"
+            == "0008"
         for table in ("datasets", "models", "runs"):
             owners = connection.execute(text(f"SELECT DISTINCT owner FROM {table}")).scalars()
             assert list(owners) == ["default"], table
@@ -120,6 +120,11 @@ def check_tenancy(url: str) -> None:
         # 0005: models made here were imported from no file.
         assert connection.execute(text(
             "SELECT count(*) FROM models WHERE imported_from IS NOT NULL")).scalar() == 0
+        for table in ("webhooks", "webhook_events", "webhook_deliveries", "webhook_attempts"):
+            assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
+        assert dict(connection.execute(text("SELECT outcome, count FROM webhook_counters"))
+                    .all()) == dict.fromkeys(("succeeded", "failed", "error", "refused", "gone"),
+                                             0)
     engine.dispose()
 
 
