@@ -54,6 +54,8 @@ class Receiver:
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
         self._released = threading.Event()
+        self.holding = threading.Event()  # set while a request is held
+        self.held_peer: tuple[str, int] | None = None  # the address it came from
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -65,7 +67,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 receiver._handle(self)
 
             def log_message(self, *args: Any) -> None:
@@ -100,6 +102,8 @@ class Receiver:
                 pass
         body = json.loads(raw)
         if self.hold is not None and self.hold(body):
+            self.held_peer = request.client_address[:2]
+            self.holding.set()
             self._released.wait(120)
         with self._lock:
             status = self.script.pop(0) if self.script else 200
