@@ -1,6 +1,6 @@
 """The ``tapeline`` command: ``serve`` the API, train queued runs as a ``worker``, ``migrate``
 the store, manage API ``keys``, write its ``openapi`` spec, or, as a client of a server,
-``train``, ``watch``, ``export`` and ``predict``."""
+``train``, ``watch``, ``export``, ``predict`` and manage ``webhooks``."""
 
 from __future__ import annotations
 
@@ -347,9 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     openapi.add_argument("--output", "-o", help="file to write (default: stdout)")
     openapi.set_defaults(func=_openapi)
 
-    from service.client.commands import add_commands
+    from service.client import commands as client
+    from service.client import webhooks
 
-    add_commands(commands)
+    client.add_commands(commands)
+    webhooks.add_commands(commands)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -21,6 +21,8 @@ SEMANTIC_422 = {
                       r"|extra columns? |missing \d+ columns?|^body\.line \d+|at least one row"
                       r"|\.npy|^body: its header describes|exceed the limit|^body\.\d+: values"
                       r"|^body(\.line \d+)?: (CSV|the header)",
+    "webhooks-create": r"^body\.url: |TAPELINE_MAX_WEBHOOKS",
+    "webhooks-update": r"^body\.url: ",
     "runs-create": r"feature\(s\) but the model has|labels must be class indices"
                    r"|labels are strings|fits (regression|classification)|leaves no \w+ row"
                    r"|needs validation|metric; this model does|differ from those the model",

@@ -35,6 +35,7 @@ LIMITS = {
     "TAPELINE_MAX_WAIT_SECONDS": "1",
     "TAPELINE_WORKERS": "1",
     "TAPELINE_SSE_PING_SECONDS": "0.5",
+    "TAPELINE_WEBHOOK_TIMEOUT_SECONDS": "2",
 }
 # Keys required; rate limits far above what two Schemathesis workers send.
 KEYS = {

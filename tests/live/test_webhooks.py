@@ -4,12 +4,15 @@ order with its snapshots; a receiver answering 500 three times, or down for a wh
 event once it recovers, with the same ``webhook-id``; a server killed with SIGKILL between a
 run's end and the delivery delivers it after its restart; a name that resolves to loopback at
 delivery is refused there; 410 and 3 days of failures disable an endpoint and tell the others;
-pings, rotation and redelivery; another tenant's events never arrive; the metrics count it."""
+pings, rotation and redelivery; another tenant's events never arrive; the metrics count it;
+and the terminal client's ``tapeline webhooks``."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +22,7 @@ import httpx
 import pytest
 
 from tests.support.receiver import Received, Receiver
-from tests.support.servers import LiveServer, sqlite_url, start_server
+from tests.support.servers import ROOT, LiveServer, sqlite_url, start_server
 
 FAST = {"TAPELINE_WEBHOOK_ALLOW_PRIVATE": "true", "TAPELINE_WEBHOOK_RETRY_SCALE": "0.002",
         "TAPELINE_WEBHOOK_TIMEOUT_SECONDS": "2", "TAPELINE_WORKERS": "1"}
@@ -330,3 +333,40 @@ def test_another_tenants_events_never_reach_an_endpoint(tmp_path: Path) -> None:
     assert ours["id"] in seen and others["id"] not in seen
     assert others["model_id"] not in seen and others["dataset_id"] not in seen
     assert receiver.unsigned == 0
+
+
+def tapeline(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tapeline ARGS`` against the server, its output as text (wide: no wrapped tables)."""
+    env = {**os.environ, "TAPELINE_URL": server.url, "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=60)
+
+
+def test_the_terminal_lists_creates_shows_deliveries_and_redelivers(
+        server: LiveServer, api: httpx.Client, receiver: Receiver) -> None:
+    made = tapeline(server, "webhooks", "create", receiver.url, "--events", "model.created",
+                    "--description", "from the terminal")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip().splitlines()[-1]
+    assert secret.startswith("whsec_")
+    receiver.secrets.append(secret)
+    webhook_id = made.stdout.split()[1].rstrip(":")
+    try:
+        listed = tapeline(server, "webhooks", "list")
+        assert webhook_id in listed.stdout and "model.created" in listed.stdout
+        assert secret not in listed.stdout
+        api.post("/v1/models")
+        receiver.wait_for(lambda got: len(got) == 1)
+        [delivery] = until(lambda: log(api, webhook_id, status="succeeded"))
+        shown = tapeline(server, "webhooks", "deliveries", webhook_id, "--status", "succeeded")
+        assert delivery["id"] in shown.stdout and "model.created" in shown.stdout
+        again = tapeline(server, "webhooks", "redeliver", webhook_id, delivery["id"])
+        assert again.returncode == 0 and "pending" in again.stdout
+        receiver.wait_for(lambda got: len(got) == 2)
+        assert receiver.received[0].id == receiver.received[1].id
+        refused = tapeline(server, "webhooks", "create", "ftp://nowhere", "--events", "*")
+        assert refused.returncode == 2 and "http:// or https://" in refused.stderr
+        unknown = tapeline(server, "webhooks", "deliveries", "wh_nope")
+        assert unknown.returncode == 2 and "no webhook" in unknown.stderr
+    finally:
+        api.delete(f"/v1/webhooks/{webhook_id}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from service.api.schemas.common import NO_NUL, RFC3339, Public, Request
 from service.store.event_types import patterns
@@ -40,10 +41,10 @@ class WebhookUpdate(Request):
     """Changes to an endpoint: only the fields given change (`description: null` clears it;
     `enabled: true` re-enables one the service disabled)."""
 
-    url: Url | None = None
-    events: Events | None = None
+    url: Url | SkipJsonSchema[None] = None
+    events: Events | SkipJsonSchema[None] = None
     description: Description = None
-    enabled: bool | None = None
+    enabled: bool | SkipJsonSchema[None] = None
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": False}]})
 
