@@ -1,5 +1,5 @@
 // The dashboard's router: one page, a view per path (/ui/, /ui/start, /ui/runs/{id},
-// /ui/models/{id}), links followed without reloading, and the API key prompt.
+// /ui/models/{id}, /ui/webhooks), links followed without reloading, and the API key prompt.
 
 import { onKeyNeeded } from "./api.js";
 import { h } from "./dom.js";
@@ -7,6 +7,7 @@ import { modelView } from "./views/model.js";
 import { runView } from "./views/run.js";
 import { runsView } from "./views/runs.js";
 import { startView } from "./views/start.js";
+import { webhooksView } from "./views/webhooks.js";
 
 const main = document.getElementById("main");
 let cleanup = () => {};
@@ -16,6 +17,7 @@ function route(path) {
   if (parts[0] === "runs" && parts[1]) return [runView, parts[1], `Run ${parts[1]}`];
   if (parts[0] === "models" && parts[1]) return [modelView, parts[1], `Model ${parts[1]}`];
   if (parts[0] === "start") return [startView, go, "Start a run"];
+  if (parts[0] === "webhooks") return [webhooksView, undefined, "Webhooks"];
   return [runsView, undefined, "Runs"];
 }
 
