@@ -109,7 +109,12 @@ class Sender:
                     headers: dict[str, str], body: str) -> tuple[int, str]:
         """Post to each address in turn until one connects: the status and the answer's first
         KiB."""
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        extensions = {}
+        if target.scheme == "https":
+            # TLS to the address checked, verified for the URL's host; and a connection of
+            # its own (pooled by address, it could carry another host's requests later).
+            extensions = {"sni_hostname": target.host}
+            headers = {**headers, "connection": "close"}
         for index, address in enumerate(found):
             try:
                 request = self.client.build_request("POST", target.at(address), headers=headers,
