@@ -262,3 +262,25 @@ def test_off_loopback_webhooks_need_the_secret_key_and_keep_secrets_encrypted(
         secret = made.json()["secret"]
         assert secret not in row.secret and secret.removeprefix("whsec_") not in row.secret
         assert not row.secret.startswith("plain:")
+
+
+def test_the_server_key_rotates_with_the_previous_one_beside_it(tmp_path: Path) -> None:
+    """Secrets sealed under key A stay usable when B replaces A with A as the previous key;
+    start-up seals them under B, so B alone then opens them; a stranger key opens nothing
+    (the attempt says so). Each ping goes to a closed port: its error says how far it got."""
+    closed = {"webhook_allow_private": True, "database_url": sqlite_url(tmp_path)}
+
+    def ping(secret_key: str, previous: str | None = None) -> str:
+        with TestClient(create_app(Settings(secret_key=secret_key, secret_key_previous=previous,
+                                            workers=1, **closed)),
+                        base_url="http://localhost", raise_server_exceptions=False) as client:
+            if not stored(client):
+                client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/", "events": ["*"]})
+            [row] = stored(client)
+            answer = client.post(f"/v1/webhooks/{row.id}/test").json()
+            return str(answer["attempts"][0]["error"])
+
+    assert "ConnectError" in ping("key A")
+    assert "ConnectError" in ping("key B", previous="key A")
+    assert "ConnectError" in ping("key B")  # resealed under B at the last start
+    assert "cannot be decrypted" in ping("key C")

@@ -98,7 +98,7 @@ def until(check: Callable[[], Any], timeout: float = 60) -> Any:
 
 
 def test_a_runs_life_arrives_signed_in_order_with_its_snapshots(
-        api: httpx.Client, receiver: Receiver) -> None:
+        server: LiveServer, api: httpx.Client, receiver: Receiver) -> None:
     webhook_id = hook(api, receiver, ["*"])
     try:
         run = train(api)
@@ -119,6 +119,7 @@ def test_a_runs_life_arrives_signed_in_order_with_its_snapshots(
         assert received.headers["user-agent"].startswith("Tapeline-Webhooks/")
         assert abs(int(received.headers["webhook-timestamp"]) - received.at) < 30
         assert received.id.startswith("msg_")
+    assert receiver.secrets[0] not in server.log.read_text()  # never logged
 
 
 def test_a_receiver_failing_three_times_gets_the_event_once_it_recovers_in_order(
@@ -165,7 +166,8 @@ def test_a_receiver_down_for_a_while_gets_everything_when_it_is_back(
     assert metric(api, 'tapeline_webhook_deliveries_total{outcome="succeeded"}') >= 3
 
 
-def test_a_ping_rotation_and_a_redelivery(api: httpx.Client, receiver: Receiver) -> None:
+def test_a_ping_rotation_and_a_redelivery(server: LiveServer, api: httpx.Client,
+                                          receiver: Receiver) -> None:
     webhook_id = hook(api, receiver, ["model.created"])
     try:
         ping = api.post(f"/v1/webhooks/{webhook_id}/test").json()
@@ -190,6 +192,8 @@ def test_a_ping_rotation_and_a_redelivery(api: httpx.Client, receiver: Receiver)
                      ["attempt_count"] == 2)
     finally:
         api.delete(f"/v1/webhooks/{webhook_id}")
+    logged = server.log.read_text()
+    assert not any(secret in logged for secret in receiver.secrets)
 
 
 def test_410_disables_an_endpoint_and_the_others_are_told(
