@@ -38,13 +38,20 @@ def read_figures(sessions: sessionmaker[Session], workers: Callable[[Session], i
         return ScaleFigures(workers(session), int(attempts), int(retried), int(queued or 0))
 
 
+# Each `tapeline worker` process runs two procrastinate workers: one trains, one delivers
+# webhooks (they start and stop together).
+PROCRASTINATE_WORKERS_PER_PROCESS = 2
+
+
 def queue_workers(timeout: float) -> Callable[[Session], int]:
-    """Live ``tapeline worker`` processes: procrastinate's heartbeats within ``timeout``."""
+    """Live ``tapeline worker`` processes: procrastinate's heartbeats within ``timeout``, two
+    a process."""
     def count(session: Session) -> int:
-        return int(session.scalar(text(
+        live = int(session.scalar(text(
             "SELECT count(*) FROM procrastinate_workers "
             "WHERE last_heartbeat > now() - make_interval(secs => :timeout)"),
             {"timeout": timeout}) or 0)
+        return -(-live // PROCRASTINATE_WORKERS_PER_PROCESS)
     return count
 
 
