@@ -32,7 +32,7 @@ from service.store.tables import (
 )
 from service.store.webhooks import document
 
-PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
+PENDING, SUCCEEDED, FAILED = outbox.PENDING, "succeeded", "failed"
 OUTCOMES = ("succeeded", "failed", "error", "refused", "gone")
 
 _EARLIER = aliased(DeliveryRow)
@@ -52,7 +52,6 @@ class Claimed:
 
     delivery_id: str
     webhook_id: str
-    owner: str
     event_id: str
     event_type: str
     body: str
@@ -95,7 +94,7 @@ def next_due_at(session: Session) -> datetime | None:
 
 
 _LOAD = (
-    select(DeliveryRow, WebhookEventRow.body, WebhookEventRow.owner, WebhookRow)
+    select(DeliveryRow, WebhookEventRow.body, WebhookRow)
     .join(WebhookEventRow, WebhookEventRow.id == DeliveryRow.event_id)
     .join(WebhookRow, WebhookRow.id == DeliveryRow.webhook_id)
 )
@@ -106,8 +105,8 @@ def load(session: Session, delivery_id: str) -> Claimed | None:
     found = session.execute(_LOAD.where(DeliveryRow.id == delivery_id)).one_or_none()
     if found is None:
         return None
-    delivery, body, owner, webhook = found
-    return Claimed(delivery.id, webhook.id, owner, delivery.event_id, delivery.event_type,
+    delivery, body, webhook = found
+    return Claimed(delivery.id, webhook.id, delivery.event_id, delivery.event_type,
                    body, webhook.url, webhook.secret, webhook.previous_secret,
                    webhook.previous_secret_until, delivery.attempts, delivery.first_attempt_at)
 

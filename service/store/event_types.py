@@ -47,16 +47,6 @@ def patterns() -> list[str]:
     return [EVERYTHING, *(f"{family}.*" for family in families()), *EVENT_TYPES]
 
 
-def problem(pattern: str) -> str | None:
-    """Why ``pattern`` is not a subscription pattern (None when it is one)."""
-    if pattern == EVERYTHING or pattern in EVENT_TYPES:
-        return None
-    if pattern.endswith(".*") and pattern[:-2] in families():
-        return None
-    return (f"unknown event type {pattern!r}: expected *, a family's prefix "
-            f"({', '.join(f'{f}.*' for f in families())}) or one of {', '.join(EVENT_TYPES)}")
-
-
 def matches(subscribed: Iterable[str], event_type: str) -> bool:
     """Whether an endpoint subscribed to ``subscribed`` receives events of ``event_type``."""
     family = event_type.split(".", 1)[0]

@@ -26,7 +26,6 @@ from service.training.errors import SpecError
 PREVIOUS_SECRET_HOURS = 24
 # The most attempts a delivery lists (the latest; a delivery counts them all).
 ATTEMPTS_LISTED = 50
-STATUSES = ("pending", "succeeded", "failed")
 
 
 def _when(moment: datetime | None) -> str | None:

@@ -85,7 +85,7 @@ def test_a_name_is_resolved_at_each_call_hosts_file_first(tmp_path: Path) -> Non
 def claimed(attempts: int = 0, first: timedelta | None = None,
             event_type: str = "run.succeeded", previous: str | None = None) -> Claimed:
     stamp = now()
-    return Claimed("dlv_1", "wh_1", "t", "msg_1", event_type, '{"type":"x"}', "https://h/",
+    return Claimed("dlv_1", "wh_1", "msg_1", event_type, '{"type":"x"}', "https://h/",
                    "sealed", previous, stamp + timedelta(hours=24) if previous else None,
                    attempts, None if first is None else stamp - first)
 

@@ -44,9 +44,8 @@ def events(session: Session) -> list[tuple[str, dict[str, Any]]]:
 def test_the_catalogue_has_one_list_of_types_families_and_patterns() -> None:
     assert event_types.families() == ["run", "model", "dataset", "webhook"]
     assert {"*", "run.*", "run.succeeded", "webhook.disabled"} <= set(event_types.patterns())
-    assert event_types.problem("run.*") is None and event_types.problem("*") is None
     for unknown in ("study.*", "run.exploded", "run", "", "*.*", "ping"):
-        assert "unknown event type" in str(event_types.problem(unknown)), unknown
+        assert unknown not in event_types.patterns(), unknown
     assert event_types.matches(["run.*"], "run.failed")
     assert event_types.matches(["*"], "webhook.disabled")
     assert not event_types.matches(["model.created"], "model.deleted")

@@ -40,7 +40,6 @@ class Target:
     """A checked URL: its scheme, host (a name or an address, no brackets), port, and the
     path with its query."""
 
-    url: str
     scheme: str
     host: str
     port: int
@@ -79,7 +78,7 @@ def parse(url: str) -> Target:
         raise Refused("must not hold credentials (user:password@): the signature "
                       "authenticates the sender")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Target(url, parts.scheme, parts.hostname,
+    return Target(parts.scheme, parts.hostname,
                   port or (443 if parts.scheme == "https" else 80), path)
 
 
