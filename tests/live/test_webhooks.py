@@ -166,6 +166,27 @@ def test_a_receiver_down_for_a_while_gets_everything_when_it_is_back(
     assert metric(api, 'tapeline_webhook_deliveries_total{outcome="succeeded"}') >= 3
 
 
+def test_an_attempt_without_an_answer_in_time_is_retried(
+        api: httpx.Client, receiver: Receiver) -> None:
+    """The receiver holds the request past TAPELINE_WEBHOOK_TIMEOUT_SECONDS (2 here): the
+    attempt ends as an error and the next one, answered, delivers the same event."""
+    receiver.hold = lambda body: body["type"] == "model.created"
+    webhook_id = hook(api, receiver, ["model.created"])
+    try:
+        api.post("/v1/models")
+        [timed_out, *_] = until(lambda: [a for d in log(api, webhook_id)
+                                         for a in d["attempts"]])
+        assert timed_out["outcome"] == "error" and timed_out["error"] == "no answer within 2 s"
+        assert timed_out["latency_ms"] >= 2000
+        receiver.release()
+        [delivery] = until(lambda: log(api, webhook_id, status="succeeded"))
+        assert delivery["attempts"][0]["error"] == "no answer within 2 s"
+        assert delivery["attempts"][-1]["status_code"] == 200
+    finally:
+        api.delete(f"/v1/webhooks/{webhook_id}")
+    assert len({r.id for r in receiver.received}) == 1
+
+
 def test_a_ping_rotation_and_a_redelivery(server: LiveServer, api: httpx.Client,
                                           receiver: Receiver) -> None:
     webhook_id = hook(api, receiver, ["model.created"])
