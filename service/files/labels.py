@@ -23,11 +23,15 @@ def encode(labels: np.ndarray | list[str], loc: list[str | int],
 
 
 def _typo(labels: np.ndarray | list[str]) -> str:
-    """When most labels are numbers, the first that is not (y was meant to hold numbers)."""
+    """When most labels are numbers, the first that is not (y was meant to hold numbers);
+    when all are, that y reads as numbers without ``target_type=categorical``."""
     texts = [str(label) for label in labels]
     numbers = [_is_number(text) for text in texts]
     if sum(numbers) * 2 <= len(texts):
         return ""
+    if all(numbers):
+        return "; every class name is a number: to read y as numbers (a regression target), " \
+               "leave out target_type=categorical"
     index = numbers.index(False)
     return f"; if y holds numbers, {texts[index][:40]!r} (example {index + 1}) is not a number"
 

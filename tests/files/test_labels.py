@@ -28,3 +28,12 @@ def test_a_typo_among_numbers_is_pointed_out() -> None:
     error = refused(encode, ["1", "2", "3", "4x"], ["y"], SETTINGS, loc=["y"],
                     words="exceed the limit")
     assert error.msg.endswith("if y holds numbers, '4x' (example 4) is not a number")
+
+
+def test_too_many_classes_that_are_all_numbers_say_so() -> None:
+    """A categorical upload of numbers (a regression target read as class names) is refused
+    with the way out, not a 500 (Schemathesis found this: the hint looked for a non-number)."""
+    error = refused(encode, ["1.5", "2", "-3e-300", "4"], ["file", "y"], SETTINGS,
+                    loc=["file", "y"], words="exceed the limit")
+    assert error.msg.endswith("every class name is a number: to read y as numbers "
+                              "(a regression target), leave out target_type=categorical")
