@@ -13,6 +13,7 @@ lone surrogate) are checked. Problems are :class:`~service.export.formats.FilePr
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,9 @@ NUMBER_CHARS = 400
 FLOAT_END = int(sys.float_info.max) + 1
 
 Loc = list[str | int]
+# A JSON escape of a UTF-16 surrogate: the one way JSON text can hold a lone one (a raw one
+# is not UTF-8, and decoding refuses it).
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class Refused(ValueError):
@@ -74,6 +78,34 @@ def unstorable(text: str) -> str | None:
     except UnicodeEncodeError as error:
         code = ord(text[error.start])
         return f"holds a lone surrogate (U+{code:04X}), which is not text"
+    return None
+
+
+def may_hold_surrogates(text: bytes) -> bool:
+    """Whether JSON ``text`` escapes a surrogate anywhere (a fast scan of its bytes; most
+    text holds no ``\\u`` at all)."""
+    return b"\\u" in text and SURROGATE_ESCAPE.search(text) is not None
+
+
+def first_unstorable(value: Any) -> tuple[Loc, str] | None:
+    """Where a parsed JSON value first holds a string (or key) that cannot be stored or sent,
+    and why; None when it holds none."""
+    stack: list[tuple[Any, Loc]] = [(value, [])]
+    while stack:
+        item, loc = stack.pop()
+        if isinstance(item, str):
+            why = unstorable(item)
+            if why is not None:
+                return loc, why
+        elif isinstance(item, dict):
+            for key, member in item.items():
+                why = unstorable(key)
+                if why is not None:
+                    return loc, f"has a key that {why}"
+                stack.append((member, [*loc, key]))
+        elif isinstance(item, list):
+            stack.extend((member, [*loc, index]) for index, member in enumerate(item)
+                         if isinstance(member, str | list | dict))
     return None
 
 

@@ -15,11 +15,17 @@ from service.store.sampling import ROWS_PER_BUCKET, minmax_rows
 @dataclass(frozen=True)
 class RowBudget:
     """An answer of history rows takes at most ``max_bytes``; a row costs ``base`` bytes plus
-    ``per_param_byte`` for each byte of its stored params (an upper bound of its JSON)."""
+    ``per_param_byte`` for each byte of its stored params (an upper bound of its JSON), which
+    are never more than ``param_bytes`` (the model's, stored)."""
 
     max_bytes: int
     base: int
     per_param_byte: float
+    param_bytes: int
+
+    def holds(self, rows: int) -> bool:
+        """Whether ``rows`` rows fit whatever they hold (no need to look at them)."""
+        return rows * (self.base + self.per_param_byte * self.param_bytes) <= self.max_bytes
 
     def costs(self, param_bytes: np.ndarray) -> np.ndarray:
         """What each row costs, from its params' stored bytes (0 for a row without)."""

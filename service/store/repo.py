@@ -459,7 +459,7 @@ class Repository:
     ) -> tuple[Sequence[EpochRow], bool]:
         """A run's history rows with ``epoch > after``, and whether more follow; no more rows
         than fit ``budget``'s bytes."""
-        if budget is not None:
+        if budget is not None and not budget.holds(limit):
             limit = _fitting(self.session, self._run_rows(run_id), EpochRow.epoch, after,
                              limit, budget)
         rows = self.session.scalars(_RUN_HISTORY, {
@@ -472,7 +472,7 @@ class Repository:
     ) -> tuple[Sequence[EpochRow], bool]:
         """Every run's history of a model in order, rows with ``step > after``, and whether
         more follow; no more rows than fit ``budget``'s bytes."""
-        if budget is not None:
+        if budget is not None and not budget.holds(limit):
             limit = _fitting(self.session, self._model_rows(model_id), EpochRow.step, after,
                              limit, budget)
         rows = self.session.scalars(_MODEL_HISTORY, {
@@ -541,7 +541,7 @@ def _sampled_history(
         return []
     triples = np.fromiter(chain.from_iterable(scanned), np.float64, 3 * len(scanned))
     keys, losses, param_bytes = triples[0::3], triples[1::3], triples[2::3]
-    rows = (minmax_rows(losses, max_points) if budget is None
+    rows = (minmax_rows(losses, max_points) if budget is None or budget.holds(max_points)
             else budget.sample(losses, param_bytes, max_points))
     chosen = keys[rows].astype(np.int64).tolist()
     return session.scalars(select(EpochRow).where(where, key.in_(chosen)).order_by(key)).all()

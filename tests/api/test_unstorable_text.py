@@ -42,6 +42,14 @@ def test_json_bodies(each_store: TestClient, case: str) -> None:
     assert counts(each_store) == before
 
 
+def test_a_large_json_body_decoded_in_another_process(each_store: TestClient) -> None:
+    labels = b", ".join([b'"a"'] * 20_000 + [rb'"\udfff"'])  # past 64 KiB: decoded apart
+    body = b'{"x": [' + b", ".join([b"1"] * 20_001) + b'], "y": [' + labels + b"]}"
+    before = counts(each_store)
+    refused(each_store.post("/v1/datasets", content=body, headers=JSON), ["body", "y", 20_000])
+    assert counts(each_store) == before
+
+
 def test_a_pair_of_surrogates_is_a_character(each_store: TestClient) -> None:
     made = each_store.post("/v1/models", content=rb'{"name": "\ud83d\ude00"}', headers=JSON)
     assert made.status_code == 201 and made.json()["name"] == "\U0001f600"

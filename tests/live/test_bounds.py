@@ -78,6 +78,24 @@ def test_allowed_answers_cost_under_twice_their_size(server: LiveServer, classif
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("accept", ["application/json", "text/csv"])
+def test_a_large_dataset_downloads_within_twice_its_size(server: LiveServer,
+                                                         accept: str) -> None:
+    rng = np.random.default_rng(0)
+    archive = io.BytesIO()
+    np.savez(archive, x=rng.normal(size=(1_000_000, 3)), y=rng.normal(size=1_000_000))
+    made = httpx.post(f"{server.url}/v1/datasets/upload", timeout=300,
+                      files={"file": ("big.npz", archive.getvalue())})
+    assert made.status_code == 201, made.text
+    with PeakMemory(server.process.pid) as peak:
+        answer = httpx.get(f"{server.url}/v1/datasets/{made.json()['id']}/data",
+                           headers={"accept": accept}, timeout=300)
+    assert answer.status_code == 200 and len(answer.content) > 70 * MiB
+    # Was six times the answer's size (JSON) and four times (CSV): built whole.
+    assert peak.growth < 2 * len(answer.content), (peak.growth / MiB, len(answer.content))
+
+
+@pytest.mark.slow
 def test_a_large_models_history_answers_within_the_bound(server: LiveServer) -> None:
     url = server.url
     model = httpx.post(f"{url}/v1/models", json={"kind": "mlp", "features": 2,

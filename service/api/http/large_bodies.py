@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.api.schemas.limits import bound
 from service.config import Settings
+from service.export.bounded_json import first_unstorable, may_hold_surrogates
 
 # Smaller bodies decode in well under a millisecond: not worth the trip.
 THRESHOLD = 64 * 1024
@@ -47,14 +48,18 @@ def _as_arrays(model: BaseModel) -> BaseModel:
 
 def decode(model: type[BaseModel], body: bytes, settings: Settings) -> tuple[str, Any]:
     """In the decoder process: the body as ``model`` (``"ok"``), or why not (``"invalid"``:
-    FastAPI's error list; ``"json"``: where decoding failed; ``"bytes"``: not text). Limits
-    are those of ``settings``, the app's."""
+    FastAPI's error list, a lone surrogate's included; ``"json"``: where decoding failed;
+    ``"bytes"``: not text). Limits are those of ``settings``, the app's."""
     try:
         data = json.loads(body)
     except json.JSONDecodeError as error:
         return "json", (error.pos, error.msg)
     except ValueError:  # not UTF-8 (or -16, -32)
         return "bytes", None
+    found = first_unstorable(data) if may_hold_surrogates(body) else None
+    if found is not None:  # text no store keeps and no answer can carry
+        return "invalid", [{"type": "string_unicode", "loc": ("body", *found[0]),
+                            "msg": found[1]}]
     try:
         with bound(settings):
             return "ok", _as_arrays(model.model_validate(data))

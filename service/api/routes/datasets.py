@@ -8,13 +8,12 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Body, File, Form, Query, Request, Response, UploadFile
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.api import views
 from service.api.http import dryrun
 from service.api.http.auth import AUTH_ERRORS, Authorized
-from service.api.http.file_answers import text_cell
+from service.api.http.data_answers import csv_data, json_data
 from service.api.http.large_bodies import OffLoopJsonRoute
 from service.api.http.negotiation import choose
 from service.api.http.paging import PageDep, encode_cursor
@@ -233,7 +232,8 @@ SAMPLES_KEPT_ROWS = 10_000  # larger samples are not kept
     responses={
         200: {
             "model": DatasetData,
-            "description": "The arrays as JSON `{x, y}`, CSV (`x0..,y` header) or `.npz`.",
+            "description": "The arrays as JSON `{x, y}`, CSV (`x0..,y` header; text cells safe "
+                           "for spreadsheets) or `.npz`, streamed.",
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/DatasetData"}},
                 "text/csv": {"schema": {"type": "string"}},
@@ -275,24 +275,10 @@ def download(
         x, y = x[rows], y[rows]
         if sample <= SAMPLES_KEPT_ROWS:
             samples.put(key, (x, y))
-    named = np.asarray(classes)[y.astype(np.int64)] if classes else None
     if media_type == "application/json":
-        return JSONResponse({"x": x.astype(np.float64).tolist(),
-                             "y": named.tolist() if named is not None
-                             else y.astype(np.float64).tolist()})
+        return json_data(x, y, classes)
     if media_type == "text/csv":
-        text = io.StringIO()
-        names = ["x"] if x.shape[1] == 1 else [f"x{i}" for i in range(x.shape[1])]
-        text.write(",".join([*names, "y"]) + "\n")
-        labels = ([text_cell(label) for label in named.tolist()] if named is not None
-                  else [repr(value) for value in y.astype(np.float64).tolist()])
-        text.writelines(",".join([*map(repr, row), label]) + "\n"
-                        for row, label in zip(x.astype(np.float64).tolist(), labels, strict=True))
-        return Response(
-            text.getvalue(),
-            media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="{dataset_id}.csv"'},
-        )
+        return csv_data(dataset_id, x, y, classes)
     buffer = io.BytesIO()
     arrays = {"x": x, "y": y} | ({"classes": np.asarray(classes)} if classes else {})
     np.savez(buffer, **arrays)  # type: ignore[arg-type]

@@ -87,9 +87,11 @@ def budget(repo: Repository, model_id: str, settings: Settings) -> RowBudget:
     """What the model's history rows may take of an answer, and what each costs: its W and
     b are written twice (as `params` and as the tutorial's fields) for the kinds that have
     them."""
-    shapes = stored_kind(repo.get_model(model_id)).shapes()
+    row = repo.get_model(model_id)
+    shapes = stored_kind(row).shapes()
     twice = shapes.keys() == {"W", "b"} and len(shapes["W"]) == 1 and shapes["b"] == ()
-    return RowBudget(settings.max_answer_bytes, ROW_BASE, JSON_PER_PARAM_BYTE * (1 + twice))
+    return RowBudget(settings.max_answer_bytes, ROW_BASE, JSON_PER_PARAM_BYTE * (1 + twice),
+                     len(row.params))
 
 
 def answer(rows: Sequence[EpochRow], more: bool, fmt: str, cursor_of: str,
