@@ -1,6 +1,6 @@
 """The ``tapeline`` command: ``serve`` the API, train queued runs as a ``worker``, ``migrate``
 the store, manage API ``keys``, write its ``openapi`` spec, or, as a client of a server,
-``train``, ``watch``, ``cancel``, ``export`` and ``predict``."""
+``train``, ``watch``, ``cancel``, ``export``, ``predict``, ``runs list|compare`` and ``tag``."""
 
 from __future__ import annotations
 
@@ -454,9 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     openapi.add_argument("--output", "-o", help="file to write (default: stdout)")
     openapi.set_defaults(func=_openapi)
 
+    from service.client import runs
     from service.client.commands import add_commands
 
     add_commands(commands, HelpText)
+    runs.add_commands(commands, HelpText)
 
     _describe(parser)
     args = parser.parse_args(argv)

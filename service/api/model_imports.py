@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from service import export
 from service.api.http.problems import ProblemError, field_problems, invalid
-from service.api.model_requests import kind_of
+from service.api.model_requests import REQUEST_FIELDS, kind_of
 from service.api.schemas.limits import bound
 from service.api.schemas.models import ModelCreate
 from service.config import Settings
@@ -94,7 +94,7 @@ def checked_kind(parsed: Parsed, settings: Settings) -> Kind:
     if parsed.kind not in KINDS:
         raise invalid(["file", "kind"], f"unknown model kind {parsed.kind[:40]!r} (known: "
                                         f"{', '.join(KINDS)})")
-    reserved = {"kind", "initial", "name"} & set(parsed.config)
+    reserved = REQUEST_FIELDS & set(parsed.config)
     if reserved:
         raise invalid(["file", "config", sorted(reserved)[0]], "is not a config field")
     try:

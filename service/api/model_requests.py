@@ -14,7 +14,7 @@ from service.config import Settings
 from service.training.kinds import Kind
 from service.training.specs import named_params, tutorial_params, validate_model
 
-REQUEST_FIELDS = frozenset({"kind", "initial", "name"})
+REQUEST_FIELDS = frozenset({"kind", "initial", "name", "description", "tags"})
 
 
 def kind_of(spec: Any, settings: Settings) -> Kind:

@@ -32,6 +32,7 @@ from service.api.schemas.runs import (
     ValidationFraction,
 )
 from service.store import repo
+from service.store.annotations import etag
 from service.store.codec import unpack_params
 from service.store.tables import DatasetRow, EpochRow, ModelRow, RunRow, RunStatus
 from service.training import specs
@@ -80,6 +81,9 @@ def dataset(row: DatasetRow) -> Dataset:
         summary=DatasetSummary(**repo.dataset_summary(row)),
         synthetic=synthetic,
         classes=row.classes,
+        description=row.description,
+        tags=row.tags or {},
+        etag=etag(row),
     )
 
 
@@ -105,6 +109,9 @@ def model(row: ModelRow, training: bool, params_up_to: int | None = None) -> Any
         "status": "training" if training else "idle",
         "created_at": row.created_at,
         "updated_at": row.updated_at,
+        "description": row.description,
+        "tags": row.tags or {},
+        "etag": etag(row),
     })
 
 
@@ -132,6 +139,7 @@ def run(row: RunRow) -> Run:
     stopping = spec.early_stopping
     return Run.model_construct(
         id=row.id,
+        name=row.name,
         model_id=row.model_id,
         dataset_id=row.dataset_id,
         status=RunStatus(row.status),
@@ -158,6 +166,10 @@ def run(row: RunRow) -> Run:
         final=final,
         stopped_early=stopped,
         error=error,
+        duration_ms=row.duration_ms,
+        description=row.description,
+        tags=row.tags or {},
+        etag=etag(row),
     )
 
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from service.client.flags import fraction, in_flags, positive, whole, widths
 from service.client.follow import follow
 from service.client.http import DEFAULT_URL, Api, Problem
+from service.client.runs import parse_tags
 
 REFUSED = 2
 ENDED = ("succeeded", "failed", "cancelled", "diverged")
@@ -52,6 +53,8 @@ def _model_body(args: argparse.Namespace, dataset: dict[str, Any]) -> dict[str, 
         body["initial"] = {"random_seed": args.seed}
     if args.name:
         body["name"] = args.name
+    if args.tag:
+        body["tags"] = parse_tags(args.tag)
     return body
 
 
@@ -63,6 +66,10 @@ def _run_body(args: argparse.Namespace, dataset_id: str) -> dict[str, Any]:
         body["validation"] = {"fraction": args.validation}
     if args.loss:
         body["loss"] = args.loss
+    if args.name:
+        body["name"] = args.name
+    if args.tag:
+        body["tags"] = parse_tags(args.tag)
     return body
 
 
@@ -219,7 +226,6 @@ def add_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -> None
                        help="classes (default: the dataset's class names, else 2)")
     model.add_argument("--seed", type=int, help="random seed of the initial parameters "
                        "(default: random)")
-    model.add_argument("--name", help="the model's name")
     run = p.add_argument_group("the run")
     run.add_argument("--epochs", type=whole(1), default=10, metavar="N", help="epochs")
     run.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="sgd",
@@ -232,6 +238,9 @@ def add_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -> None
                      help="validate on this fraction of the rows, e.g. 0.2 (default: none)")
     run.add_argument("--loss", help="the loss: mse, mae, huber or cross_entropy "
                      "(default: the model's task decides)")
+    run.add_argument("--name", help="the name of the run (and of the model it creates)")
+    run.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                     help="a tag of the run (and of the model it creates); repeat for more")
     p.set_defaults(func=_run(train))
 
     p = add("watch", "follow a run's progress", "Follow a run live (or replay a finished "

@@ -3,13 +3,25 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def connection_options() -> argparse.ArgumentParser:
+    """The options every client command takes: the server and the API key."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("TAPELINE_URL", DEFAULT_URL),
+                        help=f"the server (default: TAPELINE_URL or {DEFAULT_URL})")
+    common.add_argument("--key", default=os.environ.get("TAPELINE_API_KEY"),
+                        help="API key (default: TAPELINE_API_KEY)")
+    return common
 
 
 class Problem(Exception):

@@ -140,7 +140,7 @@ _APPEND_FENCE = update(RUNS).where(_OWNED).values(
 _INSERT_EPOCHS = insert(EPOCHS)
 _RUN_STATUS = select(RunRow.status).where(RunRow.id == bindparam("run_id"))
 _TO_FINISH = (
-    select(RunRow.model_id, RunRow.history_base, DatasetRow.classes)
+    select(RunRow.model_id, RunRow.history_base, RunRow.started_at, DatasetRow.classes)
     .outerjoin(DatasetRow, DatasetRow.id == RunRow.dataset_id)
     .where(RunRow.id == bindparam("run_id"))
 )
@@ -365,6 +365,8 @@ def finish_run(
         completed = session.scalar(select(func.count()).where(EpochRow.run_id == run_id)) or 0
     stamp = now()
     run: dict[str, Any] = {"status": status, "finished_at": stamp, "epochs_completed": completed}
+    if found.started_at is not None:
+        run["duration_ms"] = max((stamp - found.started_at).total_seconds() * 1000.0, 0.0)
     model: dict[str, Any] = {"history_rows": found.history_base + completed, "updated_at": stamp}
     if final is not None:
         params = pack_params(final.params)

@@ -171,6 +171,11 @@ class Repository:
         self.session = session
         self.tenant = tenant
 
+    @property
+    def dialect(self) -> str:
+        """The database's dialect: ``sqlite`` or ``postgresql``."""
+        return self.session.get_bind().dialect.name
+
     # ------------------------------------------------------------ datasets
 
     def create_dataset(
@@ -182,6 +187,8 @@ class Repository:
         name: str | None = None,
         synthetic: dict[str, Any] | None = None,
         classes: list[str] | None = None,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> DatasetRow:
         """Store a dataset; ``x`` is (examples, features), ``y`` is (examples,): values, or
         class indices into ``classes`` when the labels had names."""
@@ -190,6 +197,8 @@ class Repository:
             id=new_id("ds"),
             owner=self.tenant,
             name=name,
+            description=description,
+            tags=tags or {},
             source=source,
             num_examples=int(x.shape[0]),
             features=int(x.shape[1]),
@@ -301,6 +310,8 @@ class Repository:
         params: dict[str, np.ndarray],
         name: str | None,
         random_seed: int | None = None,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> ModelRow:
         """Store a new model: its kind, the kind's config and its initial parameters."""
         stamp = now()
@@ -308,6 +319,8 @@ class Repository:
             id=new_id("mdl"),
             owner=self.tenant,
             name=name,
+            description=description,
+            tags=tags or {},
             kind=kind,
             features=config["features"],
             config=config,
@@ -367,12 +380,16 @@ class Repository:
         record_params: bool = True,
         validation_dataset_id: str | None = None,
         stored_quota: bool = False,
+        name: str | None = None,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> RunRow:
         """Queue a run of ``model`` on ``dataset`` (both the tenant's, found through this
         repository); :class:`Conflict` if the model has one active. ``options`` are the run's
         loss, penalty, validation, early stopping and shuffling; ``stored_quota`` says whether
-        the tenant's byte quota applies to what it stores. The caller holds the queue's lock
-        (:meth:`lock_queue`), as :meth:`delete_model` does."""
+        the tenant's byte quota applies to what it stores; ``name``, ``description`` and
+        ``tags`` are its annotations. The caller holds the queue's lock (:meth:`lock_queue`),
+        as :meth:`delete_model` does."""
         active = self.active_run_id(model.id)
         if active is not None:
             raise Conflict(f"model {model.id!r} already has an active run {active!r}")
@@ -380,6 +397,9 @@ class Repository:
             id=new_id("run"),
             owner=self.tenant,
             model_id=model.id,
+            name=name,
+            description=description,
+            tags=tags or {},
             dataset_id=dataset.id,
             validation_dataset_id=validation_dataset_id,
             status=RunStatus.QUEUED,

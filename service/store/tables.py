@@ -24,9 +24,11 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     TypeDecorator,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 DEFAULT_OWNER = "default"
@@ -71,6 +73,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; BIGINT elsewhere.
 SeqType = BigInteger().with_variant(Integer(), "sqlite")
+# A resource's tags (a flat map of strings): JSONB on PostgreSQL, which a GIN index searches.
+TagsType = JSON().with_variant(JSONB(), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -86,6 +90,8 @@ class DatasetRow(Base):
     id: Mapped[str] = mapped_column(String(40), unique=True)
     owner: Mapped[str] = mapped_column(String(64), default=DEFAULT_OWNER, index=True)
     name: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[dict[str, str]] = mapped_column(TagsType, default=dict)
     source: Mapped[str] = mapped_column(String(16))
     num_examples: Mapped[int] = mapped_column(Integer)
     features: Mapped[int] = mapped_column(Integer)
@@ -114,6 +120,8 @@ class ModelRow(Base):
     id: Mapped[str] = mapped_column(String(40), unique=True)
     owner: Mapped[str] = mapped_column(String(64), default=DEFAULT_OWNER, index=True)
     name: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[dict[str, str]] = mapped_column(TagsType, default=dict)
     kind: Mapped[str] = mapped_column(String(32))
     features: Mapped[int] = mapped_column(Integer)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -149,6 +157,10 @@ class RunRow(Base):
     id: Mapped[str] = mapped_column(String(40), unique=True)
     owner: Mapped[str] = mapped_column(String(64), default=DEFAULT_OWNER, index=True)
     model_id: Mapped[str] = mapped_column(String(40), ForeignKey("models.id", ondelete="CASCADE"))
+    # Annotations (migration 0007): what PATCH changes, and what the ETag covers.
+    name: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[dict[str, str]] = mapped_column(TagsType, default=dict)
     dataset_id: Mapped[str] = mapped_column(String(40), index=True)
     validation_dataset_id: Mapped[str | None] = mapped_column(String(40), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
@@ -175,6 +187,8 @@ class RunRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # From started_at to finished_at, set when the run ends (searched and sorted on).
+    duration_ms: Mapped[float | None] = mapped_column(Float(precision=53))
     # Scale-out (migration 0004): the current attempt (every write of a run names it), the
     # worker holding it and when that worker last showed it was alive.
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

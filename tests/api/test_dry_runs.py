@@ -103,7 +103,7 @@ def test_runs(each_store: TestClient) -> None:
     real = each_store.post(path, json=body, headers={"prefer": "wait=60"})
     assert real.status_code == 200 and real.json()["status"] == "succeeded"
     same_but_id(run, real.json(), "status", "epochs_completed", "started_at", "finished_at",
-                "final")
+                "duration_ms", "final")
 
 
 def test_runs_refused_as_the_real_request(each_store: TestClient) -> None:

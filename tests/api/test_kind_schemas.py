@@ -24,7 +24,8 @@ def test_every_kind_has_its_three_classes_named_for_it() -> None:
         assert [schemas.create.__name__, schemas.resource.__name__, schemas.preview.__name__] \
             == [f"{prefix}ModelCreate", f"{prefix}Model", f"{prefix}ModelPreview"]
         assert issubclass(schemas.preview, schemas.resource)
-        assert list(schemas.create.model_fields)[-2:] == ["initial", "name"]
+        assert list(schemas.create.model_fields)[-4:] == ["initial", "name", "description",
+                                                          "tags"]
 
 
 def test_a_kind_left_out_is_the_default_kind_and_only_it() -> None:

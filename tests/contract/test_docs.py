@@ -268,6 +268,27 @@ def test_requeue_is_described_as_it_behaves() -> None:
                          r"last checkpoint", text), name
 
 
+def test_experiments(chain: Shell) -> None:
+    """The sweep searched, patched under If-Match (a stale one refused), compared; and the
+    grammar the chapter publishes is the parser's own."""
+    from service.store.search.grammar import GRAMMAR
+
+    name = "experiments.md"
+    assert chain.output_of(name, "If-Match: $ETAG").split() == [
+        "{'verdict':", "'keep'}", "the", "same", "If-Match", "again:", "412"]
+    assert chain.output_of(name, "sort=-params.optimizer").split() == [
+        "lr-0.1", "0.1", "lr-0.03", "0.03"]
+    refused = chain.output_of(name, "metrics.vall_loss")
+    assert "did you mean 'metrics.val_loss'?" in refused
+    assert "42 expected a value after '<' at column 42" in refused
+    compared = chain.output_of(name, "runs/compare")
+    assert "params.optimizer.learning_rate" in compared and "lr-0.03 0.03" in compared
+    assert compared.count("4 points, first epoch 0") == 3  # 8 // 4 buckets: 4 rows kept
+    assert "reviewed=yes" in chain.output_of(name, "tapeline tag")
+    published = [body for body in blocks(page(name), "text") if body.startswith("?start")]
+    assert published == [GRAMMAR.lstrip("\n")]
+
+
 def test_every_other_curl_line_runs(live_server: LiveServer) -> None:
     """The curl lines of the blocks not run as a whole that hit ``localhost:8000`` (a local
     deployment; those of a cluster name its address) each run against the live server, and

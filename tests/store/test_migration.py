@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from sqlalchemy import MetaData, create_engine, select, text
 
@@ -100,14 +101,23 @@ def test_a_v1_sqlite_store_upgrades_and_reads_back_the_same(tmp_path: Path) -> N
     check_tenancy(settings.database_url)
 
 
+def head() -> str:
+    """The newest revision of the migrations."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    revision = ScriptDirectory.from_config(config).get_current_head()
+    assert revision is not None
+    return revision
+
+
 def check_tenancy(url: str) -> None:
-    """At head (0006): after 0003 every v1 row belongs to tenant ``default``, each dataset
-    knows its stored size, and the key and quota tables are there, empty; then 0004's and
-    0006's checks."""
+    """At head: after 0003 every v1 row belongs to tenant ``default``, each dataset knows its
+    stored size, and the key and quota tables are there, empty; then the checks of 0004,
+    0006 and 0007."""
     engine = make_engine(url)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() \
-            == "0006"
+            == head()
         for table in ("datasets", "models", "runs"):
             owners = connection.execute(text(f"SELECT DISTINCT owner FROM {table}")).scalars()
             assert list(owners) == ["default"], table
@@ -121,6 +131,7 @@ def check_tenancy(url: str) -> None:
         assert connection.execute(text(
             "SELECT count(*) FROM models WHERE imported_from IS NOT NULL")).scalar() == 0
         check_bounds(connection)
+        check_experiments(connection)
     engine.dispose()
 
 
@@ -136,6 +147,31 @@ def check_bounds(connection: Any) -> None:
     assert runs and all(r.rows > 0 for r in runs)
     assert all(r.stored_bytes == r.params + r.history + 128 * r.rows for r in runs)
     assert not any(r.stored_quota for r in runs if r.id in {v["id"] for v in V1_ANSWERS["runs"]})
+
+
+def check_experiments(connection: Any) -> None:
+    """0007: v1's datasets, models and runs have no description and no tags, its runs no
+    name; each finished run knows how long it took, from its start to its end."""
+    for table in ("datasets", "models", "runs"):
+        rows = connection.execute(text(f"SELECT description, tags FROM {table}")).all()
+        assert rows and all(r.description is None and _json(r.tags) == {} for r in rows)
+    runs = connection.execute(text(
+        "SELECT id, name, started_at, finished_at, duration_ms FROM runs")).all()
+    v1 = {r["id"] for r in V1_ANSWERS["runs"]}
+    for run in runs:
+        if run.id in v1:
+            took = (_stamp(run.finished_at) - _stamp(run.started_at)).total_seconds() * 1000
+            assert run.name is None and run.duration_ms == pytest.approx(took, abs=1e-3)
+        assert run.duration_ms is not None and run.duration_ms >= 0
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _stamp(value: Any) -> datetime:
+    stamp = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp
 
 
 def check_scale_out(connection: Any) -> None:

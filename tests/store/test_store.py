@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -51,10 +53,20 @@ def test_params_are_one_safetensors_blob_in_layer_order() -> None:
         assert back[name].shape == value.shape and np.array_equal(back[name], value)
 
 
+def _declared(item: Any, name: str | None, kind: str, reflected: bool, other: Any) -> bool:
+    """Whether autogenerate compares this object: not the run search's indexes (and the GIN
+    indexes of tags), which 0007 writes in each dialect's own SQL on the expressions the
+    search queries; tests/store/test_search_indexes.py checks the planner uses them."""
+    return not (kind == "index" and name is not None
+                and (name.startswith("ix_runs_search_") or name.endswith("_tags")))
+
+
+@pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
 def test_migrations_match_the_tables_and_are_idempotent(engine: Engine) -> None:
     migrate(engine)  # a second upgrade is a no-op
     with engine.connect() as connection:
-        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        context = MigrationContext.configure(connection, opts={"include_object": _declared})
+        diff = compare_metadata(context, Base.metadata)
     assert diff == []
     assert {"datasets", "models", "runs", "epochs", "alembic_version"} <= set(
         inspect(engine).get_table_names())

@@ -16,7 +16,9 @@ from service.api.http.field_hints import BodySchema, closest_alternatives, rewor
 from service.api.schemas.common import BODY_KIND_TAGS, FIELD_SHAPE_TAGS, request_schema_names
 from service.export import FileProblem
 from service.files.errors import InvalidData, UnsupportedFile
+from service.store.annotations import PreconditionFailed
 from service.store.repo import Conflict, NotFound
+from service.store.search.errors import QueryError
 from service.training.errors import SpecError
 
 MEDIA_TYPE = "application/problem+json"
@@ -27,6 +29,8 @@ class FieldProblem(BaseModel):
 
     loc: list[str | int]
     msg: str
+    column: int | None = Field(None, description="Where in a query parameter's text the "
+                                                 "problem is (1-based), for a search filter.")
 
 
 class Problem(BaseModel):
@@ -197,6 +201,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
         return problem_response(request, 404, str(exc))
+
+    @app.exception_handler(QueryError)
+    async def _query(request: Request, exc: QueryError) -> JSONResponse:
+        errors = [{"loc": ["query", exc.param], "msg": exc.message, "column": exc.column}]
+        return problem_response(request, 422, f"{exc.param}: {exc.message}", errors)
+
+    @app.exception_handler(PreconditionFailed)
+    async def _precondition(request: Request, exc: PreconditionFailed) -> JSONResponse:
+        return problem_response(request, 412, str(exc), headers={"ETag": exc.current})
 
     @app.exception_handler(Conflict)
     async def _conflict(request: Request, exc: Conflict) -> JSONResponse:

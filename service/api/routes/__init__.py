@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 from service.api.routes import (
     datasets,
+    experiments,
     health,
     history,
     keys,
@@ -22,6 +23,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     models.router,
     predict.router,
     model_files.router,
+    experiments.runs_router,  # before runs': /v1/runs/compare is not a run's id
+    experiments.models_router,
+    experiments.datasets_router,
     runs.router,
     history.router,
     keys.keys_router,

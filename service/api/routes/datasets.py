@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import secrets
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Body, File, Form, Query, Request, Response, UploadFile
+from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from service.api import views
@@ -15,13 +17,15 @@ from service.api.http import dryrun
 from service.api.http.auth import AUTH_ERRORS, Authorized
 from service.api.http.data_answers import csv_data, json_data
 from service.api.http.large_bodies import OffLoopJsonRoute
+from service.api.http.listing import FiltersDep, IfMatch, locked
 from service.api.http.negotiation import choose
 from service.api.http.paging import PageDep, encode_cursor
-from service.api.http.problems import ProblemError, responses
+from service.api.http.problems import ProblemError, invalid, responses
 from service.api.http.request_checks import JsonBody, check_file_name
 from service.api.http.runtime import Runtime, RuntimeDep
 from service.api.http.tenant_store import StoreDep, TenantStore, check_stored_bytes
 from service.api.recent import Recent
+from service.api.schemas.annotations import ETAG_HEADER, Tags
 from service.api.schemas.common import NO_NUL, SAFE_INT_END, Examples, QueryInteger
 from service.api.schemas.datasets import (
     BlobsSynthetic,
@@ -38,9 +42,13 @@ from service.files.arrays import check_dataset, matrix
 from service.files.csv_table import TargetType
 from service.files.labels import encode
 from service.files.uploads import parse_upload
+from service.store.annotations import MAX_DESCRIPTION
 from service.store.sampling import sample_rows
 from service.store.tables import DatasetRow
 from service.training.data import SYNTHETIC
+
+# A create request's fields that annotate the dataset rather than describe its data.
+ANNOTATIONS = frozenset({"name", "description", "tags"})
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=OffLoopJsonRoute,
                    dependencies=[Authorized],
@@ -57,13 +65,15 @@ def _store(
     synthetic: dict[str, object] | None = None,
     classes: list[str] | None = None,
     dry_run: bool = False,
+    description: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Any:
     with store.write(dry_run) as repo:
         quotas = store.quotas(repo)
         if quotas is not None:
             repo.lock_tenant()
-        row = repo.create_dataset(x=x, y=y, source=source, name=name,
-                                  synthetic=synthetic, classes=classes)
+        row = repo.create_dataset(x=x, y=y, source=source, name=name, synthetic=synthetic,
+                                  classes=classes, description=description, tags=tags)
         if quotas is not None:  # counted with the new row; raising undoes it
             check_stored_bytes(repo, quotas, f"this dataset ({row.stored_bytes} bytes)")
         view = views.dataset(row)
@@ -88,7 +98,8 @@ def create(body: DatasetCreate, runtime: RuntimeDep, store: StoreDep, response: 
     y, classes = _targets(body.y, ["body", "y"], runtime.settings)
     x, y = check_dataset(x, y, runtime.settings, (["body", "x"], ["body", "y"]))
     return _store(store, response, x, y, "inline", body.name,  # type: ignore[no-any-return]
-                  classes=classes, dry_run=dry_run)
+                  classes=classes, dry_run=dry_run, description=body.description,
+                  tags=body.tags)
 
 
 def _targets(y: list[float] | list[str] | np.ndarray, loc: list[str | int],
@@ -127,14 +138,15 @@ def create_synthetic(
             f"exceed the limit of {runtime.settings.max_values}",
         )
     seed = spec.seed if spec.seed is not None else secrets.randbits(53)
-    x, y = SYNTHETIC[spec.kind](**spec.model_dump(exclude={"kind", "name", "seed"}), seed=seed)
+    x, y = SYNTHETIC[spec.kind](**spec.model_dump(exclude={"kind", "seed", *ANNOTATIONS}),
+                                seed=seed)
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ProblemError(422, "body: these parameters give values that are not finite")
-    params = {**spec.model_dump(exclude={"name"}), "seed": seed}
+    params = {**spec.model_dump(exclude=set(ANNOTATIONS)), "seed": seed}
     if isinstance(spec, LinearSynthetic):
         del params["kind"]  # v1 stored the line's parameters alone; absent kind means linear
     return _store(store, response, x, y, "synthetic", spec.name,  # type: ignore[no-any-return]
-                  params, dry_run=dry_run)
+                  params, dry_run=dry_run, description=spec.description, tags=spec.tags)
 
 
 @router.post(
@@ -179,17 +191,49 @@ async def upload(
         str | None,
         Form(max_length=200, pattern=NO_NUL, description="A label; the file's name by default."),
     ] = None,
+    description: Annotated[
+        str | None, Form(max_length=MAX_DESCRIPTION, pattern=NO_NUL, description="Notes.")
+    ] = None,
+    tags: Annotated[
+        str | None,
+        Form(max_length=64 * 400, description="Tags as a JSON object of strings, e.g. "
+                                              '`{"team": "cv"}`.'),
+    ] = None,
     dry_run: dryrun.DryRun = False,
 ) -> Dataset:
     """Store a dataset from a file; every other CSV column (or the npz `x`) is a feature."""
     check_file_name(file)
+    notes = Notes(description, _form_tags(tags))
     return await run_in_threadpool(  # type: ignore[no-any-return]
-        _store_upload, runtime, store, response, file, target, target_type, name, dry_run)
+        _store_upload, runtime, store, response, file, target, target_type, name, dry_run, notes)
+
+
+@dataclass(frozen=True)
+class Notes:
+    """An upload's description and tags."""
+
+    description: str | None
+    tags: dict[str, str] | None
+
+
+_tags: TypeAdapter[dict[str, str] | None] = TypeAdapter(Tags)
+
+
+def _form_tags(text: str | None) -> dict[str, str] | None:
+    """The ``tags`` form field (a JSON object), checked as a JSON body's tags are."""
+    if text is None:
+        return None
+    try:
+        return _tags.validate_json(text)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ["body", "tags", *first["loc"]]
+        raise invalid(where, "expected a JSON object of tags: " + first["msg"]) from None
 
 
 def _store_upload(
     runtime: Runtime, store: TenantStore, response: Response, file: UploadFile, target: str,
-    target_type: TargetType, name: str | None, dry_run: bool,
+    target_type: TargetType, name: str | None, dry_run: bool, notes: Notes,
 ) -> Any:
     """Parse, check and store an upload (in a worker thread: parsing is CPU work); a target
     column of class names becomes class indices."""
@@ -199,24 +243,31 @@ def _store_upload(
     y, classes = _targets(y, ["file", target], runtime.settings)
     x, y = check_dataset(x, y, runtime.settings, (["file"], ["file", target]))
     label = name or filename.replace("\x00", "")[:200] or None
-    return _store(store, response, x, y, "upload", label, classes=classes, dry_run=dry_run)
+    return _store(store, response, x, y, "upload", label, classes=classes, dry_run=dry_run,
+                  description=notes.description, tags=notes.tags)
 
 
 @router.get("", summary="List datasets", responses=responses(422))
-def list_(store: StoreDep, page: PageDep) -> DatasetPage:
-    """The tenant's datasets in creation order, a page at a time."""
+def list_(store: StoreDep, page: PageDep, found: FiltersDep) -> DatasetPage:
+    """The tenant's datasets in creation order, a page at a time; `tag` and `name_prefix`
+    keep those with the tags and name asked for."""
     with store.read() as repo:
         rows, after = repo.page(
-            DatasetRow, page.limit, page.after_seq, newest_first=page.newest_first
+            DatasetRow, page.limit, page.after_seq,
+            *found.conditions(DatasetRow, repo.dialect), newest_first=page.newest_first
         )
         return DatasetPage(items=[views.dataset(r) for r in rows], next_cursor=encode_cursor(after))
 
 
-@router.get("/{dataset_id}", summary="Get a dataset's metadata", responses=responses(404))
-def get(dataset_id: str, store: StoreDep) -> Dataset:
-    """Size, features, dtype, summary statistics and, if synthetic, its parameters."""
+@router.get("/{dataset_id}", summary="Get a dataset's metadata",
+            responses={200: {"headers": ETAG_HEADER}, **responses(404)})
+def get(dataset_id: str, store: StoreDep, response: Response) -> Dataset:
+    """Size, features, dtype, summary statistics and, if synthetic, its parameters; `ETag`
+    is that of its name, description and tags."""
     with store.read() as repo:
-        return views.dataset(repo.get_dataset(dataset_id))
+        view = views.dataset(repo.get_dataset(dataset_id))
+    response.headers["ETag"] = view.etag
+    return view
 
 
 DATA_TYPES = ("application/json", "text/csv", "application/octet-stream")
@@ -290,10 +341,13 @@ def download(
 
 
 @router.delete(
-    "/{dataset_id}", status_code=204, summary="Delete a dataset", responses=responses(404, 409)
+    "/{dataset_id}", status_code=204, summary="Delete a dataset",
+    responses=responses(404, 409, 412)
 )
-def delete(dataset_id: str, store: StoreDep) -> Response:
-    """Delete a dataset no active run uses (409 otherwise). Finished runs keep its id."""
+def delete(dataset_id: str, store: StoreDep, if_match: IfMatch = None) -> Response:
+    """Delete a dataset no active run uses (409 otherwise). Finished runs keep its id. With
+    `If-Match`, only the version with that ETag (412 otherwise)."""
     with store.write() as repo:
+        locked(repo, DatasetRow, "dataset", dataset_id, if_match)
         repo.delete_dataset(dataset_id)
     return Response(status_code=204)

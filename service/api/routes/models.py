@@ -11,12 +11,14 @@ from service.api import views
 from service.api.http import dryrun
 from service.api.http.auth import AUTH_ERRORS, Authorized
 from service.api.http.large_bodies import OffLoopJsonRoute
+from service.api.http.listing import FiltersDep, IfMatch, locked
 from service.api.http.paging import PageDep, encode_cursor
 from service.api.http.problems import responses
 from service.api.http.request_checks import JsonBody
 from service.api.http.runtime import RuntimeDep
 from service.api.http.tenant_store import StoreDep, check_stored_bytes
 from service.api.model_requests import initial_params, kind_of
+from service.api.schemas.annotations import ETAG_HEADER
 from service.api.schemas.models import (
     LinearModelCreate,
     Model,
@@ -55,7 +57,8 @@ def create(
         if quotas is not None:
             repo.lock_tenant()
         row = repo.create_model(kind=kind.name, config=kind.config(), params=params,
-                                name=spec.name, random_seed=seed)
+                                name=spec.name, random_seed=seed,
+                                description=spec.description, tags=spec.tags)
         if quotas is not None:  # counted with the new row; raising undoes it
             check_stored_bytes(repo, quotas, f"this model ({len(row.params)} bytes of params)")
         view = views.model(row, training=False)
@@ -66,11 +69,13 @@ def create(
 
 
 @router.get("", summary="List models", responses=responses(422))
-def list_(runtime: RuntimeDep, store: StoreDep, page: PageDep) -> ModelPage:
-    """The tenant's models in creation order, a page at a time."""
+def list_(runtime: RuntimeDep, store: StoreDep, page: PageDep, found: FiltersDep) -> ModelPage:
+    """The tenant's models in creation order, a page at a time; `tag` and `name_prefix` keep
+    those with the tags and name asked for."""
     with store.read() as repo:
         rows, after = repo.page(
-            ModelRow, page.limit, page.after_seq, newest_first=page.newest_first
+            ModelRow, page.limit, page.after_seq, *found.conditions(ModelRow, repo.dialect),
+            newest_first=page.newest_first
         )
         training = repo.training_model_ids([r.id for r in rows])
         limit = runtime.settings.history_params_max
@@ -78,20 +83,25 @@ def list_(runtime: RuntimeDep, store: StoreDep, page: PageDep) -> ModelPage:
                          next_cursor=encode_cursor(after))
 
 
-@router.get("/{model_id}", summary="Get a model and its parameters", responses=responses(404))
-def get(model_id: str, store: StoreDep) -> Model:
+@router.get("/{model_id}", summary="Get a model and its parameters",
+            responses={200: {"headers": ETAG_HEADER}, **responses(404)})
+def get(model_id: str, store: StoreDep, response: Response) -> Model:
     """Current params (W and b where the kind has them), epochs trained, last loss and whether
-    it is training."""
+    it is training; `ETag` is that of its name, description and tags."""
     with store.read() as repo:
         row = repo.get_model(model_id)
-        return views.model(row, repo.active_run_id(model_id) is not None)  # type: ignore[no-any-return]
+        view = views.model(row, repo.active_run_id(model_id) is not None)
+    response.headers["ETag"] = view.etag
+    return view  # type: ignore[no-any-return]
 
 
 @router.delete(
-    "/{model_id}", status_code=204, summary="Delete a model", responses=responses(404, 409)
+    "/{model_id}", status_code=204, summary="Delete a model", responses=responses(404, 409, 412)
 )
-def delete(model_id: str, store: StoreDep) -> Response:
-    """Delete a model with its runs and history; 409 while it trains."""
+def delete(model_id: str, store: StoreDep, if_match: IfMatch = None) -> Response:
+    """Delete a model with its runs and history; 409 while it trains. With `If-Match`, only
+    the version with that ETag (412 otherwise)."""
     with store.write() as repo:
+        locked(repo, ModelRow, "model", model_id, if_match)
         repo.delete_model(model_id)
     return Response(status_code=204)

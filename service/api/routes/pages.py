@@ -62,6 +62,7 @@ def ui_slash() -> RedirectResponse:
 @router.get("/ui/runs/{run_id}")
 @router.get("/ui/models/{model_id}")
 @router.get("/ui/datasets")
+@router.get("/ui/compare")
 def dashboard() -> FileResponse:
     """The dashboard's one page; its script reads the path and shows that view."""
     return _page("index.html")

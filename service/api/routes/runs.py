@@ -12,20 +12,19 @@ from service.api import views
 from service.api.http import dryrun
 from service.api.http.auth import AUTH_ERRORS, Authorized
 from service.api.http.large_bodies import OffLoopJsonRoute
-from service.api.http.paging import PageDep, encode_cursor
 from service.api.http.prefer import decimal, wait_seconds
 from service.api.http.problems import ProblemError, over_quota, responses
 from service.api.http.request_checks import JsonBody
 from service.api.http.runtime import Runtime, RuntimeDep
 from service.api.http.tenant_store import StoreDep, TenantStore, check_stored_bytes
+from service.api.schemas.annotations import ETAG_HEADER
 from service.api.schemas.runs import (
     Run,
     RunCreate,
-    RunPage,
     RunPreview,
     ValidationFraction,
 )
-from service.store.tables import FINAL_STATUSES, RunRow
+from service.store.tables import FINAL_STATUSES
 from service.training import specs
 
 router = APIRouter(tags=["runs"], route_class=OffLoopJsonRoute, dependencies=[Authorized],
@@ -86,7 +85,8 @@ def _start(runtime: Runtime, store: TenantStore, model_id: str, body: RunCreate,
         if quotas is not None:
             repo.lock_tenant()
         row = repo.create_run(model=model, dataset=dataset, stored_quota=quotas is not None,
-                              **run.columns())
+                              **run.columns(), name=body.name, description=body.description,
+                              tags=body.tags)
         if quotas is not None:  # the run's copy of the model's params counts too
             check_stored_bytes(repo, quotas, f"this run ({row.stored_bytes} bytes)")
         return views.run(row)
@@ -173,38 +173,14 @@ async def create(
     return run
 
 
-@router.get(
-    "/v1/models/{model_id}/runs", summary="List a model's runs", responses=responses(404, 422)
-)
-def list_(model_id: str, store: StoreDep, page: PageDep) -> RunPage:
-    """A model's runs in creation order (or `order=newest` first), a page at a time."""
-    with store.read() as repo:
-        repo.get_model(model_id)
-        rows, after = repo.page(
-            RunRow,
-            page.limit,
-            page.after_seq,
-            RunRow.model_id == model_id,
-            newest_first=page.newest_first,
-        )
-        return RunPage(items=[views.run(r) for r in rows], next_cursor=encode_cursor(after))
-
-
-@router.get("/v1/runs", summary="List every run", responses=responses(422))
-def list_all(store: StoreDep, page: PageDep) -> RunPage:
-    """Runs of every model of the tenant, a page at a time; `order=newest` lists the latest
-    first."""
-    with store.read() as repo:
-        rows, after = repo.page(
-            RunRow, page.limit, page.after_seq, newest_first=page.newest_first
-        )
-        return RunPage(items=[views.run(r) for r in rows], next_cursor=encode_cursor(after))
-
-
-@router.get("/v1/runs/{run_id}", summary="Get a run", responses=responses(404))
-def get(run_id: str, store: StoreDep) -> Run:
-    """Status, progress, initial and final parameters, and the error if it did not succeed."""
-    return read_run(store, run_id)
+@router.get("/v1/runs/{run_id}", summary="Get a run",
+            responses={200: {"headers": ETAG_HEADER}, **responses(404)})
+def get(run_id: str, store: StoreDep, response: Response) -> Run:
+    """Status, progress, initial and final parameters, and the error if it did not succeed;
+    `ETag` is that of its name, description and tags."""
+    run = read_run(store, run_id)
+    response.headers["ETag"] = run.etag
+    return run
 
 
 @router.post(

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, Tag
 
+from service.api.schemas.annotations import ETAG_DESCRIPTION, Description, Tags
 from service.api.schemas.common import (
     DRY_RUN_ID,
     RFC3339,
@@ -31,6 +32,8 @@ class DatasetCreate(Request):
     x: Inputs
     y: Targets
     name: Name = None
+    description: Description = None
+    tags: Tags = None
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -51,6 +54,8 @@ class LinearSynthetic(Request):
     noise_stddev: float = Field(1.0, ge=0)
     seed: Seed | None = Field(None, description="Omit for a random seed (reported back).")
     name: Name = None
+    description: Description = None
+    tags: Tags = None
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -78,6 +83,8 @@ class BlobsSynthetic(Request):
     spread: float = Field(1.0, gt=0, le=1e6)
     seed: Seed | None = Field(None, description="Omit for a random seed (reported back).")
     name: Name = None
+    description: Description = None
+    tags: Tags = None
 
 
 class MoonsSynthetic(Request):
@@ -88,6 +95,8 @@ class MoonsSynthetic(Request):
     noise: float = Field(0.1, ge=0, le=1e6)
     seed: Seed | None = Field(None, description="Omit for a random seed (reported back).")
     name: Name = None
+    description: Description = None
+    tags: Tags = None
 
 
 class CirclesSynthetic(Request):
@@ -99,6 +108,8 @@ class CirclesSynthetic(Request):
     noise: float = Field(0.1, ge=0, le=1e6)
     seed: Seed | None = Field(None, description="Omit for a random seed (reported back).")
     name: Name = None
+    description: Description = None
+    tags: Tags = None
 
 
 SyntheticCreate = Annotated[
@@ -180,6 +191,9 @@ class Dataset(Public):
     classes: list[str] | None = Field(
         None, description="The class names, when y held strings (y holds their indices)."
     )
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    etag: str = Field("", description=ETAG_DESCRIPTION)
 
 
 class DatasetPage(Public):

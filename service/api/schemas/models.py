@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from service.api.schemas.annotations import ETAG_DESCRIPTION, Description, Tags
 from service.api.schemas.common import (
     DRY_RUN_ID,
     RFC3339,
@@ -77,6 +78,9 @@ class ModelBase(Public):
     status: Literal["idle", "training"]
     created_at: RFC3339
     updated_at: RFC3339
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    etag: str = Field("", description=ETAG_DESCRIPTION)
 
 
 # Each kind's create request, resource and dry-run preview, derived from the fields the kind
@@ -84,7 +88,8 @@ class ModelBase(Public):
 KIND_SCHEMAS: dict[str, KindSchemas] = {
     name: derive(kind, SchemaParts(
         request=Request,
-        request_tail={"initial": (Initial, None), "name": (Name, None)},
+        request_tail={"initial": (Initial, None), "name": (Name, None),
+                      "description": (Description, None), "tags": (Tags, None)},
         resource=ModelBase,
         preview={"id": (None, DRY_RUN_ID)},
         limit=Limit,

@@ -7,12 +7,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field
 
+from service.api.schemas.annotations import ETAG_DESCRIPTION, Description, Tags
 from service.api.schemas.common import (
     DRY_RUN_ID,
     INT32_END,
     NO_NUL,
     RFC3339,
     Examples,
+    Name,
     NamedArrays,
     Public,
     Request,
@@ -125,6 +127,9 @@ class RunCreate(Request):
                                 "of at most 512 parameters, every ceil(count / 512)-th for a "
                                 "larger one, none past TAPELINE_HISTORY_PARAMS_MAX.")
     )
+    name: Name = None
+    description: Description = None
+    tags: Tags = None
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -175,6 +180,7 @@ class Run(Public):
     """A training run."""
 
     id: str
+    name: str | None = None
     model_id: str
     dataset_id: str
     status: RunStatus
@@ -199,6 +205,11 @@ class Run(Public):
     final: FinalParams | None = None
     stopped_early: StoppedEarly | None = None
     error: RunError | None = None
+    duration_ms: float | None = Field(
+        None, description="From `started_at` to `finished_at`, once the run has ended.")
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    etag: str = Field("", description=ETAG_DESCRIPTION)
 
 
 class RunPage(Public):

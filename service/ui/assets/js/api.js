@@ -29,13 +29,14 @@ async function problemOf(response) {
 }
 
 /** fetch() with the key, `Accept` and a JSON body; 401 asks for a key and tries again. */
-export async function send(path, { method = "GET", body, accept = "application/json", signal } = {}) {
+export async function send(path, { method = "GET", body, accept = "application/json", signal,
+  contentType = "application/json", headers: more = {} } = {}) {
   for (;;) {
     const key = sessionStorage.getItem(KEY);
-    const headers = new Headers({ Accept: accept });
+    const headers = new Headers({ Accept: accept, ...more });
     if (key) headers.set("Authorization", `Bearer ${key}`);
     const form = body instanceof FormData; // multipart: the browser writes its own type
-    if (body !== undefined && !form) headers.set("Content-Type", "application/json");
+    if (body !== undefined && !form) headers.set("Content-Type", contentType);
     const response = await fetch(path, {
       method, headers, signal, body: body === undefined || form ? body : JSON.stringify(body),
     });

@@ -1,8 +1,9 @@
 // The dashboard's router: one page, a view per path (/ui/, /ui/start, /ui/runs/{id},
-// /ui/models/{id}, /ui/datasets), links followed without reloading, and the API key prompt.
+// /ui/models/{id}, /ui/datasets, /ui/compare), links followed without reloading, and the API key prompt.
 
 import { onKeyNeeded } from "./api.js";
 import { h } from "./dom.js";
+import { compareView } from "./views/compare.js";
 import { datasetsView } from "./views/datasets.js";
 import { modelView } from "./views/model.js";
 import { runView } from "./views/run.js";
@@ -18,7 +19,8 @@ function route(path) {
   if (parts[0] === "models" && parts[1]) return [modelView, parts[1], `Model ${parts[1]}`];
   if (parts[0] === "start") return [startView, go, "Start a run"];
   if (parts[0] === "datasets") return [datasetsView, undefined, "Datasets"];
-  return [runsView, undefined, "Runs"];
+  if (parts[0] === "compare") return [compareView, go, "Compare runs"];
+  return [runsView, go, "Runs"];
 }
 
 function render() {

@@ -4,6 +4,7 @@
 import uPlot from "../../vendor/uplot/uPlot.esm.js";
 import { getJSON, id, remove, withQuery } from "../api.js";
 import { saveModel } from "../downloads.js";
+import { annotationsPanel } from "./annotations.js";
 import { PALETTE, figure, lineChart } from "../charts.js";
 import { ACTIVE, duration, h, num, nums, replace, when } from "../dom.js";
 import { BUDGET, fromColumns } from "../trace.js";
@@ -24,7 +25,8 @@ export function modelView(main, modelId, go) {
   const info = h("section", { class: "panel", "aria-labelledby": "model-info-title" });
   const runsBox = h("section", { class: "panel", "aria-labelledby": "model-runs-title" });
   const figures = h("div", { class: "figures" });
-  replace(main, h("h2", { id: "view-title" }, "Model ", h("code", {}, modelId)), status, info, runsBox, figures);
+  replace(main, h("h2", { id: "view-title" }, "Model ", h("code", {}, modelId)), status, info,
+    annotationsPanel("models", modelId), runsBox, figures);
 
   let compareFig = null;
   let compareChart = null;

@@ -3,6 +3,7 @@
 // of the run's trajectory ends with the run's final state, drawn as a marker and marked final.
 
 import { ApiError, getJSON, id, postJSON, withQuery } from "../api.js";
+import { annotationsPanel } from "./annotations.js";
 import { PALETTE, figure, lineChart } from "../charts.js";
 import { ACTIVE, duration, h, num, nums, replace, when } from "../dom.js";
 import { saveHistory, saveModel } from "../downloads.js";
@@ -64,7 +65,8 @@ export function runView(main, runId) {
   const dataSlot = h("div", { class: "slot" });
   const figures = h("div", { class: "figures" }, lossSlot, paramSlot, dataSlot);
   replace(main, h("div", { class: "run-view" }, h("h2", { id: "view-title" }, "Run ", h("code", {}, runId)),
-    header, actions, status, figures, h("div", { class: "run-grid" }, numbers, settings)));
+    header, actions, status, figures,
+    h("div", { class: "run-grid" }, numbers, settings, annotationsPanel("runs", runId))));
   /** Say how the page follows the run; an ended run's status is the badge's, so only read. */
   const announce = (text, shown = true) => {
     status.textContent = text;
