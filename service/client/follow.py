@@ -7,6 +7,7 @@ SIGINT ignored, and Python then installs no handler of its own)."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -47,6 +48,23 @@ def final_text(run: dict[str, Any]) -> str:
     return f"final  {metric_text(final)}" if final else ""
 
 
+def _shielded(step: Callable[[], object]) -> None:
+    """Run ``step`` (starting or stopping the live bar) whole: a Ctrl-C that comes during it is
+    raised as soon as it is done. Rich's live display pushes and pops a render hook; an
+    interrupt between its halves would leave it half started (and its stop raising)."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        step()  # Ctrl-C is not ours here (off a terminal): nothing to defer
+        return
+    pending: list[int] = []
+    signal.signal(signal.SIGINT, lambda number, frame: pending.append(number))
+    try:
+        step()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pending:
+        raise KeyboardInterrupt
+
+
 class _Follower:
     """One run followed: where the stream is, what the bar shows; resumable after Ctrl-C."""
 
@@ -68,7 +86,7 @@ class _Follower:
             self.run = self.api.json("GET", f"/v1/runs/{self.run_id}")
             self.console.print(f"run {self.run_id}: {self.run['epochs']} epochs")
         run = self.run
-        self.progress.start()
+        _shielded(self.progress.start)
         if self.task is None:
             self.task = self.progress.add_task(self.run_id, total=run["epochs"], metrics="",
                                                completed=run["epochs_completed"])
@@ -86,7 +104,7 @@ class _Follower:
 
     def ask_to_cancel(self) -> None:
         """Ctrl-C: ask whether to cancel the run (a second Ctrl-C leaves the client)."""
-        self.progress.stop()
+        _shielded(self.progress.stop)
         if self.run is None:
             raise KeyboardInterrupt  # nothing followed yet: nothing to ask about
         if Confirm.ask(f"Cancel run {self.run_id}?", console=self.console, default=False):

@@ -73,7 +73,8 @@ def test_an_unknown_field_suggests_the_closest_known_name(
 def test_an_unknown_field_with_no_close_name_lists_the_fields(app_client: TestClient) -> None:
     problem = errors(app_client.post("/v1/datasets", json={"x": [1], "y": [1], "zzz": 1}))
     assert problem == [{"loc": ["body", "zzz"],
-                        "msg": 'unknown field "zzz"; the fields are "x", "y", "name"'}]
+                        "msg": ('unknown field "zzz"; the fields are "x", "y", "name", '
+                                '"description", "tags"')}]
 
 
 def test_a_missing_body_says_what_is_expected(app_client: TestClient,

@@ -107,9 +107,11 @@ def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 def body_for(op: dict[str, Any], own_dataset: str) -> dict[str, Any] | None:
     """The operation's example body, with any dataset id made the caller's own."""
     content = op.get("requestBody", {}).get("content", {})
-    if "application/json" not in content:
+    kind = next((k for k in ("application/json", "application/merge-patch+json") if k in content),
+                None)
+    if kind is None:
         return None
-    example = dict(content["application/json"].get("example") or {})
+    example = dict(content[kind].get("example") or {})
     if "dataset_id" in example:
         example["dataset_id"] = own_dataset
     if op["operationId"] == "models-predict":
