@@ -24,7 +24,9 @@ from service.api.routes.pages import assets
 from service.api.stream_items import read_items
 from service.config import DEFAULT_DATABASE_URL, Settings, get_settings
 from service.jobs.executors import scale_collector, start_executor
+from service.jobs.metrics import WebhookCollector
 from service.jobs.progress import Progress
+from service.jobs.webhooks.dispatch import start_dispatcher
 from service.logs import configure_logging
 from service.store import keys, lifecycle, repo
 from service.store.db import make_sessionmaker, open_store
@@ -60,10 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         feeds = Feeds(progress, partial(read_items, sessions))
         decoder = BodyDecoder()
-        runtime = Runtime(settings, engine, sessions, executor, progress, feeds, decoder, metrics)
+        dispatcher = await start_dispatcher(settings, sessions, progress)
+        runtime = Runtime(settings, engine, sessions, executor, progress, feeds, decoder, metrics,
+                          dispatcher)
         app.state.runtime = runtime
         metrics.watch_store(lambda: _store_metrics(runtime))
         metrics.registry.register(scale_collector(settings, sessions, executor))
+        metrics.registry.register(WebhookCollector(sessions))
         log.info(
             "started",
             extra={
@@ -78,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await dispatcher.stop()
             decoder.close()
             if listener is not None:
                 listener.stop()

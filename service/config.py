@@ -177,6 +177,11 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         None, description="When set, API keys are stored as an HMAC-SHA256 under this secret."
     )
+    secret_key_previous: SecretStr | None = Field(
+        None, description="The secret before the last rotation: webhook signing secrets "
+        "encrypted under it stay readable, and are encrypted again under TAPELINE_SECRET_KEY at "
+        "start-up."
+    )
     bootstrap_admin_key: SecretStr | None = Field(
         None,
         description="A key (`tl_` and 43+ URL-safe characters) registered at start-up as an "
@@ -204,6 +209,29 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         None, description="Redis for rate limits shared by every replica (memory otherwise)."
+    )
+
+    max_webhooks: int = Field(20, ge=0, description="Most webhook endpoints of one tenant.")
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="How long one webhook delivery attempt may take."
+    )
+    webhook_retry_scale: float = Field(
+        1.0, gt=0, description="Multiplies the webhook retry delays (about 5 s, 30 s, 2 min, "
+        "10 min, 1 h, then every 6 h) and the 3 days after which a failing endpoint is disabled."
+    )
+    webhook_retention_days: float = Field(
+        30.0, gt=0, description="Webhook deliveries older than this are pruned from the log."
+    )
+    webhook_allow_private: bool = Field(
+        False, description="Deliver webhooks to loopback, private, link-local and other "
+        "non-public addresses too (tests, a single machine)."
+    )
+    webhook_concurrency: int = Field(
+        8, ge=1, le=256, description="Webhook delivery attempts one process makes at once."
+    )
+    webhook_hosts_file: Path | None = Field(
+        None, description="For tests only: a hosts file (`address name` lines) read before DNS "
+        "whenever a webhook's host is resolved."
     )
 
     @field_validator("tenant_rate_limit")

@@ -1,5 +1,6 @@
-"""Scale-out metrics on the API's /metrics, read from the store when scraped: workers alive,
-attempts made (more than one per run means takeovers or hand-overs), queue depth."""
+"""Metrics on the API's /metrics read from the store when scraped: scale-out (workers alive,
+attempts made (more than one per run means takeovers or hand-overs), queue depth) and
+webhooks (attempts by outcome, the oldest undelivered event)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.store import deliveries
+from service.store.repo import now
 from service.store.tables import RunRow, RunStatus
 
 
@@ -35,13 +38,20 @@ def read_figures(sessions: sessionmaker[Session], workers: Callable[[Session], i
         return ScaleFigures(workers(session), int(attempts), int(retried), int(queued or 0))
 
 
+# Each `tapeline worker` process runs two procrastinate workers: one trains, one delivers
+# webhooks (they start and stop together).
+PROCRASTINATE_WORKERS_PER_PROCESS = 2
+
+
 def queue_workers(timeout: float) -> Callable[[Session], int]:
-    """Live ``tapeline worker`` processes: procrastinate's heartbeats within ``timeout``."""
+    """Live ``tapeline worker`` processes: procrastinate's heartbeats within ``timeout``, two
+    a process."""
     def count(session: Session) -> int:
-        return int(session.scalar(text(
+        live = int(session.scalar(text(
             "SELECT count(*) FROM procrastinate_workers "
             "WHERE last_heartbeat > now() - make_interval(secs => :timeout)"),
             {"timeout": timeout}) or 0)
+        return -(-live // PROCRASTINATE_WORKERS_PER_PROCESS)
     return count
 
 
@@ -61,3 +71,27 @@ class ScaleCollector(Collector):
         yield GaugeMetricFamily("tapeline_runs_retried", "Runs that needed more than one "
                                 "attempt (a worker lost, drained or restarted).",
                                 value=figures.retried_runs)
+
+
+class WebhookCollector(Collector):
+    """Webhook figures on the API's /metrics, read from the store when scraped: attempts by
+    outcome (of every process that delivers) and the age of the oldest undelivered event."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def collect(self) -> Iterator[Any]:
+        with self._sessions() as session:
+            counts = deliveries.counts(session)
+            oldest = deliveries.oldest_pending(session)
+        attempts = CounterMetricFamily(
+            "tapeline_webhook_deliveries", "Webhook delivery attempts by outcome: succeeded "
+            "(2xx), failed (another status), gone (410), error (no answer), refused (an address "
+            "not allowed).", labels=["outcome"])
+        for outcome in deliveries.OUTCOMES:
+            attempts.add_metric([outcome], counts.get(outcome, 0))
+        yield attempts
+        yield GaugeMetricFamily(
+            "tapeline_webhook_oldest_pending_seconds", "Age of the oldest event not yet "
+            "delivered to an enabled endpoint (0: none).",
+            value=0.0 if oldest is None else max((now() - oldest).total_seconds(), 0.0))

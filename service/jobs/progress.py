@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 
 # Runs whose version is remembered; readers of a forgotten run fall back to polling the store.
 REMEMBERED_RUNS = 4096
@@ -22,6 +23,12 @@ class Progress:
         # True while news from other processes is pushed here (PostgreSQL LISTEN): readers
         # then need not look at the store without news.
         self.pushed = False
+        self._listeners: list[Callable[[str, bool | None, bool], None]] = []
+
+    def listen(self, listener: Callable[[str, bool | None, bool], None]) -> None:
+        """Also tell ``listener`` of every run's news, on the loop: the run, what the news said
+        of its end, and whether it is the first news of the run here (its start, usually)."""
+        self._listeners.append(listener)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach to the event loop that readers wait on."""
@@ -73,6 +80,8 @@ class Progress:
         for waiter in self._waiters.pop(run_id, ()):
             if not waiter.done():
                 waiter.set_result(None)
+        for listener in self._listeners:
+            listener(run_id, ended, self._versions[run_id] == 1)
 
     async def wait(self, run_id: str, seen: int, timeout: float) -> None:
         """Return when the run's version differs from ``seen``, or after ``timeout`` seconds."""

@@ -1,4 +1,5 @@
-"""``tapeline worker``: processes that train the queue's runs, one run at a time each.
+"""``tapeline worker``: processes that train the queue's runs, one run at a time each, and
+deliver webhooks beside (``TAPELINE_WEBHOOK_CONCURRENCY`` attempts at a time each).
 
 The command's process supervises ``concurrency`` worker processes (training is CPU-bound
 NumPy: one process per core by default), restarts one that dies, and on SIGTERM / SIGINT
@@ -39,7 +40,10 @@ def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: in
     from service.jobs.attempt import Claim
     from service.jobs.pool import exit_with_parent
     from service.jobs.queue import WorkerState, build_worker_app, sweep_forever
+    from service.jobs.webhooks import queued
+    from service.jobs.webhooks.dispatch import Courier
     from service.logs import configure_logging
+    from service.store import outbox
     from service.store.db import make_engine, make_sessionmaker
 
     exit_with_parent(parent_pid)
@@ -60,10 +64,29 @@ def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: in
     state.on_epochs = epochs
     state.on_progress = progress
     app = build_worker_app(settings.database_url, state)
+    courier = Courier(settings, state.sessions)
+    queued.add_task(app, courier)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
+
+        def made_due(delivery_ids: list[str]) -> None:  # in the thread that trains
+            for delivery_id in delivery_ids:
+                asyncio.run_coroutine_threadsafe(queued.defer(app, delivery_id), loop)
+
+        outbox.watch(state.sessions, made_due)
         async with app.open_async():
+            delivering = asyncio.create_task(app.run_worker_async(
+                queues=[queued.QUEUE],
+                concurrency=settings.webhook_concurrency,
+                name=f"{name}:webhooks",
+                install_signal_handlers=False,
+                update_heartbeat_interval=max(settings.worker_timeout / 3, 0.2),
+                stalled_worker_timeout=settings.worker_timeout,
+                fetch_job_polling_interval=max(min(settings.worker_timeout / 3, 5.0), 0.2),
+                listen_notify=True,
+                delete_jobs="successful",
+            ))
             worker = asyncio.create_task(app.run_worker_async(
                 queues=["tapeline-runs"],
                 concurrency=1,
@@ -80,9 +103,13 @@ def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: in
                 log.info("worker %s draining", name)
                 state.draining.set()
                 sweeper.cancel()  # its own job looks stalled once it unregisters
+                webhook_sweeper.cancel()
                 worker.cancel()
+                delivering.cancel()  # an attempt in flight is taken again after its lease
 
             sweeper = asyncio.create_task(sweep_forever(app, state))
+            webhook_sweeper = asyncio.create_task(
+                queued.sweep_forever(app, courier, settings.worker_timeout))
             loop.add_signal_handler(signal.SIGTERM, drain)
             loop.add_signal_handler(signal.SIGINT, drain)
 
@@ -94,8 +121,12 @@ def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: in
             beating = asyncio.create_task(beat())
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+            with contextlib.suppress(asyncio.CancelledError):
+                await delivering
             sweeper.cancel()
+            webhook_sweeper.cancel()
             beating.cancel()
+            await courier.close()
 
     asyncio.run(main())
     engine.dispose()

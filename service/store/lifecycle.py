@@ -3,7 +3,8 @@ its epochs and checkpoints, finish it or hand it back, settle runs a stop or cra
 and count runs for the metrics.
 
 These functions act for the service itself, not for a caller: they are not bound to a
-tenant. Each takes an open :class:`~sqlalchemy.orm.Session`; the caller owns the transaction.
+tenant. Each takes an open :class:`~sqlalchemy.orm.Session`; the caller owns the transaction,
+in which a run's start and end write their events to the outbox.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from service.store import usage
+from service.store import documents, outbox, usage
 from service.store.codec import pack_params
+from service.store.event_types import RUN_STATUS_EVENTS
 from service.store.repo import NotFound, Repository, now
 from service.store.tables import (
     ACTIVE_STATUSES,
@@ -140,7 +142,8 @@ _APPEND_FENCE = update(RUNS).where(_OWNED).values(
 _INSERT_EPOCHS = insert(EPOCHS)
 _RUN_STATUS = select(RunRow.status).where(RunRow.id == bindparam("run_id"))
 _TO_FINISH = (
-    select(RunRow.model_id, RunRow.history_base, RunRow.started_at, DatasetRow.classes)
+    select(RunRow.model_id, RunRow.history_base, RunRow.started_at, DatasetRow.classes,
+           RunRow.owner)
     .outerjoin(DatasetRow, DatasetRow.id == RunRow.dataset_id)
     .where(RunRow.id == bindparam("run_id"))
 )
@@ -154,6 +157,16 @@ def _owned_core(run_id: str, attempt: int) -> Any:
 
 def _owned(run_id: str, attempt: int) -> Any:
     return and_(RunRow.id == run_id, RunRow.attempt == attempt, RunRow.status.in_(TRAINING))
+
+
+def _run_event(session: Session, owner: str, run_id: str, status: str) -> None:
+    """Record the event of a run's new status in the outbox (none for a status that makes
+    none), its snapshot the run as this transaction leaves it."""
+    event_type = RUN_STATUS_EVENTS.get(status)
+    if event_type is not None:
+        outbox.record(session, owner, event_type, f"run:{run_id}", lambda: documents.run(
+            session.scalars(select(RunRow).where(RunRow.id == run_id)
+                            .execution_options(populate_existing=True)).one()))
 
 
 def queue_rank(session: Session, run_id: str) -> tuple[str, int]:
@@ -229,6 +242,8 @@ def claim_run(
     session.execute(usage.recount(run_id))
     run.epochs_completed = resume_at
     announce(session, run_id)
+    if run.started_at == stamp:  # its first start (not a takeover, nor a hand-back resumed)
+        _run_event(session, run.owner, run_id, RunStatus.RUNNING)
     return Started(
         run,
         found[1],
@@ -393,6 +408,7 @@ def finish_run(
     announce(session, run_id)
     session.execute(update(MODELS).where(MODELS.c.id == found.model_id)
                     .values(_typed(MODELS, model)))
+    _run_event(session, found.owner, run_id, status)
 
 
 def resolve_interrupted(

@@ -4,13 +4,14 @@ makes, bound to one tenant (the training side's writes are in ``lifecycle``).
 A :class:`Repository` holds an open :class:`~sqlalchemy.orm.Session` (the caller owns the
 transaction) and the tenant it acts for; every query it makes filters by that tenant in SQL,
 so another tenant's id is exactly as unknown as an id that does not exist. Errors the API
-must report are :class:`NotFound` and :class:`Conflict`.
+must report are :class:`NotFound` and :class:`Conflict`. Each create and delete (and the
+cancel of a queued run) writes its event to the outbox in the same transaction.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any, TypeVar
@@ -20,14 +21,13 @@ from sqlalchemy import bindparam, delete, exists, false, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.store import blobs, usage
+from service.store import blobs, documents, outbox, usage
 from service.store.budget import RowBudget, sizes
 from service.store.codec import (
     npy_parts,
     pack_params,
     pack_vector,
     unpack_array,
-    unpack_vector,
 )
 from service.store.sampling import minmax_rows
 from service.store.tables import (
@@ -77,18 +77,6 @@ def _summary(x: np.ndarray, y: np.ndarray) -> bytes:
         ]
     )
     return pack_vector(stats)
-
-
-def dataset_summary(row: DatasetRow) -> dict[str, Any]:
-    """``{"x_mean": [..], "x_std": [..], "y_mean", "y_std"}`` of a stored dataset."""
-    stats = unpack_vector(row.summary)
-    f = row.features
-    return {
-        "x_mean": stats[:f],
-        "x_std": stats[f : 2 * f],
-        "y_mean": stats[2 * f],
-        "y_std": stats[2 * f + 1],
-    }
 
 
 def load_arrays(session: Session, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +205,14 @@ class Repository:
         self.session.add(row)
         self.session.flush()
         blobs.write(self.session, DatasetRow, row.id, {"x": x, "y": y})
+        self._event("dataset.created", row.id, lambda: documents.dataset(row))
         return row
+
+    def _event(self, event_type: str, resource_id: str,
+               render: Callable[[], documents.Document]) -> None:
+        """Record the event of a change made in this transaction (the outbox)."""
+        family = event_type.split(".", 1)[0]
+        outbox.record(self.session, self.tenant, event_type, f"{family}:{resource_id}", render)
 
     def _by_id(self, table: type[Row], kind: str, resource_id: str) -> Row:
         row = self.session.scalar(_BY_ID[table], {"id": resource_id, "owner": self.tenant})
@@ -247,6 +242,7 @@ class Repository:
         )
         if busy is not None:
             raise Conflict(f"dataset {dataset_id!r} is in use by active run {busy!r}")
+        self._event("dataset.deleted", row.id, lambda: documents.dataset(row))
         self.session.delete(row)
 
     def stored_bytes(self) -> int:
@@ -312,8 +308,11 @@ class Repository:
         random_seed: int | None = None,
         description: str | None = None,
         tags: dict[str, str] | None = None,
+        class_names: list[str] | None = None,
+        imported_from: dict[str, Any] | None = None,
     ) -> ModelRow:
-        """Store a new model: its kind, the kind's config and its initial parameters."""
+        """Store a new model: its kind, the kind's config and its initial parameters (and, for
+        an imported one, its class names and where its file came from)."""
         stamp = now()
         row = ModelRow(
             id=new_id("mdl"),
@@ -326,6 +325,8 @@ class Repository:
             config=config,
             params=pack_params(params),
             random_seed=random_seed,
+            class_names=class_names,
+            imported_from=imported_from,
             epochs_trained=0,
             history_rows=0,
             last_loss=None,
@@ -334,6 +335,7 @@ class Repository:
         )
         self.session.add(row)
         self.session.flush()
+        self._event("model.created", row.id, lambda: documents.model(row, training=False))
         return row
 
     def get_model(self, model_id: str) -> ModelRow:
@@ -360,6 +362,7 @@ class Repository:
         active = self.active_run_id(model_id)
         if active is not None:
             raise Conflict(f"model {model_id!r} is training (run {active!r})")
+        self._event("model.deleted", row.id, lambda: documents.model(row, training=False))
         self.session.execute(delete(EpochRow).where(EpochRow.model_id == row.id))
         self.session.execute(delete(RunRow).where(RunRow.model_id == row.id))
         self.session.delete(row)
@@ -423,6 +426,7 @@ class Repository:
         except IntegrityError as error:  # lost a race against another request for this model
             self.session.rollback()
             raise Conflict(f"model {model.id!r} already has an active run") from error
+        self._event("run.created", row.id, lambda: documents.run(row))
         return row
 
     def lock_queue(self) -> int:
@@ -457,6 +461,8 @@ class Repository:
             row.status = RunStatus.CANCELLED
             row.finished_at = now()
             row.error_reason, row.error_detail = "cancelled", "cancelled before it started"
+            self.session.flush()
+            self._event("run.cancelled", row.id, lambda: documents.run(row))
         elif row.status == RunStatus.RUNNING:
             row.status = RunStatus.CANCELLING
         self.session.flush()

@@ -3,7 +3,8 @@
 Arrays live in binary columns (see ``codec``): dataset arrays as ``.npy``, a model's
 named parameters as one safetensors blob; a kind's config and a run's options are JSON.
 Every resource carries an ``owner``: the tenant it belongs to. API keys (stored as hashes)
-and per-tenant quotas have tables of their own. ``seq`` columns give a stable creation order
+and per-tenant quotas have tables of their own; so do webhook endpoints and the outbox of
+events with their deliveries and attempts. ``seq`` columns give a stable creation order
 for cursors.
 """
 
@@ -264,3 +265,99 @@ class CheckpointRow(Base):
     epoch: Mapped[int] = mapped_column(Integer)
     state: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookRow(Base):
+    """An endpoint events are delivered to: its URL, the event types it subscribes to, and
+    its signing secrets, encrypted under the server's key (the previous one keeps signing
+    beside the current one until ``previous_secret_until`` after a rotation)."""
+
+    __tablename__ = "webhooks"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(String(500))
+    events: Mapped[list[str]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    # Why the service disabled it: "gone" (it answered 410) or "failing" (3 days of failures).
+    disabled_reason: Mapped[str | None] = mapped_column(String(16))
+    secret: Mapped[str] = mapped_column(String(400))
+    previous_secret: Mapped[str | None] = mapped_column(String(400))
+    previous_secret_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookEventRow(Base):
+    """An event of the outbox, written in the transaction of the change that made it: its id
+    (the ``webhook-id`` of every delivery of it), its type, the resource it is about (events
+    of one resource are delivered in ``seq`` order) and the exact body every attempt sends."""
+
+    __tablename__ = "webhook_events"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class DeliveryRow(Base):
+    """One event to one endpoint: ``pending`` until an attempt succeeds (``succeeded``) or the
+    endpoint is given up on (``failed``). ``next_attempt_at`` is when it is due, and while an
+    attempt is in flight, the end of that attempt's lease (another dispatcher may take it after,
+    so a dispatcher that died mid-attempt loses nothing)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_chain", "webhook_id", "resource", "status", "seq"),
+        Index("ix_webhook_deliveries_log", "webhook_id", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    webhook_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    first_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AttemptRow(Base):
+    """One HTTP attempt of a delivery: when, the answer's status code (none when there was
+    no answer), how long it took, the error, and the first KiB of the answer."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float(precision=53))
+    error: Mapped[str | None] = mapped_column(String(500))
+    response: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))
+
+
+class WebhookCounterRow(Base):
+    """Attempts by outcome, counted with each attempt: what the metrics report, across every
+    process that delivers (rows of the log are pruned, these counts are not)."""
+
+    __tablename__ = "webhook_counters"
+
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -46,6 +46,8 @@ SEMANTIC_422 = {
     "runs-update": r"tags; at most 64|reserved for studies",
     "models-update": r"tags; at most 64|reserved for studies",
     "datasets-update": r"tags; at most 64|reserved for studies",
+    "webhooks-create": r"^body\.url: |TAPELINE_MAX_WEBHOOKS",
+    "webhooks-update": r"^body\.url: ",
     "runs-create": r"feature\(s\) but the model has|labels must be class indices"
                    r"|labels are strings|fits (regression|classification)|leaves no \w+ row"
                    r"|needs validation|metric; this model does|differ from those the model"

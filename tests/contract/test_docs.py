@@ -139,6 +139,17 @@ def run_shell(scripts: dict[str, list[str]], url: str, cwd: Path, timeout: float
 
 
 @pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A live server on SQLite that may post webhooks to this machine: the Webhooks chapter
+    runs its receiver on loopback."""
+    folder = tmp_path_factory.mktemp("live")
+    server = start_server(sqlite_url(folder), folder / "server.log",
+                          TAPELINE_WEBHOOK_ALLOW_PRIVATE="true")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def chain(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Shell:
     """Every chained page's `sh` blocks, run in nav order in one shell on the live server."""
     scripts = {name: blocks(page(name), "sh") for name in CHAINED}
@@ -239,6 +250,27 @@ def test_export_and_prediction(chain: Shell) -> None:
     refused = out("rows.npy")
     assert refused.startswith("413 the answer to 100000 rows") and "(JSON: 2683," in refused
     assert (chain.cwd / "softmax.onnx").stat().st_size > 0
+
+
+def test_webhooks(chain: Shell) -> None:
+    out = partial(chain.output_of, "webhooks.md")
+    [made] = documents(out("WEBHOOK_SECRET="))
+    assert made["events"] == ["run.*"] and "secret" not in made
+    [ping] = documents(out("/test\""))
+    assert (ping["event_type"], ping["status"]) == ("ping", "succeeded")
+    assert ping["attempts"][0]["status_code"] == 204
+    received = out("cat received.log").split()
+    assert received[:2] == ["ping", made["id"]]
+    assert received.index("run.created") < received.index("run.started") \
+        < received.index("run.succeeded")
+    log, redelivered = documents(out("/redeliver"))
+    assert log["items"][0]["event_type"] == "run.succeeded" and redelivered["status"] == \
+        "pending"
+    metadata, unknown = documents(out("169.254.169.254"))
+    assert metadata["status"] == unknown["status"] == 422
+    assert "metadata" in metadata["detail"] and "'run.*'" in unknown["detail"]
+    assert unknown["errors"][0]["loc"] == ["body", "events", 0]
+    assert "succeeded" in out("tapeline webhooks deliveries")
 
 
 def test_errors(chain: Shell) -> None:

@@ -17,7 +17,7 @@ from tests.contract.conftest import BIN, ROOT, operation_ids
 from tests.support.ci import IN_CI
 from tests.support.servers import sqlite_url, start_server
 
-pytestmark = [pytest.mark.live, pytest.mark.slow]
+pytestmark = [pytest.mark.live, pytest.mark.slow, pytest.mark.timeout(600)]
 
 CONFIG = ROOT / "tests" / "contract" / "schemathesis.toml"
 # Small limits keep generated datasets and runs quick; the spec the server serves states them,
@@ -35,6 +35,7 @@ LIMITS = {
     "TAPELINE_MAX_WAIT_SECONDS": "1",
     "TAPELINE_WORKERS": "1",
     "TAPELINE_SSE_PING_SECONDS": "0.5",
+    "TAPELINE_WEBHOOK_TIMEOUT_SECONDS": "2",
 }
 # Keys required; rate limits far above what two Schemathesis workers send.
 KEYS = {
@@ -59,7 +60,7 @@ def fuzz(database_url: str, folder: Path) -> None:
                    "--header", f"Authorization: Bearer {made.json()['key']}"]
         if SEED:
             command += ["--seed", SEED]
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=280,
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=540,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
     finally:
         server.stop()

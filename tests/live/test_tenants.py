@@ -26,7 +26,9 @@ from tests.support.servers import LiveServer, free_port, sqlite_url, start_serve
 
 BOOTSTRAP = "tl_" + "B" * 20 + secrets.token_urlsafe(32)
 UNKNOWN_IDS = {"dataset_id": "ds_00000000000000000000", "model_id": "mdl_00000000000000000000",
-               "run_id": "run_00000000000000000000", "key_id": "key_00000000000000000000"}
+               "run_id": "run_00000000000000000000", "key_id": "key_00000000000000000000",
+               "webhook_id": "wh_00000000000000000000",
+               "delivery_id": "dlv_00000000000000000000"}
 # Path parameters that are not ids of a tenant's resources, and why.
 NOT_IDS = {"tenant": "names a tenant: only admins of tenant 'admin' may use it (403 for B)"}
 
@@ -72,7 +74,8 @@ def wait_until(api: httpx.Client, run_id: str, statuses: set[str]) -> dict[str, 
 
 
 def one_of_everything(api: httpx.Client) -> dict[str, Any]:
-    """A dataset, a model with a finished run, and a model with a running run."""
+    """A dataset, a model with a finished run, a model with a running run, and a webhook
+    endpoint with a delivery (a ping to a name that does not resolve here)."""
     dataset = api.post("/v1/datasets/synthetic", json={"seed": 1}).json()
     model = api.post("/v1/models").json()
     finished = api.post(f"/v1/models/{model['id']}/runs", headers={"prefer": "wait=60"},
@@ -83,8 +86,12 @@ def one_of_everything(api: httpx.Client) -> dict[str, Any]:
     running = api.post(f"/v1/models/{busy['id']}/runs", json={
         "dataset_id": slow_data["id"], "epochs": 2000, "batch_size": 4}).json()
     wait_until(api, running["id"], {"running"})
+    webhook = api.post("/v1/webhooks", json={"url": "https://hooks.example.invalid/a",
+                                             "events": ["dataset.deleted"]}).json()
+    delivery = api.post(f"/v1/webhooks/{webhook['id']}/test").json()
     return {"dataset": dataset, "model": model, "run": finished, "busy_model": busy,
-            "running": running, "slow_data": slow_data}
+            "running": running, "slow_data": slow_data, "webhook": webhook,
+            "delivery": delivery}
 
 
 def snapshot(api: httpx.Client, made: dict[str, Any]) -> dict[str, bytes]:
@@ -92,7 +99,9 @@ def snapshot(api: httpx.Client, made: dict[str, Any]) -> dict[str, bytes]:
     paths = [f"/v1/datasets/{made['dataset']['id']}", f"/v1/datasets/{made['dataset']['id']}/data",
              f"/v1/models/{made['model']['id']}", f"/v1/models/{made['model']['id']}/runs",
              f"/v1/runs/{made['run']['id']}", f"/v1/runs/{made['run']['id']}/history",
-             f"/v1/models/{made['model']['id']}/history", "/v1/datasets"]
+             f"/v1/models/{made['model']['id']}/history", "/v1/datasets",
+             f"/v1/webhooks/{made['webhook']['id']}",
+             f"/v1/webhooks/{made['webhook']['id']}/deliveries"]
     return {path: api.get(path).content for path in paths}
 
 
@@ -128,7 +137,8 @@ def test_tenant_b_gets_404_for_every_id_of_tenant_a(server: LiveServer) -> None:
     before = snapshot(a, made)
     spec = httpx.get(f"{server.url}/openapi.json").json()
     ids = {"dataset_id": made["dataset"]["id"], "model_id": made["model"]["id"],
-           "run_id": made["run"]["id"], "key_id": a_key["id"]}
+           "run_id": made["run"]["id"], "key_id": a_key["id"],
+           "webhook_id": made["webhook"]["id"], "delivery_id": made["delivery"]["id"]}
     checked = []
     for method, path, op in operations(spec):
         names = re.findall(r"\{([^}]+)\}", path)
@@ -153,7 +163,8 @@ def test_tenant_b_gets_404_for_every_id_of_tenant_a(server: LiveServer) -> None:
                 assert foreign.json()["title"] == missing.json()["title"]
                 checked.append(op["operationId"])
     assert {"datasets-delete", "models-predict", "runs-create", "runs-cancel", "events-stream",
-            "history-run", "history-model", "keys-delete", "datasets-download"} <= set(checked)
+            "history-run", "history-model", "keys-delete", "datasets-download",
+            "webhooks-update", "webhooks-redeliver"} <= set(checked)
     # B's run on A's dataset, with B's own model: 404 naming no more than an unknown id would.
     b_model = b.post("/v1/models").json()["id"]
     answer = b.post(f"/v1/models/{b_model}/runs", json={"dataset_id": made["dataset"]["id"]})

@@ -113,7 +113,7 @@ def head() -> str:
 def check_tenancy(url: str) -> None:
     """At head: after 0003 every v1 row belongs to tenant ``default``, each dataset knows its
     stored size, and the key and quota tables are there, empty; then the checks of 0004,
-    0006 and 0007."""
+    0006, 0007 and 0008 (the webhook tables are there, empty, their counters at zero)."""
     engine = make_engine(url)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() \
@@ -132,6 +132,11 @@ def check_tenancy(url: str) -> None:
             "SELECT count(*) FROM models WHERE imported_from IS NOT NULL")).scalar() == 0
         check_bounds(connection)
         check_experiments(connection)
+        for table in ("webhooks", "webhook_events", "webhook_deliveries", "webhook_attempts"):
+            assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
+        assert dict(connection.execute(text("SELECT outcome, count FROM webhook_counters"))
+                    .all()) == dict.fromkeys(("succeeded", "failed", "error", "refused", "gone"),
+                                             0)
     engine.dispose()
 
 

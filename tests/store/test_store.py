@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.store import lifecycle, repo
+from service.store import documents, lifecycle, repo
 from service.store.codec import (
     pack_array,
     pack_params,
@@ -114,7 +114,7 @@ def test_dataset_round_trip_and_summary(sessions: sessionmaker[Session]) -> None
     with sessions() as session:
         row = own(session).get_dataset(dataset_id)
         x, y = repo.load_arrays(session, dataset_id)
-        summary = repo.dataset_summary(row)
+        summary = documents.dataset_summary(row)
     assert x.shape == (5, 2) and x.dtype == np.float32
     assert summary["x_mean"] == pytest.approx([4.0, 5.0])
     assert summary["y_mean"] == pytest.approx(float(y.mean()))

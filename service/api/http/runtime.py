@@ -1,5 +1,5 @@
 """What a running app holds (settings, the store, the executor, run wake-ups, live feeds, the
-large-body decoder, metrics), and the dependency that hands it to a route.
+large-body decoder, metrics, the webhook dispatcher), and the dependency that hands it to a route.
 
 Dependencies here and in :mod:`service.api.http` are ``async`` because they never block:
 FastAPI runs a plain ``def`` dependency in a worker thread, a trip that costs more than they
@@ -20,6 +20,7 @@ from service.api.http.telemetry import Metrics
 from service.config import Settings
 from service.jobs.executors import Executor
 from service.jobs.progress import Progress
+from service.jobs.webhooks.dispatch import Dispatcher
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Runtime:
     feeds: Feeds
     decoder: BodyDecoder
     metrics: Metrics
+    dispatcher: Dispatcher
 
 
 async def get_runtime(request: Request) -> Runtime:

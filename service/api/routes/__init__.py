@@ -1,7 +1,7 @@
 """The routers, one module per resource: datasets, models (with predictions and model files),
-runs, history (with the live event streams), keys (with tenants), health (with metrics), and
-the pages for people. :data:`ROUTERS` is the order the app includes them in, which is the
-order of the OpenAPI document's paths and the order requests are matched in."""
+runs, history (with the live event streams), webhooks, keys (with tenants), health (with
+metrics), and the pages for people. :data:`ROUTERS` is the order the app includes them in,
+which is the order of the OpenAPI document's paths and the order requests are matched in."""
 
 from fastapi import APIRouter
 
@@ -16,6 +16,7 @@ from service.api.routes import (
     pages,
     predict,
     runs,
+    webhooks,
 )
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -28,6 +29,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     experiments.datasets_router,
     runs.router,
     history.router,
+    webhooks.router,
     keys.keys_router,
     keys.tenants_router,
     history.jsonl_router,  # before the event stream's own: it matches only when asked for

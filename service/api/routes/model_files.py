@@ -94,10 +94,8 @@ def _import(runtime: Runtime, store: TenantStore, file: UploadFile,
         if quotas is not None:
             repo.lock_tenant()
         row = repo.create_model(kind=imported.kind.name, config=imported.kind.config(),
-                                params=imported.params, name=imported.name)
-        row.class_names = imported.class_names
-        row.imported_from = imported.origin
-        repo.session.flush()
+                                params=imported.params, name=imported.name,
+                                class_names=imported.class_names, imported_from=imported.origin)
         if quotas is not None:
             check_stored_bytes(repo, quotas, f"this model ({len(row.params)} bytes of params)")
         # Rendered before the commit: a model whose answer cannot be sent is never stored.

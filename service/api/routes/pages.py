@@ -59,6 +59,7 @@ def ui_slash() -> RedirectResponse:
 
 @router.get("/ui/")
 @router.get("/ui/start")
+@router.get("/ui/webhooks")
 @router.get("/ui/runs/{run_id}")
 @router.get("/ui/models/{model_id}")
 @router.get("/ui/datasets")

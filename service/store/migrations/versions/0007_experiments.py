@@ -1,7 +1,7 @@
 """experiments: names, descriptions and tags; run durations; the run search's indexes
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 
 Datasets, models and runs get a description and tags (a flat map of strings; JSONB on
 PostgreSQL, with a GIN index), and runs a name (datasets and models had one). Runs keep how

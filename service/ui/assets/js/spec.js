@@ -1,5 +1,5 @@
 // What this server offers, read from its own OpenAPI spec: the synthetic dataset kinds, the
-// model kinds and the run options the start form may show.
+// model kinds and the run options the start form may show, and the events webhooks offer.
 
 import { getJSON } from "./api.js";
 
@@ -40,6 +40,13 @@ function choices(root, operationId, field) {
 
 function properties(root, name) {
   return Object.keys(resolve({ $ref: `#/components/schemas/${name}` }, root).properties ?? {});
+}
+
+/** The patterns a webhook may subscribe to: `*`, each family's `run.*`, each event type. */
+export async function eventPatterns() {
+  spec ??= await getJSON("/openapi.json");
+  const events = resolve({ $ref: "#/components/schemas/WebhookCreate" }, spec).properties?.events;
+  return resolve(events, spec).items?.enum ?? ["*"];
 }
 
 /** `{syntheticKinds, modelKinds, runFields}` of this server (the spec is read once). */
