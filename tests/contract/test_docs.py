@@ -11,6 +11,9 @@ line becomes the live server's."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import io
 import json
 import os
 import re
@@ -19,6 +22,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -383,13 +387,37 @@ def test_readme_python_snippet_runs(python_client: Path, live_server: LiveServer
     """The README's Python snippet, through the generated client (its install:
     test_client_packages.py), prints what the README shows."""
     every = fences(README.read_text())
-    [where] = [i for i, (lang, _) in enumerate(every) if lang == "python"]
+    [where] = [i for i, (lang, code) in enumerate(every)
+               if lang == "python" and "tapeline_client" in code]
     snippet, (language, shown) = every[where][1], every[where + 1]
     assert language == "text"
     status, weights, bias = run_python(snippet, python_client, live_server).split(" ", 2)
     expected = re.fullmatch(r"(\w+) \[(\d\.\d+)…\] (\d\.\d+)…\n", shown)
     assert expected and status == expected[1]
     assert weights.strip("[]").startswith(expected[2]) and bias.startswith(expected[3])
+
+
+def test_readme_webhook_receiver_verifies_a_signed_event() -> None:
+    """The README's five-line receiver, given a body signed as the server signs one, prints
+    the event's type and status; a forged body makes it raise."""
+    from standardwebhooks import Webhook
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    [snippet] = [code for lang, code in fences(README.read_text())
+                 if lang == "python" and "standardwebhooks" in code]
+    secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    body = json.dumps({"type": "run.succeeded", "timestamp": "2026-12-07T00:00:00Z",
+                       "data": {"id": "run_1", "status": "succeeded"}})
+    stamp = datetime.now(UTC)
+    headers = {"webhook-id": "evt_1", "webhook-timestamp": str(int(stamp.timestamp())),
+               "webhook-signature": Webhook(secret).sign("evt_1", stamp, body)}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(snippet, {"secret": secret, "body": body, "headers": headers})
+    assert printed.getvalue() == "run.succeeded succeeded\n"
+    with pytest.raises(WebhookVerificationError):
+        exec(snippet, {"secret": secret, "body": body.replace("succeeded", "failed"),
+                       "headers": headers})
 
 
 def test_python_examples_run(python_client: Path, live_server: LiveServer) -> None:
