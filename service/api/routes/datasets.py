@@ -348,6 +348,9 @@ def delete(dataset_id: str, store: StoreDep, if_match: IfMatch = None) -> Respon
     """Delete a dataset no active run uses (409 otherwise). Finished runs keep its id. With
     `If-Match`, only the version with that ETag (412 otherwise)."""
     with store.write() as repo:
+        # The queue's lock first, then the row's: a run's creation takes them in this order
+        # (its insert locks the dataset's row for its key), so taking the row first deadlocks.
+        repo.lock_queue()
         locked(repo, DatasetRow, "dataset", dataset_id, if_match)
         repo.delete_dataset(dataset_id)
     return Response(status_code=204)

@@ -102,6 +102,9 @@ def delete(model_id: str, store: StoreDep, if_match: IfMatch = None) -> Response
     """Delete a model with its runs and history; 409 while it trains. With `If-Match`, only
     the version with that ETag (412 otherwise)."""
     with store.write() as repo:
+        # The queue's lock first, then the row's: a run's creation takes them in this order
+        # (its insert locks the model's row for its key), so taking the row first deadlocks.
+        repo.lock_queue()
         locked(repo, ModelRow, "model", model_id, if_match)
         repo.delete_model(model_id)
     return Response(status_code=204)
