@@ -359,8 +359,8 @@ def memory_child(epochs: int) -> None:
     one_blas_thread()
     imported = _status("VmRSS")  # the interpreter and the libraries the loop imports
     x, y = workload.data()
-    params = initial(workload, x)
-    loop = tapeline_loop(workload, x, y, params, epochs=COMPILE_AFTER + epochs)
+    # The initial params go once the model holds its own copy, as in the service's worker.
+    loop = tapeline_loop(workload, x, y, initial(workload, x), epochs=COMPILE_AFTER + epochs)
     model_bytes = sum(v.numpy().nbytes for v in loop.model.variables)
     records = loop.run()
     for _ in range(COMPILE_AFTER):  # every batch shape traced
