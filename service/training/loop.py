@@ -302,12 +302,8 @@ class Fit:
                 start = time.perf_counter()
                 params = self._snapshot(epoch)
                 validation = self._validation()
-                if full_batch:
-                    loss_t, outputs = self._step(train.xs, train.ts)
-                else:
-                    loss_t, outputs = self.evaluate(train)
-                loss = float(loss_t.numpy())
-                metrics = {**self._measure(loss_t, outputs, train), **validation}
+                loss, metrics = self._row(full_batch)
+                metrics = {**metrics, **validation}
                 self._check(epoch, loss, metrics)
                 if self._stops(epoch, params, loss, metrics):
                     assert params is not None
@@ -324,6 +320,16 @@ class Fit:
             self._check(spec.epochs, loss, metrics)
             self._stops(spec.epochs, params, loss, metrics)
             yield self._end(spec.epochs, params, loss, metrics)
+
+    def _row(self, full_batch: bool) -> tuple[float, dict[str, float]]:
+        """The logged row's loss and metrics on the training split (at full batch, from the
+        epoch's step); its outputs go with it, rather than live on through the epoch."""
+        train = self.train
+        if full_batch:
+            loss_t, outputs = self._step(train.xs, train.ts)
+        else:
+            loss_t, outputs = self.evaluate(train)
+        return float(loss_t.numpy()), self._measure(loss_t, outputs, train)
 
     def _minibatches(self) -> None:
         spec, train = self.spec, self.train

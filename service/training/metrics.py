@@ -12,6 +12,9 @@ import numpy as np
 from service.training.kinds import Task
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
+# Logits are taken to float64 this many rows at a time: a split's own float64 copy and its
+# temporaries would be several times the size of its float32 outputs.
+BLOCK_ROWS = 4096
 
 
 def _mse(outputs: np.ndarray, y: np.ndarray) -> float:
@@ -47,10 +50,14 @@ def _accuracy(outputs: np.ndarray, y: np.ndarray) -> float:
 def _log_loss(outputs: np.ndarray, y: np.ndarray) -> float:
     if outputs.ndim == 1:
         per_example = np.maximum(outputs, 0) - outputs * y + np.log1p(np.exp(-np.abs(outputs)))
-    else:
-        shifted = outputs - outputs.max(axis=1, keepdims=True)
+        return float(np.mean(per_example))
+    per_example = np.empty(len(y))
+    for lo in range(0, len(y), BLOCK_ROWS):
+        block = np.asarray(outputs[lo:lo + BLOCK_ROWS], dtype=np.float64)
+        shifted = block - block.max(axis=1, keepdims=True)
         log_sum = np.log(np.exp(shifted).sum(axis=1))
-        per_example = log_sum - shifted[np.arange(len(y)), y.astype(np.int64)]
+        labels = y[lo:lo + BLOCK_ROWS].astype(np.int64)
+        per_example[lo:lo + len(block)] = log_sum - shifted[np.arange(len(block)), labels]
     return float(np.mean(per_example))
 
 
@@ -83,8 +90,10 @@ _BY_TASK = {task: names(task) for task in ("regression", "classification")}
 
 def measure(task: Task, outputs: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Every metric of ``task`` for these outputs (values, or logits) and true values (or
-    class indices), in float64 (non-finite results are the caller's to report)."""
-    outputs = np.asarray(outputs, dtype=np.float64)
+    class indices), in float64 (non-finite results are the caller's to report). Rows of
+    logits are converted where a metric needs their values, a block at a time."""
+    if outputs.ndim < 2:
+        outputs = np.asarray(outputs, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     return {name: METRICS[name].fn(outputs, y) for name in _BY_TASK[task]}
 

@@ -183,3 +183,16 @@ def test_metrics_by_hand() -> None:
     log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     assert multi["log_loss"] == pytest.approx(-(log_softmax[0, 0] + log_softmax[1, 1]) / 2)
     assert metrics.higher_is_better("val_accuracy") and not metrics.higher_is_better("val_loss")
+
+
+def test_logits_metrics_in_blocks_are_one_pass() -> None:
+    """float32 logits of more rows than a block: the bits of the whole set taken to float64."""
+    rng = np.random.default_rng(3)
+    logits = (rng.standard_normal((2 * metrics.BLOCK_ROWS + 5, 10)) * 20).astype(np.float32)
+    y = rng.integers(0, 10, len(logits))
+    whole = logits.astype(np.float64)
+    shifted = whole - whole.max(axis=1, keepdims=True)
+    per_row = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(y)), y]
+    assert metrics.measure("classification", logits, y.astype(np.float64)) == {
+        "accuracy": float(np.mean(np.argmax(whole, axis=1) == y)),
+        "log_loss": float(np.mean(per_row))}
