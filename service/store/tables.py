@@ -361,3 +361,83 @@ class WebhookCounterRow(Base):
 
     outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class StudyStatus(StrEnum):
+    """A study's state: running until its last batch is decided (``completed``), it is
+    cancelled, or it cannot go on (``failed``)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class TrialStatus(StrEnum):
+    """A trial's state, from its run's and the scheduler's decisions."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    PRUNED = "pruned"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class StudyRow(Base):
+    """A study: its spec (validated once, as the API took it), its state, and what its driver
+    last recorded (best trial, epochs trained, the number of its last event). ``version`` goes
+    up with every change the driver makes (under the study's row lock)."""
+
+    __tablename__ = "studies"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[dict[str, str]] = mapped_column(TagsType, default=dict)
+    dataset_id: Mapped[str] = mapped_column(String(40), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    best: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    epochs_trained: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(String(1000))
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TrialRow(Base):
+    """Trial ``number`` of a study: the point sampled for it, its model and run, its status,
+    the epochs its run trained and the objective at each rung it reached. The primary key
+    makes each number's trial once, whichever driver gets there first."""
+
+    __tablename__ = "study_trials"
+
+    study_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    model_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    run_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    epochs: Mapped[int] = mapped_column(Integer, default=0)
+    rungs: Mapped[list[float]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StudyEventRow(Base):
+    """Event ``seq`` of a study's stream (1, 2, ...): what happened, with its data."""
+
+    __tablename__ = "study_events"
+
+    study_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
