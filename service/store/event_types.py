@@ -23,6 +23,13 @@ EVENT_TYPES: dict[str, str] = {
     "model.deleted": "A model was deleted with its runs.",
     "dataset.created": "A dataset was stored.",
     "dataset.deleted": "A dataset was deleted.",
+    "study.created": "A study was made (its trials follow).",
+    "study.best_changed": "A study's best trial changed.",
+    "study.completed": "A study decided its last batch.",
+    "study.failed": "A study could not go on (its dataset deleted, or every trial of a batch "
+                    "failed).",
+    "study.cancelled": "A study was cancelled on request.",
+    "study.deleted": "A study was deleted with its trials' models and runs.",
     "webhook.disabled": "An endpoint was disabled: it answered 410 Gone, or failed for 3 days.",
 }
 PING = "ping"

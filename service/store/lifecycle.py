@@ -411,6 +411,12 @@ def finish_run(
     _run_event(session, found.owner, run_id, status)
 
 
+def in_study(row: RunRow) -> bool:
+    """Whether the run is a study's trial: resumed from its checkpoint after a crash whatever
+    ``TAPELINE_ON_INTERRUPTED`` says (a study's results must not depend on crashes)."""
+    return "study" in (row.tags or {})
+
+
 def resolve_interrupted(
     session: Session,
     policy: str,
@@ -418,8 +424,9 @@ def resolve_interrupted(
     keep: Callable[[RunRow], bool] | None = None,
 ) -> list[str]:
     """Active runs that a stop or crash interrupted (all of them, or ``only`` these): fail them
-    (``fail``), or re-queue them (``requeue``) to resume from their checkpoint (the epochs
-    after it are deleted when the next attempt claims the run); returns the re-queued ids.
+    (``fail``), or re-queue them (``requeue``; always for a study's trial) to resume from
+    their checkpoint (the epochs after it are deleted when the next attempt claims the run);
+    returns the re-queued ids.
     Runs for which ``keep`` says true (their worker is alive) are left alone."""
     query = select(RunRow).where(RunRow.status.in_(ACTIVE_STATUSES)).order_by(RunRow.seq)
     if only is not None:
@@ -429,7 +436,7 @@ def resolve_interrupted(
     for row in rows:
         if keep is not None and keep(row):
             continue  # a live worker elsewhere trains it
-        if policy == "requeue" and row.status != RunStatus.CANCELLING:
+        if (policy == "requeue" or in_study(row)) and row.status != RunStatus.CANCELLING:
             resume_at = session.scalar(
                 select(CheckpointRow.epoch).where(CheckpointRow.run_id == row.id)
             ) or 0

@@ -52,7 +52,7 @@ class Dimension:
         if self.type == "int":
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         assert self.step is not None
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        count = self.grid_size()
         return [self.low + i * self.step for i in range(count)]
 
     def grid_size(self) -> int:
@@ -62,7 +62,7 @@ class Dimension:
         if self.type == "int":
             return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
         assert self.step is not None
-        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return math.floor((self.high - self.low) / self.step + 1e-9) + 1
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,6 @@ def sample(plan: Plan, number: int, history: Sequence[Trial]) -> dict[str, Any]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    direction = "minimize" if plan.goal == "minimize" else "maximize"
     distributions = _distributions(plan)
     before = batch_of(plan, number)
     known = sorted((t for t in history if batch_of(plan, t.number) < before),
@@ -209,7 +208,7 @@ def sample(plan: Plan, number: int, history: Sequence[Trial]) -> dict[str, Any]:
     seed = trial_seed(plan.seed, number)
     sampler: Any = (optuna.samplers.RandomSampler(seed=seed) if plan.sampler == "random"
                     else optuna.samplers.TPESampler(seed=seed))
-    study = optuna.create_study(direction=direction, sampler=sampler)
+    study = optuna.create_study(direction=plan.goal, sampler=sampler)
     for t in known:
         study.add_trial(_frozen(plan, t, distributions))
     asked = study.ask(distributions)
@@ -222,8 +221,9 @@ def _frozen(plan: Plan, trial: Trial, distributions: dict[str, Any]) -> Any:
     from optuna.trial import TrialState, create_trial
 
     intermediate = {plan.rungs[k]: v for k, v in enumerate(trial.rungs)}
-    common = {"params": _internal(plan, trial.params), "distributions": distributions,
-              "intermediate_values": intermediate}
+    common: dict[str, Any] = {"params": _internal(plan, trial.params),
+                              "distributions": distributions,
+                              "intermediate_values": intermediate}
     if trial.status == "completed" and trial.rungs:
         return create_trial(state=TrialState.COMPLETE, value=trial.rungs[-1], **common)
     if trial.status == "pruned" and trial.rungs:
