@@ -95,7 +95,7 @@ class LocalExecutor:
         with self._sessions.begin() as session:  # still queued if it died while starting it
             if lifecycle.run_status(session, run_id) not in ACTIVE_STATUSES:
                 return
-            row = session.get(RunRow, run_id)
+            row = session.scalar(select(RunRow).where(RunRow.id == run_id))
             if self._settings.on_interrupted == "requeue" or (
                     row is not None and lifecycle.in_study(row)):
                 requeued = lifecycle.resolve_interrupted(session, "requeue", [run_id])

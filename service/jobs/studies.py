@@ -67,11 +67,18 @@ class Advanced:
     changed: bool = False
 
 
+def _run(session: Session, run_id: str | None) -> RunRow | None:
+    if run_id is None:
+        return None
+    return session.scalar(select(RunRow).where(RunRow.id == run_id)
+                          .execution_options(populate_existing=True))
+
+
 def measure(session: Session, run_id: str) -> Outcome:
     """A paused run's model at its checkpoint: its params, objective and metrics over its
     training (and validation) rows, as the run's ``final`` would say had it been asked for
     those epochs (the loop's own measurement, uncompiled: the same bits)."""
-    run = session.get(RunRow, run_id)
+    run = _run(session, run_id)
     if run is None:
         raise LookupError(run_id)
     if run.final_metrics is not None and run.final_params is not None:
@@ -79,7 +86,7 @@ def measure(session: Session, run_id: str) -> Outcome:
 
         return Outcome(False, unpack_params(run.final_params), float(run.final_loss or 0.0),
                        dict(run.final_metrics))
-    model = session.get(ModelRow, run.model_id)
+    model = session.scalar(select(ModelRow).where(ModelRow.id == run.model_id))
     checkpoint = session.execute(select(CheckpointRow.epoch, CheckpointRow.state).where(
         CheckpointRow.run_id == run_id)).one_or_none()
     if model is None or checkpoint is None:
@@ -110,7 +117,7 @@ def _refresh(session: Session, study: StudyRow, plan: plans.Plan, trial: TrialRo
              events: list[tuple[str, dict[str, Any]]]) -> None:
     """Bring a trial up to date with its run."""
     metric = study.spec["objective"]["metric"]
-    run = session.get(RunRow, trial.run_id) if trial.run_id is not None else None
+    run = _run(session, trial.run_id)
     before = trial.status
     if run is None:
         trial.status = TrialStatus.FAILED
