@@ -165,9 +165,10 @@ def prepare(body: StudyCreate, settings: Settings, dataset: DatasetRow,
     sampler = body.sampler.kind
     for path, d in body.space.items():
         _check_dimension(path, d, sampler)
-    bodies = {"model": body.model.model_dump(mode="json", exclude_unset=True),
-              "run": body.run.model_dump(mode="json", exclude_unset=True)}
-    bodies["model"].setdefault("kind", body.model.kind)
+    # With their defaults, so that a path into a default (run.optimizer.learning_rate of the
+    # default SGD) changes that default.
+    bodies = {"model": body.model.model_dump(mode="json", exclude_none=True),
+              "run": body.run.model_dump(mode="json", exclude_none=True)}
     base = _built(settings, bodies, dataset, datasets, None)
     asha = isinstance(body.scheduler, Asha)
     if asha:
