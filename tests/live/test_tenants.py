@@ -82,14 +82,6 @@ def one_of_everything(api: httpx.Client) -> dict[str, Any]:
     finished = api.post(f"/v1/models/{model['id']}/runs", headers={"prefer": "wait=60"},
                         json={"dataset_id": dataset["id"], "epochs": 3}).json()
     assert finished["status"] == "succeeded", finished
-    slow_data = api.post("/v1/datasets/synthetic", json={"num_examples": 20000, "seed": 2}).json()
-    busy = api.post("/v1/models").json()
-    running = api.post(f"/v1/models/{busy['id']}/runs", json={
-        "dataset_id": slow_data["id"], "epochs": 2000, "batch_size": 4}).json()
-    wait_until(api, running["id"], {"running"})
-    webhook = api.post("/v1/webhooks", json={"url": "https://hooks.example.invalid/a",
-                                             "events": ["dataset.deleted"]}).json()
-    delivery = api.post(f"/v1/webhooks/{webhook['id']}/test").json()
     study = api.post("/v1/studies", json={
         "dataset_id": dataset["id"], "model": {"kind": "linear"}, "run": {"epochs": 2},
         "space": {"run.optimizer.learning_rate": {"type": "choice", "values": [0.1]}},
@@ -98,6 +90,14 @@ def one_of_everything(api: httpx.Client) -> dict[str, Any]:
     while api.get(f"/v1/studies/{study['id']}").json()["status"] == "running":
         assert time.monotonic() < deadline, "the study did not end"
         time.sleep(0.2)
+    slow_data = api.post("/v1/datasets/synthetic", json={"num_examples": 20000, "seed": 2}).json()
+    busy = api.post("/v1/models").json()
+    running = api.post(f"/v1/models/{busy['id']}/runs", json={
+        "dataset_id": slow_data["id"], "epochs": 2000, "batch_size": 4}).json()
+    wait_until(api, running["id"], {"running"})
+    webhook = api.post("/v1/webhooks", json={"url": "https://hooks.example.invalid/a",
+                                             "events": ["dataset.deleted"]}).json()
+    delivery = api.post(f"/v1/webhooks/{webhook['id']}/test").json()
     return {"study": study, "dataset": dataset, "model": model, "run": finished, "busy_model": busy,
             "running": running, "slow_data": slow_data, "webhook": webhook,
             "delivery": delivery}
