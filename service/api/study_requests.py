@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from service.api.model_requests import REQUEST_FIELDS, initial_params
-from service.api.routes.runs import run_spec
+from service.api.run_requests import run_spec
 from service.api.schemas.models import ModelCreate
 from service.api.schemas.runs import RunCreate
 from service.api.schemas.studies import Asha, FloatDimension, IntDimension, StudyCreate

@@ -121,7 +121,7 @@ def test_a_bad_spec_is_refused(app_client: TestClient, dataset_id: str, case: st
 
 def test_a_grid_too_large_for_the_limit_is_refused(app_client: TestClient,
                                                    dataset_id: str) -> None:
-    big = {f"model.hidden": {"type": "choice", "values": [[n] for n in range(1, 200)]},
+    big = {"model.hidden": {"type": "choice", "values": [[n] for n in range(1, 200)]},
            "run.optimizer.learning_rate": {"type": "float", "low": 0.001, "high": 0.1,
                                            "step": 0.001}}
     answer = app_client.post("/v1/studies", json=spec(

@@ -160,8 +160,8 @@ def test_the_last_rung_runs_to_the_end_and_the_batch_then_the_study_ends() -> No
     # Rung 1 keeps max(1, floor(3 / 3)) = 1: trial 3, which goes on to the end.
     assert decided.promote == (Promotion(3, None),)
     assert decided.prune == (1,)
-    finished = first + [Trial(1, "pruned", (0.1, 0.3)), Trial(5, "pruned", (0.2, 0.9)),
-                        Trial(3, "completed", (0.15, 0.2, 0.05))]
+    finished = [*first, Trial(1, "pruned", (0.1, 0.3)), Trial(5, "pruned", (0.2, 0.9)),
+                Trial(3, "completed", (0.15, 0.2, 0.05))]
     assert decide(p, finished) == Decisions(end="completed")
     top = best(p, finished)
     assert top is not None and top.number == 3
@@ -173,7 +173,7 @@ def test_the_next_batch_starts_when_the_previous_is_decided() -> None:
     p = plan(reduction_factor=None, rungs=(5,), trials_per_batch=3, max_trials=7,
              concurrency=10)
     done = [Trial(n, "completed", (float(n),)) for n in range(3)]
-    assert decide(p, done[:2] + [Trial(2, "running")]) == Decisions()
+    assert decide(p, [*done[:2], Trial(2, "running")]) == Decisions()
     assert decide(p, done) == Decisions(create=(3, 4, 5))
     later = done + [Trial(n, "completed", (1.0,)) for n in range(3, 6)]
     assert decide(p, later) == Decisions(create=(6,))  # the last batch is short

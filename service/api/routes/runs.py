@@ -17,43 +17,18 @@ from service.api.http.problems import ProblemError, over_quota, responses
 from service.api.http.request_checks import JsonBody
 from service.api.http.runtime import Runtime, RuntimeDep
 from service.api.http.tenant_store import StoreDep, TenantStore, check_stored_bytes
+from service.api.run_requests import run_spec
 from service.api.schemas.annotations import ETAG_HEADER
 from service.api.schemas.runs import (
     Run,
     RunCreate,
     RunPreview,
-    ValidationFraction,
 )
 from service.store.tables import FINAL_STATUSES
 from service.training import specs
 
 router = APIRouter(tags=["runs"], route_class=OffLoopJsonRoute, dependencies=[Authorized],
                    responses=AUTH_ERRORS)
-
-
-def run_spec(body: RunCreate, record_params: int) -> specs.RunSpec:
-    """The run a request asks for, as the training specs take it (a draft: its loss and early
-    stopping's monitor are resolved by :func:`~service.training.specs.validate_run`)."""
-    validation = body.validation
-    stopping = body.early_stopping
-    return specs.RunSpec(
-        epochs=body.epochs,
-        optimizer=body.optimizer.model_dump(),
-        batch_size=body.batch_size,
-        shuffle_seed=body.shuffle_seed,
-        dtype=body.dtype,
-        loss=body.loss,
-        huber_delta=body.huber_delta,
-        regularization=specs.Regularization(**body.regularization.model_dump()),
-        validation=None if validation is None
-        else specs.ValidationFraction(validation.fraction)
-        if isinstance(validation, ValidationFraction)
-        else specs.ValidationDataset(validation.dataset_id),
-        early_stopping=None if stopping is None
-        else specs.EarlyStoppingSpec(**stopping.model_dump()),
-        shuffle=body.shuffle,
-        record_params=record_params,
-    )
 
 
 def _start(runtime: Runtime, store: TenantStore, model_id: str, body: RunCreate,
