@@ -30,7 +30,7 @@ datasets, models and runs."""
 TAGS = [
     {"name": "datasets", "description": "Data to train on: inline, synthetic, uploaded."},
     {"name": "models", "description": "Models and their current parameters."},
-    {"name": "runs", "description": "Training runs: start, watch, cancel."},
+    {"name": "runs", "description": "Training runs: start, watch, cancel, pause, resume."},
     {"name": "history", "description": "Per-epoch params, loss and metrics, as rows or "
                                        "columns."},
     {"name": "events", "description": "Live streams of a run's epochs."},

@@ -194,7 +194,7 @@ def advance(session: Session, study_id: str, make: TrialMaker) -> Advanced:
     for promotion in decisions.promote:
         row = by_number[promotion.number]
         assert row.run_id is not None
-        lifecycle.resume_run(session, row.run_id, promotion.pause_at)  # type: ignore[attr-defined]
+        lifecycle.resume_run(session, row.run_id, promotion.pause_at)
         row.status, row.updated_at = TrialStatus.QUEUED, now()
         done.submit.append(row.run_id)
         events.append(("trial.promoted", {"number": promotion.number,

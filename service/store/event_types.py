@@ -19,6 +19,8 @@ EVENT_TYPES: dict[str, str] = {
     "run.failed": "A run ended by an error.",
     "run.diverged": "A run ended because its loss or params stopped being finite.",
     "run.cancelled": "A run ended on request.",
+    "run.paused": "A run paused (at an epoch's end, with a checkpoint; or at once if queued).",
+    "run.resumed": "A paused run was queued again, to continue from its checkpoint.",
     "model.created": "A model was made (or imported).",
     "model.deleted": "A model was deleted with its runs.",
     "dataset.created": "A dataset was stored.",
@@ -41,6 +43,7 @@ RUN_STATUS_EVENTS: dict[str, str] = {
     RunStatus.FAILED: "run.failed",
     RunStatus.DIVERGED: "run.diverged",
     RunStatus.CANCELLED: "run.cancelled",
+    RunStatus.PAUSED: "run.paused",
 }
 
 

@@ -37,20 +37,29 @@ DEFAULT_OWNER = "default"
 
 class RunStatus(StrEnum):
     """A run's state: queued -> running -> succeeded | failed | cancelled | diverged, through
-    cancelling when asked to stop while running."""
+    cancelling when asked to stop while running. A queued or running run may be paused
+    (queued -> paused at once, running -> paused at an epoch's end, its checkpoint holding
+    its state) and resumed (paused -> queued); a paused run may be cancelled. More values may
+    be added: clients must accept one they do not know."""
 
     QUEUED = "queued"
     RUNNING = "running"
     CANCELLING = "cancelling"
+    PAUSED = "paused"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
     DIVERGED = "diverged"
 
 
+# Runs that want or hold a worker: what the active-run quota counts, and what a stop or
+# crash of the service interrupts.
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLING)
-FINAL_STATUSES = tuple(status for status in RunStatus if status not in ACTIVE_STATUSES)
-ACTIVE_SQL = f"status IN ({', '.join(repr(str(s)) for s in ACTIVE_STATUSES)})"
+# Runs not yet ended: the active ones and the paused ones. Such a run holds its model (its
+# model is training: one per model, no delete) and its datasets (no delete).
+OPEN_STATUSES = (*ACTIVE_STATUSES, RunStatus.PAUSED)
+FINAL_STATUSES = tuple(status for status in RunStatus if status not in OPEN_STATUSES)
+OPEN_SQL = f"status IN ({', '.join(repr(str(s)) for s in OPEN_STATUSES)})"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -144,13 +153,14 @@ class RunRow(Base):
     __tablename__ = "runs"
     __table_args__ = (
         Index("ix_runs_model_seq", "model_id", "seq"),
-        # At most one queued/running/cancelling run per model, enforced by the database.
+        # At most one open (queued, running, cancelling or paused) run per model, enforced by
+        # the database.
         Index(
             "ux_runs_one_active_per_model",
             "model_id",
             unique=True,
-            sqlite_where=text(ACTIVE_SQL),
-            postgresql_where=text(ACTIVE_SQL),
+            sqlite_where=text(OPEN_SQL),
+            postgresql_where=text(OPEN_SQL),
         ),
     )
 
@@ -202,6 +212,10 @@ class RunRow(Base):
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     stored_quota: Mapped[bool] = mapped_column(Boolean, default=False,
                                                server_default=text("false"))
+    # Pause and resume (migration 0009): the run pauses at the first epoch boundary where its
+    # epochs completed reach ``pause_at`` (0: the next one), unless that is its end; null:
+    # no pause asked for. A pause, a finish or a resume without one clears it.
+    pause_at: Mapped[int | None] = mapped_column(Integer)
 
 
 class EpochRow(Base):
