@@ -19,14 +19,19 @@ from typing import Any
 
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.orm import Session
 
+from service.api.http.tenant_store import default_quotas
 from service.api.model_requests import REQUEST_FIELDS, initial_params
 from service.api.run_requests import run_spec
 from service.api.schemas.models import ModelCreate
 from service.api.schemas.runs import RunCreate
 from service.api.schemas.studies import Asha, FloatDimension, IntDimension, StudyCreate
 from service.config import Settings
-from service.store.tables import DatasetRow
+from service.jobs.studies import Waits
+from service.store import keys
+from service.store.repo import NotFound, Repository
+from service.store.tables import DatasetRow, StudyRow
 from service.training import specs
 from service.training import studies as plans
 from service.training.errors import SpecError
@@ -223,6 +228,8 @@ def prepare(body: StudyCreate, settings: Settings, dataset: DatasetRow,
         "scheduler": scheduler, "rungs": list(rungs), "trials_per_batch": per_batch,
         "max_trials": max_trials, "concurrency": effective,
         "concurrency_requested": body.concurrency,
+        # Whether the tenant's quotas apply to its trials (its creator's key brought them).
+        "quotas": max_active_runs is not None,
     }
 
 
@@ -244,17 +251,33 @@ def _built(settings: Settings, bodies: Mapping[str, Any], dataset: DatasetRow,
         raise SpecError(("body", side), _problem(error)) from None
 
 
-def trial_maker(settings: Settings) -> Any:
+class TrialMaker:
     """The driver's maker of trials: trial ``number``'s model and run, made from the study's
     spec and its point as the API makes them, tagged ``study`` and ``trial`` (tags no client
-    may set), seeded from the study's seed and the number where the spec leaves seeds out."""
-    from sqlalchemy.orm import Session
+    may set), seeded from the study's seed and the number where the spec leaves seeds out;
+    within the tenant's quotas when its creator's key brought them (the spec's ``quotas``),
+    as a client's own runs are."""
 
-    from service.store.repo import NotFound, Repository
-    from service.store.tables import StudyRow
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
-    def make(session: Session, study: StudyRow, number: int, point: dict[str, Any],
-             pause_at: int | None) -> tuple[str, str]:
+    def _quotas(self, session: Session, study: StudyRow) -> keys.Quotas | None:
+        if not study.spec.get("quotas"):
+            return None
+        return keys.quotas(session, study.owner, default_quotas(self.settings))
+
+    def room(self, session: Session, study: StudyRow, queued: int) -> int | None:
+        """How many more of the study's runs may be queued now: the server's queue limit,
+        and the tenant's active-run quota when it applies (paused trials do not count)."""
+        free = self.settings.max_queued_runs - queued
+        quotas = self._quotas(session, study)
+        if quotas is not None:
+            active = Repository(session, study.owner).active_runs()
+            free = min(free, quotas.max_active_runs - active)
+        return free
+
+    def __call__(self, session: Session, study: StudyRow, number: int, point: dict[str, Any],
+                 pause_at: int | None) -> tuple[str, str]:
         repo = Repository(session, study.owner)
         try:
             dataset = repo.get_dataset(study.dataset_id)
@@ -268,9 +291,12 @@ def trial_maker(settings: Settings) -> Any:
         seed = plans.trial_seed(int(spec["sampler"]["seed"]), number)
         bodies = with_point(spec, point)
         try:
-            built = build(settings, bodies, dataset, lookup, seed)
+            built = build(self.settings, bodies, dataset, lookup, seed)
         except (ValidationError, SpecError, NotFound) as error:
             raise ValueError(str(error)) from error
+        quotas = self._quotas(session, study)
+        if quotas is not None:
+            repo.lock_tenant()  # held since before the writes, as the API's are
         label = f"{study.name or study.id} #{number}"
         reserved = {"study": study.id, "trial": str(number)}
         model = repo.create_model(
@@ -280,7 +306,16 @@ def trial_maker(settings: Settings) -> Any:
         extra: dict[str, Any] = {} if pause_at is None else {"pause_at": pause_at}
         run = repo.create_run(model=model, dataset=dataset, name=label,
                               tags={**(bodies["run"].get("tags") or {}), **reserved},
-                              **built.run, **extra)
+                              stored_quota=quotas is not None, **built.run, **extra)
+        if quotas is not None:
+            stored = repo.stored_bytes()
+            if stored > quotas.max_stored_bytes:
+                raise Waits(f"tenant {study.owner!r} would store {stored} bytes with trial "
+                            f"{number}'s model and run, more than its quota of "
+                            f"{quotas.max_stored_bytes} bytes")
         return model.id, run.id
 
-    return make
+
+def trial_maker(settings: Settings) -> TrialMaker:
+    """The driver's maker of trials with these settings."""
+    return TrialMaker(settings)

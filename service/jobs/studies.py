@@ -49,13 +49,27 @@ PAUSED = "paused"
 _FINAL = (TrialStatus.PRUNED, TrialStatus.COMPLETED, TrialStatus.FAILED)
 
 
+class Waits(Exception):
+    """A trial cannot be made now but may be later (its tenant stores more bytes than its
+    quota): it waits, and so do the trials after it."""
+
+
 class TrialMaker(Protocol):
-    """Makes trial ``number``'s model and run (queued, pausing at ``pause_at`` epochs when
-    given) in the session; their ids. Raises ``LookupError`` when the study's dataset is gone
-    and ``ValueError`` when the point makes an invalid model or run."""
+    """Makes trials' models and runs as the API would, within the limits a client's runs
+    have."""
 
     def __call__(self, session: Session, study: StudyRow, number: int,
-                 point: dict[str, Any], pause_at: int | None) -> tuple[str, str]: ...
+                 point: dict[str, Any], pause_at: int | None) -> tuple[str, str]:
+        """Make trial ``number``'s model and run (queued, pausing at ``pause_at`` epochs
+        when given) in the session; their ids. Raises ``LookupError`` when the study's
+        dataset is gone, ``ValueError`` when the point makes an invalid model or run and
+        :class:`Waits` when the tenant's byte quota has no room for them now."""
+
+    def room(self, session: Session, study: StudyRow, queued: int) -> int | None:
+        """How many more of the study's runs may be queued now (new trials or promoted
+        ones): the server's queue limit (``queued`` runs wait, every tenant's) and the
+        tenant's active-run quota when it applies to the study; None for no limit. Asked
+        under the queue's lock."""
 
 
 @dataclass
@@ -171,7 +185,7 @@ def advance(session: Session, study_id: str, make: TrialMaker) -> Advanced:
     owner = session.scalar(select(StudyRow.owner).where(StudyRow.id == study_id))
     if owner is None:
         return done
-    Repository(session, owner).lock_queue()
+    queued = Repository(session, owner).lock_queue()
     study = stored.lock(session, study_id)
     if study is None or study.status != StudyStatus.RUNNING:
         return done
@@ -182,7 +196,14 @@ def advance(session: Session, study_id: str, make: TrialMaker) -> Advanced:
         if row.status not in _FINAL:
             _refresh(session, study, plan, row, events)
     by_number = {row.number: row for row in rows}
-    decisions = plans.decide(plan, [_view(r) for r in rows])
+    views = [_view(r) for r in rows]
+    # Trials wait for room (the study's concurrency, the tenant's active-run quota, the
+    # queue's limit): that changes when they train, never what is decided.
+    capacity = plan.concurrency - sum(v.status in plans.ACTIVE for v in views)
+    room = make.room(session, study, queued)
+    if room is not None:
+        capacity = min(capacity, room)
+    decisions = plans.decide(plan, views, capacity)
     for number in decisions.prune:
         row = by_number[number]
         assert row.run_id is not None
@@ -211,6 +232,10 @@ def advance(session: Session, study_id: str, make: TrialMaker) -> Advanced:
                                                 plans.pause_at(plan, 0))
         except LookupError:
             _end(session, study, StudyStatus.FAILED, "its dataset was deleted", events)
+            break
+        except Waits as waiting:
+            log.info("study %s: trial %d waits: %s", study_id, number, waiting,
+                     extra={"fields": {"study_id": study_id}})
             break
         except ValueError as error:
             row.status = TrialStatus.FAILED
