@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, create_model
+from pydantic import BeforeValidator, ConfigDict, Field, create_model
 
 from service.api.schemas.annotations import ETAG_DESCRIPTION, Description, Tags
 from service.api.schemas.common import NO_NUL, RFC3339, Name, Public, Request, Seed
@@ -14,10 +14,11 @@ from service.api.schemas.limits import Limit
 from service.api.schemas.models import ModelCreate
 from service.api.schemas.runs import RunCreate
 from service.store.tables import StudyStatus, TrialStatus
+from service.training.fields import integral
 from service.training.studies import MAX_DIMENSIONS
 
 Bound = Annotated[float, Field(ge=-1e15, le=1e15)]
-IntBound = Annotated[int, Field(ge=-(2**53) + 1, le=2**53 - 1)]
+IntBound = Annotated[int, Field(ge=-(2**53) + 1, le=2**53 - 1), BeforeValidator(integral)]
 MAX_CHOICES = 1000
 
 # A run body without its dataset (the study gives it once).
@@ -49,7 +50,7 @@ class IntDimension(Request):
     low: IntBound
     high: IntBound
     log: bool = False
-    step: Annotated[int, Field(ge=1, le=2**53 - 1)] = 1
+    step: Annotated[int, Field(ge=1, le=2**53 - 1), BeforeValidator(integral)] = 1
 
 
 class ChoiceDimension(Request):
@@ -93,8 +94,8 @@ class Asha(Request):
     pruned (their runs pause at the rung and end there)."""
 
     kind: Literal["asha"]
-    min_epochs: Annotated[int, Field(ge=1), Limit("max_epochs")] = 1
-    reduction_factor: Annotated[int, Field(ge=2, le=1000)] = 3
+    min_epochs: Annotated[int, Field(ge=1), Limit("max_epochs"), BeforeValidator(integral)] = 1
+    reduction_factor: Annotated[int, Field(ge=2, le=1000), BeforeValidator(integral)] = 3
 
 
 Scheduler = Annotated[NoScheduler | Asha, Field(discriminator="kind")]
@@ -110,16 +111,21 @@ class StudyCreate(Request):
     dataset_id: str = Field(max_length=40, pattern=NO_NUL)
     model: ModelCreate
     run: StudyRun = Field(default_factory=lambda: StudyRun())
-    space: dict[SpacePath, Dimension] = Field(min_length=1, max_length=MAX_DIMENSIONS)
+    space: dict[SpacePath, Dimension] = Field(
+        min_length=1, max_length=MAX_DIMENSIONS,
+        # Every key is a path: the pattern of patternProperties is the only one allowed.
+        json_schema_extra={"additionalProperties": False})
     objective: Objective
     sampler: Sampler = Field(default_factory=Sampler)
     scheduler: Scheduler = Field(default_factory=lambda: NoScheduler(kind="none"))
-    trials_per_batch: Annotated[int, Field(ge=1), Limit("max_trials")] | None = Field(
+    trials_per_batch: Annotated[int, Field(ge=1), Limit("max_trials"),
+                                BeforeValidator(integral)] | None = Field(
         None, description="Trials sampled together (ASHA: reduction_factor^(rungs - 1); "
                           "else 8).")
-    max_trials: Annotated[int, Field(ge=1), Limit("max_trials")] | None = Field(
+    max_trials: Annotated[int, Field(ge=1), Limit("max_trials"),
+                          BeforeValidator(integral)] | None = Field(
         None, description="Trials in all (a grid: its size; else one batch).")
-    concurrency: Annotated[int, Field(ge=1, le=1024)] = Field(
+    concurrency: Annotated[int, Field(ge=1, le=1024), BeforeValidator(integral)] = Field(
         4, description="Trials training at once, at most (capped by the tenant's active-run "
                        "quota).")
 
