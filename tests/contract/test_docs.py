@@ -321,6 +321,22 @@ def test_experiments(chain: Shell) -> None:
     assert published == [GRAMMAR.lstrip("\n")]
 
 
+def test_studies(chain: Shell) -> None:
+    """The ASHA study stopped its trials at the rungs as successive halving says, and its
+    best model predicts."""
+    name = "studies.md"
+    assert chain.output_of(name, "field rungs").split() == ["[1,", "3,", "9]"]
+    assert chain.output_of(name, "field epochs_trained").splitlines()[0] == "21"
+    counts = chain.output_of(name, "field epochs_trained").splitlines()[1]
+    assert "'pruned': 8" in counts and "'completed': 1" in counts
+    rows = [line.split()[:3] for line in
+            chain.output_of(name, "field epochs_trained").splitlines()[2:] if line.strip()]
+    assert sorted(int(epochs) for _, _, epochs in rows) == [1] * 6 + [3] * 2 + [9]
+    assert {status for _, status, _ in rows} == {"pruned", "completed"}
+    [predicted] = documents(chain.output_of(name, "/predict"))
+    assert len(predicted["y"]) == 2
+
+
 def test_every_other_curl_line_runs(live_server: LiveServer) -> None:
     """The curl lines of the blocks not run as a whole that hit ``localhost:8000`` (a local
     deployment; those of a cluster name its address) each run against the live server, and

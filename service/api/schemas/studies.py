@@ -23,7 +23,7 @@ MAX_CHOICES = 1000
 
 # A run body without its dataset (the study gives it once).
 StudyRun: Any = create_model(  # type: ignore[call-overload]
-    "StudyRun",
+    "StudyRunBody",
     __base__=Request,
     __doc__="A run body as `POST /v1/models/{id}/runs` takes it, without `dataset_id`.",
     **{name: (info.annotation, info) for name, info in RunCreate.model_fields.items()
