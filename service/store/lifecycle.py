@@ -366,7 +366,8 @@ def request_pause(session: Session, run_id: str, at_epoch: int | None = None) ->
             return
 
 
-def resume_run(session: Session, run_id: str, pause_at: int | None = None) -> RunRow:
+def resume_run(session: Session, run_id: str, pause_at: int | None = None, *,
+               end: bool = False) -> RunRow:
     """Resume a paused run (for any caller: not bound to a tenant, whose check is the
     caller's): it is queued again, to continue from its checkpoint exactly as it would have
     gone on had it never paused (its final params bit for bit the same), and pause again
@@ -374,22 +375,29 @@ def resume_run(session: Session, run_id: str, pause_at: int | None = None) -> Ru
     ``pause_at`` of its number of epochs or more ends it as usual). Returns the run, queued.
     The caller must then hand it to the executor as a new run is, after this transaction
     commits: :func:`service.jobs.executors.resume_and_submit` does both. Writes
-    ``run.resumed`` to the outbox. Raises :class:`NotFound` for no such run,
+    ``run.resumed`` to the outbox. With ``end``, the run is resumed only to end where it
+    paused (successive halving's pruned trial): its ``epochs`` become the epochs it has
+    completed, so the worker that takes it trains none, measures the final loss and metrics
+    at its checkpoint's params (exactly those a run of that many epochs ends with) and ends it
+    ``succeeded``, its params becoming its model's. Raises :class:`NotFound` for no such run,
     :class:`Conflict` for a run that is not paused, :class:`ValueError` for a ``pause_at``
-    not after the epochs it has completed."""
+    not after the epochs it has completed (or any ``pause_at`` with ``end``)."""
     found = session.execute(
         select(RunRow.status, RunRow.epochs_completed, RunRow.owner)
         .where(RunRow.id == run_id)).one_or_none()
     if found is None:
         raise NotFound("run", run_id)
-    if pause_at is not None and pause_at <= found.epochs_completed:
+    if pause_at is not None and (end or pause_at <= found.epochs_completed):
         raise ValueError(f"pause_at ({pause_at}) must be after the {found.epochs_completed} "
-                         f"epochs the run has completed")
+                         f"epochs the run has completed, and not given with end")
+    values: dict[str, Any] = {"status": RunStatus.QUEUED.value, "pause_at": pause_at,
+                              "worker": None, "heartbeat_at": None}
+    if end:
+        values["epochs"] = found.epochs_completed
     resumed = session.execute(
         update(RunRow)
         .where(RunRow.id == run_id, RunRow.status == RunStatus.PAUSED)
-        .values(status=RunStatus.QUEUED.value, pause_at=pause_at, worker=None,
-                heartbeat_at=None)
+        .values(values)
         .execution_options(synchronize_session=False))
     if not resumed.rowcount:  # type: ignore[attr-defined]
         status = run_status(session, run_id)

@@ -233,7 +233,10 @@ def test_runs_and_streams(chain: Shell) -> None:
     assert sse.count("event: epoch") == 30 and "event: end" in sse
     lines = [json.loads(line) for line in out("application/jsonl").splitlines() if line]
     assert [line["type"] for line in lines] == ["epoch", "epoch", "end"]
-    assert documents(out("/cancel"))[0]["status"] in ("cancelling", "cancelled")
+    assert documents(out("$LONG/cancel"))[0]["status"] in ("cancelling", "cancelled")
+    paused, resumed = documents(out("$PAUSED/resume"))
+    assert paused["status"] in ("queued", "running", "paused") and resumed["status"] == "queued"
+    assert out("$PAUSED/cancel").split() == ["cancelled"]
     [thinned] = documents(out("record_params"))
     assert thinned["epoch"] == [0, 1, 2, 3, 4]
     assert [b is None for b in thinned["b"]] == [False, True, False, True, False]

@@ -229,3 +229,22 @@ def test_pause_and_resume_write_their_events(sessions: sessionmaker[Session]) ->
                                      "run.paused", "run.resumed", "run.succeeded"]
     assert [(d["status"], d["epochs_completed"]) for _, d in found[2:6]] == [
         ("paused", 2), ("queued", 2), ("paused", 2), ("queued", 2)]
+
+
+def test_a_paused_run_resumed_to_end_where_it_paused_ends_as_a_run_of_that_many_epochs(
+        sessions: sessionmaker[Session]) -> None:
+    """Successive halving's pruned trial: resumed with ``end``, it trains nothing more and
+    succeeds with the final params, loss and metrics of a run asked for 3 epochs."""
+    control = a_run(sessions, epochs=3, **EVERYTHING)
+    assert execute_run(sessions, control) == RunStatus.SUCCEEDED
+    run_id = a_run(sessions, epochs=27, dataset_id=run_row(sessions, control).dataset_id,
+                   pause_at=3, **EVERYTHING)
+    assert execute_run(sessions, run_id) == RunStatus.PAUSED
+    with sessions.begin() as session, pytest.raises(ValueError, match="not given with end"):
+        lifecycle.resume_run(session, run_id, 9, end=True)
+    with sessions.begin() as session:
+        assert lifecycle.resume_run(session, run_id, end=True).epochs == 3
+    assert execute_run(sessions, run_id) == RunStatus.SUCCEEDED
+    same_run(sessions, run_id, control)
+    assert model_row(sessions, run_id).params == run_row(sessions, control).final_params
+    assert model_row(sessions, run_id).epochs_trained == 3
