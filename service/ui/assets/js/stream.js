@@ -6,10 +6,14 @@ import { sleep } from "./dom.js";
 
 /**
  * Follow run `runId` from after epoch `after`: `onEpochs(rows)` for each batch of history rows
- * read, `onEnd(run)` once at the end, `onState("live"|"reconnecting")` on connection changes.
- * Resolves at the end or when `signal` aborts.
+ * read, `onPaused(run)` each time the run pauses (the stream stays open: its epochs follow once
+ * it is resumed), `onEnd(run)` once at the end, `onState("live"|"reconnecting")` on connection
+ * changes. Items of a type it does not know are skipped. Resolves at the end or when `signal`
+ * aborts.
  */
-export async function follow(runId, { after = -1, onEpochs, onEnd, onState = () => {}, signal }) {
+export async function follow(runId, {
+  after = -1, onEpochs, onEnd, onPaused = () => {}, onState = () => {}, signal,
+}) {
   let last = after;
   let delay = 250;
   while (!signal.aborted) {
@@ -36,6 +40,12 @@ export async function follow(runId, { after = -1, onEpochs, onEnd, onState = () 
             onEnd(item);
             return;
           }
+          if (item.type === "paused") {
+            if (rows.length) onEpochs(rows.splice(0));
+            onPaused(item);
+            continue;
+          }
+          if (item.type !== "epoch") continue;
           rows.push(item);
           last = item.epoch;
         }
