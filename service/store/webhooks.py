@@ -131,8 +131,14 @@ class Webhooks:
 
     def delete(self, webhook_id: str) -> None:
         """Delete an endpoint with its deliveries (events other endpoints still deliver
-        stay)."""
-        self.session.delete(self.get(webhook_id))
+        stay). Its deliveries' rows are locked first, in id order, then the endpoint's: a
+        dispatcher's transaction holds one delivery and may then want the endpoint (to
+        disable it), so taking the endpoint first could close a cycle with it."""
+        row = self.get(webhook_id)
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(select(DeliveryRow.id).where(DeliveryRow.webhook_id == row.id)
+                                 .order_by(DeliveryRow.id).with_for_update())
+        self.session.delete(row)
 
     def rotate_secret(self, webhook_id: str) -> tuple[WebhookRow, str]:
         """A new secret for the endpoint (shown once); the current one keeps signing beside

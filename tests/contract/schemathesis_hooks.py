@@ -52,7 +52,7 @@ SEMANTIC_422 = {
     # a value that makes an invalid model or run), the ranges' own rules, the objective a
     # run of the model reports, the model's and run's rules against the dataset (as for
     # models-create and runs-create), the trials' limit
-    "studies-create": r"^body\.(space|objective\.metric|run|model|scheduler)\b.*"
+    "studies-create": r"^body\.(space|objective\.metric|run|model|scheduler|dataset_id)\b.*"
                       r"(leads nowhere|makes an invalid trial|is above high|log scale"
                       r"|grid over a float|scheduler's job|rungs need fixed epochs"
                       r"|not a metric this model's runs report|needs validation rows"

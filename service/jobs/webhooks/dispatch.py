@@ -75,10 +75,19 @@ class Courier:
     def claim_due(self, limit: int) -> tuple[list[Claimed], datetime | None]:
         """Claim up to ``limit`` due deliveries; and when the next pending one is due."""
         stamp = now()
-        with self.sessions.begin() as session:
-            claimed = [found for delivery_id in deliveries.due(session, stamp, limit)
-                       if (found := deliveries.claim(session, delivery_id, stamp,
-                                                     stamp + self.lease)) is not None]
+        with self.sessions() as session:
+            due = deliveries.due(session, stamp, limit)
+        # One transaction per claim: a claim then holds one delivery's row lock and waits for
+        # nothing else, so it cannot close a cycle with a transaction that locks several
+        # deliveries in another order (an endpoint's DELETE cascading to its deliveries
+        # deadlocked against a claim of two of them, on PostgreSQL).
+        claimed = []
+        for delivery_id in due:
+            with self.sessions.begin() as session:
+                found = deliveries.claim(session, delivery_id, stamp, stamp + self.lease)
+            if found is not None:
+                claimed.append(found)
+        with self.sessions() as session:
             return claimed, deliveries.next_due_at(session)
 
     def claim(self, delivery_id: str) -> Claimed | None:
