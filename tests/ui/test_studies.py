@@ -120,6 +120,41 @@ def test_study_page_follows_a_grid_study_live(open_page: Any, api: httpx.Client)
     assert page.text_content("#view-title code") == best["run_id"]
 
 
+def test_pruned_trials_curves_stop_at_their_rung(open_page: Any, api: httpx.Client) -> None:
+    """An ASHA study of three trials (rungs at 1 and 3 epochs): two are pruned at the first
+    rung, their curves dashed and ending there; the survivor's goes on to 3 epochs."""
+    data = api.post("/v1/datasets/synthetic", json={
+        "kind": "moons", "num_examples": 80, "noise": 0.2, "seed": 3}).json()
+    made = api.post("/v1/studies", json={
+        "dataset_id": data["id"],
+        "model": {"kind": "mlp", "features": 2, "task": "classification", "classes": 2,
+                  "hidden": [4]},
+        "run": {"epochs": 3, "optimizer": {"kind": "adam", "learning_rate": 0.01},
+                "batch_size": 16, "validation": {"fraction": 0.25}},
+        "space": {LR: {"type": "choice", "values": [0.001, 0.03, 0.3]}},
+        "objective": {"metric": "val_loss", "goal": "minimize"},
+        "sampler": {"kind": "grid"},
+        "scheduler": {"kind": "asha", "min_epochs": 1, "reduction_factor": 3}})
+    assert made.status_code == 201, made.text
+    study = finished(api, made.json()["id"])
+    assert study["status"] == "completed" and study["rungs"] == [1, 3]
+    trials = api.get(f"/v1/studies/{study['id']}/trials").json()["items"]
+    pruned = [t["number"] for t in trials if t["status"] == "pruned"]
+    assert len(pruned) == 2
+    watched = open_page()
+    page = watched.page
+    watched.goto(f"/ui/studies/{study['id']}")
+    page.wait_for_function("() => document.querySelector('#study-curves').dataset.trials "
+                           "=== '3'")
+    assert page.get_attribute("#study-curves", "data-dashed") == ",".join(map(str, pruned))
+    ends = dict(pair.split(":") for pair in
+                page.get_attribute("#study-curves", "data-ends").split(","))
+    survivor = study["best"]["number"]
+    assert all(int(ends[str(n)]) < int(ends[str(survivor)]) for n in pruned), ends
+    statuses = page.eval_on_selector_all("#trials tbody tr", "rs => rs.map(r => r.dataset.status)")
+    assert sorted(statuses) == ["completed", "pruned", "pruned"]
+
+
 def test_studies_list_links_to_each_study(open_page: Any, api: httpx.Client) -> None:
     stamp = f"list{time.monotonic_ns()}"
     study = grid_study(api, stamp, epochs=1)

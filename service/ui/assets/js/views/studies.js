@@ -268,6 +268,7 @@ export function studyView(main, studyId) {
     curveFig.el.series = series;
     curveFig.el.dataset.trials = String(series.length);
     curveFig.el.dataset.ends = series.map((s) => `${s.trial.number}:${s.epoch.length ? s.epoch[s.epoch.length - 1] : ""}`).join(",");
+    curveFig.el.dataset.dashed = series.filter((s) => s.trial.status === "pruned").map((s) => s.trial.number).join(",");
   }
 
   function drawParcoords() {
