@@ -46,8 +46,8 @@ export function studiesView(main) {
         body)));
 
   async function refresh() {
-    const page = await getJSON(withQuery("/v1/studies", { limit: 100 }), { signal: stop.signal });
-    const studies = [...page.items].reverse(); // newest first
+    const page = await getJSON(withQuery("/v1/studies", { limit: 100, order: "newest" }), { signal: stop.signal });
+    const studies = page.items;
     replace(body, studies.map((study) => h("tr", { dataset: { study: study.id, status: study.status } },
       h("td", {}, h("a", { href: `/ui/studies/${id(study.id)}`, "data-link": true }, study.name || h("code", {}, study.id))),
       h("td", {}, h("span", { class: `badge ${study.status}` }, study.status)),
