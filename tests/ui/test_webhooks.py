@@ -83,7 +83,12 @@ def test_an_endpoint_made_pinged_and_its_log_redelivered_from_the_page(
         page.wait_for_function(
             f"() => document.querySelector(\"tr[data-webhook='{hook}'] button.toggle\")"
             ".textContent === 'Disable'")
-        page.click(f"tr[data-webhook='{hook}'] button.delete")
+        # The DELETE's answer is awaited, not only the row's going: a list refresh may drop
+        # the row first, and closing the page would then abort the request in flight.
+        with page.expect_response(lambda r: r.request.method == "DELETE"
+                                  and r.url.endswith(f"/v1/webhooks/{hook}")) as deleted:
+            page.click(f"tr[data-webhook='{hook}'] button.delete")
+        assert deleted.value.status == 204
         page.wait_for_selector(f"tr[data-webhook='{hook}']", state="detached")
     finally:
         receiver.stop()

@@ -81,7 +81,11 @@ export function webhooksView(main) {
       h("td", {}, hook.events.join(", ")),
       h("td", {}, state),
       h("td", { class: "controls" },
-        h("button", { type: "button", class: "toggle", onclick: () => act(() => send(`/v1/webhooks/${id(hook.id)}`, { method: "PATCH", body: { enabled: !hook.enabled } })) },
+        h("button", { type: "button", class: "toggle", onclick: () => act(async () => {
+          // The answer is read whole: a body left unread is a request still open, which a
+          // reload or a page left then aborts.
+          await (await send(`/v1/webhooks/${id(hook.id)}`, { method: "PATCH", body: { enabled: !hook.enabled } })).json();
+        }) },
           hook.enabled ? "Disable" : "Enable"),
         h("button", { type: "button", class: "ping", disabled: !hook.enabled, onclick: () => act(async () => {
           const ping = await postJSON(`/v1/webhooks/${id(hook.id)}/test`);
