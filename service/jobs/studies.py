@@ -9,6 +9,14 @@ any point, and it does what is left, never anything twice. The runs it queued or
 handed to the executor after the commit (a run queued but never handed over is found by the
 executor's own recovery: the local pool's start-up, the queue's sweep).
 
+The transaction holds the queue's lock (every tenant's run creation waits for it), so it does
+no training-side work when it can help it: a paused trial's model is measured at its
+checkpoint (its objective at the rung, and a pruned trial's final loss and metrics) before
+the transaction, by :func:`measure_paused`, and handed to :func:`advance` as ``measured``.
+A measurement depends only on the run's checkpoint, which does not change while the run is
+paused, so it is kept for as long as the run stays paused at that epoch (and made again after
+a restart: the same bits).
+
 :class:`Driver` runs it in the server: for every running study at start-up and every
 ``POLL_SECONDS``, and at once when a run ends.
 """
@@ -123,12 +131,47 @@ def objective_of(metric: str, loss: float | None, metrics: dict[str, float] | No
     return None if metrics is None else metrics.get(metric)
 
 
+Measured = dict[tuple[str, int], Outcome]
+"""Paused runs' measurements, by run id and the epochs the run had completed when measured."""
+
+
+def measure_paused(session: Session, study_id: str, known: Measured | None = None) -> Measured:
+    """The measurements of the study's paused trials' runs, taking those still valid from
+    ``known`` and making the others (outside any lock: call it in a transaction of its own
+    before :func:`advance`). A run that is gone or lost its checkpoint meanwhile is left out
+    (``advance`` finds out for itself)."""
+    found = session.execute(
+        select(RunRow.id, RunRow.epochs_completed)
+        .join(TrialRow, TrialRow.run_id == RunRow.id)
+        .where(TrialRow.study_id == study_id, TrialRow.status.not_in(_FINAL),
+               RunRow.status == PAUSED)
+        .order_by(TrialRow.number)).all()
+    measured: Measured = {}
+    for run_id, epochs in found:
+        key = (run_id, epochs)
+        outcome = None if known is None else known.get(key)
+        if outcome is None:
+            try:
+                outcome = measure(session, run_id)
+            except LookupError:
+                continue
+        measured[key] = outcome
+    return measured
+
+
+def _measured(session: Session, run: RunRow, measured: Measured | None) -> Outcome:
+    """The paused run's measurement: made before the transaction when it could be, else
+    here (the run paused in between)."""
+    outcome = None if measured is None else measured.get((run.id, run.epochs_completed))
+    return measure(session, run.id) if outcome is None else outcome
+
+
 def _view(row: TrialRow) -> plans.Trial:
     return plans.Trial(row.number, row.status, tuple(row.rungs), row.params)
 
 
 def _refresh(session: Session, study: StudyRow, plan: plans.Plan, trial: TrialRow,
-             events: list[tuple[str, dict[str, Any]]]) -> None:
+             events: list[tuple[str, dict[str, Any]]], measured: Measured | None) -> None:
     """Bring a trial up to date with its run."""
     metric = study.spec["objective"]["metric"]
     run = _run(session, trial.run_id)
@@ -145,7 +188,7 @@ def _refresh(session: Session, study: StudyRow, plan: plans.Plan, trial: TrialRo
         elif status == PAUSED:
             k = len(trial.rungs)
             if k < len(plan.rungs) - 1 and run.epochs_completed == plan.rungs[k]:
-                outcome = measure(session, run.id)
+                outcome = _measured(session, run, measured)
                 value = objective_of(metric, outcome.loss, outcome.metrics)
                 if value is None:
                     trial.status = TrialStatus.FAILED
@@ -179,8 +222,11 @@ def _refresh(session: Session, study: StudyRow, plan: plans.Plan, trial: TrialRo
                                                      "epochs": trial.epochs}))
 
 
-def advance(session: Session, study_id: str, make: TrialMaker) -> Advanced:
-    """Move the study on from what the store holds (see the module's docstring)."""
+def advance(session: Session, study_id: str, make: TrialMaker,
+            measured: Measured | None = None) -> Advanced:
+    """Move the study on from what the store holds (see the module's docstring);
+    ``measured``: its paused runs measured beforehand (:func:`measure_paused`), any others
+    are measured here."""
     done = Advanced()
     owner = session.scalar(select(StudyRow.owner).where(StudyRow.id == study_id))
     if owner is None:
@@ -194,7 +240,7 @@ def advance(session: Session, study_id: str, make: TrialMaker) -> Advanced:
     events: list[tuple[str, dict[str, Any]]] = []
     for row in rows:
         if row.status not in _FINAL:
-            _refresh(session, study, plan, row, events)
+            _refresh(session, study, plan, row, events, measured)
     by_number = {row.number: row for row in rows}
     views = [_view(r) for r in rows]
     # Trials wait for room (the study's concurrency, the tenant's active-run quota, the
@@ -206,8 +252,9 @@ def advance(session: Session, study_id: str, make: TrialMaker) -> Advanced:
     decisions = plans.decide(plan, views, capacity)
     for number in decisions.prune:
         row = by_number[number]
-        assert row.run_id is not None
-        outcome = measure(session, row.run_id)
+        run = _run(session, row.run_id)
+        assert run is not None
+        outcome = _measured(session, run, measured)
         lifecycle.finish_run(session, row.run_id, RunStatus.SUCCEEDED, final=outcome,
                              completed=row.epochs)
         row.status, row.updated_at = TrialStatus.PRUNED, now()
@@ -299,6 +346,7 @@ class Driver:
     def __init__(self, sessions: sessionmaker[Session], make: TrialMaker,
                  submit: Callable[[str, str | None], None]) -> None:
         self._sessions, self._make, self._submit = sessions, make, submit
+        self._measured: dict[str, Measured] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tapeline-studies",
@@ -322,16 +370,22 @@ class Driver:
         """Advance every running study once."""
         with self._sessions() as session:
             ids = stored.running(session)
+        for gone in set(self._measured) - set(ids):
+            del self._measured[gone]
         for study_id in ids:
             if self._stop.is_set():
                 return
             self.advance(study_id)
 
     def advance(self, study_id: str) -> Advanced:
-        """Advance one study in a transaction of its own, then hand its runs over."""
+        """Measure its paused runs, advance the study in a transaction of its own, then hand
+        its runs over."""
         try:
+            with self._sessions() as session:
+                measured = measure_paused(session, study_id, self._measured.get(study_id))
+            self._measured[study_id] = measured
             with self._sessions.begin() as session:
-                done = advance(session, study_id, self._make)
+                done = advance(session, study_id, self._make, measured)
                 owner = session.scalar(select(StudyRow.owner).where(StudyRow.id == study_id))
         except Exception:
             log.exception("study %s: could not advance it; trying again later", study_id)
