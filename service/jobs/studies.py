@@ -255,7 +255,7 @@ def advance(session: Session, study_id: str, make: TrialMaker,
         run = _run(session, row.run_id)
         assert run is not None
         outcome = _measured(session, run, measured)
-        lifecycle.finish_run(session, row.run_id, RunStatus.SUCCEEDED, final=outcome,
+        lifecycle.finish_run(session, run.id, RunStatus.SUCCEEDED, final=outcome,
                              completed=row.epochs)
         row.status, row.updated_at = TrialStatus.PRUNED, now()
         events.append(("trial.pruned", {"number": number, "epochs": row.epochs}))
