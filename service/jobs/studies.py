@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -341,12 +342,18 @@ def _end(session: Session, study: StudyRow, status: StudyStatus, reason: str | N
 
 class Driver:
     """Advances running studies in a thread of the server: all of them at start and every
-    ``POLL_SECONDS``, and at once when told a run ended (:meth:`poke`)."""
+    ``POLL_SECONDS``, and at once when told a run ended (:meth:`poke`) or when news of one of
+    the runs it handed over finds the run no longer queued or running (a trial paused at its
+    rung: its worker's news says only that the run goes on)."""
 
     def __init__(self, sessions: sessionmaker[Session], make: TrialMaker,
                  submit: Callable[[str, str | None], None]) -> None:
         self._sessions, self._make, self._submit = sessions, make, submit
         self._measured: dict[str, Measured] = {}
+        self._lock = threading.Lock()
+        self._handed: set[str] = set()  # runs handed over, whose pauses the driver awaits
+        self._moving: set[str] = set()  # of those, runs with news since last looked at
+        self._due = True  # advance at the next wake, without looking at the runs first
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tapeline-studies",
@@ -357,9 +364,19 @@ class Driver:
 
     def poke(self, run_id: str | None = None, ended: bool | None = None,
              first: bool = False) -> None:
-        """News of a run: look at the studies now unless it says the run goes on."""
-        if ended is not False:
-            self._wake.set()
+        """News of a run: look at the studies now unless it says the run goes on; when it
+        says so of a run the driver handed over, look at the run first (it may have
+        paused)."""
+        with self._lock:
+            if ended is not False:
+                self._due = True
+                if ended and run_id is not None:
+                    self._handed.discard(run_id)
+            elif run_id is not None and run_id in self._handed:
+                self._moving.add(run_id)
+            else:
+                return
+        self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -394,17 +411,39 @@ class Driver:
         return done
 
     def _hand_over(self, run_ids: Iterable[str], owner: str | None) -> None:
+        with self._lock:
+            self._handed.update(run_ids)
         for run_id in run_ids:
             try:
                 self._submit(run_id, owner)
             except Exception:
                 log.warning("could not hand run %s over; recovery will", run_id, exc_info=True)
 
+    def _moved(self) -> bool:
+        """Whether a handed-over run with news since last looked at is neither queued nor
+        running any more (one query; the runs found so are no longer awaited)."""
+        with self._lock:
+            ids, self._moving = self._moving, set()
+        if not ids:
+            return False
+        with self._sessions() as session:
+            moved = set(session.scalars(select(RunRow.id).where(
+                RunRow.id.in_(ids),
+                RunRow.status.not_in((RunStatus.QUEUED, RunStatus.RUNNING)))))
+        with self._lock:
+            self._handed -= moved
+        return bool(moved)
+
     def _loop(self) -> None:
+        poll = 0.0
         while not self._stop.is_set():
+            with self._lock:
+                due, self._due = self._due, False
             try:
-                self.advance_all()
+                if due or time.monotonic() >= poll or self._moved():
+                    poll = time.monotonic() + POLL_SECONDS
+                    self.advance_all()
             except Exception:
                 log.exception("advancing studies failed")
-            self._wake.wait(POLL_SECONDS)
+            self._wake.wait(max(poll - time.monotonic(), 0.0))
             self._wake.clear()
