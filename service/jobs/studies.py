@@ -9,6 +9,14 @@ any point, and it does what is left, never anything twice. The runs it queued or
 handed to the executor after the commit (a run queued but never handed over is found by the
 executor's own recovery: the local pool's start-up, the queue's sweep).
 
+The transaction holds the queue's lock (every tenant's run creation waits for it), so it does
+no training-side work when it can help it: a paused trial's model is measured at its
+checkpoint (its objective at the rung, and a pruned trial's final loss and metrics) before
+the transaction, by :func:`measure_paused`, and handed to :func:`advance` as ``measured``.
+A measurement depends only on the run's checkpoint, which does not change while the run is
+paused, so it is kept for as long as the run stays paused at that epoch (and made again after
+a restart: the same bits).
+
 :class:`Driver` runs it in the server: for every running study at start-up and every
 ``POLL_SECONDS``, and at once when a run ends.
 """
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -123,12 +132,47 @@ def objective_of(metric: str, loss: float | None, metrics: dict[str, float] | No
     return None if metrics is None else metrics.get(metric)
 
 
+Measured = dict[tuple[str, int], Outcome]
+"""Paused runs' measurements, by run id and the epochs the run had completed when measured."""
+
+
+def measure_paused(session: Session, study_id: str, known: Measured | None = None) -> Measured:
+    """The measurements of the study's paused trials' runs, taking those still valid from
+    ``known`` and making the others (outside any lock: call it in a transaction of its own
+    before :func:`advance`). A run that is gone or lost its checkpoint meanwhile is left out
+    (``advance`` finds out for itself)."""
+    found = session.execute(
+        select(RunRow.id, RunRow.epochs_completed)
+        .join(TrialRow, TrialRow.run_id == RunRow.id)
+        .where(TrialRow.study_id == study_id, TrialRow.status.not_in(_FINAL),
+               RunRow.status == PAUSED)
+        .order_by(TrialRow.number)).all()
+    measured: Measured = {}
+    for run_id, epochs in found:
+        key = (run_id, epochs)
+        outcome = None if known is None else known.get(key)
+        if outcome is None:
+            try:
+                outcome = measure(session, run_id)
+            except LookupError:
+                continue
+        measured[key] = outcome
+    return measured
+
+
+def _measured(session: Session, run: RunRow, measured: Measured | None) -> Outcome:
+    """The paused run's measurement: made before the transaction when it could be, else
+    here (the run paused in between)."""
+    outcome = None if measured is None else measured.get((run.id, run.epochs_completed))
+    return measure(session, run.id) if outcome is None else outcome
+
+
 def _view(row: TrialRow) -> plans.Trial:
     return plans.Trial(row.number, row.status, tuple(row.rungs), row.params)
 
 
 def _refresh(session: Session, study: StudyRow, plan: plans.Plan, trial: TrialRow,
-             events: list[tuple[str, dict[str, Any]]]) -> None:
+             events: list[tuple[str, dict[str, Any]]], measured: Measured | None) -> None:
     """Bring a trial up to date with its run."""
     metric = study.spec["objective"]["metric"]
     run = _run(session, trial.run_id)
@@ -145,7 +189,7 @@ def _refresh(session: Session, study: StudyRow, plan: plans.Plan, trial: TrialRo
         elif status == PAUSED:
             k = len(trial.rungs)
             if k < len(plan.rungs) - 1 and run.epochs_completed == plan.rungs[k]:
-                outcome = measure(session, run.id)
+                outcome = _measured(session, run, measured)
                 value = objective_of(metric, outcome.loss, outcome.metrics)
                 if value is None:
                     trial.status = TrialStatus.FAILED
@@ -179,8 +223,11 @@ def _refresh(session: Session, study: StudyRow, plan: plans.Plan, trial: TrialRo
                                                      "epochs": trial.epochs}))
 
 
-def advance(session: Session, study_id: str, make: TrialMaker) -> Advanced:
-    """Move the study on from what the store holds (see the module's docstring)."""
+def advance(session: Session, study_id: str, make: TrialMaker,
+            measured: Measured | None = None) -> Advanced:
+    """Move the study on from what the store holds (see the module's docstring);
+    ``measured``: its paused runs measured beforehand (:func:`measure_paused`), any others
+    are measured here."""
     done = Advanced()
     owner = session.scalar(select(StudyRow.owner).where(StudyRow.id == study_id))
     if owner is None:
@@ -194,7 +241,7 @@ def advance(session: Session, study_id: str, make: TrialMaker) -> Advanced:
     events: list[tuple[str, dict[str, Any]]] = []
     for row in rows:
         if row.status not in _FINAL:
-            _refresh(session, study, plan, row, events)
+            _refresh(session, study, plan, row, events, measured)
     by_number = {row.number: row for row in rows}
     views = [_view(r) for r in rows]
     # Trials wait for room (the study's concurrency, the tenant's active-run quota, the
@@ -206,9 +253,10 @@ def advance(session: Session, study_id: str, make: TrialMaker) -> Advanced:
     decisions = plans.decide(plan, views, capacity)
     for number in decisions.prune:
         row = by_number[number]
-        assert row.run_id is not None
-        outcome = measure(session, row.run_id)
-        lifecycle.finish_run(session, row.run_id, RunStatus.SUCCEEDED, final=outcome,
+        run = _run(session, row.run_id)
+        assert run is not None
+        outcome = _measured(session, run, measured)
+        lifecycle.finish_run(session, run.id, RunStatus.SUCCEEDED, final=outcome,
                              completed=row.epochs)
         row.status, row.updated_at = TrialStatus.PRUNED, now()
         events.append(("trial.pruned", {"number": number, "epochs": row.epochs}))
@@ -294,11 +342,18 @@ def _end(session: Session, study: StudyRow, status: StudyStatus, reason: str | N
 
 class Driver:
     """Advances running studies in a thread of the server: all of them at start and every
-    ``POLL_SECONDS``, and at once when told a run ended (:meth:`poke`)."""
+    ``POLL_SECONDS``, and at once when told a run ended (:meth:`poke`) or when news of one of
+    the runs it handed over finds the run no longer queued or running (a trial paused at its
+    rung: its worker's news says only that the run goes on)."""
 
     def __init__(self, sessions: sessionmaker[Session], make: TrialMaker,
                  submit: Callable[[str, str | None], None]) -> None:
         self._sessions, self._make, self._submit = sessions, make, submit
+        self._measured: dict[str, Measured] = {}
+        self._lock = threading.Lock()
+        self._handed: set[str] = set()  # runs handed over, whose pauses the driver awaits
+        self._moving: set[str] = set()  # of those, runs with news since last looked at
+        self._due = True  # advance at the next wake, without looking at the runs first
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tapeline-studies",
@@ -309,9 +364,19 @@ class Driver:
 
     def poke(self, run_id: str | None = None, ended: bool | None = None,
              first: bool = False) -> None:
-        """News of a run: look at the studies now unless it says the run goes on."""
-        if ended is not False:
-            self._wake.set()
+        """News of a run: look at the studies now unless it says the run goes on; when it
+        says so of a run the driver handed over, look at the run first (it may have
+        paused)."""
+        with self._lock:
+            if ended is not False:
+                self._due = True
+                if ended and run_id is not None:
+                    self._handed.discard(run_id)
+            elif run_id is not None and run_id in self._handed:
+                self._moving.add(run_id)
+            else:
+                return
+        self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -322,16 +387,22 @@ class Driver:
         """Advance every running study once."""
         with self._sessions() as session:
             ids = stored.running(session)
+        for gone in set(self._measured) - set(ids):
+            del self._measured[gone]
         for study_id in ids:
             if self._stop.is_set():
                 return
             self.advance(study_id)
 
     def advance(self, study_id: str) -> Advanced:
-        """Advance one study in a transaction of its own, then hand its runs over."""
+        """Measure its paused runs, advance the study in a transaction of its own, then hand
+        its runs over."""
         try:
+            with self._sessions() as session:
+                measured = measure_paused(session, study_id, self._measured.get(study_id))
+            self._measured[study_id] = measured
             with self._sessions.begin() as session:
-                done = advance(session, study_id, self._make)
+                done = advance(session, study_id, self._make, measured)
                 owner = session.scalar(select(StudyRow.owner).where(StudyRow.id == study_id))
         except Exception:
             log.exception("study %s: could not advance it; trying again later", study_id)
@@ -340,17 +411,39 @@ class Driver:
         return done
 
     def _hand_over(self, run_ids: Iterable[str], owner: str | None) -> None:
+        with self._lock:
+            self._handed.update(run_ids)
         for run_id in run_ids:
             try:
                 self._submit(run_id, owner)
             except Exception:
                 log.warning("could not hand run %s over; recovery will", run_id, exc_info=True)
 
+    def _moved(self) -> bool:
+        """Whether a handed-over run with news since last looked at is neither queued nor
+        running any more (one query; the runs found so are no longer awaited)."""
+        with self._lock:
+            ids, self._moving = self._moving, set()
+        if not ids:
+            return False
+        with self._sessions() as session:
+            moved = set(session.scalars(select(RunRow.id).where(
+                RunRow.id.in_(ids),
+                RunRow.status.not_in((RunStatus.QUEUED, RunStatus.RUNNING)))))
+        with self._lock:
+            self._handed -= moved
+        return bool(moved)
+
     def _loop(self) -> None:
+        poll = 0.0
         while not self._stop.is_set():
+            with self._lock:
+                due, self._due = self._due, False
             try:
-                self.advance_all()
+                if due or time.monotonic() >= poll or self._moved():
+                    poll = time.monotonic() + POLL_SECONDS
+                    self.advance_all()
             except Exception:
                 log.exception("advancing studies failed")
-            self._wake.wait(POLL_SECONDS)
+            self._wake.wait(max(poll - time.monotonic(), 0.0))
             self._wake.clear()
