@@ -65,6 +65,16 @@ Dimension = Annotated[FloatDimension | IntDimension | ChoiceDimension,
 SpacePath = Annotated[str, Field(pattern=r"^(model|run)(\.[A-Za-z0-9_]{1,64}){1,8}$")]
 
 
+def _space_schema(schema: dict[str, Any]) -> None:
+    """The space as a map whose every value is a dimension (``additionalProperties``) and whose
+    keys are paths (``propertyNames``), rather than pydantic's ``patternProperties``: code
+    generators (openapi-python-client) ignore ``patternProperties`` and would drop every
+    dimension."""
+    ((pattern, dimension),) = schema.pop("patternProperties").items()
+    schema["propertyNames"] = {"pattern": pattern}
+    schema["additionalProperties"] = dimension
+
+
 class Objective(Request):
     """What the study optimises: a metric the trials' runs report (`loss`, `val_loss`,
     `accuracy`, `val_accuracy`, ...) after the epochs of a rung."""
@@ -112,9 +122,7 @@ class StudyCreate(Request):
     model: ModelCreate
     run: StudyRun = Field(default_factory=lambda: StudyRun())
     space: dict[SpacePath, Dimension] = Field(
-        min_length=1, max_length=MAX_DIMENSIONS,
-        # Every key is a path: the pattern of patternProperties is the only one allowed.
-        json_schema_extra={"additionalProperties": False})
+        min_length=1, max_length=MAX_DIMENSIONS, json_schema_extra=_space_schema)
     objective: Objective
     sampler: Sampler = Field(default_factory=Sampler)
     scheduler: Scheduler = Field(default_factory=lambda: NoScheduler(kind="none"))
