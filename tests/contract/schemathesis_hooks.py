@@ -52,11 +52,12 @@ SEMANTIC_422 = {
     # a value that makes an invalid model or run), the ranges' own rules, the objective a
     # run of the model reports, the model's and run's rules against the dataset (as for
     # models-create and runs-create), the trials' limit
-    "studies-create": r"^body\.(space|objective\.metric|run|model|scheduler|dataset_id)\b.*"
+    "studies-create": r"^body\..*"
                       r"(leads nowhere|makes an invalid trial|is above high|log scale"
                       r"|grid over a float|scheduler's job|rungs need fixed epochs"
                       r"|not a metric this model's runs report|needs validation rows"
                       r"|TAPELINE_MAX_TRIALS|TAPELINE_MAX_PARAMS|classification only"
+                      r"|weights but the model has"
                       r"|expected shape|has no param|missing: shape|give them as initial.params"
                       r"|feature\(s\) but the model has|labels must be class indices"
                       r"|labels are strings|fits (regression|classification)|leaves no \w+ row"

@@ -162,6 +162,9 @@ def test_studies_list_links_to_each_study(open_page: Any, api: httpx.Client) -> 
     watched = open_page()
     page = watched.page
     watched.goto("/ui/")
+    # The runs list has loaded (its trials' rows are there) before the link is followed: a
+    # view left mid-fetch cancels its request, which the page's watcher counts as a failure.
+    page.wait_for_selector("#runs tbody tr")
     page.click("nav a[href='/ui/studies']")
     page.wait_for_selector(f"#studies tr[data-study='{study['id']}']")
     row = f"#studies tr[data-study='{study['id']}']"
