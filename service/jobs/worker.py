@@ -75,28 +75,27 @@ def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: in
                 asyncio.run_coroutine_threadsafe(queued.defer(app, delivery_id), loop)
 
         outbox.watch(state.sessions, made_due)
+        # How both procrastinate workers (training runs, webhook deliveries) poll and beat.
+        polling: dict[str, Any] = {
+            "install_signal_handlers": False,
+            "update_heartbeat_interval": max(settings.worker_timeout / 3, 0.2),
+            "stalled_worker_timeout": settings.worker_timeout,
+            "fetch_job_polling_interval": max(min(settings.worker_timeout / 3, 5.0), 0.2),
+            "listen_notify": True,
+            "delete_jobs": "successful",
+        }
         async with app.open_async():
             delivering = asyncio.create_task(app.run_worker_async(
                 queues=[queued.QUEUE],
                 concurrency=settings.webhook_concurrency,
                 name=f"{name}:webhooks",
-                install_signal_handlers=False,
-                update_heartbeat_interval=max(settings.worker_timeout / 3, 0.2),
-                stalled_worker_timeout=settings.worker_timeout,
-                fetch_job_polling_interval=max(min(settings.worker_timeout / 3, 5.0), 0.2),
-                listen_notify=True,
-                delete_jobs="successful",
+                **polling,
             ))
             worker = asyncio.create_task(app.run_worker_async(
                 queues=["tapeline-runs"],
                 concurrency=1,
                 name=name,
-                install_signal_handlers=False,
-                update_heartbeat_interval=max(settings.worker_timeout / 3, 0.2),
-                stalled_worker_timeout=settings.worker_timeout,
-                fetch_job_polling_interval=max(min(settings.worker_timeout / 3, 5.0), 0.2),
-                listen_notify=True,
-                delete_jobs="successful",
+                **polling,
             ))
 
             def drain() -> None:

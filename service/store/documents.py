@@ -16,7 +16,7 @@ from service.store.annotations import etag
 from service.store.codec import unpack_params, unpack_vector
 from service.store.tables import DatasetRow, ModelRow, RunRow
 from service.training.kinds import KINDS
-from service.training.specs import RunSpec, ValidationDataset, ValidationFraction, stored_kind
+from service.training.specs import RunSpec, stored_kind
 
 Document = dict[str, Any]
 
@@ -124,12 +124,6 @@ def run(row: RunRow) -> Document:
     if row.stopped_epoch is not None and row.best_epoch is not None:
         stopped = {"epoch": row.stopped_epoch, "best_epoch": row.best_epoch}
     spec = RunSpec.from_columns(row)
-    validation: Document | None = None
-    if isinstance(spec.validation, ValidationFraction):
-        validation = {"fraction": spec.validation.fraction}
-    elif isinstance(spec.validation, ValidationDataset):
-        validation = {"dataset_id": spec.validation.dataset_id}
-    stopping = spec.early_stopping
     return {
         "id": row.id,
         "name": row.name,
@@ -142,15 +136,8 @@ def run(row: RunRow) -> Document:
         "batch_size": spec.batch_size,
         "shuffle_seed": spec.shuffle_seed,
         "dtype": spec.dtype,
-        "loss": spec.loss,
-        "huber_delta": spec.huber_delta,
-        "regularization": {"l1": spec.regularization.l1, "l2": spec.regularization.l2},
-        "validation": validation,
-        "early_stopping": None if stopping is None else {
-            "monitor": stopping.monitor, "patience": stopping.patience,
-            "min_delta": stopping.min_delta, "restore_best": stopping.restore_best},
-        "shuffle": spec.shuffle,
-        "record_params": spec.record_params,
+        **spec.options(),  # loss, huber_delta, regularization, validation, early_stopping, ...
+        "record_params": spec.record_params,  # ... and always record_params (options() may not)
         "created_at": rfc3339(row.created_at),
         "started_at": _when(row.started_at),
         "finished_at": _when(row.finished_at),
