@@ -41,7 +41,8 @@ openapi: $(STAMP)  ## regenerate openapi/openapi.json
 
 client: $(STAMP)  ## generate the Python client package into clients/python/ (pip install ./clients/python)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/openapi-python-client generate --path openapi/openapi.json \
-		--config openapi/client.yaml --fail-on-warning --meta setup --output-path clients/python --overwrite
+		--config openapi/client.yaml --custom-template-path openapi/client-templates \
+		--fail-on-warning --meta setup --output-path clients/python --overwrite
 
 client-ts:  ## generate the TypeScript types package into clients/typescript/ (needs node + npm)
 	npm ci --no-audit --no-fund

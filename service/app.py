@@ -22,10 +22,12 @@ from service.api.http.telemetry import Metrics
 from service.api.routes import ROUTERS
 from service.api.routes.pages import assets
 from service.api.stream_items import read_items
+from service.api.study_requests import trial_maker
 from service.config import DEFAULT_DATABASE_URL, Settings, get_settings
 from service.jobs.executors import scale_collector, start_executor
-from service.jobs.metrics import WebhookCollector
+from service.jobs.metrics import StudyCollector, WebhookCollector
 from service.jobs.progress import Progress
+from service.jobs.studies import Driver
 from service.jobs.webhooks.dispatch import start_dispatcher
 from service.logs import configure_logging
 from service.store import keys, lifecycle, repo
@@ -63,12 +65,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feeds = Feeds(progress, partial(read_items, sessions))
         decoder = BodyDecoder()
         dispatcher = await start_dispatcher(settings, sessions, progress)
+        studies = Driver(sessions, trial_maker(settings), executor.submit)
+        progress.listen(studies.poke)
         runtime = Runtime(settings, engine, sessions, executor, progress, feeds, decoder, metrics,
-                          dispatcher)
+                          dispatcher, studies)
         app.state.runtime = runtime
         metrics.watch_store(lambda: _store_metrics(runtime))
         metrics.registry.register(scale_collector(settings, sessions, executor))
         metrics.registry.register(WebhookCollector(sessions))
+        metrics.registry.register(StudyCollector(sessions))
+        studies.start()
         log.info(
             "started",
             extra={
@@ -83,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await asyncio.to_thread(studies.stop)
             await dispatcher.stop()
             decoder.close()
             if listener is not None:

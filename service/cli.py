@@ -1,7 +1,7 @@
 """The ``tapeline`` command: ``serve`` the API, train queued runs as a ``worker``, ``migrate``
 the store, manage API ``keys``, write its ``openapi`` spec, or, as a client of a server,
-``train``, ``watch``, ``cancel``, ``export``, ``predict``, ``runs list|compare``, ``tag``
-and manage ``webhooks``."""
+``train``, ``watch``, ``cancel``, ``export``, ``predict``, ``runs list|compare``, ``tag``,
+manage ``webhooks`` and run ``study create|watch|best``."""
 
 from __future__ import annotations
 
@@ -455,12 +455,13 @@ def main(argv: list[str] | None = None) -> int:
     openapi.add_argument("--output", "-o", help="file to write (default: stdout)")
     openapi.set_defaults(func=_openapi)
 
-    from service.client import runs, webhooks
+    from service.client import runs, studies, webhooks
     from service.client.commands import add_commands
 
     add_commands(commands, HelpText)
     runs.add_commands(commands, HelpText)
     webhooks.add_commands(commands, HelpText)
+    studies.add_commands(commands, HelpText)
 
     _describe(parser)
     args = parser.parse_args(argv)

@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     )
     max_epochs: int = Field(100_000, ge=1, description="Most epochs in one run.")
     max_params: int = Field(1_000_000, ge=1, description="Most parameters of one model.")
+    max_trials: int = Field(10_000, ge=1, description="Most trials in one study.")
     max_classes: int = Field(1000, ge=2, description="Most classes of a classifier or dataset.")
     max_hidden_layers: int = Field(16, ge=1, description="Most hidden layers of an MLP.")
     max_layer_width: int = Field(4096, ge=1, description="Most units in one hidden layer.")

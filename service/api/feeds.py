@@ -6,6 +6,9 @@ behind the window (it joined later from further back, or reads slowly) reads its
 store itself, then follows the feed again. The feed reads the next page of a backlog only when
 a reader has caught up with it, so a lone reader of a long history reads each page once. Items
 are opaque JSON text: the feed knows nothing of what a history row holds.
+
+A paused run's feed ends its epochs with a ``paused`` item, which each reader is sent once per
+pause, and goes on: the run's epochs follow when it is resumed.
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ PUSHED_POLL_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class Item:
-    """One stream item as JSON text: an epoch's history row, or the run in its final state."""
+    """One stream item as JSON text: an epoch's history row, the run in its final state, or
+    the run paused (not an end: its epochs follow once it is resumed)."""
 
-    kind: Literal["epoch", "end"]
+    kind: Literal["epoch", "end", "paused"]
     epoch: int | None
     json: str
     # The item as each stream encoding sends it, made by the first reader that needs it.
@@ -56,9 +60,9 @@ class Item:
         return found
 
 
-# read(run_id, after, limit): up to ``limit`` epoch items after epoch ``after``, and the end
-# item when the run is final and no epoch follows them; NotFound when the run is gone. It runs
-# in a worker thread.
+# read(run_id, after, limit): up to ``limit`` epoch items after epoch ``after``, and, when no
+# epoch follows them, the end item if the run is final or the paused item if it is paused;
+# NotFound when the run is gone. It runs in a worker thread.
 Read = Callable[[str, int, int], tuple[list[Item], Item | None]]
 
 
@@ -71,6 +75,8 @@ class Feed:
         self.items: list[Item] = []
         self.epochs: list[int] = []
         self.end: Item | None = None
+        # The run's paused item while the last read found it paused after its last epoch.
+        self.paused: Item | None = None
         self.done = False
         self.readers = 0
         # Tenants shown by a probe of the store to have this run (its owner).
@@ -90,15 +96,20 @@ class Feed:
             return None
         return self.items[bisect_right(self.epochs, epoch) :]
 
-    def publish(self, items: list[Item], end: Item | None) -> None:
-        """Add items read from the store (and the end, once read) and wake every reader."""
+    def publish(self, items: list[Item], tail: Item | None) -> None:
+        """Add items read from the store (and the end, once read; or whether the run is
+        paused after them) and wake every reader."""
         self.items.extend(items)
         self.epochs.extend(item.epoch for item in items if item.epoch is not None)
         if len(self.items) > WINDOW:
             cut = len(self.items) - WINDOW
             self.base = self.epochs[cut - 1]
             del self.items[:cut], self.epochs[:cut]
-        self.end = end or self.end
+        if tail is not None and tail.kind == "end":
+            self.end = tail
+        paused = tail if tail is not None and tail.kind == "paused" else None
+        if paused is None or self.paused is None or paused.json != self.paused.json:
+            self.paused = paused
         self.notify()
 
     def notify(self) -> None:
@@ -163,10 +174,10 @@ class Feeds:
         try:
             while feed.readers > 0 and not progress.closed:
                 seen = progress.version(run_id)
-                items, end = await run_in_threadpool(self._read, run_id, feed.last, PAGE)
+                items, tail = await run_in_threadpool(self._read, run_id, feed.last, PAGE)
                 feed.caught_up.clear()
-                feed.publish(items, end)
-                if end is not None:
+                feed.publish(items, tail)
+                if feed.end is not None:
                     return
                 if len(items) == PAGE:  # a backlog: the next page once a reader wants it
                     with contextlib.suppress(TimeoutError):
@@ -198,25 +209,32 @@ class Feeds:
         """The run's items after epoch ``after``, then new ones as they are stored, then its end,
         in batches (all that is there when the reader looks: each batch is one write to the
         client); ``None`` marks ``ping`` seconds without news (a chance to send a keep-alive;
-        to within the feed's one-second tick)."""
+        to within the feed's one-second tick). A paused run's paused item is sent once per
+        pause, after its last epoch; the stream goes on."""
         feed = self._join(run_id, after)
         position, last_sent = after, time.monotonic()
+        paused_sent: str | None = None  # the JSON of the paused item this reader was sent
         try:
             while True:
                 items = feed.after(position)
                 if items is None:  # behind the window: read the gap from the store
                     try:
-                        gap, end = await run_in_threadpool(self._read, run_id, position, PAGE)
+                        gap, tail = await run_in_threadpool(self._read, run_id, position, PAGE)
                     except NotFound:
                         return
                     if gap:
                         position = _last_epoch(gap, position)
-                    if end is not None:
-                        yield [*gap, end]
+                    if tail is not None and tail.kind == "end":
+                        yield [*gap, tail]
                         return
+                    if tail is not None and tail.json != paused_sent:
+                        paused_sent = tail.json
+                        gap = [*gap, tail]
                     if gap:
                         yield gap
-                    last_sent = time.monotonic()
+                        last_sent = time.monotonic()
+                    else:  # nothing new before the feed's window yet: wait for news
+                        await feed.changed()
                     continue
                 if items:
                     position = _last_epoch(items, position)
@@ -227,6 +245,13 @@ class Feeds:
                 if feed.end is not None:
                     yield [feed.end]
                     return
+                if feed.paused is None:
+                    paused_sent = None  # resumed: its next pause is news
+                elif feed.paused.json != paused_sent:
+                    paused_sent = feed.paused.json
+                    yield [feed.paused]
+                    last_sent = time.monotonic()
+                    continue
                 if feed.done or self._progress.closed:
                     return  # gone, failed, or the service is stopping: clients resume
                 if time.monotonic() - last_sent >= ping:

@@ -30,10 +30,12 @@ datasets, models and runs."""
 TAGS = [
     {"name": "datasets", "description": "Data to train on: inline, synthetic, uploaded."},
     {"name": "models", "description": "Models and their current parameters."},
-    {"name": "runs", "description": "Training runs: start, watch, cancel."},
+    {"name": "runs", "description": "Training runs: start, watch, cancel, pause, resume."},
     {"name": "history", "description": "Per-epoch params, loss and metrics, as rows or "
                                        "columns."},
     {"name": "events", "description": "Live streams of a run's epochs."},
+    {"name": "studies", "description": "Hyperparameter searches whose trials are runs: grid, "
+                                        "random, TPE or QMC sampling, successive halving."},
     {"name": "webhooks", "description": "Events posted to your endpoints, signed (Standard "
                                         "Webhooks), with a delivery log."},
     {"name": "keys", "description": "API keys: create, list, revoke (admin)."},

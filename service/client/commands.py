@@ -1,6 +1,7 @@
 """The client's subcommands: train a model (on a file or a stored dataset) and follow its run,
-watch a run, cancel one, export a model, predict for a file. Exit status 0 for a succeeded
-run, 1 for a failed, diverged or cancelled one, 2 for a refused request or bad flags."""
+watch a run, cancel, pause or resume one, export a model, predict for a file. Exit status 0
+for a succeeded run, 1 for a failed, diverged or cancelled one, 2 for a refused request or bad
+flags."""
 
 from __future__ import annotations
 
@@ -155,6 +156,28 @@ def cancel(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def pause(args: argparse.Namespace, console: Console) -> int:
+    """Ask a run to pause: a queued run pauses at once, a running one at the end of its
+    current epoch (with a checkpoint); a paused run stays paused."""
+    run = _api(args).json("POST", f"/v1/runs/{args.run_id}/pause")
+    done = f"{run['epochs_completed']} of {run['epochs']} epochs"
+    if run["status"] == "paused":
+        console.print(f"run {run['id']} is paused after {done}; resume it with "
+                      f"`tapeline resume {run['id']}`")
+    else:
+        console.print(f"run {run['id']} pauses at the end of its current epoch ({done} done)")
+    return 0
+
+
+def resume(args: argparse.Namespace, console: Console) -> int:
+    """Queue a paused run again: it continues from its checkpoint."""
+    run = _api(args).json("POST", f"/v1/runs/{args.run_id}/resume")
+    console.print(f"run {run['id']} resumed: {run['status']}, from epoch "
+                  f"{run['epochs_completed']} of {run['epochs']} (`tapeline watch {run['id']}` "
+                  f"follows it)")
+    return 0
+
+
 def export(args: argparse.Namespace, console: Console) -> int:
     """Write a model's file."""
     answer = _api(args).request("GET", f"/v1/models/{args.model_id}/export",
@@ -252,6 +275,17 @@ def add_commands(commands: Any, formatter: type[argparse.HelpFormatter]) -> None
             "once, a running one at the end of its current epoch (its history is kept).")
     p.add_argument("run_id", metavar="RUN_ID", help="the run to cancel")
     p.set_defaults(func=_run(cancel))
+
+    p = add("pause", "pause a run", "Ask a run to pause: a queued run pauses at once, a "
+            "running one at the end of its current epoch, with a checkpoint of its params, "
+            "optimizer state and random stream. It holds no worker until resumed.")
+    p.add_argument("run_id", metavar="RUN_ID", help="the run to pause")
+    p.set_defaults(func=_run(pause))
+
+    p = add("resume", "resume a paused run", "Queue a paused run again: it continues from "
+            "its checkpoint exactly as if it had never paused.")
+    p.add_argument("run_id", metavar="RUN_ID", help="the paused run to resume")
+    p.set_defaults(func=_run(resume))
 
     p = add("export", "download a model file", "Write a model as an ONNX, safetensors or "
             "JSON file.")

@@ -98,6 +98,13 @@ class _Follower:
                     self.progress.update(self.task, completed=done, metrics=self.last,
                                          total=max(event["epochs"], done))
                     return event
+                if event["type"] == "paused":  # the stream stays open: epochs follow a resume
+                    self.console.print(
+                        f"run {self.run_id} paused after {event['epochs_completed']} epochs "
+                        f"(tapeline resume {self.run_id})")
+                    continue
+                if event["type"] != "epoch":
+                    continue  # an item type of a newer server
                 self.after, self.last = event["epoch"], metric_text(event)
                 self.progress.update(self.task, completed=event["epoch"] + 1, metrics=self.last)
             # the stream ended without an end event: follow it again from the last epoch

@@ -56,6 +56,11 @@ class Api:
             raise _problem(answer)
         return answer
 
+    def raise_for(self, answer: httpx.Response) -> None:
+        """:class:`Problem` for a 4xx/5xx answer (read first when streamed)."""
+        if answer.status_code >= 400:
+            raise _problem(answer)
+
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         """The JSON answer to a request."""
         return self.request(method, path, **kwargs).json()

@@ -1,6 +1,7 @@
 """One attempt of a run, as an object whose methods are its steps: claim the run (fenced) and
 load it with its checkpoint from the store, train epoch by epoch, flush history and checkpoints
-as it goes, then finish the run, or release it to the queue when the worker drains.
+as it goes, then finish the run, pause it at an epoch boundary when asked (``pause_at``), or
+release it to the queue when the worker drains.
 
 Every write of an attempt is fenced: once another attempt has claimed the run, the store
 refuses them (:class:`~service.store.lifecycle.Fenced`) and this one stops, writing nothing.
@@ -173,7 +174,8 @@ class Attempt:
                                     "worker": claim.worker}}
         self._last_flush = self._last_poll = self._last_checkpoint = time.monotonic()
         self._status_says_stop = self.run.status == RunStatus.CANCELLING
-        self._handing_over = False
+        self._pause_at: int | None = self.run.pause_at
+        self._handing_over = self._pausing = False
         self._over: lifecycle.OverQuota | None = None  # the byte quota ended the run
         self._beat = Heartbeat(sessions, self.run_id, self.number,
                                max(claim.timeout / 3, 0.05))
@@ -226,22 +228,27 @@ class Attempt:
         return None  # pragma: no cover - the loop always ends with an outcome
 
     def should_stop(self) -> bool:
-        """Asked at every epoch boundary: stop for a cancel (of this process or in the store)
-        or a drain; raises :class:`~service.store.lifecycle.Fenced` once the heartbeat saw the
-        run taken over."""
+        """Asked at every epoch boundary: stop for a cancel (of this process or in the store),
+        a pause (the run's ``pause_at`` reached) or a drain; raises
+        :class:`~service.store.lifecycle.Fenced` once the heartbeat saw the run taken over."""
         if self._beat.lost:
             raise lifecycle.Fenced(self.run_id, self.number)
         if self._hooks.cancelled() or self._status_says_stop:
             return True
-        if self._hooks.draining():
-            self._handing_over = True
-            return True
         if time.monotonic() - self._last_poll >= STATUS_POLL_SECONDS:
             self._last_poll = time.monotonic()
             with self._sessions() as session:
-                self._status_says_stop = lifecycle.run_status(session, self.run_id) in (
-                    None, RunStatus.CANCELLING)
-        return self._status_says_stop
+                status, self._pause_at = lifecycle.run_control(session, self.run_id)
+            self._status_says_stop = status in (None, RunStatus.CANCELLING)
+            if self._status_says_stop:
+                return True
+        if self._pause_at is not None and self._fit.epoch >= self._pause_at:
+            self._pausing = True
+            return True
+        if self._hooks.draining():
+            self._handing_over = True
+            return True
+        return False
 
     def flush(self) -> None:
         """Store the pending epochs (fenced) and, when one is due, a checkpoint; then tell
@@ -294,6 +301,8 @@ class Attempt:
     def end(self, outcome: Outcome) -> str:
         """The loop's outcome: hand the run back (draining), or finish it cancelled or
         succeeded; the run's status."""
+        if outcome.cancelled and self._pausing and self.pause():
+            return RunStatus.PAUSED
         if outcome.cancelled and self._handing_over:
             self.release()
             return RunStatus.QUEUED
@@ -335,6 +344,23 @@ class Attempt:
             raise self._over
         log.info("run %s handed back at epoch %d", self.run_id, self.completed,
                  extra=self._context)
+
+    def pause(self) -> bool:
+        """Pause the run here: its epochs and a checkpoint at this boundary stored and the run
+        paused, held by nobody, in one fenced transaction; the next attempt (once resumed)
+        resumes at this epoch. False when the run was cancelled meanwhile (the caller ends
+        it). When the byte quota stopped its history instead, raises
+        :class:`~service.store.lifecycle.OverQuota` (the run is then finished)."""
+        with self._sessions.begin() as session:
+            self._write(session, keep=True)
+            paused = self._over is None and lifecycle.pause_run(session, self.run_id,
+                                                                self.number)
+        if self._over is not None:
+            raise self._over
+        if paused:
+            log.info("run %s paused at epoch %d", self.run_id, self.completed,
+                     extra=self._context)
+        return paused
 
     def fail(self) -> None:
         """End the run as failed by an unexpected error (called while handling it): the log

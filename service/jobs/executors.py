@@ -39,6 +39,24 @@ class Executor(Protocol):
         """Stop; the ids of runs this process abandoned (none for the queue)."""
 
 
+def submit_run(executor: Executor, run_id: str, owner: str | None = None) -> None:
+    """Hand a queued run to the executor, as the API does once a new run's transaction has
+    committed (blocking on the store: call it off the event loop)."""
+    executor.submit(run_id, owner)
+
+
+def resume_and_submit(sessions: sessionmaker[Session], executor: Executor, run_id: str,
+                      pause_at: int | None = None, *, end: bool = False) -> None:
+    """Resume a paused run and hand it to the executor: for callers without HTTP (a study's
+    scheduler). :func:`~service.store.lifecycle.resume_run` in a transaction of its own
+    (queued again, pausing next at ``pause_at``; or, with ``end``, to end ``succeeded`` where
+    it paused), then, once committed, :func:`submit_run`. Raises what ``resume_run`` raises
+    (nothing is then queued)."""
+    with sessions.begin() as session:
+        owner = lifecycle.resume_run(session, run_id, pause_at, end=end).owner
+    submit_run(executor, run_id, owner)
+
+
 def scale_collector(settings: Settings, sessions: sessionmaker[Session],
                     executor: Executor) -> ScaleCollector:
     """The /metrics collector of workers, attempts and queue depth."""

@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable
 from datetime import timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
@@ -95,7 +96,9 @@ class LocalExecutor:
         with self._sessions.begin() as session:  # still queued if it died while starting it
             if lifecycle.run_status(session, run_id) not in ACTIVE_STATUSES:
                 return
-            if self._settings.on_interrupted == "requeue":
+            row = session.scalar(select(RunRow).where(RunRow.id == run_id))
+            if self._settings.on_interrupted == "requeue" or (
+                    row is not None and lifecycle.in_study(row)):
                 requeued = lifecycle.resolve_interrupted(session, "requeue", [run_id])
             else:
                 requeued = []

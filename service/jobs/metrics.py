@@ -95,3 +95,30 @@ class WebhookCollector(Collector):
             "tapeline_webhook_oldest_pending_seconds", "Age of the oldest event not yet "
             "delivered to an enabled endpoint (0: none).",
             value=0.0 if oldest is None else max((now() - oldest).total_seconds(), 0.0))
+
+
+class StudyCollector(Collector):
+    """Studies' figures on the API's /metrics, read from the store when scraped: trials by
+    status and studies by outcome (``running`` for those not yet ended)."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def collect(self) -> Iterator[Any]:
+        from service.store.tables import StudyRow, StudyStatus, TrialRow, TrialStatus
+
+        with self._sessions() as session:
+            trials = dict(session.execute(select(TrialRow.status, func.count())
+                                          .group_by(TrialRow.status)).all())
+            studies = dict(session.execute(select(StudyRow.status, func.count())
+                                           .group_by(StudyRow.status)).all())
+        by_trial = CounterMetricFamily("tapeline_study_trials", "Trials of studies by status.",
+                                       labels=["status"])
+        for status in TrialStatus:
+            by_trial.add_metric([str(status)], trials.get(status, 0))
+        yield by_trial
+        by_outcome = CounterMetricFamily("tapeline_studies", "Studies by outcome (running: "
+                                         "not ended yet).", labels=["outcome"])
+        for outcome in StudyStatus:
+            by_outcome.add_metric([str(outcome)], studies.get(outcome, 0))
+        yield by_outcome

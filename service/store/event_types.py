@@ -19,10 +19,19 @@ EVENT_TYPES: dict[str, str] = {
     "run.failed": "A run ended by an error.",
     "run.diverged": "A run ended because its loss or params stopped being finite.",
     "run.cancelled": "A run ended on request.",
+    "run.paused": "A run paused (at an epoch's end, with a checkpoint; or at once if queued).",
+    "run.resumed": "A paused run was queued again, to continue from its checkpoint.",
     "model.created": "A model was made (or imported).",
     "model.deleted": "A model was deleted with its runs.",
     "dataset.created": "A dataset was stored.",
     "dataset.deleted": "A dataset was deleted.",
+    "study.created": "A study was made (its trials follow).",
+    "study.best_changed": "A study's best trial changed.",
+    "study.completed": "A study decided its last batch.",
+    "study.failed": "A study could not go on (its dataset deleted, or every trial of a batch "
+                    "failed).",
+    "study.cancelled": "A study was cancelled on request.",
+    "study.deleted": "A study was deleted with its trials' models and runs.",
     "webhook.disabled": "An endpoint was disabled: it answered 410 Gone, or failed for 3 days.",
 }
 PING = "ping"
@@ -34,6 +43,7 @@ RUN_STATUS_EVENTS: dict[str, str] = {
     RunStatus.FAILED: "run.failed",
     RunStatus.DIVERGED: "run.diverged",
     RunStatus.CANCELLED: "run.cancelled",
+    RunStatus.PAUSED: "run.paused",
 }
 
 

@@ -1,6 +1,7 @@
 """The run lifecycle as the training side sees it: claim a run with a fenced attempt, append
-its epochs and checkpoints, finish it or hand it back, settle runs a stop or crash left active,
-and count runs for the metrics.
+its epochs and checkpoints, finish it, pause it or hand it back, settle runs a stop or crash
+left active, and count runs for the metrics. Also the pause and resume of runs as any caller
+asks for them (the API, a study's scheduler): :func:`request_pause` and :func:`resume_run`.
 
 These functions act for the service itself, not for a caller: they are not bound to a
 tenant. Each takes an open :class:`~sqlalchemy.orm.Session`; the caller owns the transaction,
@@ -36,9 +37,10 @@ from sqlalchemy.orm import Session
 from service.store import documents, outbox, usage
 from service.store.codec import pack_params
 from service.store.event_types import RUN_STATUS_EVENTS
-from service.store.repo import NotFound, Repository, now
+from service.store.repo import Conflict, NotFound, Repository, now
 from service.store.tables import (
     ACTIVE_STATUSES,
+    FINAL_STATUSES,
     CheckpointRow,
     DatasetRow,
     EpochRow,
@@ -141,6 +143,7 @@ _APPEND_FENCE = update(RUNS).where(_OWNED).values(
     stored_bytes=RUNS.c.stored_bytes + bindparam("b_added", type_=RUNS.c.stored_bytes.type))
 _INSERT_EPOCHS = insert(EPOCHS)
 _RUN_STATUS = select(RunRow.status).where(RunRow.id == bindparam("run_id"))
+_RUN_CONTROL = select(RunRow.status, RunRow.pause_at).where(RunRow.id == bindparam("run_id"))
 _TO_FINISH = (
     select(RunRow.model_id, RunRow.history_base, RunRow.started_at, DatasetRow.classes,
            RunRow.owner)
@@ -305,6 +308,148 @@ def run_status(session: Session, run_id: str) -> str | None:
     return session.scalar(_RUN_STATUS, {"run_id": run_id})
 
 
+def run_control(session: Session, run_id: str) -> tuple[str | None, int | None]:
+    """What a training attempt polls: the run's status (``None`` if it was deleted) and its
+    ``pause_at``."""
+    found = session.execute(_RUN_CONTROL, {"run_id": run_id}).one_or_none()
+    return (None, None) if found is None else (str(found.status), found.pause_at)
+
+
+def request_pause(session: Session, run_id: str, at_epoch: int | None = None) -> None:
+    """Ask a run to pause (for any caller: not bound to a tenant, whose check is the
+    caller's). The run pauses at the first epoch boundary where its epochs completed reach
+    ``at_epoch`` (``None``: at the end of the epoch it trains now): a running run's worker
+    stores its epochs and a checkpoint there (params, optimizer state, random stream) and lets
+    go of the run, which becomes ``paused``; a queued run that has reached ``at_epoch``
+    already (always, for ``None``) becomes ``paused`` at once, any other queued run keeps
+    ``at_epoch`` for when it trains. A run whose ``at_epoch`` is its number of epochs (or
+    more) does not pause: it ends as usual. A paused run stays paused (idempotent; its
+    ``pause_at`` is unchanged). A paused run holds no worker and does not count toward its
+    tenant's active-run quota, but keeps its model (``training``: no other run starts on it)
+    and its datasets. Writes ``run.paused`` to the outbox when the run pauses here (the worker
+    writes it otherwise). Raises :class:`NotFound` for no such run, :class:`Conflict` for a
+    final or cancelling run, :class:`ValueError` for a negative ``at_epoch``."""
+    if at_epoch is not None and at_epoch < 0:
+        raise ValueError(f"at_epoch must be 0 or more, not {at_epoch}")
+    target = 0 if at_epoch is None else at_epoch
+    while True:  # a conditional UPDATE per state the run may be in; retried if it moved on
+        found = session.execute(
+            select(RunRow.status, RunRow.epochs_completed, RunRow.owner)
+            .where(RunRow.id == run_id)).one_or_none()
+        if found is None:
+            raise NotFound("run", run_id)
+        status = found.status
+        if status == RunStatus.PAUSED:
+            return
+        if status in FINAL_STATUSES or status == RunStatus.CANCELLING:
+            raise Conflict(f"run {run_id!r} is {status}: only a queued or running run can be "
+                           f"paused")
+        if status == RunStatus.QUEUED and found.epochs_completed >= target:
+            paused = session.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED)
+                .values(status=RunStatus.PAUSED.value, pause_at=None, worker=None,
+                        heartbeat_at=None)
+                .execution_options(synchronize_session=False))
+            if paused.rowcount:  # type: ignore[attr-defined]
+                announce(session, run_id)
+                _run_event(session, found.owner, run_id, RunStatus.PAUSED)
+                return
+            continue
+        asked = session.execute(
+            update(RunRow)
+            .where(RunRow.id == run_id, RunRow.status == status)
+            .values(pause_at=target)
+            .execution_options(synchronize_session=False))
+        if asked.rowcount:  # type: ignore[attr-defined]
+            announce(session, run_id)
+            return
+
+
+def resume_run(session: Session, run_id: str, pause_at: int | None = None, *,
+               end: bool = False) -> RunRow:
+    """Resume a paused run (for any caller: not bound to a tenant, whose check is the
+    caller's): it is queued again, to continue from its checkpoint exactly as it would have
+    gone on had it never paused (its final params bit for bit the same), and pause again
+    when its epochs completed reach ``pause_at`` (``None``: it trains to its end; a
+    ``pause_at`` of its number of epochs or more ends it as usual). Returns the run, queued.
+    The caller must then hand it to the executor as a new run is, after this transaction
+    commits: :func:`service.jobs.executors.resume_and_submit` does both. Writes
+    ``run.resumed`` to the outbox. With ``end``, the run is resumed only to end where it
+    paused (successive halving's pruned trial): its ``epochs`` become the epochs it has
+    completed, so the worker that takes it trains none, measures the final loss and metrics
+    at its checkpoint's params (exactly those a run of that many epochs ends with) and ends it
+    ``succeeded``, its params becoming its model's. Raises :class:`NotFound` for no such run,
+    :class:`Conflict` for a run that is not paused, :class:`ValueError` for a ``pause_at``
+    not after the epochs it has completed (or any ``pause_at`` with ``end``)."""
+    found = session.execute(
+        select(RunRow.status, RunRow.epochs_completed, RunRow.owner)
+        .where(RunRow.id == run_id)).one_or_none()
+    if found is None:
+        raise NotFound("run", run_id)
+    if pause_at is not None and (end or pause_at <= found.epochs_completed):
+        raise ValueError(f"pause_at ({pause_at}) must be after the {found.epochs_completed} "
+                         f"epochs the run has completed, and not given with end")
+    values: dict[str, Any] = {"status": RunStatus.QUEUED.value, "pause_at": pause_at,
+                              "worker": None, "heartbeat_at": None}
+    if end:
+        values["epochs"] = found.epochs_completed
+    resumed = session.execute(
+        update(RunRow)
+        .where(RunRow.id == run_id, RunRow.status == RunStatus.PAUSED)
+        .values(values)
+        .execution_options(synchronize_session=False))
+    if not resumed.rowcount:  # type: ignore[attr-defined]
+        status = run_status(session, run_id)
+        raise Conflict(f"run {run_id!r} is {status}: only a paused run can be resumed")
+    announce(session, run_id)
+    outbox.record(session, found.owner, "run.resumed", f"run:{run_id}", lambda: documents.run(
+        session.scalars(select(RunRow).where(RunRow.id == run_id)
+                        .execution_options(populate_existing=True)).one()))
+    return session.scalars(select(RunRow).where(RunRow.id == run_id)
+                           .execution_options(populate_existing=True)).one()
+
+
+def cancel_paused(session: Session, run_id: str) -> bool:
+    """Cancel a paused run at once (no worker holds it): it ends ``cancelled`` with the
+    history it has, its checkpoint dropped, as a run cancelled while training. False when
+    the run is not paused (the caller cancels it as usual)."""
+    held = session.execute(
+        update(RunRow)
+        .where(RunRow.id == run_id, RunRow.status == RunStatus.PAUSED)
+        .values(status=RunStatus.CANCELLING.value)
+        .returning(RunRow.epochs_completed)
+        .execution_options(synchronize_session=False)).one_or_none()
+    if held is None:
+        return False
+    completed = held.epochs_completed
+    finish_run(session, run_id, RunStatus.CANCELLED, completed=completed, error=(
+        "cancelled", f"cancelled on request while paused after {completed} epochs", completed))
+    return True
+
+
+def pause_run(session: Session, run_id: str, attempt: int) -> bool:
+    """Pause a running run at an epoch boundary (its worker's side of :func:`request_pause`;
+    the caller has stored its epochs and its checkpoint there in this transaction): paused,
+    held by nobody, its ``pause_at`` cleared, the attempt counted as handed back (pauses never
+    use up the run's ``max_attempts``). False when the run is being cancelled instead
+    (the caller then ends it); :class:`Fenced` when ``attempt`` no longer owns it."""
+    paused = session.execute(
+        update(RunRow)
+        .where(_owned(run_id, attempt), RunRow.status == RunStatus.RUNNING)
+        .values(status=RunStatus.PAUSED.value, pause_at=None, worker=None, heartbeat_at=None,
+                handbacks=RunRow.handbacks + 1)  # an attempt that ended well: not a loss
+        .returning(RunRow.owner)
+        .execution_options(synchronize_session=False)).one_or_none()
+    if paused is None:
+        if session.scalar(select(RunRow.id).where(_owned(run_id, attempt))) is None:
+            raise Fenced(run_id, attempt)
+        return False
+    announce(session, run_id)
+    _run_event(session, paused.owner, run_id, RunStatus.PAUSED)
+    return True
+
+
 def stored_room(session: Session, tenant: str, limit: int) -> int:
     """How many more bytes ``tenant`` may store under a quota of ``limit``, counted under the
     tenant's lock (held until the transaction ends), as the API counts its writes."""
@@ -379,7 +524,8 @@ def finish_run(
     if completed is None:
         completed = session.scalar(select(func.count()).where(EpochRow.run_id == run_id)) or 0
     stamp = now()
-    run: dict[str, Any] = {"status": status, "finished_at": stamp, "epochs_completed": completed}
+    run: dict[str, Any] = {"status": status, "finished_at": stamp, "epochs_completed": completed,
+                           "pause_at": None}
     if found.started_at is not None:
         run["duration_ms"] = max((stamp - found.started_at).total_seconds() * 1000.0, 0.0)
     model: dict[str, Any] = {"history_rows": found.history_base + completed, "updated_at": stamp}
@@ -411,6 +557,12 @@ def finish_run(
     _run_event(session, found.owner, run_id, status)
 
 
+def in_study(row: RunRow) -> bool:
+    """Whether the run is a study's trial: resumed from its checkpoint after a crash whatever
+    ``TAPELINE_ON_INTERRUPTED`` says (a study's results must not depend on crashes)."""
+    return "study" in (row.tags or {})
+
+
 def resolve_interrupted(
     session: Session,
     policy: str,
@@ -418,8 +570,9 @@ def resolve_interrupted(
     keep: Callable[[RunRow], bool] | None = None,
 ) -> list[str]:
     """Active runs that a stop or crash interrupted (all of them, or ``only`` these): fail them
-    (``fail``), or re-queue them (``requeue``) to resume from their checkpoint (the epochs
-    after it are deleted when the next attempt claims the run); returns the re-queued ids.
+    (``fail``), or re-queue them (``requeue``; always for a study's trial) to resume from
+    their checkpoint (the epochs after it are deleted when the next attempt claims the run);
+    returns the re-queued ids.
     Runs for which ``keep`` says true (their worker is alive) are left alone."""
     query = select(RunRow).where(RunRow.status.in_(ACTIVE_STATUSES)).order_by(RunRow.seq)
     if only is not None:
@@ -429,7 +582,7 @@ def resolve_interrupted(
     for row in rows:
         if keep is not None and keep(row):
             continue  # a live worker elsewhere trains it
-        if policy == "requeue" and row.status != RunStatus.CANCELLING:
+        if (policy == "requeue" or in_study(row)) and row.status != RunStatus.CANCELLING:
             resume_at = session.scalar(
                 select(CheckpointRow.epoch).where(CheckpointRow.run_id == row.id)
             ) or 0

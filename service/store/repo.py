@@ -32,6 +32,7 @@ from service.store.codec import (
 from service.store.sampling import minmax_rows
 from service.store.tables import (
     ACTIVE_STATUSES,
+    OPEN_STATUSES,
     DatasetRow,
     EpochRow,
     ModelRow,
@@ -116,8 +117,9 @@ _BY_ID: dict[type[Any], Any] = {
     for table in (DatasetRow, ModelRow, RunRow)
 }
 _ACTIVE = RunRow.status.in_(ACTIVE_STATUSES)
+_OPEN = RunRow.status.in_(OPEN_STATUSES)
 _ACTIVE_RUN_ID = select(RunRow.id).where(
-    RunRow.model_id == bindparam("model_id"), RunRow.owner == bindparam("owner"), _ACTIVE)
+    RunRow.model_id == bindparam("model_id"), RunRow.owner == bindparam("owner"), _OPEN)
 _ACTIVE_RUNS = select(func.count()).where(RunRow.owner == bindparam("owner"), _ACTIVE)
 _QUEUED = select(func.count()).where(RunRow.status == RunStatus.QUEUED)
 _PRODUCING_RUN_ID = (
@@ -129,7 +131,7 @@ _PRODUCING_RUN_ID = (
 )
 _TRAINING_MODEL_IDS = select(RunRow.model_id).where(
     RunRow.model_id.in_(bindparam("ids", expanding=True)), RunRow.owner == bindparam("owner"),
-    _ACTIVE)
+    _OPEN)
 _ANY_ARRAYS = select(DatasetRow.x, DatasetRow.y).where(DatasetRow.id == bindparam("id"))
 _ARRAYS = select(DatasetRow.x, DatasetRow.y).where(
     DatasetRow.id == bindparam("id"), DatasetRow.owner == bindparam("owner"))
@@ -233,12 +235,12 @@ class Repository:
         return unpack_array(found.x), unpack_array(found.y)
 
     def delete_dataset(self, dataset_id: str) -> None:
-        """Delete a dataset, or :class:`Conflict` while an active run uses it (to train or to
-        validate)."""
+        """Delete a dataset, or :class:`Conflict` while an active or paused run uses it (to
+        train or to validate)."""
         row = self.get_dataset(dataset_id)
         uses = (RunRow.dataset_id == dataset_id) | (RunRow.validation_dataset_id == dataset_id)
         busy = self.session.scalar(
-            select(RunRow.id).where(uses, RunRow.status.in_(ACTIVE_STATUSES)).limit(1)
+            select(RunRow.id).where(uses, _OPEN).limit(1)
         )
         if busy is not None:
             raise Conflict(f"dataset {dataset_id!r} is in use by active run {busy!r}")
@@ -343,11 +345,11 @@ class Repository:
         return self._by_id(ModelRow, "model", model_id)
 
     def active_run_id(self, model_id: str) -> str | None:
-        """The id of the model's queued, running or cancelling run, if it has one."""
+        """The id of the model's queued, running, cancelling or paused run, if it has one."""
         return self.session.scalar(_ACTIVE_RUN_ID, {"model_id": model_id, "owner": self.tenant})
 
     def training_model_ids(self, model_ids: Sequence[str]) -> set[str]:
-        """Which of these models have an active run."""
+        """Which of these models have an active or paused run (they are ``training``)."""
         if not model_ids:
             return set()
         return set(self.session.scalars(_TRAINING_MODEL_IDS, {"ids": list(model_ids),
@@ -386,13 +388,20 @@ class Repository:
         name: str | None = None,
         description: str | None = None,
         tags: dict[str, str] | None = None,
+        pause_at: int | None = None,
     ) -> RunRow:
         """Queue a run of ``model`` on ``dataset`` (both the tenant's, found through this
-        repository); :class:`Conflict` if the model has one active. ``options`` are the run's
-        loss, penalty, validation, early stopping and shuffling; ``stored_quota`` says whether
-        the tenant's byte quota applies to what it stores; ``name``, ``description`` and
-        ``tags`` are its annotations. The caller holds the queue's lock (:meth:`lock_queue`),
-        as :meth:`delete_model` does."""
+        repository); :class:`Conflict` if the model has one active or paused. ``options`` are
+        the run's loss, penalty, validation, early stopping and shuffling; ``stored_quota``
+        says whether the tenant's byte quota applies to what it stores; ``name``,
+        ``description`` and ``tags`` are its annotations. ``pause_at`` (a number of epochs,
+        1 or more; ``None``: no pause) makes the run pause once it has completed that many
+        epochs, with a checkpoint, unless that is all its epochs (it then ends as usual); see
+        :func:`service.store.lifecycle.resume_run` to resume it. The caller holds the queue's
+        lock (:meth:`lock_queue`), as :meth:`delete_model` does, and hands the run to the
+        executor once the transaction commits."""
+        if pause_at is not None and pause_at < 1:
+            raise ValueError(f"pause_at must be 1 or more, not {pause_at}")
         active = self.active_run_id(model.id)
         if active is not None:
             raise Conflict(f"model {model.id!r} already has an active run {active!r}")
@@ -418,6 +427,7 @@ class Repository:
             initial_params=model.params,
             stored_bytes=len(model.params),
             stored_quota=stored_quota,
+            pause_at=pause_at,
             created_at=now(),
         )
         self.session.add(row)
@@ -441,7 +451,8 @@ class Repository:
         return self.session.scalar(_QUEUED) or 0
 
     def active_runs(self) -> int:
-        """How many of the tenant's runs are queued, running or cancelling."""
+        """How many of the tenant's runs are queued, running or cancelling (what the
+        active-run quota counts: paused runs are not)."""
         return self.session.scalar(_ACTIVE_RUNS, {"owner": self.tenant}) or 0
 
     def get_run(self, run_id: str) -> RunRow:

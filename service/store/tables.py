@@ -37,20 +37,29 @@ DEFAULT_OWNER = "default"
 
 class RunStatus(StrEnum):
     """A run's state: queued -> running -> succeeded | failed | cancelled | diverged, through
-    cancelling when asked to stop while running."""
+    cancelling when asked to stop while running. A queued or running run may be paused
+    (queued -> paused at once, running -> paused at an epoch's end, its checkpoint holding
+    its state) and resumed (paused -> queued); a paused run may be cancelled. More values may
+    be added: clients must accept one they do not know."""
 
     QUEUED = "queued"
     RUNNING = "running"
     CANCELLING = "cancelling"
+    PAUSED = "paused"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
     DIVERGED = "diverged"
 
 
+# Runs that want or hold a worker: what the active-run quota counts, and what a stop or
+# crash of the service interrupts.
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLING)
-FINAL_STATUSES = tuple(status for status in RunStatus if status not in ACTIVE_STATUSES)
-ACTIVE_SQL = f"status IN ({', '.join(repr(str(s)) for s in ACTIVE_STATUSES)})"
+# Runs not yet ended: the active ones and the paused ones. Such a run holds its model (its
+# model is training: one per model, no delete) and its datasets (no delete).
+OPEN_STATUSES = (*ACTIVE_STATUSES, RunStatus.PAUSED)
+FINAL_STATUSES = tuple(status for status in RunStatus if status not in OPEN_STATUSES)
+OPEN_SQL = f"status IN ({', '.join(repr(str(s)) for s in OPEN_STATUSES)})"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -144,13 +153,14 @@ class RunRow(Base):
     __tablename__ = "runs"
     __table_args__ = (
         Index("ix_runs_model_seq", "model_id", "seq"),
-        # At most one queued/running/cancelling run per model, enforced by the database.
+        # At most one open (queued, running, cancelling or paused) run per model, enforced by
+        # the database.
         Index(
             "ux_runs_one_active_per_model",
             "model_id",
             unique=True,
-            sqlite_where=text(ACTIVE_SQL),
-            postgresql_where=text(ACTIVE_SQL),
+            sqlite_where=text(OPEN_SQL),
+            postgresql_where=text(OPEN_SQL),
         ),
     )
 
@@ -202,6 +212,10 @@ class RunRow(Base):
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     stored_quota: Mapped[bool] = mapped_column(Boolean, default=False,
                                                server_default=text("false"))
+    # Pause and resume (migration 0009): the run pauses at the first epoch boundary where its
+    # epochs completed reach ``pause_at`` (0: the next one), unless that is its end; null:
+    # no pause asked for. A pause, a finish or a resume without one clears it.
+    pause_at: Mapped[int | None] = mapped_column(Integer)
 
 
 class EpochRow(Base):
@@ -361,3 +375,83 @@ class WebhookCounterRow(Base):
 
     outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class StudyStatus(StrEnum):
+    """A study's state: running until its last batch is decided (``completed``), it is
+    cancelled, or it cannot go on (``failed``)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class TrialStatus(StrEnum):
+    """A trial's state, from its run's and the scheduler's decisions."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    PRUNED = "pruned"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class StudyRow(Base):
+    """A study: its spec (validated once, as the API took it), its state, and what its driver
+    last recorded (best trial, epochs trained, the number of its last event). ``version`` goes
+    up with every change the driver makes (under the study's row lock)."""
+
+    __tablename__ = "studies"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[dict[str, str]] = mapped_column(TagsType, default=dict)
+    dataset_id: Mapped[str] = mapped_column(String(40), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    best: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    epochs_trained: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(String(1000))
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TrialRow(Base):
+    """Trial ``number`` of a study: the point sampled for it, its model and run, its status,
+    the epochs its run trained and the objective at each rung it reached. The primary key
+    makes each number's trial once, whichever driver gets there first."""
+
+    __tablename__ = "study_trials"
+
+    study_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    model_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    run_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    epochs: Mapped[int] = mapped_column(Integer, default=0)
+    rungs: Mapped[list[float]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StudyEventRow(Base):
+    """Event ``seq`` of a study's stream (1, 2, ...): what happened, with its data."""
+
+    __tablename__ = "study_events"
+
+    study_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

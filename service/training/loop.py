@@ -277,6 +277,16 @@ class Fit:
         loss = float(loss_t.numpy())
         return params, loss, {**self._measure(loss_t, outputs, self.train), **validation}
 
+    def measured(self) -> tuple[Params, float, dict[str, float]]:
+        """The params, objective and metrics of the model as it is now: what the run's final
+        record would say if it ended here (a study's rung reads them from a checkpoint)."""
+        try:
+            return self._state_now()
+        finally:
+            for function in (self._step, self._forward):
+                if isinstance(function, Compiling):
+                    function.release()
+
     def run(self, should_stop: Callable[[], bool] = lambda: False
             ) -> Iterator[EpochRecord | Outcome]:
         """Yield an :class:`EpochRecord` per epoch trained, then one :class:`Outcome`; raises

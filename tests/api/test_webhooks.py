@@ -102,7 +102,7 @@ def test_an_endpoint_is_made_read_changed_rotated_and_deleted(client: TestClient
     ({"url": "http://169.254.169.254/latest/meta-data", "events": ["*"]}, ["body", "url"]),
     ({"url": "http://224.0.0.1/", "events": ["*"]}, ["body", "url"]),
     ({"url": HOOK, "events": ["run.exploded"]}, ["body", "events", 0]),
-    ({"url": HOOK, "events": ["study.*"]}, ["body", "events", 0]),
+    ({"url": HOOK, "events": ["trial.*"]}, ["body", "events", 0]),
     ({"url": HOOK, "events": []}, ["body", "events"]),
     ({"url": HOOK}, ["body", "events"]),
     ({"events": ["*"]}, ["body", "url"]),

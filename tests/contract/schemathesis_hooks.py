@@ -48,6 +48,21 @@ SEMANTIC_422 = {
     "datasets-update": r"tags; at most 64|reserved for studies",
     "webhooks-create": r"^body\.url: |TAPELINE_MAX_WEBHOOKS",
     "webhooks-update": r"^body\.url: ",
+    # The space tried at its extremes in the model and run bodies (a path that leads nowhere,
+    # a value that makes an invalid model or run), the ranges' own rules, the objective a
+    # run of the model reports, the model's and run's rules against the dataset (as for
+    # models-create and runs-create), the trials' limit
+    "studies-create": r"^body\..*"
+                      r"(leads nowhere|makes an invalid trial|is above high|log scale"
+                      r"|grid over a float|scheduler's job|rungs need fixed epochs"
+                      r"|not a metric this model's runs report|needs validation rows"
+                      r"|TAPELINE_MAX_TRIALS|TAPELINE_MAX_PARAMS|classification only"
+                      r"|weights but the model has"
+                      r"|expected shape|has no param|missing: shape|give them as initial.params"
+                      r"|feature\(s\) but the model has|labels must be class indices"
+                      r"|labels are strings|fits (regression|classification)|leaves no \w+ row"
+                      r"|metric; this model does|differ from those the model"
+                      r"|reserved for studies)",
     "runs-create": r"feature\(s\) but the model has|labels must be class indices"
                    r"|labels are strings|fits (regression|classification)|leaves no \w+ row"
                    r"|needs validation|metric; this model does|differ from those the model"

@@ -237,7 +237,10 @@ def test_runs_and_streams(chain: Shell) -> None:
     assert sse.count("event: epoch") == 30 and "event: end" in sse
     lines = [json.loads(line) for line in out("application/jsonl").splitlines() if line]
     assert [line["type"] for line in lines] == ["epoch", "epoch", "end"]
-    assert documents(out("/cancel"))[0]["status"] in ("cancelling", "cancelled")
+    assert documents(out("$LONG/cancel"))[0]["status"] in ("cancelling", "cancelled")
+    paused, resumed = documents(out("$PAUSED/resume"))
+    assert paused["status"] in ("queued", "running", "paused") and resumed["status"] == "queued"
+    assert out("$PAUSED/cancel").split() == ["cancelled"]
     [thinned] = documents(out("record_params"))
     assert thinned["epoch"] == [0, 1, 2, 3, 4]
     assert [b is None for b in thinned["b"]] == [False, True, False, True, False]
@@ -323,6 +326,22 @@ def test_experiments(chain: Shell) -> None:
     assert "reviewed=yes" in chain.output_of(name, "tapeline tag")
     published = [body for body in blocks(page(name), "text") if body.startswith("?start")]
     assert published == [GRAMMAR.lstrip("\n")]
+
+
+def test_studies(chain: Shell) -> None:
+    """The ASHA study stopped its trials at the rungs as successive halving says, and its
+    best model predicts."""
+    name = "studies.md"
+    assert chain.output_of(name, "field rungs").split() == ["[1,", "3,", "9]"]
+    assert chain.output_of(name, "field epochs_trained").splitlines()[0] == "21"
+    counts = chain.output_of(name, "field epochs_trained").splitlines()[1]
+    assert "'pruned': 8" in counts and "'completed': 1" in counts
+    rows = [line.split()[:3] for line in
+            chain.output_of(name, "field epochs_trained").splitlines()[2:] if line.strip()]
+    assert sorted(int(epochs) for _, _, epochs in rows) == [1] * 6 + [3] * 2 + [9]
+    assert {status for _, status, _ in rows} == {"pruned", "completed"}
+    [predicted] = documents(chain.output_of(name, "/predict"))
+    assert len(predicted["y"]) == 2
 
 
 def test_every_other_curl_line_runs(live_server: LiveServer) -> None:

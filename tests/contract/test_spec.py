@@ -80,7 +80,8 @@ def test_streams_have_item_schemas() -> None:
     answer = spec["paths"]["/v1/runs/{run_id}/events"]["get"]["responses"]["200"]["content"]
     jsonl = answer["application/jsonl"]["itemSchema"]
     assert jsonl["discriminator"]["mapping"] == {"epoch": "#/components/schemas/EpochEvent",
-                                                 "end": "#/components/schemas/EndEvent"}
+                                                 "end": "#/components/schemas/EndEvent",
+                                                 "paused": "#/components/schemas/PausedEvent"}
     sse = answer["text/event-stream"]["itemSchema"]["properties"]["data"]["contentSchema"]
     assert sse["oneOf"] == jsonl["oneOf"]
 

@@ -280,3 +280,27 @@ def test_a_server_with_keys_trains_with_key_and_refuses_without(tmp_path: Path,
         assert "Traceback" not in trained.text()
     finally:
         server.stop()
+
+
+def test_pause_and_resume_from_the_terminal(live_server: LiveServer, data: Path) -> None:
+    """`tapeline pause` and `resume`; `watch` of a paused run says so and keeps following;
+    pausing an ended run is refused (exit 2, the problem's detail)."""
+    with httpx.Client(base_url=live_server.url, timeout=60) as api:
+        run_id, _ = start_slow(api)
+        paused = Terminal(live_server, data, "pause", run_id)
+        assert paused.finish() == 0
+        assert re.search(rf"run {run_id} (is paused after|pauses at the end)", paused.text())
+        deadline = time.monotonic() + 60
+        while api.get(f"/v1/runs/{run_id}").json()["status"] != "paused":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        watching = Terminal(live_server, data, "watch", run_id)
+        said = rf"run {run_id} paused after \d+ epochs"
+        assert re.search(said, watching.read_until(said)), watching.text()
+        resumed = Terminal(live_server, data, "resume", run_id)
+        assert resumed.finish() == 0 and f"run {run_id} resumed: queued" in resumed.text()
+        assert api.post(f"/v1/runs/{run_id}/cancel").status_code == 202
+        assert watching.finish() == 1  # it followed the run on to its end: cancelled
+        refused = Terminal(live_server, data, "pause", run_id)
+        assert refused.finish() == 2 and "Traceback" not in refused.text()
+        assert "(409)" in refused.text(), refused.text()

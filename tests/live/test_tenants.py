@@ -28,7 +28,8 @@ BOOTSTRAP = "tl_" + "B" * 20 + secrets.token_urlsafe(32)
 UNKNOWN_IDS = {"dataset_id": "ds_00000000000000000000", "model_id": "mdl_00000000000000000000",
                "run_id": "run_00000000000000000000", "key_id": "key_00000000000000000000",
                "webhook_id": "wh_00000000000000000000",
-               "delivery_id": "dlv_00000000000000000000"}
+               "delivery_id": "dlv_00000000000000000000",
+               "study_id": "st_00000000000000000000"}
 # Path parameters that are not ids of a tenant's resources, and why.
 NOT_IDS = {"tenant": "names a tenant: only admins of tenant 'admin' may use it (403 for B)"}
 
@@ -81,6 +82,14 @@ def one_of_everything(api: httpx.Client) -> dict[str, Any]:
     finished = api.post(f"/v1/models/{model['id']}/runs", headers={"prefer": "wait=60"},
                         json={"dataset_id": dataset["id"], "epochs": 3}).json()
     assert finished["status"] == "succeeded", finished
+    study = api.post("/v1/studies", json={
+        "dataset_id": dataset["id"], "model": {"kind": "linear"}, "run": {"epochs": 2},
+        "space": {"run.optimizer.learning_rate": {"type": "choice", "values": [0.1]}},
+        "objective": {"metric": "loss", "goal": "minimize"}, "sampler": {"kind": "grid"}}).json()
+    deadline = time.monotonic() + 60
+    while api.get(f"/v1/studies/{study['id']}").json()["status"] == "running":
+        assert time.monotonic() < deadline, "the study did not end"
+        time.sleep(0.2)
     slow_data = api.post("/v1/datasets/synthetic", json={"num_examples": 20000, "seed": 2}).json()
     busy = api.post("/v1/models").json()
     running = api.post(f"/v1/models/{busy['id']}/runs", json={
@@ -89,7 +98,7 @@ def one_of_everything(api: httpx.Client) -> dict[str, Any]:
     webhook = api.post("/v1/webhooks", json={"url": "https://hooks.example.invalid/a",
                                              "events": ["dataset.deleted"]}).json()
     delivery = api.post(f"/v1/webhooks/{webhook['id']}/test").json()
-    return {"dataset": dataset, "model": model, "run": finished, "busy_model": busy,
+    return {"study": study, "dataset": dataset, "model": model, "run": finished, "busy_model": busy,
             "running": running, "slow_data": slow_data, "webhook": webhook,
             "delivery": delivery}
 
@@ -101,7 +110,8 @@ def snapshot(api: httpx.Client, made: dict[str, Any]) -> dict[str, bytes]:
              f"/v1/runs/{made['run']['id']}", f"/v1/runs/{made['run']['id']}/history",
              f"/v1/models/{made['model']['id']}/history", "/v1/datasets",
              f"/v1/webhooks/{made['webhook']['id']}",
-             f"/v1/webhooks/{made['webhook']['id']}/deliveries"]
+             f"/v1/webhooks/{made['webhook']['id']}/deliveries",
+             f"/v1/studies/{made['study']['id']}", f"/v1/studies/{made['study']['id']}/trials"]
     return {path: api.get(path).content for path in paths}
 
 
@@ -138,7 +148,8 @@ def test_tenant_b_gets_404_for_every_id_of_tenant_a(server: LiveServer) -> None:
     spec = httpx.get(f"{server.url}/openapi.json").json()
     ids = {"dataset_id": made["dataset"]["id"], "model_id": made["model"]["id"],
            "run_id": made["run"]["id"], "key_id": a_key["id"],
-           "webhook_id": made["webhook"]["id"], "delivery_id": made["delivery"]["id"]}
+           "webhook_id": made["webhook"]["id"], "delivery_id": made["delivery"]["id"],
+           "study_id": made["study"]["id"]}
     checked = []
     for method, path, op in operations(spec):
         names = re.findall(r"\{([^}]+)\}", path)
@@ -164,7 +175,8 @@ def test_tenant_b_gets_404_for_every_id_of_tenant_a(server: LiveServer) -> None:
                 checked.append(op["operationId"])
     assert {"datasets-delete", "models-predict", "runs-create", "runs-cancel", "events-stream",
             "history-run", "history-model", "keys-delete", "datasets-download",
-            "webhooks-update", "webhooks-redeliver"} <= set(checked)
+            "webhooks-update", "webhooks-redeliver", "studies-get", "studies-trials",
+            "studies-cancel", "studies-delete", "studies-events"} <= set(checked)
     # B's run on A's dataset, with B's own model: 404 naming no more than an unknown id would.
     b_model = b.post("/v1/models").json()["id"]
     answer = b.post(f"/v1/models/{b_model}/runs", json={"dataset_id": made["dataset"]["id"]})

@@ -42,9 +42,9 @@ def events(session: Session) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_the_catalogue_has_one_list_of_types_families_and_patterns() -> None:
-    assert event_types.families() == ["run", "model", "dataset", "webhook"]
+    assert event_types.families() == ["run", "model", "dataset", "study", "webhook"]
     assert {"*", "run.*", "run.succeeded", "webhook.disabled"} <= set(event_types.patterns())
-    for unknown in ("study.*", "run.exploded", "run", "", "*.*", "ping"):
+    for unknown in ("trial.*", "run.exploded", "run", "", "*.*", "ping"):
         assert unknown not in event_types.patterns(), unknown
     assert event_types.matches(["run.*"], "run.failed")
     assert event_types.matches(["*"], "webhook.disabled")

@@ -20,6 +20,7 @@ from service.api.http.telemetry import Metrics
 from service.config import Settings
 from service.jobs.executors import Executor
 from service.jobs.progress import Progress
+from service.jobs.studies import Driver
 from service.jobs.webhooks.dispatch import Dispatcher
 
 
@@ -37,6 +38,7 @@ class Runtime:
     decoder: BodyDecoder
     metrics: Metrics
     dispatcher: Dispatcher
+    studies: Driver
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -16,6 +16,7 @@ from service.api.routes import (
     pages,
     predict,
     runs,
+    studies,
     webhooks,
 )
 
@@ -29,11 +30,14 @@ ROUTERS: tuple[APIRouter, ...] = (
     experiments.datasets_router,
     runs.router,
     history.router,
+    studies.router,
     webhooks.router,
     keys.keys_router,
     keys.tenants_router,
     history.jsonl_router,  # before the event stream's own: it matches only when asked for
     history.events_router,
+    studies.jsonl_router,
+    studies.events_router,
     health.router,
     pages.router,
 )

@@ -233,12 +233,14 @@ ITEM_SCHEMA: dict[str, Any] = {
     "oneOf": [
         {"$ref": "#/components/schemas/EpochEvent"},
         {"$ref": "#/components/schemas/EndEvent"},
+        {"$ref": "#/components/schemas/PausedEvent"},
     ],
     "discriminator": {
         "propertyName": "type",
         "mapping": {
             "epoch": "#/components/schemas/EpochEvent",
             "end": "#/components/schemas/EndEvent",
+            "paused": "#/components/schemas/PausedEvent",
         },
     },
 }
@@ -268,7 +270,9 @@ SSE_ITEM_SCHEMA: dict[str, Any] = {
         200: {
             "model": StreamItem,
             "description": "`event: epoch` per history row (`id` = epoch), then "
-            "`event: end` with the final run. With `Accept: "
+            "`event: end` with the final run. While the run is paused, `event: paused` "
+            "with the run (no `id`) after its last epoch, and the stream stays open: the "
+            "epochs follow once it is resumed. With `Accept: "
             "application/jsonl`, the same objects one per line.",
             "content": {SSE: {"itemSchema": SSE_ITEM_SCHEMA}, JSONL: {"itemSchema": ITEM_SCHEMA}},
         },
@@ -276,8 +280,9 @@ SSE_ITEM_SCHEMA: dict[str, Any] = {
     },
 )
 async def stream(run_id: str, runtime: RuntimeDep, start: StartDep) -> EventStream:
-    """Replays the stored epochs, follows new ones until the run ends, then sends the run.
-    Resumes after `Last-Event-ID` or `?after`; sends keep-alive comments while idle."""
+    """Replays the stored epochs, follows new ones until the run ends, then sends the run
+    (and the run, once, each time it pauses). Resumes after `Last-Event-ID` or `?after`;
+    sends keep-alive comments while idle."""
 
     async def events() -> AsyncIterator[bytes]:
         async for batch in follow(runtime, run_id, start, runtime.settings.sse_ping_seconds):

@@ -64,6 +64,8 @@ def ui_slash() -> RedirectResponse:
 @router.get("/ui/models/{model_id}")
 @router.get("/ui/datasets")
 @router.get("/ui/compare")
+@router.get("/ui/studies")
+@router.get("/ui/studies/{study_id}")
 def dashboard() -> FileResponse:
     """The dashboard's one page; its script reads the path and shows that view."""
     return _page("index.html")

@@ -1,4 +1,4 @@
-"""Runs: start training a model on a dataset, read, list and cancel runs."""
+"""Runs: start training a model on a dataset, read, list, cancel, pause and resume runs."""
 
 from __future__ import annotations
 
@@ -17,63 +17,50 @@ from service.api.http.problems import ProblemError, over_quota, responses
 from service.api.http.request_checks import JsonBody
 from service.api.http.runtime import Runtime, RuntimeDep
 from service.api.http.tenant_store import StoreDep, TenantStore, check_stored_bytes
+from service.api.run_requests import run_spec
 from service.api.schemas.annotations import ETAG_HEADER
 from service.api.schemas.runs import (
     Run,
     RunCreate,
     RunPreview,
-    ValidationFraction,
 )
-from service.store.tables import FINAL_STATUSES
+from service.jobs import executors
+from service.store import lifecycle
+from service.store.keys import Quotas
+from service.store.repo import Repository
+from service.store.tables import FINAL_STATUSES, RunStatus
 from service.training import specs
 
 router = APIRouter(tags=["runs"], route_class=OffLoopJsonRoute, dependencies=[Authorized],
                    responses=AUTH_ERRORS)
 
 
-def run_spec(body: RunCreate, record_params: int) -> specs.RunSpec:
-    """The run a request asks for, as the training specs take it (a draft: its loss and early
-    stopping's monitor are resolved by :func:`~service.training.specs.validate_run`)."""
-    validation = body.validation
-    stopping = body.early_stopping
-    return specs.RunSpec(
-        epochs=body.epochs,
-        optimizer=body.optimizer.model_dump(),
-        batch_size=body.batch_size,
-        shuffle_seed=body.shuffle_seed,
-        dtype=body.dtype,
-        loss=body.loss,
-        huber_delta=body.huber_delta,
-        regularization=specs.Regularization(**body.regularization.model_dump()),
-        validation=None if validation is None
-        else specs.ValidationFraction(validation.fraction)
-        if isinstance(validation, ValidationFraction)
-        else specs.ValidationDataset(validation.dataset_id),
-        early_stopping=None if stopping is None
-        else specs.EarlyStoppingSpec(**stopping.model_dump()),
-        shuffle=body.shuffle,
-        record_params=record_params,
-    )
+def _admit(runtime: Runtime, store: TenantStore, repo: Repository) -> Quotas | None:
+    """Take the queue's lock and check that one more run may be queued (429 otherwise): the
+    server's queue limit and the tenant's active-run quota; the tenant's quotas (None when
+    none apply)."""
+    queued = repo.lock_queue()
+    if queued >= runtime.settings.max_queued_runs:
+        raise ProblemError(
+            429,
+            f"{queued} runs are already waiting; try again later",
+            headers={"Retry-After": "5"},
+        )
+    quotas = store.quotas(repo)
+    if quotas is not None:  # counted under the queue's lock: no concurrent run slips by
+        active = repo.active_runs()
+        if active >= quotas.max_active_runs:
+            raise over_quota(
+                f"tenant {repo.tenant!r} has {active} queued or running runs, its quota "
+                f"of {quotas.max_active_runs}; wait for one to end or cancel one",
+                quotas.max_active_runs, active)
+    return quotas
 
 
 def _start(runtime: Runtime, store: TenantStore, model_id: str, body: RunCreate,
            dry_run: bool = False) -> Run:
     with store.write(dry_run) as repo:
-        queued = repo.lock_queue()
-        if queued >= runtime.settings.max_queued_runs:
-            raise ProblemError(
-                429,
-                f"{queued} runs are already waiting; try again later",
-                headers={"Retry-After": "5"},
-            )
-        quotas = store.quotas(repo)
-        if quotas is not None:  # counted under the queue's lock: no concurrent run slips by
-            active = repo.active_runs()
-            if active >= quotas.max_active_runs:
-                raise over_quota(
-                    f"tenant {repo.tenant!r} has {active} queued or running runs, its quota "
-                    f"of {quotas.max_active_runs}; wait for one to end or cancel one",
-                    quotas.max_active_runs, active)
+        quotas = _admit(runtime, store, repo)
         model = repo.get_model(model_id)
         dataset = repo.get_dataset(body.dataset_id)
         spec = specs.ModelSpec.from_row(model)
@@ -191,11 +178,62 @@ def get(run_id: str, store: StoreDep, response: Response) -> Run:
     responses=responses(404),
 )
 def cancel(run_id: str, runtime: RuntimeDep, store: StoreDep) -> Run:
-    """A queued run is cancelled at once; a running one stops at its next epoch boundary and
-    keeps its history. A finished run is returned unchanged."""
+    """A queued or paused run is cancelled at once; a running one stops at its next epoch
+    boundary and keeps its history. A finished run is returned unchanged."""
     with store.write() as repo:
-        row = repo.request_cancel(run_id)
+        repo.get_run(run_id)  # 404 unless the caller's
+        if lifecycle.cancel_paused(repo.session, run_id):
+            repo.session.expire_all()  # the row was changed by a statement, not through it
+            row = repo.get_run(run_id)
+        else:
+            row = repo.request_cancel(run_id)
         run = views.run(row)
     runtime.executor.cancel(run_id)
+    runtime.progress.notify_threadsafe(run_id)
+    return run
+
+
+@router.post(
+    "/v1/runs/{run_id}/pause",
+    status_code=202,
+    summary="Pause a run",
+    response_description="The run: `paused`, or still `running` until its epoch ends.",
+    responses=responses(404, 409),
+)
+def pause(run_id: str, runtime: RuntimeDep, store: StoreDep) -> Run:
+    """A queued run is paused at once; a running one pauses at the end of the epoch it
+    trains, with a checkpoint of its params, optimizer state and random stream (poll the run
+    or watch its events for `paused`). A paused run holds no worker and does not count toward
+    the active-run quota, but keeps its model (`training`) until it is resumed or cancelled.
+    Pausing a paused run changes nothing; a finished or cancelling run cannot be paused
+    (409)."""
+    with store.write() as repo:
+        repo.get_run(run_id)  # 404 unless the caller's
+        lifecycle.request_pause(repo.session, run_id)
+        repo.session.expire_all()  # the row was changed by a statement, not through it
+        run = views.run(repo.get_run(run_id))
+    if run.status == RunStatus.PAUSED:
+        runtime.executor.cancel(run_id)  # paused while queued: no worker needs to take it
+    runtime.progress.notify_threadsafe(run_id)
+    return run
+
+
+@router.post(
+    "/v1/runs/{run_id}/resume",
+    status_code=202,
+    summary="Resume a paused run",
+    response_description="The run, queued again.",
+    responses=responses(404, 409, 429),
+)
+def resume(run_id: str, runtime: RuntimeDep, store: StoreDep) -> Run:
+    """The paused run is queued again and continues from its checkpoint, exactly as it would
+    have had it never paused (its final params are bit for bit the same). It counts toward
+    the active-run quota again (429 at the quota); a run that is not paused cannot be resumed
+    (409)."""
+    with store.write() as repo:
+        repo.get_run(run_id)  # 404 unless the caller's
+        _admit(runtime, store, repo)
+        run = views.run(lifecycle.resume_run(repo.session, run_id))
+    executors.submit_run(runtime.executor, run_id, store.caller.tenant)
     runtime.progress.notify_threadsafe(run_id)
     return run

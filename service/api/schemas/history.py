@@ -63,4 +63,11 @@ class EndEvent(Run):
     type: Literal["end"] = "end"
 
 
-StreamItem = Annotated[EpochEvent | EndEvent, Field(discriminator="type")]
+class PausedEvent(Run):
+    """A stream item: the run paused after its last epoch sent (the stream stays open and its
+    epochs follow once the run is resumed)."""
+
+    type: Literal["paused"] = "paused"
+
+
+StreamItem = Annotated[EpochEvent | EndEvent | PausedEvent, Field(discriminator="type")]

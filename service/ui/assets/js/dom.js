@@ -69,3 +69,5 @@ export function sleep(ms, signal) {
 }
 
 export const ACTIVE = ["queued", "running", "cancelling"];
+// Runs not yet ended: the active ones and paused ones (which resume where they paused).
+export const OPEN = [...ACTIVE, "paused"];

@@ -1,5 +1,5 @@
 // The dashboard's router: one page, a view per path (/ui/, /ui/start, /ui/runs/{id},
-// /ui/models/{id}, /ui/datasets, /ui/compare, /ui/webhooks), links followed without reloading,
+// /ui/models/{id}, /ui/datasets, /ui/compare, /ui/webhooks, /ui/studies, /ui/studies/{id}), links followed without reloading,
 // and the API key prompt.
 
 import { onKeyNeeded } from "./api.js";
@@ -10,6 +10,7 @@ import { modelView } from "./views/model.js";
 import { runView } from "./views/run.js";
 import { runsView } from "./views/runs.js";
 import { startView } from "./views/start.js";
+import { studiesView, studyView } from "./views/studies.js";
 import { webhooksView } from "./views/webhooks.js";
 
 const main = document.getElementById("main");
@@ -22,6 +23,8 @@ function route(path) {
   if (parts[0] === "start") return [startView, go, "Start a run"];
   if (parts[0] === "datasets") return [datasetsView, undefined, "Datasets"];
   if (parts[0] === "compare") return [compareView, go, "Compare runs"];
+  if (parts[0] === "studies" && parts[1]) return [studyView, parts[1], `Study ${parts[1]}`];
+  if (parts[0] === "studies") return [studiesView, undefined, "Studies"];
   if (parts[0] === "webhooks") return [webhooksView, undefined, "Webhooks"];
   return [runsView, go, "Runs"];
 }

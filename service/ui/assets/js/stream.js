@@ -6,10 +6,14 @@ import { sleep } from "./dom.js";
 
 /**
  * Follow run `runId` from after epoch `after`: `onEpochs(rows)` for each batch of history rows
- * read, `onEnd(run)` once at the end, `onState("live"|"reconnecting")` on connection changes.
- * Resolves at the end or when `signal` aborts.
+ * read, `onPaused(run)` each time the run pauses (the stream stays open: its epochs follow once
+ * it is resumed), `onEnd(run)` once at the end, `onState("live"|"reconnecting")` on connection
+ * changes. Items of a type it does not know are skipped. Resolves at the end or when `signal`
+ * aborts.
  */
-export async function follow(runId, { after = -1, onEpochs, onEnd, onState = () => {}, signal }) {
+export async function follow(runId, {
+  after = -1, onEpochs, onEnd, onPaused = () => {}, onState = () => {}, signal,
+}) {
   let last = after;
   let delay = 250;
   while (!signal.aborted) {
@@ -36,10 +40,55 @@ export async function follow(runId, { after = -1, onEpochs, onEnd, onState = () 
             onEnd(item);
             return;
           }
+          if (item.type === "paused") {
+            if (rows.length) onEpochs(rows.splice(0));
+            onPaused(item);
+            continue;
+          }
+          if (item.type !== "epoch") continue;
           rows.push(item);
           last = item.epoch;
         }
         if (rows.length) onEpochs(rows);
+      }
+    } catch (error) {
+      if (signal.aborted) return;
+      if (error instanceof ApiError && error.status < 500 && error.status !== 429) throw error;
+    }
+    onState("reconnecting");
+    await sleep(delay, signal);
+    delay = Math.min(delay * 2, 5000);
+  }
+}
+
+/**
+ * Follow study `studyId`'s events (JSON Lines), resumed with `after` whenever the connection
+ * drops: `onEvents(events)` for each batch read (the `end` event included, last), then
+ * resolves; `onState("live"|"reconnecting")` on connection changes.
+ */
+export async function followStudy(studyId, { onEvents, onState = () => {}, signal }) {
+  let last = 0;
+  let delay = 250;
+  while (!signal.aborted) {
+    try {
+      const response = await send(withQuery(`/v1/studies/${id(studyId)}/events`, { after: last || undefined }), {
+        accept: "application/jsonl", signal,
+      });
+      onState("live");
+      delay = 250;
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        const lines = buffer.split("\n");
+        buffer = lines.pop();
+        const events = lines.filter((line) => line.trim()).map((line) => JSON.parse(line));
+        if (!events.length) continue;
+        last = events[events.length - 1].seq;
+        onEvents(events);
+        if (events.some((e) => e.type === "end")) return;
       }
     } catch (error) {
       if (signal.aborted) return;

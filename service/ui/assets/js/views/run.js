@@ -5,7 +5,7 @@
 import { ApiError, getJSON, id, postJSON, withQuery } from "../api.js";
 import { annotationsPanel } from "./annotations.js";
 import { PALETTE, figure, lineChart } from "../charts.js";
-import { ACTIVE, duration, h, num, nums, replace, when } from "../dom.js";
+import { ACTIVE, OPEN, duration, h, num, nums, replace, when } from "../dom.js";
 import { saveHistory, saveModel } from "../downloads.js";
 import { drawRegions, forward } from "../regions.js";
 import { settingsWords } from "../settings.js";
@@ -50,6 +50,7 @@ export function runView(main, runId) {
 
   let datasetGone = false;
   let pace = null; // where the ETA's pace is measured from
+  let pausing = false; // a pause was asked for while the run trained: it pauses at the epoch's end
 
   const status = h("p", { class: "status-line", role: "status", "aria-live": "polite" }, "Loading…");
   const stateLine = h("p", { class: "run-state" });
@@ -308,15 +309,27 @@ export function runView(main, runId) {
 
   // ---- actions: built once (a redraw per epoch must not take a button from under a click)
   const cancel = h("button", { type: "button", id: "cancel" }, "Cancel run");
-  cancel.addEventListener("click", async () => {
-    cancel.disabled = true;
+  const pause = h("button", { type: "button", class: "secondary", id: "pause" }, "Pause");
+  const resume = h("button", { type: "button", id: "resume" }, "Resume");
+  // Cancel, pause and resume: each asks the API and shows the run it answers; the stream says
+  // the rest (paused at the epoch's end, epochs again once resumed).
+  const ask = (button, action, what) => button.addEventListener("click", async () => {
+    button.disabled = true;
     try {
-      run = await postJSON(`/v1/runs/${id(run.id)}/cancel`);
+      run = await postJSON(`/v1/runs/${id(run.id)}/${action}`);
+      if (action === "pause" && run.status === "running") pausing = true;
+      if (action === "resume") pausing = false;
       drawHead();
     } catch (error) {
-      status.textContent = `Cannot cancel: ${error.message}`;
+      status.textContent = `Cannot ${what}: ${error.message}`;
+    } finally {
+      button.disabled = false;
+      drawHead();
     }
   });
+  ask(cancel, "cancel", "cancel");
+  ask(pause, "pause", "pause");
+  ask(resume, "resume", "resume");
   const again = h("a", { class: "button secondary", id: "run-again", href: `/ui/start?from=${id(runId)}`, "data-link": true, title: "Run again with these settings" }, "Run again");
   const historyButton = h("button", { type: "button", class: "secondary", id: "download-history" }, "History as CSV");
   const format = h("select", { id: "model-format", "aria-label": "model file format" },
@@ -334,10 +347,12 @@ export function runView(main, runId) {
   };
   historyButton.addEventListener("click", () => downloading(historyButton, () => saveHistory(runId)));
   modelButton.addEventListener("click", () => downloading(modelButton, () => saveModel(run.model_id, format.value)));
-  replace(actions, cancel, again, historyButton, h("span", { class: "joined" }, modelButton, format));
+  replace(actions, pause, resume, cancel, again, historyButton, h("span", { class: "joined" }, modelButton, format));
 
   function stateText() {
     const done = run.epochs_completed;
+    if (run.status === "paused") return `paused after ${done} of ${run.epochs} epochs`;
+    if (pausing && run.status === "running") return `${done} of ${run.epochs} epochs, pausing at this epoch's end`;
     if (ACTIVE.includes(run.status)) return `${done} of ${run.epochs} epochs`;
     if (run.stopped_early) return `stopped early after ${done} of ${run.epochs} epochs (best epoch ${run.stopped_early.best_epoch})`;
     return `after ${done} of ${run.epochs} epochs`;
@@ -345,8 +360,11 @@ export function runView(main, runId) {
 
   function drawHead() {
     const active = ACTIVE.includes(run.status);
-    cancel.hidden = !active;
+    cancel.hidden = !OPEN.includes(run.status);
     cancel.disabled = run.status === "cancelling";
+    pause.hidden = !["queued", "running"].includes(run.status);
+    pause.disabled = pausing;
+    resume.hidden = run.status !== "paused";
     pace ??= run.started_at ? { time: Date.parse(run.started_at), epochs: 0 } : { time: Date.now(), epochs: run.epochs_completed };
     const left = eta(run, pace);
     replace(stateLine, h("span", { class: `badge ${run.status}`, id: "run-status" }, run.status), " ",
@@ -406,16 +424,16 @@ export function runView(main, runId) {
     // The history was asked for before the run: if the run ended in between, it may lack the
     // last epochs, and an ended run is not followed, so ask again for the whole of it.
     const lastSeen = trace.x.length ? trace.x[trace.x.length - 1] : -1;
-    if (!ACTIVE.includes(run.status) && lastSeen < run.epochs_completed - 1) {
+    if (!OPEN.includes(run.status) && lastSeen < run.epochs_completed - 1) {
       trace = fromColumns(await getJSON(withQuery(`/v1/runs/${id(runId)}/history`, { format: "columns", max_points: OPENING_POINTS }), { signal }));
     }
     lossSlot.append(lossFig.el);
     drawLoss();
     [model, dataset] = await context;
     drawAll();
-    announce(ACTIVE.includes(run.status) ? "Following the run live…" : `The run ${run.status}.`, ACTIVE.includes(run.status));
+    announce(OPEN.includes(run.status) ? "Following the run live…" : `The run ${run.status}.`, OPEN.includes(run.status));
     await setUpData(await sample);
-    if (ACTIVE.includes(run.status)) {
+    if (OPEN.includes(run.status)) {
       await follow(runId, {
         after: trace.x.length ? trace.x[trace.x.length - 1] : -1,
         signal: stop.signal,
@@ -423,7 +441,13 @@ export function runView(main, runId) {
         onEpochs: (rows) => {
           appendRows(trace, rows);
           run.epochs_completed = rows[rows.length - 1].epoch + 1;
-          if (run.status === "queued") run.status = "running";
+          if (run.status === "queued" || run.status === "paused") run.status = "running";
+          schedule();
+        },
+        onPaused: (paused) => {
+          run = paused;
+          pausing = false;
+          announce("The run is paused; resume it to go on.", true);
           schedule();
         },
         onEnd: (final) => {
