@@ -39,6 +39,8 @@ from service.training.metrics import METRICS
 
 MODEL_BODY: TypeAdapter[Any] = TypeAdapter(ModelCreate)
 SPACE = ("body", "space")
+# The most values a float dimension's step may cut its range into (doubles' exact integers).
+MAX_STEPS = 2.0**53
 
 
 def set_path(bodies: dict[str, Any], path: str, value: Any) -> None:
@@ -126,7 +128,7 @@ def _extremes(dimension: Any) -> list[Any]:
     if isinstance(dimension, FloatDimension | IntDimension):
         high = dimension.high
         if dimension.step is not None and not dimension.log:
-            high = plans.dimension_of("x", dimension.model_dump()).grid()[-1]
+            high = plans.dimension_of("x", dimension.model_dump()).last()
         return [dimension.low, high]
     return list(dimension.values)
 
@@ -141,6 +143,9 @@ def _check_dimension(path: str, d: Any, sampler: str) -> None:
     if isinstance(d, FloatDimension):
         if d.log and d.step is not None:
             raise SpecError(where, "a float on a log scale takes no step")
+        if d.step is not None and not (d.high - d.low) / d.step <= MAX_STEPS:
+            raise SpecError(where, f"a step of {d.step} cuts {d.low} to {d.high} into more "
+                                   f"than 2^53 values: take a larger step")
         if sampler == "grid" and d.step is None:
             raise SpecError(where, "a grid over a float needs a step (a continuous range has "
                                    "no grid)")
@@ -216,7 +221,7 @@ def prepare(body: StudyCreate, settings: Settings, dataset: DatasetRow,
                                    f"{settings.max_trials} trials (TAPELINE_MAX_TRIALS)")
         max_trials = min(body.max_trials or size, size)
     else:
-        max_trials = body.max_trials or per_batch
+        max_trials = body.max_trials or min(per_batch, settings.max_trials)
     effective = body.concurrency
     if max_active_runs is not None:
         effective = max(1, min(effective, max_active_runs))

@@ -46,14 +46,25 @@ class Dimension:
 
     def grid(self) -> list[Any]:
         """The dimension's values in a grid, in order: every choice, every int from ``low``
-        by ``step``, every float from ``low`` by ``step`` (a float needs a step)."""
+        by ``step``, every float from ``low`` by ``step`` (a float needs a step). It holds
+        :meth:`grid_size` values: only for spaces known to be small (tests, docs)."""
+        return [self.value_at(i) for i in range(self.grid_size())]
+
+    def value_at(self, index: int) -> Any:
+        """Value ``index`` of :meth:`grid`, computed without making the grid (a range of
+        2**53 ints has one)."""
         if self.type == "choice":
-            return list(self.values)
+            return self.values[index]
         if self.type == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+            return int(self.low) + index * int(self.step or 1)
         assert self.step is not None
-        count = self.grid_size()
-        return [self.low + i * self.step for i in range(count)]
+        return self.low + index * self.step
+
+    def last(self) -> Any:
+        """The grid's last value (``high`` itself for a range without a step)."""
+        if self.type != "choice" and self.step is None:
+            return self.high
+        return self.value_at(self.grid_size() - 1)
 
     def grid_size(self) -> int:
         """How many values :meth:`grid` holds (without making them)."""
@@ -192,9 +203,8 @@ def sample(plan: Plan, number: int, history: Sequence[Trial]) -> dict[str, Any]:
     if plan.sampler == "grid":
         index, point = number, {}
         for d in reversed(plan.space):
-            values = d.grid()
-            index, at = divmod(index, len(values))
-            point[d.path] = values[at]
+            index, at = divmod(index, d.grid_size())
+            point[d.path] = d.value_at(at)
         return {d.path: point[d.path] for d in plan.space}
     import optuna
 
