@@ -57,7 +57,7 @@ SEMANTIC_422 = {
                       r"|grid over a float|scheduler's job|rungs need fixed epochs"
                       r"|not a metric this model's runs report|needs validation rows"
                       r"|TAPELINE_MAX_TRIALS|TAPELINE_MAX_PARAMS|classification only"
-                      r"|weights but the model has"
+                      r"|weights but the model has|into more than 2\^53 values"
                       r"|expected shape|has no param|missing: shape|give them as initial.params"
                       r"|feature\(s\) but the model has|labels must be class indices"
                       r"|labels are strings|fits (regression|classification)|leaves no \w+ row"
