@@ -1,7 +1,9 @@
 """The KEDA ScaledObject's two PostgreSQL queries (deploy/kubernetes/components/keda/), run as
 KEDA runs them, on a real PostgreSQL migrated by Tapeline and filled through the store's own
 API: ``queued`` counts the runs waiting in the queue (0, 5 and 50 as it fills), ``training``
-the runs a worker holds, and both follow the queue as workers claim and finish the runs."""
+the runs a worker holds, and both follow the queue as workers claim and finish the runs; a run
+in any other status (every value of RunStatus, `paused` among them once it exists) counts in
+neither."""
 
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from tests.store.rows import dataset, outcome, own, queued_run
 
 SCALED_OBJECT = (Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "components"
                  / "keda" / "scaledobject.yaml")
-
+# What each trigger counts: runs that want a worker, and runs a worker holds.
+COUNTED = {"queued": {RunStatus.QUEUED}, "training": {RunStatus.RUNNING, RunStatus.CANCELLING}}
 
 
 def queries() -> dict[str, str]:
@@ -90,3 +93,27 @@ def test_the_queries_follow_the_queue_as_it_fills_and_drains(engine: Engine) -> 
             lifecycle.finish_run(session, run_id, RunStatus.SUCCEEDED,
                                  final=outcome([1.0, 1.0], 0.5, 0.1), completed=0, attempt=1)
     assert counts(engine) == {"queued": 0, "training": 0}
+
+
+@pytest.mark.postgres
+def test_each_query_counts_its_statuses_and_no_other(engine: Engine) -> None:
+    """One run in each status RunStatus has: ``queued`` counts the queued one only, not a
+    paused one (a status of its own, which holds no worker, when pausing exists) nor any
+    other; ``training`` the running and cancelling ones."""
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as session:
+        dataset_id = dataset(session).id
+    runs = dict(zip(RunStatus, fill(sessions, dataset_id, len(RunStatus)), strict=True))
+    with sessions.begin() as session:  # each run of a model of its own: no active-run clash
+        for status, run_id in runs.items():
+            session.execute(text("UPDATE runs SET status = :status WHERE id = :id"),
+                            {"status": status.value, "id": run_id})
+    assert counts(engine) == {name: len(statuses) for name, statuses in COUNTED.items()}
+    for status in RunStatus:
+        with sessions.begin() as session:
+            session.execute(text("UPDATE runs SET status = 'succeeded' WHERE id <> :id"),
+                            {"id": runs[status]})
+            session.execute(text("UPDATE runs SET status = :status WHERE id = :id"),
+                            {"status": status.value, "id": runs[status]})
+        assert counts(engine) == {name: int(status in statuses)
+                                  for name, statuses in COUNTED.items()}, status

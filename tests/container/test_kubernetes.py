@@ -323,10 +323,12 @@ def test_network_policies_deny_by_default(rendered: dict[str, Path], overlay: st
     assert selector["matchLabels"]["tapeline.dev/delivers-webhooks"] == "true"
     assert {t["ipBlock"]["cidr"] for t in targets} == {"0.0.0.0/0", "::/0"}
     assert {c for t in targets for c in t["ipBlock"]["except"]} >= PRIVATE
-    webhook_pods = [w["metadata"]["name"] for w, pod in pods(docs)
+    # The workers deliver webhooks; an API replica delivers a test ping itself
+    # (POST /v1/webhooks/{id}/test, service/api/routes/webhooks.py); the migration none.
+    webhook_pods = {w["metadata"]["name"] for w, pod in pods(docs)
                     if w["spec"]["template"]["metadata"]["labels"].get(
-                        "tapeline.dev/delivers-webhooks") == "true"]
-    assert webhook_pods == ["tapeline-worker"]
+                        "tapeline.dev/delivers-webhooks") == "true"}
+    assert webhook_pods == {"tapeline-api", "tapeline-worker"}
     ingress_doc = named(docs, "Ingress", "tapeline")
     annotations = ingress_doc["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"  # SSE

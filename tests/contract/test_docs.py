@@ -123,13 +123,21 @@ class Shell:
         return self.of(name)[index]
 
 
-def run_shell(scripts: dict[str, list[str]], url: str, cwd: Path, timeout: float) -> Shell:
-    """Run the blocks of every page, in order, in one bash (stopping at the first failure)."""
+def run_shell(scripts: dict[str, list[str]], url: str, cwd: Path, timeout: float,
+              activated: bool = True) -> Shell:
+    """Run the blocks of every page, in order, in one bash (stopping at the first failure).
+    ``activated``: with the terminal client's `tapeline` (the one installed beside this
+    Python) on the PATH, as the manual's pages assume; without it, as a fresh clone's shell
+    is, where no folder of the PATH holds a `tapeline`."""
     marked = "".join(f"echo '=== begin {name} {i}'\n{at(url, body)}\necho\n"
                      f"echo '=== end {name} {i}'\n"
                      for name, bodies in scripts.items() for i, body in enumerate(bodies))
-    # The terminal client's `tapeline` is the one installed beside this Python.
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    folders = os.environ.get("PATH", "").split(os.pathsep)
+    if activated:
+        folders.insert(0, str(Path(sys.executable).parent))
+    else:
+        folders = [f for f in folders if f and not (Path(f) / "tapeline").exists()]
+    path = os.pathsep.join(folders)
     result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + marked], cwd=cwd,
                             capture_output=True, text=True, timeout=timeout,
                             env={**os.environ, "PATH": path})
@@ -178,10 +186,13 @@ def test_every_sh_block_of_the_page_runs(chain: Shell, name: str) -> None:
 
 
 def test_readme_tour_runs_as_written(live_server: LiveServer, tmp_path: Path) -> None:
-    """The README's blocks, run in a folder laid out as the clone is (its `.venv` there)."""
+    """The README's blocks, run in a folder laid out as the clone is (its `.venv` there), in a
+    shell whose PATH has no `tapeline`, as a fresh clone's has not: the blocks name
+    `.venv/bin/tapeline`."""
     text = README.read_text()
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    shell = run_shell({"README.md": blocks(text, "sh")}, live_server.url, tmp_path, timeout=180)
+    shell = run_shell({"README.md": blocks(text, "sh")}, live_server.url, tmp_path, timeout=180,
+                      activated=False)
     terminal, history, link = shell.of("README.md")
     assert re.search(r"^epoch 50/50  final  loss \d\.\d+  rmse", terminal, re.M), terminal
     assert re.search(r"^run run_\w+ succeeded after 50 epochs$", terminal, re.M), terminal
