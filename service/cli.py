@@ -36,9 +36,15 @@ from service.config import (
 # Open files kept for the store, the workers' pipes and logs, beyond one per connection.
 RESERVED_FILES = 64
 STARTUP_FAILED = 3
-DESCRIPTION = (
-    "Tapeline trains models over HTTP. Serve the API (serve, worker, migrate, keys, openapi), "
-    "or use a server from the terminal (train, watch, cancel, export, predict).")
+# The commands that serve; every other command uses a server from the terminal.
+SERVING = ("serve", "worker", "migrate", "keys", "openapi")
+
+
+def _description(commands: argparse._SubParsersAction) -> str:  # type: ignore[type-arg]
+    """The top-level help's first paragraph, naming every command registered."""
+    using = [name for name in commands.choices if name not in SERVING]
+    return (f"Tapeline trains models over HTTP. Serve the API ({', '.join(SERVING)}), or use "
+            f"a server from the terminal ({', '.join(using)}).")
 EPILOG = "tapeline COMMAND --help shows a command's options."
 
 
@@ -401,7 +407,7 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tapeline`` console script."""
-    parser = Parser(prog="tapeline", description=DESCRIPTION, epilog=EPILOG)
+    parser = Parser(prog="tapeline", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"tapeline {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -463,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     webhooks.add_commands(commands, HelpText)
     studies.add_commands(commands, HelpText)
 
+    parser.description = _description(commands)
     _describe(parser)
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -6,7 +6,6 @@ flags."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from service.client.flags import fraction, in_flags, positive, whole, widths
-from service.client.follow import follow
+from service.client.follow import follow, interrupts_deferred
 from service.client.http import DEFAULT_URL, Api, Problem
 from service.client.runs import parse_tags
 
@@ -108,27 +107,47 @@ def train(args: argparse.Namespace, console: Console) -> int:
              else api.json("POST", "/v1/models", params={"dry_run": "true"},
                            json=_model_body(args, dataset)))
     made: list[str] = []
-    try:
-        if args.data:
-            dataset = _upload(api, args, dry_run=False)
-            made.append(f"/v1/datasets/{dataset['id']}")
-            console.print(f"dataset {dataset['id']}: {dataset['num_examples']} examples, "
-                          f"{dataset['features']} feature(s)")
-        if not args.model:
-            model = api.json("POST", "/v1/models", json=_model_body(args, dataset))
-            made.append(f"/v1/models/{model['id']}")
-            console.print(f"model {model['id']}: {model['kind']}, {model['param_count']} params")
-        run = api.json("POST", f"/v1/models/{model['id']}/runs",
-                       json=_run_body(args, dataset["id"]))
-    except (Problem, KeyboardInterrupt) as error:
-        for path in reversed(made):  # the model before its dataset
-            with contextlib.suppress(Problem):
-                api.request("DELETE", path)
-        if made:
-            error.add_note("nothing was kept: the dataset and model made for this run were "
-                           "deleted")
-        raise
-    return follow(api, run["id"], console)
+    # On a terminal a Ctrl-C is taken between requests, never inside one: what exists is
+    # then known. Before the run, what was made is deleted; after it, follow asks whether
+    # to cancel the run.
+    with interrupts_deferred(console) as pending:
+        try:
+            if args.data:
+                dataset = _upload(api, args, dry_run=False)
+                made.append(f"/v1/datasets/{dataset['id']}")
+                console.print(f"dataset {dataset['id']}: {dataset['num_examples']} examples, "
+                              f"{dataset['features']} feature(s)")
+            if pending:
+                raise KeyboardInterrupt
+            if not args.model:
+                model = api.json("POST", "/v1/models", json=_model_body(args, dataset))
+                made.append(f"/v1/models/{model['id']}")
+                console.print(f"model {model['id']}: {model['kind']}, "
+                              f"{model['param_count']} params")
+            if pending:
+                raise KeyboardInterrupt
+            run = api.json("POST", f"/v1/models/{model['id']}/runs",
+                           json=_run_body(args, dataset["id"]))
+        except (Problem, KeyboardInterrupt) as error:
+            _undo(api, made, error)
+            raise
+        return follow(api, run["id"], console, pending)
+
+
+def _undo(api: Api, made: list[str], error: BaseException) -> None:
+    """Delete what a refused or interrupted train made (the model before its dataset), and
+    say on ``error`` what was kept."""
+    kept = []
+    for path in reversed(made):
+        try:
+            api.request("DELETE", path)
+        except Problem:
+            kept.append(path)
+    if made and not kept:
+        error.add_note("nothing was kept: the dataset and model made for this run were "
+                       "deleted")
+    elif kept:
+        error.add_note(f"kept (could not be deleted): {', '.join(kept)}")
 
 
 def watch(args: argparse.Namespace, console: Console) -> int:

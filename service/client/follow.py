@@ -6,8 +6,9 @@ SIGINT ignored, and Python then installs no handler of its own)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -65,6 +66,23 @@ def _shielded(step: Callable[[], object]) -> None:
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def interrupts_deferred(console: Console) -> Iterator[list[int]]:
+    """A Ctrl-C during the block is remembered in the list yielded, not raised: a request that
+    creates something is answered whole, and the caller then knows what exists and acts on
+    the interrupt (:func:`follow` asks whether to cancel a run made so, on a terminal). Off
+    a terminal, a SIGINT the process ignores stays ignored."""
+    pending: list[int] = []
+    if not console.is_terminal and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield pending
+        return
+    previous = signal.signal(signal.SIGINT, lambda number, frame: pending.append(number))
+    try:
+        yield pending
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
 class _Follower:
     """One run followed: where the stream is, what the bar shows; resumable after Ctrl-C."""
 
@@ -80,12 +98,16 @@ class _Follower:
         # Off a terminal (a pipe, a log) the bar is left out and the last line printed once.
         self.progress = Progress(*columns, console=console, disable=not console.is_terminal)
 
-    def go(self) -> dict[str, Any]:
-        """Follow the stream from where it was until the run's end event; the ended run."""
+    def load(self) -> dict[str, Any]:
+        """The run as it was first read (read now, and its epochs said, the first time)."""
         if self.run is None:
             self.run = self.api.json("GET", f"/v1/runs/{self.run_id}")
             self.console.print(f"run {self.run_id}: {self.run['epochs']} epochs")
-        run = self.run
+        return self.run
+
+    def go(self) -> dict[str, Any]:
+        """Follow the stream from where it was until the run's end event; the ended run."""
+        run = self.load()
         _shielded(self.progress.start)
         if self.task is None:
             self.task = self.progress.add_task(self.run_id, total=run["epochs"], metrics="",
@@ -119,9 +141,10 @@ class _Follower:
             self.console.print(f"asked run {self.run_id} to stop")
 
 
-def follow(api: Api, run_id: str, console: Console) -> int:
+def follow(api: Api, run_id: str, console: Console, pending: list[int] | None = None) -> int:
     """Follow a run's epochs with a live progress bar until it ends; print its final state
-    and metrics. On a terminal, Ctrl-C asks whether to cancel the run."""
+    and metrics. On a terminal, Ctrl-C asks whether to cancel the run; so does one that came
+    while the run was being made (``pending``, from :func:`interrupts_deferred`)."""
     follower = _Follower(api, run_id, console)
     previous = signal.getsignal(signal.SIGINT)
     try:
@@ -129,6 +152,10 @@ def follow(api: Api, run_id: str, console: Console) -> int:
             try:
                 if console.is_terminal:  # the first statement of the try: no window before it
                     signal.signal(signal.SIGINT, signal.default_int_handler)
+                if pending:  # a Ctrl-C while the run was made: ask now that it exists
+                    pending.clear()
+                    follower.load()
+                    raise KeyboardInterrupt
                 run = follower.go()
                 break
             except KeyboardInterrupt:

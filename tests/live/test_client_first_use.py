@@ -56,6 +56,12 @@ def test_version_and_help_in_plain_words(live_server: LiveServer, files: Path) -
     top = Terminal(live_server, files, "--help")
     assert top.finish() == 0
     assert "``" not in top.text() and "cancel" in top.text()
+    # The first paragraph names every command the list below it shows.
+    paragraphs = top.text().replace("\r\n", "\n").split("\n\n")
+    described = re.sub(r"\s+", " ", paragraphs[1])
+    listed = re.findall(r"^    (\w+)\s", top.text().replace("\r\n", "\n"), re.MULTILINE)
+    assert len(listed) >= 13 and all(re.search(rf"\b{c}\b", described) for c in listed), (
+        described, listed)
     for command in ("serve", "train", "watch", "cancel", "export", "predict", "keys"):
         shown = Terminal(live_server, files, command, "--help")
         assert shown.finish() == 0
