@@ -308,6 +308,10 @@ def test_compare_across_models(each_store: TestClient) -> None:
         assert series["epoch"][0] == 0 and series["epoch"][-1] == len(rows) - 1
         assert len(series["epoch"]) <= 4
         assert series["values"] == [rows[e]["metrics"]["val_loss"] for e in series["epoch"]]
+        # The trajectory's last point is the run's final model, after its last epoch.
+        assert series["final"] == {"epoch": run["epochs_completed"],
+                                   "value": run["final"]["metrics"]["val_loss"]}
+        assert series["final"]["epoch"] == len(rows)
 
 
 @pytest.mark.parametrize(("params", "status", "message"), [

@@ -188,7 +188,10 @@ def test_runs_of_several_models_compared(open_page: Any, api: httpx.Client) -> N
     page.select_option("#compare-metric", "loss")
     page.wait_for_function(f"{overlay}.metric === 'loss'")
     assert query(page.url)["metric"] == "loss"
-    assert page.get_attribute("#compare-overlay", "data-points") == str(4 + 2)  # max epochs
+    # Rows 0-5 of the longest run, then its final model at 6 (after its last epoch); each
+    # run's trajectory ends with its final model, ringed, at the epochs it completed.
+    assert page.get_attribute("#compare-overlay", "data-points") == str(4 + 2 + 1)
+    assert page.get_attribute("#compare-overlay", "data-final") == "4,5,6"
     # The table: only what differs, then every field.
     differing = page.eval_on_selector_all("#compare-table tbody tr",
                                           "rs => rs.map(r => r.dataset.field)")

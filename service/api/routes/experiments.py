@@ -21,6 +21,7 @@ from service.api.schemas.datasets import Dataset
 from service.api.schemas.experiments import (
     ComparedRun,
     ComparisonHistory,
+    FinalPoint,
     MetricSeries,
     RunComparison,
 )
@@ -131,7 +132,10 @@ def compare_history(
         runs = [repo.get_run(run_id) for run_id in _checked(_ids(ids))]
         for run in runs:
             epochs, values = comparing.metric_history(repo.session, run.id, metric, max_points)
-            series.append(MetricSeries(id=run.id, name=run.name, epoch=epochs, values=values))
+            final = comparing.final_point(run, metric, epochs)
+            series.append(MetricSeries(
+                id=run.id, name=run.name, epoch=epochs, values=values,
+                final=None if final is None else FinalPoint(epoch=final[0], value=final[1])))
     return ComparisonHistory(metric=metric, runs=series)
 
 

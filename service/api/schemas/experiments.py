@@ -36,13 +36,24 @@ class RunComparison(Public):
                                              "every run (a field some runs lack differs).")
 
 
+class FinalPoint(Public):
+    """A run's final model as the last point of its trajectory: after its last epoch."""
+
+    epoch: int = Field(description="The epochs the run completed: the x after its last row.")
+    value: float
+
+
 class MetricSeries(Public):
-    """One run's metric per epoch (epochs that did not record it left out)."""
+    """One run's metric per epoch (epochs that did not record it left out), and the ended
+    run's final state after them."""
 
     id: str
     name: str | None
     epoch: list[int]
     values: list[float]
+    final: FinalPoint | None = Field(
+        None, description="The metric of the run's final model (its `final`), after its last "
+                          "epoch; null while the run is active or without that value.")
 
 
 class ComparisonHistory(Public):

@@ -22,7 +22,7 @@ from service.store.repo import NotFound
 from service.store.sampling import minmax_rows
 from service.store.search.errors import QueryError
 from service.store.search.fields import catalog, leaves
-from service.store.tables import EpochRow, ModelRow, RunRow
+from service.store.tables import ACTIVE_STATUSES, EpochRow, ModelRow, RunRow
 from service.training import specs
 
 MIN_RUNS, MAX_RUNS = 2, 50
@@ -139,6 +139,19 @@ def metric_history(session: Session, run_id: str, metric: str,
     values = np.fromiter((row[1] for row in rows), np.float64, len(rows))
     chosen = minmax_rows(values, max_points)
     return epochs[chosen].tolist(), values[chosen].tolist()
+
+
+def final_point(run: RunRow, metric: str, epochs: Sequence[int]) -> tuple[int, float] | None:
+    """An ended run's final state as the last point of its ``metric``'s trajectory: the
+    model after its last epoch, at x = the epochs it completed, when that follows the
+    history's ``epochs`` (None while the run is active, or without that value)."""
+    if run.status in ACTIVE_STATUSES:
+        return None
+    value = run.final_loss if metric == "loss" else (run.final_metrics or {}).get(metric)
+    at = run.epochs_completed
+    if value is None or (epochs and at <= epochs[-1]):
+        return None
+    return at, float(value)
 
 
 def check_metric(metric: str) -> None:

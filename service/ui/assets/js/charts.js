@@ -66,17 +66,21 @@ const WHOLE_STEPS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 25
  * A line chart in `fig` (from `figure()`): `series` are `{label, color, dash?, points?, width?}`;
  * call `draw(x, ys, final)` with the x values, one array per series and, when the last x is
  * the run's final state, its index: that point is drawn as a marker on every solid line and
- * its x read "(final)". `whole`: the x axis counts (epochs), its ticks whole numbers.
+ * its x read "(final)" (or an array, one index or null per series: runs that end apart).
+ * `whole`: the x axis counts (epochs), its ticks whole numbers.
  */
 export function lineChart(fig, { series, xLabel, yLabel, log = false, scatterFirst = false, whole = false }) {
   let plot = null;
   let data = null;
   let logScale = log;
   let finalIndex = null;
+  const finalIndices = () => (Array.isArray(finalIndex) ? finalIndex : [finalIndex]);
+  const finalOf = (i) => (Array.isArray(finalIndex) ? finalIndex[i] ?? null : finalIndex);
   const xValue = (v) => {
     if (v == null) return "–";
     const text = num(v, Number.isInteger(v) ? 0 : 3);
-    return finalIndex != null && data && v === data[0][finalIndex] ? `${text} (final)` : text;
+    const finals = finalIndices();
+    return data && finals.some((i) => i != null && v === data[0][i]) ? `${text} (final)` : text;
   };
   const make = () => {
     plot?.destroy();
@@ -110,7 +114,7 @@ export function lineChart(fig, { series, xLabel, yLabel, log = false, scatterFir
           ...(scatterFirst && i === 0
             ? { paths: () => null, points: { show: true, size: 5, stroke: s.color, fill: s.color } }
             : { points: { show: false, size: 10, width: 2.5, fill: "#ffffff",
-              filter: () => (finalIndex != null && !s.dash ? [finalIndex] : null) } }),
+              filter: () => (finalOf(i) != null && !s.dash ? [finalOf(i)] : null) } }),
         })),
       ],
     };
@@ -127,7 +131,8 @@ export function lineChart(fig, { series, xLabel, yLabel, log = false, scatterFir
       plot.setData(data);
       fig.el.dataset.points = String(x.length);
       fig.el.dataset.series = String(ys.length);
-      if (final != null) fig.el.dataset.final = String(x[final]);
+      const marked = (Array.isArray(final) ? final : [final]).filter((i) => i != null);
+      if (marked.length) fig.el.dataset.final = marked.map((i) => x[i]).join(",");
       else delete fig.el.dataset.final;
       if (x.length) markFirstChart();
       fig.refreshTable();

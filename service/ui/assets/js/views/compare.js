@@ -71,7 +71,7 @@ export function compareView(main) {
 
     // ---- the overlay of one metric per epoch
     const fig = figure({ id: "compare-overlay", title: "Metric per epoch",
-      caption: "The chosen metric at the start of each epoch of each run (from any models), overlaid; hover for values.",
+      caption: "The chosen metric at the start of each epoch of each run (from any models), overlaid; the ring is each ended run's final model. Hover for values.",
       controls: [h("label", { for: "compare-metric", class: "inline" }, "Metric ", metricSelect)],
       rows: () => ({ columns: ["run", "epoch", state.metric], rows: (overlay?.series ?? []).flatMap((s) => s.epoch.map((e, i) => [s.label, e, s.values[i]])) }) });
     figures.append(fig.el);
@@ -105,8 +105,11 @@ export function compareView(main) {
       const series = answer.runs.map((s, i) => ({ ...s, label: items[i].label }));
       const plot = lineChart(fig, { xLabel: "epoch", yLabel: state.metric,
         series: items.map((item) => ({ label: item.label, color: item.color })) });
-      const joined = uPlot.join(series.map((s) => [s.epoch, s.values]));
-      plot.draw(joined[0], joined.slice(1));
+      // Each ended run's trajectory ends with its final model, after its last epoch, ringed.
+      const joined = uPlot.join(series.map((s) => (s.final
+        ? [[...s.epoch, s.final.epoch], [...s.values, s.final.value]] : [s.epoch, s.values])));
+      const finals = series.map((s) => (s.final ? joined[0].indexOf(s.final.epoch) : null));
+      plot.draw(joined[0], joined.slice(1), finals);
       fig.el.dataset.metric = state.metric;
       overlay = { chart: plot, series };
     }
