@@ -139,7 +139,8 @@ def test_a_finished_runs_deep_link_draws_both_tutorial_figures(open_page: Any,
 def test_a_run_whose_rows_keep_params_every_kth_epoch_draws_them_where_they_are(
         open_page: Any, api: httpx.Client) -> None:
     """`record_params: 3` keeps W and b in epochs 0, 3, 6 and 9 only: the figure still draws
-    W and b (it drew the norms chart instead), each value at its own epoch."""
+    W and b (it drew the norms chart instead), each value at its own epoch, and the history's
+    CSV download keeps them."""
     run = tutorial_run(api, record_params=3)
     history = api.get(f"/v1/runs/{run['id']}/history").json()["items"]
     assert [row["epoch"] for row in history if row["W"] is not None] == [0, 3, 6, 9]
@@ -156,6 +157,17 @@ def test_a_run_whose_rows_keep_params_every_kth_epoch_draws_them_where_they_are(
         kept = history[epoch]
         assert row[:3] == ([str(epoch), f"{kept['W'][0]:.4f}", f"{kept['b']:.4f}"]
                            if kept["W"] is not None else [str(epoch), "–", "–"]), row
+    # The history's CSV download keeps W and b (it left them out), empty where a row has none.
+    text = page.evaluate("""async (runId) => {
+        const { historyCsv } = await import('/ui/assets/js/downloads.js');
+        return (await historyCsv(runId)).text();
+    }""", run["id"])
+    header, *lines = [line.split(",") for line in text.splitlines()]
+    assert header[0] == "epoch" and header[-2:] == ["W", "b"] and len(lines) == 10
+    for cells, kept in zip(lines, history, strict=True):
+        assert int(cells[0]) == kept["epoch"]
+        assert (cells[-2:] == ["", ""] if kept["W"] is None
+                else [float(c) for c in cells[-2:]] == [kept["W"][0], kept["b"]]), cells
 
 
 def test_streamed_rows_without_params_keep_every_column_aligned(open_page: Any) -> None:
