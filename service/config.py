@@ -25,7 +25,8 @@ DEFAULT_DATABASE_URL = "sqlite:///./var/tapeline.db"
 # A list setting is written as comma-separated names: TAPELINE_CORS_ORIGINS=https://a,https://b
 Names = Annotated[list[str], NoDecode]
 # Settings that may instead be read from a file named by TAPELINE_<NAME>_FILE (a mounted secret).
-FILE_SETTINGS = ("database_url", "bootstrap_admin_key", "redis_url", "secret_key")
+FILE_SETTINGS = ("database_url", "bootstrap_admin_key", "redis_url", "secret_key",
+                 "secret_key_previous")
 
 
 class SettingFileError(ValueError):

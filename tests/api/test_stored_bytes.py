@@ -123,6 +123,25 @@ def test_models_and_datasets_past_the_quota_are_not_stored(keyed: TestClient) ->
     assert found["stored_bytes"] <= 5_000_000
 
 
+def test_an_import_past_the_quota_is_not_stored(keyed: TestClient) -> None:
+    """An imported model's params count as a created one's: past the quota, a 429 and no
+    model."""
+    headers = tenant(keyed, "team-imports")
+    big = created(keyed.post("/v1/models", headers=headers, json={
+        "kind": "mlp", "features": 100, "hidden": [3000]}))  # 2.4 MB of params
+    content = keyed.get(f"/v1/models/{big['id']}/export", headers=headers,
+                        params={"format": "safetensors"}).content
+    created(keyed.post("/v1/models/import", headers=headers,
+                       files={"file": ("m.safetensors", content)}))
+    refused = keyed.post("/v1/models/import", headers=headers,
+                         files={"file": ("m.safetensors", content)})
+    assert refused.status_code == 429, refused.text
+    assert "this model (" in refused.json()["detail"] and "quota of 5000000" in \
+        refused.json()["detail"]
+    found = usage(keyed, headers)
+    assert found["models"] == 2 and found["stored_bytes"] <= 5_000_000
+
+
 def test_keyless_callers_have_no_quota(tmp_path: Any) -> None:
     settings = Settings(database_url=sqlite_url(tmp_path), workers=1,
                         tenant_max_stored_bytes=1000)

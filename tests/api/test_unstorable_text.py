@@ -86,6 +86,9 @@ PARTS = {
                               ["body", "file"]),
     "an import's name": ("/v1/models/import", multipart(b"m.json", {b"name": b"\\ud800"}, MODEL),
                          ["body", "name"]),
+    "an upload's description": ("/v1/datasets/upload",
+                                multipart(b"d.csv", {b"description": b"n\\udc00"}, CSV),
+                                ["body", "description"]),
 }
 
 
@@ -96,6 +99,18 @@ def test_multipart_names(each_store: TestClient, case: str) -> None:
     refused(each_store.post(path, content=body, headers=ESCAPED), loc)
     assert counts(each_store) == before
     assert each_store.get("/v1/datasets").status_code == 200
+
+
+def test_an_uploads_tags_field(each_store: TestClient) -> None:
+    """The tags of an upload travel as JSON text in a form field: an escaped lone surrogate
+    in them is refused too."""
+    before = counts(each_store)
+    for tags in (rb'{"team": "\ud800"}', rb'{"\udfff": "cv"}'):
+        answer = each_store.post("/v1/datasets/upload", content=multipart(
+            b"d.csv", {b"tags": tags}, CSV), headers={"content-type": "multipart/form-data; "
+                                                                     "boundary=XX"})
+        refused(answer, ["body", "tags"])
+    assert counts(each_store) == before
 
 
 def test_the_same_parts_without_surrogates_are_stored(each_store: TestClient) -> None:

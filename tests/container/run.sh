@@ -453,6 +453,7 @@ PG_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 printf '%s' "$PG_PASSWORD" > "$SECRETS/postgres_password"
 printf 'postgresql+psycopg://tapeline:%s@postgres:5432/tapeline' "$PG_PASSWORD" > "$SECRETS/database_url"
 printf '%s' "$ADMIN_KEY" > "$SECRETS/bootstrap_admin_key"
+python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$SECRETS/secret_key"
 chmod 0755 "$SECRETS" && chmod 0644 "$SECRETS"/*
 compose() {
     (cd "$CACHE/work" && TAPELINE_IMAGE="$IMAGE" TAPELINE_POSTGRES_IMAGE="$PG_IMAGE" \

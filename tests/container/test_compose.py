@@ -51,6 +51,10 @@ def test_compose_runs_postgres_two_replicas_and_two_workers(services: dict[str, 
         assert environment["TAPELINE_EXECUTOR"] == "queue"
         assert environment["TAPELINE_DATABASE_URL_FILE"] == "/run/secrets/database_url"
         assert "database_url" in service["secrets"]
+        # One secret key for all: keys' HMAC on both replicas, webhook secrets sealed by the
+        # API and opened by the workers that deliver them (without it, webhooks answer 503).
+        assert environment["TAPELINE_SECRET_KEY_FILE"] == "/run/secrets/secret_key"
+        assert "secret_key" in service["secrets"]
     assert [tapeline[n]["command"][1] for n in ("api-1", "api-2")] == ["serve", "serve"]
     assert tapeline["worker"]["command"][1] == "worker"
     assert tapeline["worker"]["deploy"]["replicas"] == 2
@@ -65,7 +69,8 @@ def test_compose_runs_postgres_two_replicas_and_two_workers(services: dict[str, 
 def test_secrets_are_files_and_only_the_proxy_publishes_a_port(services: dict[str, Any]) -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     declared = compose["secrets"]
-    assert set(declared) == {"database_url", "postgres_password", "bootstrap_admin_key"}
+    assert set(declared) == {"database_url", "postgres_password", "bootstrap_admin_key",
+                             "secret_key"}
     for secret in declared.values():
         assert set(secret) == {"file"}
         assert defaults(secret["file"]).startswith("./secrets/")

@@ -64,6 +64,22 @@ def _exports() -> dict[str, bytes]:
     return files
 
 
+def _pickle_like_exports() -> dict[str, bytes]:
+    """Honest linear exports whose safetensors header's size begins with a byte the pickle
+    sniff took for a pickle (0x80, ``(``): their names' lengths move the size through every
+    residue mod 256 (the bounds issue's fifth finding: 8 of 40 exports were refused)."""
+    kind = make_kind("linear", KINDS["linear"])
+    files: dict[str, bytes] = {}
+    for length in range(1, 300):
+        bundle = Bundle(kind, kind.initial(1), {"model_id": "mdl_1", "name": "n" * length})
+        data = safetensors_format.write(bundle)
+        first = data[0]
+        if first in (0x80, 0x28) and f"header-{first:#x}.safetensors" not in files:
+            files[f"header-{first:#x}.safetensors"] = data
+    assert len(files) == 2, sorted(files)
+    return files
+
+
 def seeds() -> dict[str, bytes]:
     """Honest exports of each kind, then the hostile files of the bounds issue (small
     versions of the large ones)."""
@@ -71,6 +87,7 @@ def seeds() -> dict[str, bytes]:
     words = (np.array([1.5, -2.0], "<f4").view("<u4") >> 16).astype("<u2").tobytes()
     return {
         **_exports(),
+        **_pickle_like_exports(),
         "bf16.safetensors": safetensors_file({"W": ("BF16", [1], words[:2]),
                                               "b": ("BF16", [], words[2:])}, linear_metadata()),
         "f8.safetensors": safetensors_file({"W": ("F8_E4M3", [1], b"\x01"),

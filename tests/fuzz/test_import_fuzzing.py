@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.api import model_imports
 from tests.conftest import ROOT
-from tests.fuzz.model_files import one_import, seeds
+from tests.fuzz.model_files import KINDS, SETTINGS, one_import, seeds
 from tests.fuzz.test_upload_fuzzing import mutated
 from tests.support.ci import IN_CI
 
@@ -27,6 +28,16 @@ SECONDS = int(os.environ.get("TAPELINE_FUZZ_SECONDS", "20"))
 def test_every_seed_is_imported_or_refused() -> None:
     for data in seeds().values():
         one_import(data)  # each: imported, or refused with a 4xx
+
+
+def test_the_honest_exports_of_the_corpus_import() -> None:
+    """The corpus's honest exports import, those whose header's size starts with the byte
+    of a pickle (0x80, ``(``) included."""
+    honest = {name: data for name, data in seeds().items()
+              if name.split(".")[0] in (*KINDS, "header-0x80", "header-0x28")}
+    assert len(honest) == 2 * len(KINDS) + 2
+    for name, data in honest.items():
+        assert model_imports.read(data, SETTINGS).kind.name in KINDS, name
 
 
 @pytest.mark.slow

@@ -70,6 +70,8 @@ def test_a_server_with_only_the_file_variants_trains_the_tutorial(
         "TAPELINE_BOOTSTRAP_ADMIN_KEY_FILE": secret_file(folder, "admin-key", ADMIN_KEY),
         "TAPELINE_SECRET_KEY_FILE": secret_file(folder, "secret-key", secrets.token_hex(32)),
         "TAPELINE_REDIS_URL_FILE": secret_file(folder, "redis-url", redis_url),
+        "TAPELINE_SECRET_KEY_PREVIOUS_FILE": secret_file(folder, "secret-key-previous",
+                                                         secrets.token_hex(32)),
     }
     assert {name.removeprefix("TAPELINE_").removesuffix("_FILE").lower()
             for name in files} == set(FILE_SETTINGS)

@@ -221,6 +221,50 @@ def test_a_v1_postgres_store_upgrades_and_reads_back_the_same(postgres_url: str)
     check_tenancy(postgres_url)
 
 
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_0006_repairs_class_names_that_no_answer_could_carry(
+        store: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Before 0006 an import could commit class names holding a lone surrogate (the JSON
+    column keeps it escaped), and every page of /v1/models that held the model was a 500
+    from then on; 0006 replaces such text with U+FFFD."""
+    if store == "sqlite":
+        shutil.copyfile(V1_DATABASE, tmp_path / "tapeline.db")
+        url = sqlite_url(tmp_path)
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+    engine = make_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001" if store == "postgres" else "0005")
+    if store == "postgres":  # v1's rows, as the test above copies them
+        source = create_engine(f"sqlite:///{V1_DATABASE}")
+        old, new = MetaData(), MetaData()
+        old.reflect(source)
+        new.reflect(engine)
+        with source.connect() as reading, engine.begin() as writing:
+            for name in ("datasets", "models", "runs", "epochs"):
+                rows = [{k: _utc(v) for k, v in row.items()}
+                        for row in reading.execute(select(old.tables[name])).mappings()]
+                writing.execute(new.tables[name].insert(), rows)
+        source.dispose()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0005")
+    model_id = V1_ANSWERS["models"][0]["id"]
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE models SET class_names = :names WHERE id = :id"),
+                           {"names": json.dumps(["\ud800", "b\udfffc"]), "id": model_id})
+    engine.dispose()
+    with TestClient(create_app(Settings(database_url=url, workers=1)),
+                    base_url="http://localhost") as client:
+        listed = client.get("/v1/models", params={"limit": 1000})
+        assert listed.status_code == 200, listed.text
+        found = {m["id"]: m for m in listed.json()["items"]}
+        assert found[model_id]["class_names"] == ["\ufffd", "b\ufffdc"]
+
+
 @pytest.mark.parametrize("key", ["datasets", "models", "runs"])
 def test_the_fixture_is_what_v1_answered(key: str) -> None:
     """The fixture holds real v1 answers: v1's fields only, and none of v2's."""

@@ -136,6 +136,63 @@ def test_a_finished_runs_deep_link_draws_both_tutorial_figures(open_page: Any,
                     "3.0000", "2.0000"]
 
 
+def test_a_run_whose_rows_keep_params_every_kth_epoch_draws_them_where_they_are(
+        open_page: Any, api: httpx.Client) -> None:
+    """`record_params: 3` keeps W and b in epochs 0, 3, 6 and 9 only: the figure still draws
+    W and b (it drew the norms chart instead), each value at its own epoch, and the history's
+    CSV download keeps them."""
+    run = tutorial_run(api, record_params=3)
+    history = api.get(f"/v1/runs/{run['id']}/history").json()["items"]
+    assert [row["epoch"] for row in history if row["W"] is not None] == [0, 3, 6, 9]
+    watched = open_page()
+    watched.goto(f"/ui/runs/{run['id']}")
+    drawn(watched)
+    page = watched.page
+    assert page.get_attribute("#params-chart", "data-series") == "4"  # W, b and the truth
+    assert points(page, "params-chart") == 11
+    page.click("#params-chart figcaption button")
+    rows = [[cell.text_content() for cell in row.query_selector_all("td")]
+            for row in page.query_selector_all("#params-chart-table tbody tr")]
+    for row, epoch in zip(rows, range(10), strict=False):
+        kept = history[epoch]
+        assert row[:3] == ([str(epoch), f"{kept['W'][0]:.4f}", f"{kept['b']:.4f}"]
+                           if kept["W"] is not None else [str(epoch), "–", "–"]), row
+    # The history's CSV download keeps W and b (it left them out), empty where a row has none.
+    text = page.evaluate("""async (runId) => {
+        const { historyCsv } = await import('/ui/assets/js/downloads.js');
+        return (await historyCsv(runId)).text();
+    }""", run["id"])
+    header, *lines = [line.split(",") for line in text.splitlines()]
+    assert header[0] == "epoch" and header[-2:] == ["W", "b"] and len(lines) == 10
+    for cells, kept in zip(lines, history, strict=True):
+        assert int(cells[0]) == kept["epoch"]
+        assert (cells[-2:] == ["", ""] if kept["W"] is None
+                else [float(c) for c in cells[-2:]] == [kept["W"][0], kept["b"]]), cells
+
+
+def test_streamed_rows_without_params_keep_every_column_aligned(open_page: Any) -> None:
+    """The live path (rows from the event stream, a batch at a time): a row that
+    `record_params` left without params is null in the params, W and b columns (a batch of
+    such rows shifted the later params onto the wrong epochs), and the regions and the latest
+    figures use the last row that has them."""
+    watched = open_page()
+    watched.goto("/ui/")
+    found = watched.page.evaluate("""async () => {
+        const { emptyTrace, appendRows, lastWithParams } = await import('/ui/assets/js/trace.js');
+        const row = (e) => e % 3 === 0
+            ? { epoch: e, loss: e, metrics: { mae: e }, params: { W: [e], b: e }, W: [e], b: e }
+            : { epoch: e, loss: e, metrics: { mae: e }, params: null, W: null, b: null };
+        const trace = emptyTrace();
+        appendRows(trace, [0, 1, 2, 3].map(row));
+        appendRows(trace, [4, 5].map(row));
+        return { W: trace.W, b: trace.b, params: trace.params.W, mae: trace.metrics.mae,
+                 last: lastWithParams(trace) };
+    }""")
+    assert found["W"] == found["params"] == [[0], None, None, [3], None, None]
+    assert found["b"] == [0, None, None, 3, None, None]
+    assert found["mae"] == [0, 1, 2, 3, 4, 5] and found["last"] == 3
+
+
 def test_log_scale_and_smoothing_controls(open_page: Any, api: httpx.Client) -> None:
     run = tutorial_run(api, epochs=30)
     watched = open_page()

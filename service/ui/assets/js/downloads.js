@@ -27,17 +27,21 @@ async function allRows(runId) {
   }
 }
 
-/** The run's history as CSV: epoch, loss, each metric, and W and b where the kind has them. */
+/**
+ * The run's history as CSV: epoch, loss, each metric, and W and b where the kind has them
+ * (empty in the rows that `record_params` left without params).
+ */
 export async function historyCsv(runId) {
   const rows = await allRows(runId);
   const metrics = [...new Set(rows.flatMap((r) => Object.keys(r.metrics ?? {})))];
-  const width = rows.length && rows.every((r) => r.W != null) ? [rows[0].W].flat().length : 0;
+  const first = rows.find((r) => r.W != null && r.b != null);
+  const width = first ? [first.W].flat().length : 0;
   const weights = width === 1 ? ["W"] : Array.from({ length: width }, (_, i) => `W${i}`);
   const header = ["epoch", "loss", ...metrics, ...weights, ...(width ? ["b"] : [])];
   const lines = [header.join(",")];
   for (const row of rows) {
     const cells = [row.epoch, row.loss, ...metrics.map((m) => row.metrics?.[m] ?? "")];
-    if (width) cells.push(...[row.W].flat(), row.b);
+    if (width) cells.push(...(row.W != null ? [row.W].flat() : new Array(width).fill("")), row.b ?? "");
     lines.push(cells.join(","));
   }
   return new Blob([`${lines.join("\n")}\n`], { type: "text/csv" });

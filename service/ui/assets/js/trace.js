@@ -17,7 +17,8 @@ export function fromColumns(columns, key = "epoch") {
   trace.loss = columns.loss.slice();
   for (const [name, values] of Object.entries(columns.metrics ?? {})) trace.metrics[name] = values.slice();
   for (const [name, values] of Object.entries(columns.params ?? {})) trace.params[name] = values.slice();
-  if (n > 0 && Array.isArray(columns.W) && columns.W.length === n && columns.W.every((w) => w != null)) {
+  // Rows that `record_params` left without params are null in W and b, as in `params`.
+  if (n > 0 && Array.isArray(columns.W) && columns.W.length === n && columns.W[0] != null) {
     trace.W = columns.W.slice();
     trace.b = columns.b.slice();
     trace.hasWb = true;
@@ -25,7 +26,11 @@ export function fromColumns(columns, key = "epoch") {
   return trace;
 }
 
-/** Add stream rows (each a history row) to the end of the trace. */
+/**
+ * Add stream rows (each a history row) to the end of the trace. A row without a metric or
+ * without params (`record_params` keeps them in every k-th row only) is null in those
+ * columns, so every column stays aligned with `x`.
+ */
 export function appendRows(trace, rows) {
   for (const row of rows) {
     const at = trace.x.length;
@@ -37,15 +42,25 @@ export function appendRows(trace, rows) {
     for (const [name, value] of Object.entries(row.params ?? {})) {
       (trace.params[name] ??= new Array(at).fill(null)).push(value);
     }
-    if (row.W != null && row.b != null && (trace.hasWb || at === 0)) {
+    for (const column of [...Object.values(trace.metrics), ...Object.values(trace.params)]) {
+      if (column.length === at) column.push(null);
+    }
+    if (trace.hasWb || (at === 0 && row.W != null && row.b != null)) {
       trace.hasWb = true;
-      trace.W.push(row.W);
-      trace.b.push(row.b);
+      trace.W.push(row.W ?? null);
+      trace.b.push(row.b ?? null);
     }
   }
-  for (const column of [...Object.values(trace.metrics), ...Object.values(trace.params)]) {
-    while (column.length < trace.x.length) column.push(null);
+}
+
+/** The index of the last row whose params are all there (-1 when none is). */
+export function lastWithParams(trace) {
+  const columns = Object.values(trace.params);
+  if (!columns.length) return -1;
+  for (let i = trace.x.length - 1; i >= 0; i--) {
+    if (columns.every((column) => column[i] != null)) return i;
   }
+  return -1;
 }
 
 /**

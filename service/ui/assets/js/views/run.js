@@ -10,7 +10,7 @@ import { saveHistory, saveModel } from "../downloads.js";
 import { drawRegions, forward } from "../regions.js";
 import { settingsWords } from "../settings.js";
 import { follow } from "../stream.js";
-import { BUDGET, appendRows, fromColumns, keepToBudget, norm, smooth } from "../trace.js";
+import { BUDGET, appendRows, fromColumns, keepToBudget, lastWithParams, norm, smooth } from "../trace.js";
 
 const SAMPLE = 1000; // dataset rows drawn behind the predictions
 // History points asked for when the page opens: a point per pixel of a wide chart (a
@@ -204,6 +204,12 @@ export function runView(main, runId) {
     paramChart.draw(x, ys, final);
   }
 
+  /** The last row that has W and b (rows between every k-th of `record_params` have none). */
+  function lastWb() {
+    for (let i = trace.W.length - 1; i >= 0; i--) if (trace.W[i] != null) return i;
+    return -1;
+  }
+
   // ---- the data with predictions (one-feature regression) or decision regions
   function drawLine() {
     if (dataFig?.el.id !== "data-chart" || !dataSample || !trace.hasWb || !trace.x.length) return;
@@ -211,7 +217,7 @@ export function runView(main, runId) {
     const xs = order.map((i) => dataSample.x[i][0]);
     const ys = order.map((i) => dataSample.y[i]);
     const first = trace.x.length ? 0 : null;
-    const last = trace.x.length - 1;
+    const last = lastWb();
     const line = (k) => xs.map((x) => x * [trace.W[k]].flat()[0] + trace.b[k]);
     const finalWb = run.final?.W && run.final.b != null ? run.final : null;
     const latest = finalWb ? xs.map((x) => x * finalWb.W[0] + finalWb.b) : line(last);
@@ -264,8 +270,8 @@ export function runView(main, runId) {
   async function drawRegionsNow(live = false) {
     if (dataFig?.el.id !== "regions-chart") return;
     const names = Object.keys(trace.params);
-    const last = trace.x.length - 1;
-    const latest = live && last >= 0 && names.length ? Object.fromEntries(names.map((n) => [n, trace.params[n][last]])) : null;
+    const last = lastWithParams(trace);  // rows between every k-th have no params
+    const latest = live && last >= 0 ? Object.fromEntries(names.map((n) => [n, trace.params[n][last]])) : null;
     const predict = latest ? forward(model, latest) : null;
     if (live && !predict) return;
     try {
@@ -291,8 +297,9 @@ export function runView(main, runId) {
     const rows = [];
     const latestName = final ? "final" : last >= 0 ? `epoch ${trace.x[last]}` : "latest";
     if (trace.hasWb || final?.W != null) {
-      rows.push(["W", trace.hasWb && last >= 0 ? nums(trace.W[0]) : nums(run.initial?.W), final?.W != null ? nums(final.W) : last >= 0 ? nums(trace.W[last]) : "–", "W"]);
-      rows.push(["b", trace.hasWb && last >= 0 ? num(trace.b[0]) : num(run.initial?.b), final?.b != null ? num(final.b) : last >= 0 ? num(trace.b[last]) : "–", "b"]);
+      const wb = lastWb();
+      rows.push(["W", trace.hasWb && last >= 0 ? nums(trace.W[0]) : nums(run.initial?.W), final?.W != null ? nums(final.W) : wb >= 0 ? nums(trace.W[wb]) : "–", "W"]);
+      rows.push(["b", trace.hasWb && last >= 0 ? num(trace.b[0]) : num(run.initial?.b), final?.b != null ? num(final.b) : wb >= 0 ? num(trace.b[wb]) : "–", "b"]);
     }
     rows.push(["loss", last >= 0 ? num(trace.loss[0]) : "–", final?.loss != null ? num(final.loss) : last >= 0 ? num(trace.loss[last]) : "–", "loss"]);
     const metricNames = new Set([...Object.keys(trace.metrics), ...Object.keys(final?.metrics ?? {})]);
