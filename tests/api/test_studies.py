@@ -137,7 +137,9 @@ def test_an_unknown_dataset_is_a_404(app_client: TestClient) -> None:
 
 def test_a_study_is_stored_with_its_defaults_resolved(app_client: TestClient,
                                                       dataset_id: str) -> None:
-    answer = app_client.post("/v1/studies", json=spec(dataset_id, max_trials=1,
+    # Enough trials that it is surely still running when deleted and cancelled below (one
+    # trial of 9 epochs on 60 rows could end first: then the DELETE was a 204).
+    answer = app_client.post("/v1/studies", json=spec(dataset_id, max_trials=500,
                                                       name="lr search"))
     assert answer.status_code == 201, answer.text
     study = answer.json()
