@@ -208,3 +208,65 @@ def test_record_params_is_refused_for_models_whose_rows_keep_none(small: TestCli
     fine = small.post(f"/v1/models/{model['id']}/runs", json={"dataset_id": data["id"],
                                                              "epochs": 1}, headers=WAIT)
     assert fine.status_code == 200 and fine.json()["record_params"] == 0
+
+
+# ------------------------------------------------------------------ lists of models and runs
+
+
+def large_models(client: TestClient, tag: str, count: int) -> list[dict[str, Any]]:
+    """``count`` MLPs of 4,093 seeded params (about 80 kB of JSON each), tagged ``case:tag``."""
+    return [created(client.post("/v1/models", json={
+        "kind": "mlp", "features": 2, "hidden": [1023], "tags": {"case": tag},
+        "initial": {"random_seed": seed}})) for seed in range(count)]
+
+
+def walked(client: TestClient, path: str, **params: Any) -> list[list[dict[str, Any]]]:
+    """Every page of a list (``limit`` 1000), checking each within the answer bound."""
+    found: list[list[dict[str, Any]]] = []
+    cursor = None
+    while True:
+        answer = client.get(path, params={"limit": 1000, **params,
+                                          **({"cursor": cursor} if cursor else {})})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.content) <= ANSWER_BYTES, len(answer.content)
+        assert answer.json()["items"], "a page holds one item at least"
+        found.append(answer.json()["items"])
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            return found
+
+
+def test_a_page_of_large_models_is_cut_short_by_bytes(small: TestClient) -> None:
+    models = large_models(small, "models", 7)  # about 560 kB in all: one page was all of it
+    ids = [m["id"] for m in models]
+    for order, expected in (("oldest", ids), ("newest", ids[::-1])):
+        pages_ = walked(small, "/v1/models", tag="case:models", order=order)
+        assert len(pages_) > 2
+        assert [m["id"] for page in pages_ for m in page] == expected  # each once, in order
+    shown = [m for page in walked(small, "/v1/models", tag="case:models") for m in page]
+    for model, listed in zip(models, shown, strict=True):
+        assert listed == small.get(f"/v1/models/{model['id']}").json()  # params and all
+        assert len(listed["params"]["W1"][0]) == 1023
+
+
+def test_a_page_of_runs_is_cut_short_by_bytes(small: TestClient) -> None:
+    model = large_models(small, "runs", 1)[0]
+    data = created(small.post("/v1/datasets", json={"x": [[0, 1], [1, 0]], "y": [0.0, 1.0]}))
+    runs = [created(small.post(f"/v1/models/{model['id']}/runs", headers=WAIT, json={
+        "dataset_id": data["id"], "epochs": 1, "tags": {"case": "runs"}}), 200)
+        for _ in range(4)]  # each run writes 2 x 4,093 params: about 160 kB
+    ids = [r["id"] for r in runs]
+    cases = [("/v1/runs", {"tag": "case:runs"}, ids),
+             (f"/v1/models/{model['id']}/runs", {}, ids),
+             ("/v1/runs", {"tag": "case:runs", "order": "newest"}, ids[::-1]),
+             ("/v1/runs", {"filter": f"model.id = '{model['id']}'", "sort": "-created_at"},
+              ids[::-1])]
+    for path, params, expected in cases:
+        pages_ = walked(small, path, **params)
+        assert len(pages_) >= 2, (path, params)
+        listed = [r for page in pages_ for r in page]
+        assert [r["id"] for r in listed] == expected, (path, params)  # each once, in order
+        for run in listed:
+            assert run == small.get(f"/v1/runs/{run['id']}").json()  # params and all
+            assert len(run["final"]["params"]["W1"][0]) == 1023
+
