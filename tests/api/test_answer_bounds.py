@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -17,6 +18,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api import feeds, stream_items
+from service.api.feeds import Feed, Item
 from service.app import create_app
 from service.config import Settings
 from tests.conftest import POSTGRES_PARAM
@@ -270,3 +273,32 @@ def test_a_page_of_runs_is_cut_short_by_bytes(small: TestClient) -> None:
             assert run == small.get(f"/v1/runs/{run['id']}").json()  # params and all
             assert len(run["final"]["params"]["W1"][0]) == 1023
 
+
+# ------------------------------------------------------------------ the event stream's window
+
+
+def test_the_streams_window_is_bounded_in_bytes() -> None:
+    feed = Feed("run_x", -1)
+    row = "x" * (100 << 10)  # an epoch of a large model: 100 kB of JSON
+    for start in range(0, 1024, 64):
+        feed.publish([Item("epoch", e, row) for e in range(start, start + 64)], None)
+    kept = sum(len(item.json) for item in feed.items)
+    assert 0 < kept <= 16 << 20, kept / 2**20  # was every one of the 1,024: 100 MB
+    assert feed.epochs[-1] == 1023 and feed.base == feed.epochs[0] - 1
+    assert feed.after(feed.base - 1) is None  # further back: read from the store
+    assert [item.epoch for item in feed.after(feed.base) or []] == feed.epochs
+    tiny = Feed("run_y", -1)
+    tiny.publish([Item("epoch", e, "{}") for e in range(3000)], None)
+    assert len(tiny.items) == feeds.WINDOW and tiny.base == 3000 - feeds.WINDOW - 1
+
+
+def test_a_replay_of_large_epochs_pages_by_bytes(small: TestClient,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    run = trained(small, 200, 120, record_params=1)  # 12 kB an epoch
+    monkeypatch.setattr(feeds, "WINDOW_BYTES", 128 << 10)
+    monkeypatch.setattr(stream_items, "PAGE_BYTES", 64 << 10)  # about 5 epochs a page
+    answer = small.get(f"/v1/runs/{run['id']}/events", headers={"accept": "application/jsonl"})
+    items = [json.loads(line) for line in answer.text.splitlines()]
+    assert [item["epoch"] for item in items[:-1]] == list(range(120))  # each once, in order
+    assert items[-1]["type"] == "end" and items[-1]["id"] == run["id"]
+    assert all(item["params"] is not None for item in items[:-1])

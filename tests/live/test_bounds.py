@@ -146,6 +146,29 @@ def test_a_page_of_large_runs_answers_within_twice_its_size(server: LiveServer) 
     assert seen == ids
 
 
+@pytest.mark.slow
+def test_a_replay_of_large_epochs_holds_a_bounded_window(server: LiveServer) -> None:
+    url = server.url
+    model = httpx.post(f"{url}/v1/models", json={"kind": "mlp", "features": 2,
+                                                 "hidden": [1023]}).json()
+    data = httpx.post(f"{url}/v1/datasets", json={"x": [[0, 1], [1, 0], [1, 1]],
+                                                  "y": [0.0, 1.0, 2.0]}).json()
+    run = httpx.post(f"{url}/v1/models/{model['id']}/runs", timeout=600, json={
+        "dataset_id": data["id"], "epochs": 1000, "record_params": 1,
+        "optimizer": {"kind": "sgd", "learning_rate": 0.001}},
+        headers={"prefer": "wait=500"}).json()
+    assert run["status"] == "succeeded", run
+    epochs, total = 0, 0
+    with PeakMemory(server.process.pid) as peak, httpx.stream(
+            "GET", f"{url}/v1/runs/{run['id']}/events", timeout=300,
+            headers={"accept": "application/jsonl"}) as stream:
+        for line in stream.iter_lines():
+            total += len(line)
+            epochs += '"type":"epoch"' in line
+    assert epochs == 1000 and total > 60 * MiB  # 80 kB an epoch
+    assert peak.growth < 80 * MiB, peak.growth / MiB  # the window kept 1,024 epochs: +160 MB
+
+
 REFUSED = {
     "60 MiB of a tensor the kind has not": (lambda: unknown_name_safetensors(60), 150, 655),
     "a header of 400,000 tiny tensors": (lambda: tiny_tensors_safetensors(400_000), 100, 760),
