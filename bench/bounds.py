@@ -9,9 +9,10 @@ with a 413), then the rows the 413 says fit, in each format. ``history``: a 3,00
 of a 4,093-parameter MLP keeping params in every row, its first page, as columns and with
 ``max_points=10000``. ``imports``: refused model files (a 60 MiB tensor of a name the kind
 has not, a header of 400,000 tensors, JSON of 15,000,000 numbers, JSON of 999,999 numbers
-in a param of shape [1]) and three of the first at once. ``lists``: answers the issue did not
-bound (see the closing note of issue 19): the event stream's replay of the history run, a
-page of 1,000 models of 4,093 params, a page of 4 runs of a 994,971-parameter MLP.
+in a param of shape [1]) and three of the first at once. ``lists``: answers the issue's first
+pass left unbounded (see the closing note of issue 19), bounded since: the event stream's
+replay of the history run, a page of 1,000 models of 4,093 params (cut short in bytes), a
+page of 4 runs of a 994,971-parameter MLP (one run a page).
 """
 
 from __future__ import annotations

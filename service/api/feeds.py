@@ -1,7 +1,8 @@
 """Live feeds of runs: a run's epochs are read from the store once per process and fanned out,
 already serialised, to every reader of that run in this process.
 
-A feed begins where its first reader begins and keeps a window of recent items. A reader
+A feed begins where its first reader begins and keeps a window of recent items, bounded in
+count and in bytes (the items of a large model's run are large). A reader
 behind the window (it joined later from further back, or reads slowly) reads its gap from the
 store itself, then follows the feed again. The feed reads the next page of a backlog only when
 a reader has caught up with it, so a lone reader of a long history reads each page once. Items
@@ -29,10 +30,15 @@ from service.store.repo import NotFound
 
 log = logging.getLogger("tapeline.api")
 
-# Items a feed keeps for readers slightly behind; older ones are read from the store.
+# Items a feed keeps for readers slightly behind, and the most bytes of JSON they may hold
+# (each item is also kept in the encodings read: up to three times this); older ones are read
+# from the store.
 WINDOW = 1024
-# Epochs read from the store at a time.
+WINDOW_BYTES = 8 << 20
+# Epochs read from the store at a time, and the most bytes of JSON they may take (one epoch at
+# least).
 PAGE = 500
+PAGE_BYTES = 4 << 20
 # Even without a wake-up, look at the store this often (news from another process or replica)
 # unless news is pushed (PostgreSQL LISTEN/NOTIFY wakes every replica). The tick also wakes
 # its readers, so they need no timer of their own to send keep-alives.
@@ -52,6 +58,11 @@ class Item:
     # The item as each stream encoding sends it, made by the first reader that needs it.
     _encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def size(self) -> int:
+        """The item's bytes as the window counts them: its JSON text."""
+        return len(self.json)
+
     def encoded(self, encoding: str, encode: Callable[[Item], bytes]) -> bytes:
         """The item's bytes in ``encoding``, encoded once for every reader of this process."""
         found = self._encoded.get(encoding)
@@ -60,10 +71,11 @@ class Item:
         return found
 
 
-# read(run_id, after, limit): up to ``limit`` epoch items after epoch ``after``, and, when no
-# epoch follows them, the end item if the run is final or the paused item if it is paused;
+# read(run_id, after, limit): up to ``limit`` epoch items after epoch ``after`` (fewer when
+# their bytes would pass PAGE_BYTES), and, when no epoch follows them, the end item if the run
+# is final or the paused item if it is paused; and whether more epochs are stored after them;
 # NotFound when the run is gone. It runs in a worker thread.
-Read = Callable[[str, int, int], tuple[list[Item], Item | None]]
+Read = Callable[[str, int, int], tuple[list[Item], Item | None, bool]]
 
 
 class Feed:
@@ -74,6 +86,7 @@ class Feed:
         self.base = after
         self.items: list[Item] = []
         self.epochs: list[int] = []
+        self.bytes = 0  # of the items' JSON
         self.end: Item | None = None
         # The run's paused item while the last read found it paused after its last epoch.
         self.paused: Item | None = None
@@ -101,8 +114,13 @@ class Feed:
         paused after them) and wake every reader."""
         self.items.extend(items)
         self.epochs.extend(item.epoch for item in items if item.epoch is not None)
-        if len(self.items) > WINDOW:
-            cut = len(self.items) - WINDOW
+        self.bytes += sum(item.size for item in items)
+        cut = max(0, len(self.items) - WINDOW)
+        self.bytes -= sum(item.size for item in self.items[:cut])
+        while cut < len(self.items) and self.bytes > WINDOW_BYTES:  # the oldest go first
+            self.bytes -= self.items[cut].size
+            cut += 1
+        if cut:
             self.base = self.epochs[cut - 1]
             del self.items[:cut], self.epochs[:cut]
         if tail is not None and tail.kind == "end":
@@ -174,12 +192,12 @@ class Feeds:
         try:
             while feed.readers > 0 and not progress.closed:
                 seen = progress.version(run_id)
-                items, tail = await run_in_threadpool(self._read, run_id, feed.last, PAGE)
+                items, tail, more = await run_in_threadpool(self._read, run_id, feed.last, PAGE)
                 feed.caught_up.clear()
                 feed.publish(items, tail)
                 if feed.end is not None:
                     return
-                if len(items) == PAGE:  # a backlog: the next page once a reader wants it
+                if more:  # a backlog: the next page once a reader wants it
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(POLL_SECONDS):
                             await feed.caught_up.wait()
@@ -219,7 +237,8 @@ class Feeds:
                 items = feed.after(position)
                 if items is None:  # behind the window: read the gap from the store
                     try:
-                        gap, tail = await run_in_threadpool(self._read, run_id, position, PAGE)
+                        gap, tail, _ = await run_in_threadpool(self._read, run_id, position,
+                                                               PAGE)
                     except NotFound:
                         return
                     if gap:

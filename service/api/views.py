@@ -43,6 +43,18 @@ def run(row: RunRow) -> Run:
     return Run.model_validate(documents.run(row))
 
 
+# What a run's answer leaves out for a page to write itself (:func:`run_head`).
+RUN_PARAMS = {"W", "b", "params"}
+_LEFT_OUT = {"initial": RUN_PARAMS, "final": RUN_PARAMS}
+
+
+def run_head(row: RunRow, has_final: bool) -> bytes:
+    """A run's JSON without its params (their stored form not read): ``"initial":{}`` and
+    ``"final":{"loss":..,"metrics":..}`` (or ``null``) for a page to write them into."""
+    return Run.model_validate(documents.run(row, has_final)).model_dump_json(
+        exclude=_LEFT_OUT).encode()
+
+
 def history_row(row: EpochRow) -> HistoryRow:
     """One epoch of history."""
     W, b, params = None, None, None

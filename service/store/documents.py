@@ -110,12 +110,24 @@ def model(row: ModelRow, training: bool, params_up_to: int | None = None) -> Doc
     }
 
 
-def run(row: RunRow) -> Document:
-    """A run's public view."""
+# A run's params left out (:func:`run` with ``has_final``): empty, for a page to write them.
+NO_PARAMS: Document = {"W": None, "b": None, "params": {}}
+
+
+def run(row: RunRow, has_final: bool | None = None) -> Document:
+    """A run's public view. With ``has_final`` (whether it has final params), its params are
+    left empty and not read: a page of runs writes them itself (``initial_params`` and
+    ``final_params`` may be deferred then)."""
     final = None
-    if row.final_params is not None and row.final_loss is not None:
-        final = {**_params(row.final_params), "loss": row.final_loss,
-                 "metrics": row.final_metrics or {}}
+    if has_final is None:
+        initial = _params(row.initial_params)
+        if row.final_params is not None and row.final_loss is not None:
+            final = {**_params(row.final_params), "loss": row.final_loss,
+                     "metrics": row.final_metrics or {}}
+    else:
+        initial = NO_PARAMS
+        if has_final and row.final_loss is not None:
+            final = {**NO_PARAMS, "loss": row.final_loss, "metrics": row.final_metrics or {}}
     error = None
     if row.error_reason is not None:
         error = {"reason": row.error_reason, "detail": row.error_detail or "",
@@ -141,7 +153,7 @@ def run(row: RunRow) -> Document:
         "created_at": rfc3339(row.created_at),
         "started_at": _when(row.started_at),
         "finished_at": _when(row.finished_at),
-        "initial": _params(row.initial_params),
+        "initial": initial,
         "final": final,
         "stopped_early": stopped,
         "error": error,

@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 import numpy as np
 from sqlalchemy import bindparam, delete, exists, false, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm.attributes import set_committed_value
 
 from service.store import blobs, documents, outbox, usage
 from service.store.budget import RowBudget, sizes
@@ -284,18 +285,25 @@ class Repository:
         after_seq: int | None,
         *where: Any,
         newest_first: bool = False,
+        options: Sequence[Any] = (),
+        fitting: Callable[[Sequence[Any]], int] | None = None,
     ) -> tuple[Sequence[Any], int | None]:
         """One page of the tenant's rows of ``table`` in creation order (or newest first) and
-        the ``seq`` to continue after, if any."""
+        the ``seq`` to continue after, if any; loaded with ``options`` (such as deferred
+        columns). ``fitting`` says how many of the page's rows (from the first) fit an
+        answer: the page ends after them, and the ``seq`` continues from there."""
         order = table.seq.desc() if newest_first else table.seq
         query = (
             select(table).where(table.owner == self.tenant, *where).order_by(order).limit(limit + 1)
         )
         if after_seq is not None:
             query = query.where(table.seq < after_seq if newest_first else table.seq > after_seq)
-        rows = self.session.scalars(query).all()
-        if len(rows) > limit:
-            return rows[:limit], rows[limit - 1].seq
+        rows = self.session.scalars(query.options(*options)).all()
+        keep = min(limit, len(rows))
+        if fitting is not None:
+            keep = min(keep, fitting(rows[:keep]))
+        if keep < len(rows):
+            return rows[:keep], rows[keep - 1].seq
         return rows, None
 
     # -------------------------------------------------------------- models
@@ -339,6 +347,34 @@ class Repository:
         self.session.flush()
         self._event("model.created", row.id, lambda: documents.model(row, training=False))
         return row
+
+    def load_params(self, rows: Sequence[ModelRow]) -> None:
+        """Read the params of models loaded without them (deferred), in one query."""
+        if not rows:
+            return
+        by_id = {row.id: row for row in rows}
+        for model_id, params in self.session.execute(
+                select(ModelRow.id, ModelRow.params).where(
+                    ModelRow.id.in_(list(by_id)), ModelRow.owner == self.tenant)):
+            set_committed_value(by_id[model_id], "params", params)
+
+    def model_kinds(self, model_ids: Sequence[str]) -> dict[str, ModelRow]:
+        """The tenant's models with these ids, without their params (their kind and config:
+        what :func:`~service.training.specs.stored_kind` reads)."""
+        if not model_ids:
+            return {}
+        rows = self.session.scalars(select(ModelRow).where(
+            ModelRow.id.in_(list(set(model_ids))), ModelRow.owner == self.tenant).options(
+            defer(ModelRow.params)))
+        return {row.id: row for row in rows}
+
+    def run_params(self, run_ids: Sequence[str]) -> dict[str, tuple[bytes, bytes | None]]:
+        """The stored initial and final params of the tenant's runs with these ids."""
+        if not run_ids:
+            return {}
+        return {run_id: (initial, final) for run_id, initial, final in self.session.execute(
+            select(RunRow.id, RunRow.initial_params, RunRow.final_params).where(
+                RunRow.id.in_(list(run_ids)), RunRow.owner == self.tenant))}
 
     def get_model(self, model_id: str) -> ModelRow:
         """The tenant's model with this id, or :class:`NotFound`."""

@@ -8,7 +8,7 @@ answers them (:func:`document`, :func:`delivery_document`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -108,10 +108,12 @@ class Webhooks:
             raise NotFound("webhook", webhook_id)
         return row
 
-    def page(self, limit: int, after_seq: int | None,
-             newest_first: bool = False) -> tuple[Sequence[WebhookRow], int | None]:
-        """A page of the tenant's endpoints."""
-        return self.repo.page(WebhookRow, limit, after_seq, newest_first=newest_first)
+    def page(self, limit: int, after_seq: int | None, newest_first: bool = False,
+             fitting: Callable[[Sequence[WebhookRow]], int] | None = None,
+             ) -> tuple[Sequence[WebhookRow], int | None]:
+        """A page of the tenant's endpoints (no more than ``fitting`` keeps of them)."""
+        return self.repo.page(WebhookRow, limit, after_seq, newest_first=newest_first,
+                              fitting=fitting)
 
     def update(self, webhook_id: str, changes: dict[str, Any]) -> WebhookRow:
         """Change an endpoint's ``url``, ``events``, ``description`` or ``enabled``. Enabling

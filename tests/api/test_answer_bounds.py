@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -17,6 +18,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api import feeds, stream_items
+from service.api.feeds import Feed, Item
 from service.app import create_app
 from service.config import Settings
 from tests.conftest import POSTGRES_PARAM
@@ -208,3 +211,94 @@ def test_record_params_is_refused_for_models_whose_rows_keep_none(small: TestCli
     fine = small.post(f"/v1/models/{model['id']}/runs", json={"dataset_id": data["id"],
                                                              "epochs": 1}, headers=WAIT)
     assert fine.status_code == 200 and fine.json()["record_params"] == 0
+
+
+# ------------------------------------------------------------------ lists of models and runs
+
+
+def large_models(client: TestClient, tag: str, count: int) -> list[dict[str, Any]]:
+    """``count`` MLPs of 4,093 seeded params (about 80 kB of JSON each), tagged ``case:tag``."""
+    return [created(client.post("/v1/models", json={
+        "kind": "mlp", "features": 2, "hidden": [1023], "tags": {"case": tag},
+        "initial": {"random_seed": seed}})) for seed in range(count)]
+
+
+def walked(client: TestClient, path: str, **params: Any) -> list[list[dict[str, Any]]]:
+    """Every page of a list (``limit`` 1000), checking each within the answer bound."""
+    found: list[list[dict[str, Any]]] = []
+    cursor = None
+    while True:
+        answer = client.get(path, params={"limit": 1000, **params,
+                                          **({"cursor": cursor} if cursor else {})})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.content) <= ANSWER_BYTES, len(answer.content)
+        assert answer.json()["items"], "a page holds one item at least"
+        found.append(answer.json()["items"])
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            return found
+
+
+def test_a_page_of_large_models_is_cut_short_by_bytes(small: TestClient) -> None:
+    models = large_models(small, "models", 7)  # about 560 kB in all: one page was all of it
+    ids = [m["id"] for m in models]
+    for order, expected in (("oldest", ids), ("newest", ids[::-1])):
+        pages_ = walked(small, "/v1/models", tag="case:models", order=order)
+        assert len(pages_) > 2
+        assert [m["id"] for page in pages_ for m in page] == expected  # each once, in order
+    shown = [m for page in walked(small, "/v1/models", tag="case:models") for m in page]
+    for model, listed in zip(models, shown, strict=True):
+        assert listed == small.get(f"/v1/models/{model['id']}").json()  # params and all
+        assert len(listed["params"]["W1"][0]) == 1023
+
+
+def test_a_page_of_runs_is_cut_short_by_bytes(small: TestClient) -> None:
+    model = large_models(small, "runs", 1)[0]
+    data = created(small.post("/v1/datasets", json={"x": [[0, 1], [1, 0]], "y": [0.0, 1.0]}))
+    runs = [created(small.post(f"/v1/models/{model['id']}/runs", headers=WAIT, json={
+        "dataset_id": data["id"], "epochs": 1, "tags": {"case": "runs"}}), 200)
+        for _ in range(4)]  # each run writes 2 x 4,093 params: about 160 kB
+    ids = [r["id"] for r in runs]
+    cases = [("/v1/runs", {"tag": "case:runs"}, ids),
+             (f"/v1/models/{model['id']}/runs", {}, ids),
+             ("/v1/runs", {"tag": "case:runs", "order": "newest"}, ids[::-1]),
+             ("/v1/runs", {"filter": f"model.id = '{model['id']}'", "sort": "-created_at"},
+              ids[::-1])]
+    for path, params, expected in cases:
+        pages_ = walked(small, path, **params)
+        assert len(pages_) >= 2, (path, params)
+        listed = [r for page in pages_ for r in page]
+        assert [r["id"] for r in listed] == expected, (path, params)  # each once, in order
+        for run in listed:
+            assert run == small.get(f"/v1/runs/{run['id']}").json()  # params and all
+            assert len(run["final"]["params"]["W1"][0]) == 1023
+
+
+# ------------------------------------------------------------------ the event stream's window
+
+
+def test_the_streams_window_is_bounded_in_bytes() -> None:
+    feed = Feed("run_x", -1)
+    row = "x" * (100 << 10)  # an epoch of a large model: 100 kB of JSON
+    for start in range(0, 1024, 64):
+        feed.publish([Item("epoch", e, row) for e in range(start, start + 64)], None)
+    kept = sum(len(item.json) for item in feed.items)
+    assert 0 < kept <= 16 << 20, kept / 2**20  # was every one of the 1,024: 100 MB
+    assert feed.epochs[-1] == 1023 and feed.base == feed.epochs[0] - 1
+    assert feed.after(feed.base - 1) is None  # further back: read from the store
+    assert [item.epoch for item in feed.after(feed.base) or []] == feed.epochs
+    tiny = Feed("run_y", -1)
+    tiny.publish([Item("epoch", e, "{}") for e in range(3000)], None)
+    assert len(tiny.items) == feeds.WINDOW and tiny.base == 3000 - feeds.WINDOW - 1
+
+
+def test_a_replay_of_large_epochs_pages_by_bytes(small: TestClient,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    run = trained(small, 200, 120, record_params=1)  # 12 kB an epoch
+    monkeypatch.setattr(feeds, "WINDOW_BYTES", 128 << 10)
+    monkeypatch.setattr(stream_items, "PAGE_BYTES", 64 << 10)  # about 5 epochs a page
+    answer = small.get(f"/v1/runs/{run['id']}/events", headers={"accept": "application/jsonl"})
+    items = [json.loads(line) for line in answer.text.splitlines()]
+    assert [item["epoch"] for item in items[:-1]] == list(range(120))  # each once, in order
+    assert items[-1]["type"] == "end" and items[-1]["id"] == run["id"]
+    assert all(item["params"] is not None for item in items[:-1])

@@ -118,6 +118,57 @@ def test_a_large_models_history_answers_within_the_bound(server: LiveServer) -> 
         assert peak.growth < 200 * MiB, (params, peak.growth / MiB)  # was +1.1 GB
 
 
+def test_a_page_of_large_runs_answers_within_twice_its_size(server: LiveServer) -> None:
+    url = server.url
+    model = httpx.post(f"{url}/v1/models", json={"kind": "mlp", "features": 2,
+                                                 "hidden": [990, 1000]}).json()
+    assert model["param_count"] == 994_971
+    data = httpx.post(f"{url}/v1/datasets", json={"x": [[0, 1], [1, 0]],
+                                                  "y": [0.0, 1.0]}).json()
+    ids = [httpx.post(f"{url}/v1/models/{model['id']}/runs", timeout=600,
+                      json={"dataset_id": data["id"], "epochs": 1},
+                      headers={"prefer": "wait=500"}).json()["id"] for _ in range(4)]
+    path = f"{url}/v1/models/{model['id']}/runs"
+    seen: list[str] = []
+    cursor = None
+    while True:
+        with PeakMemory(server.process.pid) as peak:
+            answer = httpx.get(path, params={"limit": 100, **({"cursor": cursor} if cursor
+                                                              else {})}, timeout=300)
+        assert answer.status_code == 200
+        assert len(answer.content) <= 64 * MiB  # was one page of 160 MiB
+        assert peak.growth < 2 * len(answer.content) + 16 * MiB, (  # was +621 MiB
+            peak.growth / MiB, len(answer.content) / MiB)
+        seen += [run["id"] for run in answer.json()["items"]]
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids
+
+
+@pytest.mark.slow
+def test_a_replay_of_large_epochs_holds_a_bounded_window(server: LiveServer) -> None:
+    url = server.url
+    model = httpx.post(f"{url}/v1/models", json={"kind": "mlp", "features": 2,
+                                                 "hidden": [1023]}).json()
+    data = httpx.post(f"{url}/v1/datasets", json={"x": [[0, 1], [1, 0], [1, 1]],
+                                                  "y": [0.0, 1.0, 2.0]}).json()
+    run = httpx.post(f"{url}/v1/models/{model['id']}/runs", timeout=600, json={
+        "dataset_id": data["id"], "epochs": 1000, "record_params": 1,
+        "optimizer": {"kind": "sgd", "learning_rate": 0.001}},
+        headers={"prefer": "wait=500"}).json()
+    assert run["status"] == "succeeded", run
+    epochs, total = 0, 0
+    with PeakMemory(server.process.pid) as peak, httpx.stream(
+            "GET", f"{url}/v1/runs/{run['id']}/events", timeout=300,
+            headers={"accept": "application/jsonl"}) as stream:
+        for line in stream.iter_lines():
+            total += len(line)
+            epochs += '"type":"epoch"' in line
+    assert epochs == 1000 and total > 60 * MiB  # 80 kB an epoch
+    assert peak.growth < 80 * MiB, peak.growth / MiB  # the window kept 1,024 epochs: +160 MB
+
+
 REFUSED = {
     "60 MiB of a tensor the kind has not": (lambda: unknown_name_safetensors(60), 150, 655),
     "a header of 400,000 tiny tensors": (lambda: tiny_tensors_safetensors(400_000), 100, 760),

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Header, Query
 from pydantic import Field
 
-from service.api.http.paging import PageSize
+from service.api.http.paging import LIMIT_DESCRIPTION, PageSize
 from service.api.schemas.common import NO_NUL
 from service.store.annotations import (
     MAX_NAME,
@@ -89,7 +89,7 @@ FiltersDep = Annotated[Filters, Depends(filters)]
 
 async def run_query(
     found: FiltersDep,
-    limit: Annotated[PageSize, Query(description="Page size.")] = 100,
+    limit: Annotated[PageSize, Query(description=LIMIT_DESCRIPTION)] = 100,
     cursor: Annotated[
         str | None,
         Query(pattern=SEARCH_CURSOR, description="`next_cursor` of the previous page (of the "

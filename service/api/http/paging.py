@@ -22,6 +22,11 @@ def encode_cursor(seq: int | None) -> str | None:
     return None if seq is None else str(seq)
 
 
+LIMIT_DESCRIPTION = (
+    "Most items per page. A page holds fewer when their JSON would pass "
+    "TAPELINE_MAX_ANSWER_BYTES (each item judged before it is written; one item at least); "
+    "its `next_cursor` then continues after the last item it holds."
+)
 PageSize = Annotated[int, Field(ge=1), Limit("max_page_size"), QueryInteger]
 
 
@@ -35,7 +40,7 @@ class PageParams:
 
 
 async def page_params(
-    limit: Annotated[PageSize, Query(description="Page size.")] = 100,
+    limit: Annotated[PageSize, Query(description=LIMIT_DESCRIPTION)] = 100,
     cursor: Annotated[
         str | None,
         Query(pattern=CURSOR, description="`next_cursor` of the previous page."),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from fastapi import APIRouter, Body, File, Form, Query, Request, Response, Uploa
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from service.api import views
+from service.api import list_answers, views
 from service.api.http import dryrun
 from service.api.http.auth import AUTH_ERRORS, Authorized
 from service.api.http.data_answers import csv_data, json_data
@@ -247,16 +248,28 @@ def _store_upload(
                   description=notes.description, tags=notes.tags)
 
 
-@router.get("", summary="List datasets", responses=responses(422))
-def list_(store: StoreDep, page: PageDep, found: FiltersDep) -> DatasetPage:
+@router.get("", summary="List datasets", response_model=DatasetPage, responses=responses(422))
+def list_(runtime: RuntimeDep, store: StoreDep, page: PageDep, found: FiltersDep) -> Response:
     """The tenant's datasets in creation order, a page at a time; `tag` and `name_prefix`
-    keep those with the tags and name asked for."""
+    keep those with the tags and name asked for. A page holds fewer datasets than `limit`
+    when their bytes would pass TAPELINE_MAX_ANSWER_BYTES (its `next_cursor` continues it)."""
+    written: dict[str, bytes] = {}
+
+    def fitting(rows: Sequence[DatasetRow]) -> int:
+        """Each dataset's JSON (its metadata and summary: no arrays) made and measured."""
+        for row in rows:
+            written[row.id] = views.dataset(row).model_dump_json().encode()
+        return list_answers.fitting((len(written[row.id]) for row in rows),
+                                    runtime.settings.max_answer_bytes)
+
     with store.read() as repo:
         rows, after = repo.page(
             DatasetRow, page.limit, page.after_seq,
-            *found.conditions(DatasetRow, repo.dialect), newest_first=page.newest_first
-        )
-        return DatasetPage(items=[views.dataset(r) for r in rows], next_cursor=encode_cursor(after))
+            *found.conditions(DatasetRow, repo.dialect), newest_first=page.newest_first,
+            fitting=fitting)
+    return list_answers.answer(list_answers.page(([written[row.id]] for row in rows),
+                                                 encode_cursor(after)),
+                               sum(len(written[row.id]) for row in rows))
 
 
 @router.get("/{dataset_id}", summary="Get a dataset's metadata",

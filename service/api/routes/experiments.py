@@ -5,15 +5,17 @@ runs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response
 
-from service.api import views
+from service.api import list_answers, views
 from service.api.http.auth import AUTH_ERRORS, Authorized
 from service.api.http.listing import IfMatch, RunQueryDep, locked
 from service.api.http.problems import responses
 from service.api.http.request_checks import JsonBody
+from service.api.http.runtime import RuntimeDep
 from service.api.http.tenant_store import StoreDep, TenantStore
 from service.api.routes.history import MAX_POINTS
 from service.api.schemas.annotations import ETAG_HEADER, AnnotationsPatch
@@ -29,6 +31,7 @@ from service.api.schemas.models import Model
 from service.api.schemas.runs import Run, RunPage
 from service.store import annotations as annotated
 from service.store.annotations import UNSET, Patch
+from service.store.codec import unpack_params
 from service.store.repo import Repository
 from service.store.search import compare as comparing
 from service.store.search.query import RunQuery, RunSearch
@@ -56,31 +59,59 @@ Ids = Annotated[
 ]
 
 
-def _page(repo: Repository, query: RunQuery) -> RunPage:
-    rows, cursor = RunSearch(repo.session, repo.tenant).runs(query)
-    return RunPage(items=[views.run(row) for row in rows], next_cursor=cursor)
+def _page(repo: Repository, query: RunQuery, max_bytes: int) -> Response:
+    """A page of runs within ``max_bytes``: each run judged from its JSON without params and
+    its params' stored bytes (:mod:`~service.api.list_answers`), then written a run at a
+    time, its params a block at a time."""
+    heads: dict[str, bytes] = {}
+    costs: dict[str, int] = {}
+
+    def fitting(found: Sequence[tuple[RunRow, int, int]]) -> int:
+        kinds = repo.model_kinds([row.model_id for row, _, _ in found])
+        twice = {model_id: list_answers.writes_wb(model) for model_id, model in kinds.items()}
+        for row, initial, final in found:
+            head = heads[row.id] = views.run_head(row, final > 0)
+            costs[row.id] = len(head) + list_answers.params_bytes(
+                initial + final, twice.get(row.model_id, True))
+        return list_answers.fitting((costs[row.id] for row, _, _ in found), max_bytes)
+
+    rows, cursor = RunSearch(repo.session, repo.tenant).runs(query, fitting)
+    stored = repo.run_params([row.id for row in rows])
+    order = [row.id for row in rows]
+
+    def items() -> Iterator[Iterator[bytes]]:
+        for run_id in order:
+            initial, final = stored.pop(run_id)  # each run's params freed once written
+            yield list_answers.run_parts(heads.pop(run_id), unpack_params(initial),
+                                         None if final is None else unpack_params(final))
+
+    return list_answers.answer(list_answers.page(items(), cursor),
+                               sum(costs[run_id] for run_id in order))
 
 
-@runs_router.get("/v1/runs", summary="List and search runs", responses=responses(422))
-def list_all(store: StoreDep, query: RunQueryDep) -> RunPage:
+@runs_router.get("/v1/runs", summary="List and search runs", response_model=RunPage,
+                 responses=responses(422))
+def list_all(store: StoreDep, query: RunQueryDep, runtime: RuntimeDep) -> Response:
     """The tenant's runs of every model: in creation order (`order=newest`: latest first), or
     by `sort`; only those matching `filter` (the search language: fields such as
     `params.optimizer.learning_rate`, `metrics.val_loss`, `model.hidden`, `tags.team`;
     operators `= != < <= > >= IN NOT IN LIKE IS NULL` with `AND OR NOT` and parentheses), `tag`
     and `name_prefix`. A filter that does not parse, or names an unknown field, is a 422 naming
-    the column."""
+    the column. A page holds fewer runs than `limit` when their params' bytes would pass
+    TAPELINE_MAX_ANSWER_BYTES; its `next_cursor` continues it."""
     with store.read() as repo:
-        return _page(repo, query)
+        return _page(repo, query, runtime.settings.max_answer_bytes)
 
 
 @runs_router.get("/v1/models/{model_id}/runs", summary="List a model's runs",
-                 responses=responses(404, 422))
-def list_(model_id: str, store: StoreDep, query: RunQueryDep) -> RunPage:
+                 response_model=RunPage, responses=responses(404, 422))
+def list_(model_id: str, store: StoreDep, query: RunQueryDep, runtime: RuntimeDep) -> Response:
     """A model's runs in creation order (or `order=newest` first), a page at a time; searched
-    and sorted as `GET /v1/runs` is."""
+    and sorted as `GET /v1/runs` is, and cut short by bytes as it is."""
     with store.read() as repo:
         repo.get_model(model_id)
-        return _page(repo, RunQuery(**{**query.__dict__, "model_id": model_id}))
+        return _page(repo, RunQuery(**{**query.__dict__, "model_id": model_id}),
+                     runtime.settings.max_answer_bytes)
 
 
 def _ids(text: str) -> list[str]:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Response
+from sqlalchemy.orm import defer
 
-from service.api import views
+from service.api import list_answers, views
 from service.api.http import dryrun
 from service.api.http.auth import AUTH_ERRORS, Authorized
 from service.api.http.large_bodies import OffLoopJsonRoute
@@ -27,6 +29,7 @@ from service.api.schemas.models import (
     ModelPreview,
 )
 from service.store.tables import ModelRow
+from service.training.specs import stored_kind
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=OffLoopJsonRoute,
                    dependencies=[Authorized], responses=AUTH_ERRORS)
@@ -68,19 +71,40 @@ def create(
     return view  # type: ignore[no-any-return]
 
 
-@router.get("", summary="List models", responses=responses(422))
-def list_(runtime: RuntimeDep, store: StoreDep, page: PageDep, found: FiltersDep) -> ModelPage:
+@router.get("", summary="List models", response_model=ModelPage, responses=responses(422))
+def list_(runtime: RuntimeDep, store: StoreDep, page: PageDep, found: FiltersDep) -> Response:
     """The tenant's models in creation order, a page at a time; `tag` and `name_prefix` keep
-    those with the tags and name asked for."""
+    those with the tags and name asked for. Params are shown for models of up to
+    TAPELINE_HISTORY_PARAMS_MAX; a page holds fewer models than `limit` when their bytes would
+    pass TAPELINE_MAX_ANSWER_BYTES (its `next_cursor` continues it)."""
+    shown_up_to = runtime.settings.history_params_max
+    training: set[str] = set()
+    shown: set[str] = set()
+    costs: list[int] = []
+
+    def fitting(rows: Sequence[ModelRow]) -> int:
+        """Each model judged before its params are read: its JSON without them, and what
+        its params would take (:mod:`~service.api.list_answers`)."""
+        training.update(repo.training_model_ids([r.id for r in rows]))
+        for row in rows:
+            cost = len(views.model(row, row.id in training, -1).model_dump_json())
+            count = stored_kind(row).param_count()
+            if count <= shown_up_to:
+                shown.add(row.id)
+                cost += list_answers.params_bytes(8 * count + 64 * len(stored_kind(row).shapes()),
+                                                  list_answers.writes_wb(row))
+            costs.append(cost)
+        return list_answers.fitting(costs, runtime.settings.max_answer_bytes)
+
     with store.read() as repo:
         rows, after = repo.page(
             ModelRow, page.limit, page.after_seq, *found.conditions(ModelRow, repo.dialect),
-            newest_first=page.newest_first
-        )
-        training = repo.training_model_ids([r.id for r in rows])
-        limit = runtime.settings.history_params_max
-        return ModelPage(items=[views.model(r, r.id in training, limit) for r in rows],
-                         next_cursor=encode_cursor(after))
+            newest_first=page.newest_first, options=(defer(ModelRow.params),), fitting=fitting)
+        repo.load_params([row for row in rows if row.id in shown])
+    items = ([views.model(row, row.id in training, shown_up_to).model_dump_json().encode()]
+             for row in rows)  # one model at a time: each holds at most a few thousand params
+    return list_answers.answer(list_answers.page(items, encode_cursor(after)),
+                               sum(costs[: len(rows)]))
 
 
 @router.get("/{model_id}", summary="Get a model and its parameters",

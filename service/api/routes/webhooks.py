@@ -8,13 +8,14 @@ refused (422), as at every delivery; a secret is shown when made or rotated, nev
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
+from service.api import list_answers
 from service.api.http.auth import AUTH_ERRORS, Authorized
 from service.api.http.paging import CURSOR, PageDep, PageSize, encode_cursor
 from service.api.http.problems import ProblemError, invalid, responses
@@ -35,6 +36,7 @@ from service.config import Settings, is_loopback
 from service.jobs.webhooks import targets
 from service.jobs.webhooks.dispatch import secret_box
 from service.store.event_types import EVENT_TYPES, PING
+from service.store.tables import WebhookRow
 from service.store.webhooks import Webhooks, document
 
 WRITE = {"x-scope": "write"}
@@ -87,14 +89,24 @@ def create(body: WebhookCreate, runtime: RuntimeDep, store: StoreDep,
     return made
 
 
-@router.get("", summary="List webhook endpoints", responses=responses(422),
-            openapi_extra=WRITE)
-def list_(runtime: RuntimeDep, store: StoreDep, page: PageDep) -> WebhookPage:
-    """The tenant's endpoints, a page at a time."""
+@router.get("", summary="List webhook endpoints", response_model=WebhookPage,
+            responses=responses(422), openapi_extra=WRITE)
+def list_(runtime: RuntimeDep, store: StoreDep, page: PageDep) -> Response:
+    """The tenant's endpoints, a page at a time (ended early, as every list, when its bytes
+    would pass TAPELINE_MAX_ANSWER_BYTES)."""
+    written: dict[str, bytes] = {}
+
+    def fitting(rows: Sequence[WebhookRow]) -> int:
+        for row in rows:
+            written[row.id] = Webhook.model_validate(document(row)).model_dump_json().encode()
+        return list_answers.fitting((len(written[row.id]) for row in rows),
+                                    runtime.settings.max_answer_bytes)
+
     with _endpoints(store, runtime.settings, write=False) as webhooks:
-        rows, after = webhooks.page(page.limit, page.after_seq, page.newest_first)
-        return WebhookPage(items=[Webhook.model_validate(document(r)) for r in rows],
-                           next_cursor=encode_cursor(after))
+        rows, after = webhooks.page(page.limit, page.after_seq, page.newest_first, fitting)
+    return list_answers.answer(list_answers.page(([written[row.id]] for row in rows),
+                                                 encode_cursor(after)),
+                               sum(len(written[row.id]) for row in rows))
 
 
 @router.get("/{webhook_id}", summary="Get a webhook endpoint", responses=responses(404),

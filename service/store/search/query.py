@@ -14,13 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, literal, or_, select, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, and_, func, literal, or_, select, tuple_
+from sqlalchemy.orm import Session, defer
 
 from service.store import annotations as annotated
 from service.store.dialects import ValueType, ordered
@@ -32,6 +32,14 @@ from service.store.tables import DatasetRow, ModelRow, RunRow
 
 MAX_SORT_FIELDS = 4
 CURSOR_PREFIX = "k"
+
+# How many of a page's runs (from the first) fit an answer, given each run with the stored
+# bytes of its initial and of its final params (0 without): the runs come with both deferred,
+# so a page of large models' runs is judged before their params are read.
+Fitting = Callable[[Sequence[tuple[RunRow, int, int]]], int]
+_SIZES = (func.length(RunRow.initial_params),
+          func.coalesce(func.length(RunRow.final_params), 0))
+_DEFERRED = (defer(RunRow.initial_params), defer(RunRow.final_params))
 
 
 @dataclass(frozen=True)
@@ -167,18 +175,27 @@ class RunSearch:
             base = base.outerjoin(DatasetRow, DatasetRow.id == RunRow.dataset_id)
         return _Plan(base.where(*conditions), self.dialect, keys)
 
-    def runs(self, query: RunQuery) -> tuple[list[RunRow], str | None]:
+    def runs(self, query: RunQuery,
+             fitting: Fitting | None = None) -> tuple[list[RunRow], str | None]:
         """One page of runs and the cursor of the next (None after the last); a
-        :class:`QueryError` for a filter, sort or cursor it cannot take."""
+        :class:`QueryError` for a filter, sort or cursor it cannot take. With ``fitting``, the
+        runs come without their params (deferred), and the page ends after the runs it keeps
+        (the cursor continues from there)."""
         plan = self._plan(query)
         if not plan.keys:
-            return self._in_creation_order(plan, query)
-        return self._sorted(plan, query)
+            return self._in_creation_order(plan, query, fitting)
+        return self._sorted(plan, query, fitting)
+
+    @staticmethod
+    def _kept(found: Sequence[tuple[RunRow, int, int]], limit: int,
+              fitting: Fitting | None) -> int:
+        keep = min(limit, len(found))
+        return keep if fitting is None else min(keep, fitting(found[:keep]))
 
     # -------------------------------------------------------------- creation order
 
-    def _in_creation_order(self, plan: _Plan, query: RunQuery) -> tuple[list[RunRow],
-                                                                          str | None]:
+    def _in_creation_order(self, plan: _Plan, query: RunQuery,
+                           fitting: Fitting | None) -> tuple[list[RunRow], str | None]:
         after: int | None = None
         if query.cursor is not None:
             if not query.cursor.isdigit():
@@ -190,9 +207,15 @@ class RunSearch:
         if after is not None:
             statement = statement.where(RunRow.seq < after if query.newest_first
                                         else RunRow.seq > after)
-        rows = list(self.session.scalars(statement))
-        if len(rows) > query.limit:
-            return rows[:query.limit], str(rows[query.limit - 1].seq)
+        if fitting is None:
+            found = [(row, 0, 0) for row in self.session.scalars(statement)]
+        else:
+            found = [(row, int(initial), int(final)) for row, initial, final in
+                     self.session.execute(statement.add_columns(*_SIZES).options(*_DEFERRED))]
+        rows = [row for row, _, _ in found]
+        keep = self._kept(found, query.limit, fitting)
+        if keep < len(rows):
+            return rows[:keep], str(rows[keep - 1].seq)
         return rows, None
 
     # ------------------------------------------------------------------ sorted
@@ -201,28 +224,33 @@ class RunSearch:
         return [(ordered(key.field.expression(self.dialect), self.dialect, key.field.type),
                  key.descending) for key in keys]
 
-    def _sorted(self, plan: _Plan, query: RunQuery) -> tuple[list[RunRow], str | None]:
+    def _sorted(self, plan: _Plan, query: RunQuery,
+                fitting: Fitting | None) -> tuple[list[RunRow], str | None]:
         sort = ",".join(key.text for key in plan.keys)
         part, values, last_id = "a", None, None
         if query.cursor is not None:
             part, values, last_id = _read_cursor(query.cursor, sort, plan.keys)
         wanted = query.limit + 1
-        found: list[tuple[str, RunRow, list[Any]]] = []
+        sized = fitting is not None
+        found: list[tuple[str, RunRow, list[Any], tuple[int, int]]] = []
         if part == "a":
-            found += self._part(plan, "a", wanted, values, last_id)
+            found += self._part(plan, "a", wanted, values, last_id, sized)
             values, last_id = None, None
         if len(found) < wanted:
-            found += self._part(plan, "b", wanted - len(found), values, last_id)
-        if len(found) <= query.limit:
-            return [row for _, row, _ in found], None
-        last_part, last_row, last_values = found[query.limit - 1]
-        return ([row for _, row, _ in found[:query.limit]],
+            found += self._part(plan, "b", wanted - len(found), values, last_id, sized)
+        keep = self._kept([(row, *size) for _, row, _, size in found], query.limit, fitting)
+        if keep == len(found):
+            return [row for _, row, _, _ in found], None
+        last_part, last_row, last_values, _ = found[keep - 1]
+        return ([row for _, row, _, _ in found[:keep]],
                 _cursor(sort, last_part, last_values, last_row.id))
 
     def _part(self, plan: _Plan, part: str, limit: int, values: list[Any] | None,
-              last_id: str | None) -> list[tuple[str, RunRow, list[Any]]]:
+              last_id: str | None,
+              sized: bool = False) -> list[tuple[str, RunRow, list[Any], tuple[int, int]]]:
         """Runs that have the first sort field (part ``a``) or lack it (``b``), in order,
-        after the cursor's position when given."""
+        after the cursor's position when given; with ``sized``, without their params and
+        with the params' stored bytes (else 0, 0)."""
         expressions = self._expressions(plan.keys)
         used = expressions if part == "a" else expressions[1:]
         descending = plan.keys[-1].descending
@@ -240,8 +268,12 @@ class RunSearch:
             # index scan gives in either direction on both stores.
             order.append(term if (part == "a" and i == 0) else term.nulls_last())
         order.append(RunRow.id.desc() if descending else RunRow.id.asc())
-        rows = self.session.execute(statement.order_by(*order).limit(limit)).all()
-        return [(part, row[0], list(row[1:])) for row in rows]
+        statement = statement.order_by(*order).limit(limit)
+        if not sized:
+            return [(part, row[0], list(row[1:]), (0, 0))
+                    for row in self.session.execute(statement)]
+        rows = self.session.execute(statement.add_columns(*_SIZES).options(*_DEFERRED)).all()
+        return [(part, row[0], list(row[1:-2]), (int(row[-2]), int(row[-1]))) for row in rows]
 
     @staticmethod
     def _after(used: list[tuple[Any, bool]], values: list[Any], last_id: str,
