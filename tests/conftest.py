@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,6 +19,7 @@ from service.config import Settings
 from tests.support.ci import unavailable
 from tests.support.postgres import fresh_schema, reachable_postgres
 from tests.support.servers import LiveServer, sqlite_url, start_server
+from tests.support.stores import store_url
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "tf_reference_trajectories.json"
@@ -105,13 +107,21 @@ def each_store(request: pytest.FixtureRequest,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The app in-process, once on a fresh SQLite file and once on a fresh PostgreSQL schema."""
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = sqlite_url(tmp_path_factory.mktemp("store"))
-        else:
-            url = stack.enter_context(fresh_schema(request.getfixturevalue("postgres_base")))
+        url = store_url(request, tmp_path_factory.mktemp("store"), stack)
         yield stack.enter_context(TestClient(create_app(Settings(database_url=url, workers=1)),
                                              base_url="http://localhost",
                                              raise_server_exceptions=False))
+
+
+@pytest.fixture
+def ours() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt (Python's default handler), as while the terminal
+    client follows a run on a terminal; the handler before is restored after."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

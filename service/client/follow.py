@@ -49,6 +49,18 @@ def final_text(run: dict[str, Any]) -> str:
     return f"final  {metric_text(final)}" if final else ""
 
 
+@contextlib.contextmanager
+def _deferring() -> Iterator[list[int]]:
+    """SIGINTs during the block are appended to the list yielded instead of raised; the
+    previous handler is back after it."""
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: pending.append(number))
+    try:
+        yield pending
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
 def _shielded(step: Callable[[], object]) -> None:
     """Run ``step`` (starting or stopping the live bar) whole: a Ctrl-C that comes during it is
     raised as soon as it is done. Rich's live display pushes and pops a render hook; an
@@ -56,31 +68,20 @@ def _shielded(step: Callable[[], object]) -> None:
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         step()  # Ctrl-C is not ours here (off a terminal): nothing to defer
         return
-    pending: list[int] = []
-    signal.signal(signal.SIGINT, lambda number, frame: pending.append(number))
-    try:
+    with _deferring() as pending:
         step()
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     if pending:
         raise KeyboardInterrupt
 
 
-@contextlib.contextmanager
-def interrupts_deferred(console: Console) -> Iterator[list[int]]:
+def interrupts_deferred(console: Console) -> contextlib.AbstractContextManager[list[int]]:
     """A Ctrl-C during the block is remembered in the list yielded, not raised: a request that
     creates something is answered whole, and the caller then knows what exists and acts on
     the interrupt (:func:`follow` asks whether to cancel a run made so, on a terminal). Off
     a terminal, a SIGINT the process ignores stays ignored."""
-    pending: list[int] = []
     if not console.is_terminal and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        yield pending
-        return
-    previous = signal.signal(signal.SIGINT, lambda number, frame: pending.append(number))
-    try:
-        yield pending
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+        return contextlib.nullcontext([])
+    return _deferring()
 
 
 class _Follower:

@@ -6,12 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+from rich.console import Console
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# The exit status of a command the server refused (or that could not write its file).
+REFUSED = 2
 
 
 def connection_options() -> argparse.ArgumentParser:
@@ -22,6 +26,25 @@ def connection_options() -> argparse.ArgumentParser:
     common.add_argument("--key", default=os.environ.get("TAPELINE_API_KEY"),
                         help="API key (default: TAPELINE_API_KEY)")
     return common
+
+
+def api_command(action: Callable[[Api, argparse.Namespace, Console], int]
+                ) -> Callable[[argparse.Namespace], int]:
+    """A command's entry point: ``action`` with an :class:`Api` of the command's ``--url`` and
+    ``--key`` and a console; a refusal or a file that cannot be written is one line on
+    stderr and exit status :data:`REFUSED`, never a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        api = Api(args.url, args.key)
+        try:
+            return int(action(api, args, Console()))
+        except (Problem, OSError) as error:
+            print(f"tapeline: {error}", file=sys.stderr)
+            return REFUSED
+        finally:
+            api.close()
+
+    return run
 
 
 class Problem(Exception):

@@ -21,22 +21,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from service.client.http import Api, Problem, connection_options
+from service.client.http import Api, Problem, api_command, connection_options
+from service.client.runs import shown
 
-REFUSED = 2
 ENDED_BADLY = 1
 REDRAW_SECONDS = 0.3  # at most this often, the table is fetched and drawn again
 RECONNECTS = 5  # times the event stream is opened again after a dropped connection
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list | dict):
-        return json.dumps(value)
-    return str(value)
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -66,13 +56,13 @@ def view(study: dict[str, Any], trials: list[dict[str, Any]]) -> Group:
     for trial in trials:
         mark = " *" if best and trial["number"] == best["number"] else ""
         table.add_row(f"{trial['number']}{mark}", trial["status"], str(trial["epochs"]),
-                      _cell(trial["objective"]), *(_cell(trial["params"].get(p)) for p in paths),
+                      shown(trial["objective"]), *(shown(trial["params"].get(p)) for p in paths),
                       trial["run_id"] or "–")
     line = (f"{study['status']}: {_counts(study['counts'])}; "
             f"{study['epochs_trained']} epochs trained")
     best_line = ("best so far: none yet" if not best else
                  f"best so far: trial {best['number']}, {study['objective']['metric']} "
-                 f"{best['objective']:.6g}, " + ", ".join(f"{p}={_cell(v)}" for p, v in
+                 f"{best['objective']:.6g}, " + ", ".join(f"{p}={shown(v)}" for p, v in
                                                         best["params"].items()))
     return Group(Text(line), table, Text(best_line))
 
@@ -158,7 +148,7 @@ def _best(api: Api, args: argparse.Namespace, console: Console) -> int:
                   f"{best['objective']:.6g} ({study['objective']['goal']}); "
                   f"run {best['run_id']}, model {best['model_id']}")
     for path, value in best["params"].items():
-        console.print(f"  {path} = {_cell(value)}")
+        console.print(f"  {path} = {shown(value)}")
     if args.export:
         answer = api.request("GET", f"/v1/models/{best['model_id']}/export",
                              params={"format": args.export})
@@ -166,23 +156,6 @@ def _best(api: Api, args: argparse.Namespace, console: Console) -> int:
         output.write_bytes(answer.content)
         console.print(f"wrote {output} ({len(answer.content)} bytes)")
     return 0
-
-
-def _run(action: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        api = Api(args.url, args.key)
-        try:
-            return int(action(api, args, Console()))
-        except Problem as problem:
-            print(f"tapeline: {problem}", file=sys.stderr)
-            return REFUSED
-        except OSError as error:
-            print(f"tapeline: {error}", file=sys.stderr)
-            return REFUSED
-        finally:
-            api.close()
-
-    return run
 
 
 def add_commands(commands: Any,
@@ -198,12 +171,12 @@ def add_commands(commands: Any,
                                 "completes")
     p.add_argument("spec", metavar="SPEC", help="the study's spec, the body of POST "
                    "/v1/studies, as a JSON file (- for standard input)")
-    p.set_defaults(func=_run(_create))
+    p.set_defaults(func=api_command(_create))
     p = actions.add_parser("watch", parents=[common], formatter_class=formatter,
                            help="a live table of a study's trials and the best so far, until "
                                 "it ends; exit 0 when it completed")
     p.add_argument("study_id", metavar="STUDY_ID", help="the study (st_...)")
-    p.set_defaults(func=_run(_watch))
+    p.set_defaults(func=api_command(_watch))
     p = actions.add_parser("best", parents=[common], formatter_class=formatter,
                            help="the best trial: its objective, params, run and model; "
                                 "--export writes the model's file")
@@ -211,4 +184,4 @@ def add_commands(commands: Any,
     p.add_argument("--export", choices=["onnx", "safetensors", "json"],
                    help="write the best model as this kind of file")
     p.add_argument("-o", "--output", help="file to write (default: MODEL_ID.FORMAT)")
-    p.set_defaults(func=_run(_best))
+    p.set_defaults(func=api_command(_best))

@@ -5,15 +5,12 @@ and their delivery log, over HTTP. ``create`` prints the signing secret alone on
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from service.client.http import Api, Problem, connection_options
-
-REFUSED = 2
+from service.client.http import Api, api_command, connection_options
 
 
 def _list(api: Api, args: argparse.Namespace, console: Console) -> int:
@@ -62,20 +59,6 @@ def _redeliver(api: Api, args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _run(action: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        api = Api(args.url, args.key)
-        try:
-            return int(action(api, args, Console()))
-        except Problem as problem:
-            print(f"tapeline: {problem}", file=sys.stderr)
-            return REFUSED
-        finally:
-            api.close()
-
-    return run
-
-
 def add_commands(commands: Any,
                  formatter: type[argparse.HelpFormatter] = argparse.HelpFormatter) -> None:
     """``tapeline webhooks ...``, added to the ``tapeline`` parser (with ``formatter`` for
@@ -86,7 +69,7 @@ def add_commands(commands: Any,
     actions = webhooks.add_subparsers(dest="webhooks_command", required=True)
     p = actions.add_parser("list", parents=[common], help="list the endpoints",
                            formatter_class=formatter)
-    p.set_defaults(func=_run(_list))
+    p.set_defaults(func=api_command(_list))
     p = actions.add_parser("create", parents=[common], formatter_class=formatter,
                            help="add an endpoint; its secret is printed alone on the last line")
     p.add_argument("endpoint", metavar="ENDPOINT", help="the URL events are posted to (http or "
@@ -96,7 +79,7 @@ def add_commands(commands: Any,
                         "(default: *, everything)")
     p.add_argument("--description", help="a note of your choice")
     p.add_argument("--disabled", action="store_true", help="create it disabled")
-    p.set_defaults(func=_run(_create))
+    p.set_defaults(func=api_command(_create))
     p = actions.add_parser("deliveries", parents=[common], formatter_class=formatter,
                            help="an endpoint's delivery log, newest first")
     p.add_argument("webhook_id", metavar="WEBHOOK_ID", help="the endpoint (wh_...)")
@@ -104,9 +87,9 @@ def add_commands(commands: Any,
                    help="only deliveries in this state")
     p.add_argument("--type", help="only events of this type")
     p.add_argument("--limit", type=int, default=20, help="deliveries to show (default: 20)")
-    p.set_defaults(func=_run(_deliveries))
+    p.set_defaults(func=api_command(_deliveries))
     p = actions.add_parser("redeliver", parents=[common], formatter_class=formatter,
                            help="send a delivery again (same webhook-id)")
     p.add_argument("webhook_id", metavar="WEBHOOK_ID", help="the endpoint (wh_...)")
     p.add_argument("delivery_id", metavar="DELIVERY_ID", help="the delivery (dlv_...)")
-    p.set_defaults(func=_run(_redeliver))
+    p.set_defaults(func=api_command(_redeliver))

@@ -24,8 +24,7 @@ from service.app import create_app
 from service.config import Settings
 from tests.conftest import POSTGRES_PARAM
 from tests.support.hostile import json_model
-from tests.support.postgres import fresh_schema
-from tests.support.servers import sqlite_url
+from tests.support.stores import store_url
 
 WAIT = {"prefer": "wait=120"}
 ANSWER_BYTES = 256 * 1024
@@ -38,10 +37,7 @@ def small(request: pytest.FixtureRequest,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The app with answers of at most 256 KiB, on each store."""
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = sqlite_url(tmp_path_factory.mktemp("answers"))
-        else:
-            url = stack.enter_context(fresh_schema(request.getfixturevalue("postgres_base")))
+        url = store_url(request, tmp_path_factory.mktemp("answers"), stack)
         settings = Settings(database_url=url, workers=1, max_answer_bytes=ANSWER_BYTES)
         yield stack.enter_context(TestClient(create_app(settings), base_url="http://localhost",
                                              raise_server_exceptions=False))

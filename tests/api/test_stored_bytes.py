@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from tests.conftest import POSTGRES_PARAM
-from tests.support.postgres import fresh_schema
 from tests.support.servers import sqlite_url
+from tests.support.stores import store_url
 
 ADMIN = "tl_" + "B" * 43
 WAIT = {"prefer": "wait=120"}
@@ -30,10 +30,7 @@ def keyed(request: pytest.FixtureRequest,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The app with keys required and a 5 MB default byte quota, on each store."""
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = sqlite_url(tmp_path_factory.mktemp("quota"))
-        else:
-            url = stack.enter_context(fresh_schema(request.getfixturevalue("postgres_base")))
+        url = store_url(request, tmp_path_factory.mktemp("quota"), stack)
         settings = Settings(database_url=url, workers=1, auth="required",
                             bootstrap_admin_key=ADMIN, tenant_rate_limit="10000/second",
                             tenant_max_stored_bytes=5_000_000)

@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from tests.conftest import POSTGRES_PARAM
-from tests.support.postgres import fresh_schema
 from tests.support.servers import sqlite_url
+from tests.support.stores import store_url
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +31,7 @@ def keyed(request: pytest.FixtureRequest,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The app with keys required and two training processes, on each store."""
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = sqlite_url(tmp_path_factory.mktemp("study-quotas"))
-        else:
-            url = stack.enter_context(fresh_schema(request.getfixturevalue("postgres_base")))
+        url = store_url(request, tmp_path_factory.mktemp("study-quotas"), stack)
         settings = Settings(database_url=url, workers=2, auth="required",
                             bootstrap_admin_key=ADMIN, tenant_rate_limit="10000/second")
         yield stack.enter_context(TestClient(create_app(settings), base_url="http://localhost",

@@ -6,23 +6,12 @@ from __future__ import annotations
 import io
 import os
 import signal
-from collections.abc import Iterator
 
 import pytest
 from rich.console import Console
 from rich.progress import Progress
 
 from service.client.follow import _shielded
-
-
-@pytest.fixture
-def ours() -> Iterator[None]:
-    """SIGINT raises KeyboardInterrupt, as while the client follows a run on a terminal."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_ctrl_c_during_the_start_of_the_bar_comes_after_it(ours: None) -> None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+
+from tests.support.servers import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "openapi" / "openapi.json"
@@ -47,3 +53,16 @@ def python_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("python-client")
     generate_python_client(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def client(python_client: Path, live_server: LiveServer) -> Iterator[Any]:
+    """The generated package's ``Client`` for the live server."""
+    sys.path.insert(0, str(python_client))
+    try:
+        package = importlib.import_module(CLIENT_PACKAGE)
+        with package.Client(base_url=live_server.url, raise_on_unexpected_status=True,
+                            timeout=httpx.Timeout(60.0)) as api:
+            yield api
+    finally:
+        sys.path.remove(str(python_client))

@@ -5,22 +5,21 @@ best trial, which is the trial the table says is best."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.contract.conftest import CLIENT_PACKAGE, SPEC
+from tests.contract.conftest import SPEC
 from tests.contract.test_typescript import GENERATOR_FLAGS, HERE, node_tools, run
 from tests.support.servers import LiveServer
+from tests.support.studies import grid_study
 
 pytestmark = pytest.mark.live
 __all__ = ["node_tools"]  # a fixture of this module too
@@ -38,30 +37,7 @@ def moons(live_server: LiveServer) -> str:
 
 
 def grid(dataset_id: str) -> dict[str, Any]:
-    return {
-        "name": "client-grid", "dataset_id": dataset_id,
-        "model": {"kind": "mlp", "features": 2, "task": "classification", "classes": 2,
-                  "hidden": [4]},
-        "run": {"epochs": 3, "optimizer": {"kind": "adam", "learning_rate": 0.01},
-                "batch_size": 32, "validation": {"fraction": 0.25}},
-        "space": {"run.optimizer.learning_rate": {"type": "choice", "values": [0.01, 0.1]},
-                  "model.hidden": {"type": "choice", "values": [[4], [8]]}},
-        "objective": {"metric": "val_loss", "goal": "minimize"},
-        "sampler": {"kind": "grid", "seed": 7},
-        "concurrency": 2,
-    }
-
-
-@pytest.fixture(scope="module")
-def client(python_client: Path, live_server: LiveServer) -> Iterator[Any]:
-    sys.path.insert(0, str(python_client))
-    try:
-        package = importlib.import_module(CLIENT_PACKAGE)
-        with package.Client(base_url=live_server.url, raise_on_unexpected_status=True,
-                            timeout=httpx.Timeout(60.0)) as api:
-            yield api
-    finally:
-        sys.path.remove(str(python_client))
+    return grid_study(dataset_id, name="client-grid")
 
 
 def test_the_generated_study_body_keeps_its_space(python_client: Path) -> None:

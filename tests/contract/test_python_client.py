@@ -7,34 +7,18 @@ import io
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from httpx_sse import connect_sse
 
 from tests.contract.conftest import CLIENT_PACKAGE, operation_ids
-from tests.support.servers import LiveServer
 
 pytestmark = pytest.mark.live
 
 FINAL = {"succeeded", "failed", "cancelled", "diverged"}
-
-
-@pytest.fixture(scope="module")
-def client(python_client: Path, live_server: LiveServer) -> Iterator[Any]:
-    """The generated package's ``Client`` for the live server."""
-    sys.path.insert(0, str(python_client))
-    try:
-        package = importlib.import_module(CLIENT_PACKAGE)
-        with package.Client(base_url=live_server.url, raise_on_unexpected_status=True,
-                            timeout=httpx.Timeout(60.0)) as api:
-            yield api
-    finally:
-        sys.path.remove(str(python_client))
 
 
 def wait_until_final(client: Any, run_id: str, timeout: float = 120) -> Any:

@@ -22,6 +22,7 @@ import pytest
 
 from tests.support.postgres import fresh_schema
 from tests.support.servers import LiveServer, LiveWorker, sqlite_url, start_server, start_worker
+from tests.support.studies import grid_study
 
 pytestmark = pytest.mark.slow
 
@@ -52,20 +53,7 @@ def moons(client: httpx.Client) -> str:
     return str(answer.json()["id"])
 
 
-def spec(dataset_id: str, **changes: object) -> dict[str, object]:
-    body: dict[str, object] = {
-        "name": "moons-grid", "dataset_id": dataset_id,
-        "model": {"kind": "mlp", "features": 2, "task": "classification", "classes": 2,
-                  "hidden": [4]},
-        "run": {"epochs": 3, "optimizer": {"kind": "adam", "learning_rate": 0.01},
-                "batch_size": 32, "validation": {"fraction": 0.25}},
-        "space": {"run.optimizer.learning_rate": {"type": "choice", "values": [0.01, 0.1]},
-                  "model.hidden": {"type": "choice", "values": [[4], [8]]}},
-        "objective": {"metric": "val_loss", "goal": "minimize"},
-        "sampler": {"kind": "grid", "seed": 7},
-        "concurrency": 2,
-    }
-    return body | changes
+spec = grid_study
 
 
 def finish(client: httpx.Client, study_id: str, seconds: float = 240) -> dict:

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
-from tests.support.postgres import fresh_schema
 from tests.support.servers import LiveServer, free_port, sqlite_url, start_server
+from tests.support.stores import store_url
 
 BOOTSTRAP = "tl_" + "B" * 20 + secrets.token_urlsafe(32)
 UNKNOWN_IDS = {"dataset_id": "ds_00000000000000000000", "model_id": "mdl_00000000000000000000",
@@ -45,10 +45,7 @@ def server(request: pytest.FixtureRequest,
     """A server that requires keys, with a bootstrap admin key, on each store."""
     folder = tmp_path_factory.mktemp("tenants")
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = sqlite_url(folder)
-        else:
-            url = stack.enter_context(fresh_schema(request.getfixturevalue("postgres_base")))
+        url = store_url(request, folder, stack)
         live = start_server(url, folder / "server.log", TAPELINE_AUTH="required",
                             TAPELINE_BOOTSTRAP_ADMIN_KEY=BOOTSTRAP, TAPELINE_WORKERS="1",
                             TAPELINE_TENANT_RATE_LIMIT="10000/second")

@@ -10,7 +10,6 @@ import argparse
 import io
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +31,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     np.savetxt(path, np.column_stack([x, 3 * x + 2]), delimiter=",", header="x,y",
                comments="", fmt="%.5f")
     return path
-
-
-@pytest.fixture
-def ours() -> Iterator[None]:
-    """SIGINT at Python's default handler, as in a terminal, restored after."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def interrupting(after: str) -> type[Api]:

@@ -195,15 +195,17 @@ def _utc(value: Any) -> Any:
     return value.replace(tzinfo=UTC) if isinstance(value, datetime) else value
 
 
-@pytest.mark.postgres
-def test_a_v1_postgres_store_upgrades_and_reads_back_the_same(postgres_url: str) -> None:
-    """The fixture's rows copied into a PostgreSQL schema at revision 0001, then upgraded."""
-    engine = make_engine(postgres_url)
+def upgrade(engine: Any, revision: str) -> None:
+    """Bring the store at ``engine`` to ``revision`` (not further)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "0001")
+        command.upgrade(config, revision)
+
+
+def copy_v1_rows(engine: Any) -> None:
+    """The v1 fixture's rows copied into the store at ``engine`` (at revision 0001)."""
     source = create_engine(f"sqlite:///{V1_DATABASE}")
     old, new = MetaData(), MetaData()
     old.reflect(source)
@@ -214,6 +216,14 @@ def test_a_v1_postgres_store_upgrades_and_reads_back_the_same(postgres_url: str)
                     for row in reading.execute(select(old.tables[name])).mappings()]
             writing.execute(new.tables[name].insert(), rows)
     source.dispose()
+
+
+@pytest.mark.postgres
+def test_a_v1_postgres_store_upgrades_and_reads_back_the_same(postgres_url: str) -> None:
+    """The fixture's rows copied into a PostgreSQL schema at revision 0001, then upgraded."""
+    engine = make_engine(postgres_url)
+    upgrade(engine, "0001")
+    copy_v1_rows(engine)
     engine.dispose()
     with TestClient(create_app(Settings(database_url=postgres_url, workers=1)),
                     base_url="http://localhost") as client:
@@ -233,25 +243,10 @@ def test_0006_repairs_class_names_that_no_answer_could_carry(
     else:
         url = str(request.getfixturevalue("postgres_url"))
     engine = make_engine(url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0001" if store == "postgres" else "0005")
+    upgrade(engine, "0001" if store == "postgres" else "0005")
     if store == "postgres":  # v1's rows, as the test above copies them
-        source = create_engine(f"sqlite:///{V1_DATABASE}")
-        old, new = MetaData(), MetaData()
-        old.reflect(source)
-        new.reflect(engine)
-        with source.connect() as reading, engine.begin() as writing:
-            for name in ("datasets", "models", "runs", "epochs"):
-                rows = [{k: _utc(v) for k, v in row.items()}
-                        for row in reading.execute(select(old.tables[name])).mappings()]
-                writing.execute(new.tables[name].insert(), rows)
-        source.dispose()
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0005")
+        copy_v1_rows(engine)
+        upgrade(engine, "0005")
     model_id = V1_ANSWERS["models"][0]["id"]
     with engine.begin() as connection:
         connection.execute(text("UPDATE models SET class_names = :names WHERE id = :id"),

@@ -26,8 +26,7 @@ from service.store.tables import RunRow
 from tests.conftest import POSTGRES_PARAM
 from tests.store import search_runs
 from tests.store.search_runs import OTHER_TENANT, TENANT
-from tests.support.postgres import fresh_schema
-from tests.support.servers import sqlite_url
+from tests.support.stores import store_url
 
 Row = dict[str, Any]
 Predicate = Callable[[Row], bool]
@@ -312,10 +311,7 @@ def store(request: pytest.FixtureRequest,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fixture]:
     """The fixture runs in a fresh store of each kind, and a neighbour tenant's copy of them."""
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = sqlite_url(tmp_path_factory.mktemp("search"))
-        else:
-            url = stack.enter_context(fresh_schema(request.getfixturevalue("postgres_base")))
+        url = store_url(request, tmp_path_factory.mktemp("search"), stack)
         engine = make_engine(url)
         stack.callback(engine.dispose)
         migrate(engine)
