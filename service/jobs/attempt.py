@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -76,11 +77,14 @@ class Claim:
 @dataclass(frozen=True)
 class Hooks:
     """How an attempt and the process running it talk: ``cancelled`` and ``draining`` are
-    asked at every epoch boundary; ``announce`` is told whenever new history is stored, with
-    whether the run ended (None: not known), ``stored`` how many epochs were."""
+    asked at every epoch boundary; ``looked`` too: a number that changes whenever the process
+    was told the run's controls changed in the store (a pause asked), so the attempt reads
+    them at once rather than at its next timed look; ``announce`` is told whenever new history
+    is stored, with whether the run ended (None: not known), ``stored`` how many epochs were."""
 
     cancelled: Callable[[], bool] = lambda: False
     draining: Callable[[], bool] = lambda: False
+    looked: Callable[[], int] = lambda: 0
     announce: Callable[[str, bool | None], None] = lambda run_id, ended: None
     stored: Callable[[int], None] = lambda count: None
 
@@ -94,12 +98,13 @@ def execute_run(
     draining: Callable[[], bool] = lambda: False,
     announce: Callable[[str, bool | None], None] = lambda run_id, ended: None,
     stored: Callable[[int], None] = lambda count: None,
+    looked: Callable[[], int] = lambda: 0,
 ) -> str | None:
     """Claim the run ``run_id`` with a new attempt and train it from its checkpoint (or its
     start) to its end; return its final status, ``"queued"`` when the worker handed it back
     (``draining``), or ``None`` if it was not claimable (or this attempt lost it)."""
     one_blas_thread()
-    hooks = Hooks(cancelled, draining, announce, stored)
+    hooks = Hooks(cancelled, draining, looked, announce, stored)
     attempt = Attempt.claim(sessions, run_id, claim or Claim(), hooks)
     return None if attempt is None else attempt.train()
 
@@ -124,6 +129,8 @@ class Attempt:
               hooks: Hooks) -> Attempt | None:
         """Start a new attempt of the run and load it, in one transaction; ``None`` when the
         run is not claimable (final, cancelled, held by a live worker, out of attempts)."""
+        # Before the claim reads the run: a pause asked after this read is told by ``looked``.
+        looked = hooks.looked()
         with sessions.begin() as session:
             started = lifecycle.claim_run(session, run_id, claim.worker, timeout=claim.timeout,
                                           max_attempts=claim.max_attempts)
@@ -135,7 +142,7 @@ class Attempt:
                  started.checkpoint_epoch,
                  extra={"fields": {"run_id": run_id, "attempt": started.attempt,
                                    "worker": claim.worker}})
-        return cls(sessions, started, loaded, claim, hooks)
+        return cls(sessions, started, loaded, claim, hooks, looked)
 
     @staticmethod
     def load(session: Session, started: lifecycle.Started) -> Loaded:
@@ -158,7 +165,7 @@ class Attempt:
         return Loaded(model, train, validation, spec.fit(), state)
 
     def __init__(self, sessions: sessionmaker[Session], started: lifecycle.Started,
-                 loaded: Loaded, claim: Claim, hooks: Hooks) -> None:
+                 loaded: Loaded, claim: Claim, hooks: Hooks, looked: int = 0) -> None:
         """Ready to train: the loop built on what was loaded, the heartbeat not yet beating."""
         self.run: RunRow = started.run
         self.run_id: str = started.run.id
@@ -172,7 +179,9 @@ class Attempt:
                         state=loaded.state, compiled=claim.compile)
         self._context = {"fields": {"run_id": self.run_id, "attempt": self.number,
                                     "worker": claim.worker}}
-        self._last_flush = self._last_poll = self._last_checkpoint = time.monotonic()
+        self._last_flush = self._last_checkpoint = time.monotonic()
+        self._last_poll = -math.inf  # the first boundary reads the controls: see should_stop
+        self._looked = looked
         self._status_says_stop = self.run.status == RunStatus.CANCELLING
         self._pause_at: int | None = self.run.pause_at
         self._handing_over = self._pausing = False
@@ -230,13 +239,18 @@ class Attempt:
     def should_stop(self) -> bool:
         """Asked at every epoch boundary: stop for a cancel (of this process or in the store),
         a pause (the run's ``pause_at`` reached) or a drain; raises
-        :class:`~service.store.lifecycle.Fenced` once the heartbeat saw the run taken over."""
+        :class:`~service.store.lifecycle.Fenced` once the heartbeat saw the run taken over.
+        The run's status and ``pause_at`` are read from the store at the first boundary, at
+        any boundary after this process was told they changed (``looked``: the local
+        executor's pause), and otherwise every ``STATUS_POLL_SECONDS`` (a queue worker, told
+        nothing, sees a pause within that much of its next boundary)."""
         if self._beat.lost:
             raise lifecycle.Fenced(self.run_id, self.number)
         if self._hooks.cancelled() or self._status_says_stop:
             return True
-        if time.monotonic() - self._last_poll >= STATUS_POLL_SECONDS:
-            self._last_poll = time.monotonic()
+        looked = self._hooks.looked()
+        if looked != self._looked or time.monotonic() - self._last_poll >= STATUS_POLL_SECONDS:
+            self._last_poll, self._looked = time.monotonic(), looked
             with self._sessions() as session:
                 status, self._pause_at = lifecycle.run_control(session, self.run_id)
             self._status_says_stop = status in (None, RunStatus.CANCELLING)

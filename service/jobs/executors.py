@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.config import Settings
 from service.jobs.local import LocalExecutor, owner_alive
 from service.jobs.metrics import ScaleCollector, queue_workers, read_figures
-from service.jobs.notify import Listener
+from service.jobs.notify import Listener, progress_listener
 from service.jobs.progress import Progress
 from service.store import lifecycle
 
@@ -28,6 +28,11 @@ class Executor(Protocol):
 
     def cancel(self, run_id: str) -> None:
         """A run was asked to stop (the store says so already)."""
+
+    def look(self, run_id: str) -> None:
+        """A running run's controls changed in the store (a pause was asked): the worker
+        training it, when this process can reach it, reads them at its next epoch boundary
+        rather than at its next timed look."""
 
     @property
     def busy(self) -> int: ...
@@ -82,7 +87,7 @@ def start_executor(
     if engine.dialect.name == "postgresql":
         from service.jobs.queue import conninfo
 
-        listener = Listener(conninfo(settings.database_url), progress)
+        listener = progress_listener(conninfo(settings.database_url), progress)
         listener.start()
     executor: Executor
     requeued: list[str] = []

@@ -81,6 +81,9 @@ class LocalExecutor:
     def cancel(self, run_id: str) -> None:
         self._pool.cancel(run_id)
 
+    def look(self, run_id: str) -> None:
+        self._pool.look(run_id)
+
     @property
     def busy(self) -> int:
         return self._pool.busy

@@ -64,6 +64,7 @@ def _worker_main(
     database_url: str,
     conn: Connection,
     cancel_tokens: Any,
+    looks: Any,
     parent_pid: int,
     log_level: str,
     claim: Claim | None = None,
@@ -96,7 +97,7 @@ def _worker_main(
             conn.send(("news", news_of, ended))
 
         status = execute_run(sessions, run_id, claim=claim, cancelled=cancelled,
-                             announce=announce)
+                             announce=announce, looked=lambda: int(looks[index]))
         conn.send(("done", run_id, status))
     engine.dispose()
 
@@ -179,6 +180,7 @@ class ProcessPool:
         self._on_crash = on_crash
         self._ctx = mp.get_context("spawn")
         self._cancel_tokens: Any = self._ctx.RawArray("q", workers)
+        self._looks: Any = self._ctx.RawArray("q", workers)  # bumped: read the run's controls
         self._workers: list[_Worker] = []
         self._queue: FairQueue = FairQueue()
         self._lock = threading.Lock()
@@ -193,8 +195,8 @@ class ProcessPool:
             target=_worker_main,
             name=f"tapeline-worker-{index}",
             daemon=True,
-            args=(index, self._url, child_end, self._cancel_tokens, os.getpid(), self._log_level,
-                  self._claim),
+            args=(index, self._url, child_end, self._cancel_tokens, self._looks, os.getpid(),
+                  self._log_level, self._claim),
         )
         process.start()
         child_end.close()
@@ -224,6 +226,14 @@ class ProcessPool:
             for index, worker in enumerate(self._workers):
                 if worker.run_id == run_id:
                     self._cancel_tokens[index] = worker.token
+
+    def look(self, run_id: str) -> None:
+        """Tell the worker training the run (if one is) to read its controls in the store at
+        its next epoch boundary."""
+        with self._lock:
+            for index, worker in enumerate(self._workers):
+                if worker.run_id == run_id:
+                    self._looks[index] += 1
 
     @property
     def busy(self) -> int:

@@ -97,6 +97,9 @@ class QueueExecutor:
     def cancel(self, run_id: str) -> None:
         """Nothing to do: the store says cancelling, and the worker training it looks."""
 
+    def look(self, run_id: str) -> None:
+        """Nothing to do: the worker training it reads the store every 0.25 s."""
+
     @property
     def busy(self) -> int:
         with self._sessions() as session:
@@ -129,6 +132,19 @@ class WorkerState:
     # Told that the training loop shows progress (True: an attempt starts, an epoch boundary)
     # or that it trains nothing any more (False); the worker's liveness check reads it.
     on_progress: Callable[[bool], None] = lambda training: None
+    # The run this process trains now, and how many times it was told that run's controls
+    # changed in the store (a pause asked: news on the LISTEN channel), for the attempt to
+    # read them at its next boundary.
+    running: str | None = None
+    looks: int = 0
+
+    def told(self, run_id: str) -> None:
+        """News of a run (from the listener's thread): counted if it is the one training."""
+        if run_id == self.running:
+            self.looks += 1
+
+    def looked(self) -> int:
+        return self.looks
 
     def at_boundary(self) -> bool:
         """Asked by the attempt at every epoch boundary: whether to hand the run back (the
@@ -145,12 +161,14 @@ def build_worker_app(database_url: str, state: WorkerState) -> procrastinate.App
     @app.task(name=TASK, queue=QUEUE)
     async def train(run_id: str) -> None:
         state.on_progress(True)
+        state.running = run_id
         try:
             status = await asyncio.to_thread(
                 execute_run, state.sessions, run_id, claim=state.claim,
-                draining=state.at_boundary, stored=state.on_epochs,
+                draining=state.at_boundary, stored=state.on_epochs, looked=state.looked,
             )
         finally:
+            state.running = None
             state.on_progress(False)
         state.on_run()
         if status == RunStatus.QUEUED:  # handed back while draining: another worker resumes

@@ -38,8 +38,9 @@ def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: in
     """A worker process: a procrastinate worker that trains one run at a time, its sweeps,
     and its figures in ``stats``; it drains on SIGTERM / SIGINT."""
     from service.jobs.attempt import Claim
+    from service.jobs.notify import Listener
     from service.jobs.pool import exit_with_parent
-    from service.jobs.queue import WorkerState, build_worker_app, sweep_forever
+    from service.jobs.queue import WorkerState, build_worker_app, conninfo, sweep_forever
     from service.jobs.webhooks import queued
     from service.jobs.webhooks.dispatch import Courier
     from service.logs import configure_logging
@@ -65,6 +66,9 @@ def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: in
     state.on_progress = progress
     app = build_worker_app(settings.database_url, state)
     courier = Courier(settings, state.sessions)
+    # News of the run it trains (a pause asked) reaches the attempt at its next boundary.
+    listener = Listener(conninfo(settings.database_url), state.told)
+    listener.start()
     queued.add_task(app, courier)
 
     async def main() -> None:
@@ -128,6 +132,7 @@ def _child(index: int, settings: Settings, name: str, stats: Any, parent_pid: in
             await courier.close()
 
     asyncio.run(main())
+    listener.stop()
     engine.dispose()
 
 

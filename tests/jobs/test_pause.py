@@ -119,6 +119,46 @@ def test_a_pause_asked_while_it_trains_stops_it_at_the_next_epochs_end(
     same_run(sessions, run_id, control)
 
 
+def test_a_pause_the_process_is_told_of_lands_at_the_end_of_the_epoch_in_progress(
+        sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local executor bumps ``looked`` after a pause commits: the attempt reads the store
+    at the very next boundary, however long until its next timed look (an hour here), so a
+    run with one epoch left pauses rather than ends. A pause asked between the claim and the
+    first boundary is read there too (the first boundary always reads)."""
+    monkeypatch.setattr(attempt_module, "STATUS_POLL_SECONDS", 3600.0)
+    run_id = a_run(sessions, epochs=12, **MINI_BATCHES)
+    told = [0]
+    boundaries = []
+
+    def cancelled() -> bool:  # asked at each boundary, before ``looked``
+        boundaries.append(True)
+        if len(boundaries) == 6:  # epoch 5 ends: a pause is asked and the process told
+            with sessions.begin() as session:
+                lifecycle.request_pause(session, run_id, None)
+            told[0] += 1
+        return False
+
+    assert execute_run(sessions, run_id, cancelled=cancelled,
+                       looked=lambda: told[0]) == RunStatus.PAUSED
+    assert run_row(sessions, run_id).epochs_completed == 5
+    untold = a_run(sessions, epochs=12, dataset_id=run_row(sessions, run_id).dataset_id,
+                   **MINI_BATCHES)
+    boundaries.clear()
+    run_id = untold  # the same request, the process not told: the timed look is an hour off
+    assert execute_run(sessions, untold, cancelled=cancelled) == RunStatus.SUCCEEDED
+
+    asked_early = a_run(sessions, epochs=12, dataset_id=run_row(sessions, untold).dataset_id,
+                        **MINI_BATCHES)
+
+    def announce(news_of: str, ended: bool | None) -> None:  # the claim committed: running
+        if ended is False and run_row(sessions, asked_early).epochs_completed == 0:
+            with sessions.begin() as session:
+                lifecycle.request_pause(session, asked_early, None)
+
+    assert execute_run(sessions, asked_early, announce=announce) == RunStatus.PAUSED
+    assert run_row(sessions, asked_early).epochs_completed == 0
+
+
 def test_a_queued_run_pauses_at_once_or_keeps_its_rung(sessions: sessionmaker[Session]) -> None:
     run_id = a_run(sessions, epochs=6)
     with sessions.begin() as session:

@@ -15,6 +15,7 @@ import re
 import signal
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -194,18 +195,24 @@ def outcome(client: httpx.Client, study_id: str) -> tuple[list[dict], dict]:
     return table(client, study_id), best | {"epochs_trained": done["epochs_trained"]}
 
 
-def attempts(*logs: Path) -> dict[str, list[tuple[str, int]]]:
-    """Each run's attempts started and pauses, in the order the logs tell them (logs in the
-    order the processes ran): ``("started", epoch)`` and ``("paused", epoch)``."""
-    found: dict[str, list[tuple[str, int]]] = {}
+def attempts(*logs: Path) -> dict[str, list[tuple[str, int, Path]]]:
+    """Each run's attempts started and pauses, in the order of the log lines' times (the
+    logs of processes that ran at once interleave): ``("started", epoch, log)`` and
+    ``("paused", epoch, log)``."""
+    found: dict[str, list[tuple[datetime, str, int, Path]]] = {}
     pattern = re.compile(r"run (run_\w+) (?:attempt \d+ )?(started|paused) at epoch (\d+)")
     for log in logs:
         for line in log.read_text(errors="replace").splitlines():
             if line.startswith("{"):
-                match = pattern.search(json.loads(line).get("message", ""))
+                record = json.loads(line)
+                match = pattern.search(record.get("message", ""))
                 if match:
-                    found.setdefault(match[1], []).append((match[2], int(match[3])))
-    return found
+                    when = datetime.fromisoformat(record["time"].replace("Z", "+00:00"))
+                    found.setdefault(match[1], []).append(
+                        (when, match[2], int(match[3]), log))
+    return {run: [(kind, epoch, log) for _, kind, epoch, log in sorted(events,
+                                                                       key=lambda e: e[0])]
+            for run, events in found.items()}
 
 
 def computed(client: httpx.Client, run_id: str) -> list[tuple]:
@@ -214,15 +221,28 @@ def computed(client: httpx.Client, run_id: str) -> list[tuple]:
     return [(r["epoch"], r["loss"], r["metrics"], r["params"]) for r in rows]
 
 
-def never_trained_twice(trials: list[dict], *logs: Path) -> None:
+def never_trained_twice(trials: list[dict], *logs: Path, killed: Path | None = None) -> None:
     """No trial's run trained an epoch twice past a rung: each attempt starts at or after
-    the last rung it paused at, and a trial pauses at each rung it reached, once."""
+    the last rung it paused at, and a trial pauses at each rung it reached, once.
+
+    A process killed with SIGKILL (its log ``killed``) may have committed a pause and died
+    before it logged it: an attempt of the killed process whose last word is that it started
+    at epoch ``e``, followed by no pause at the next rung ``r`` but by an attempt started at
+    ``r`` (or by nothing, the trial having ended at ``r``), paused at ``r`` unlogged."""
     seen = attempts(*logs)
     for trial in trials:
-        events = seen.get(trial["run_id"], [])
+        logged = seen.get(trial["run_id"], [])
+        reached = [r for r in RUNGS[:len(trial["rungs"])] if r < RUNGS[-1]]
+        events = [(kind, epoch) for kind, epoch, _ in logged]
+        last = max((i for i, (_, _, log) in enumerate(logged) if log == killed), default=None)
+        if last is not None and events[last][0] == "started":
+            rung = next((r for r in RUNGS if r > events[last][1]), None)
+            after = events[last + 1:]
+            if rung in reached and ("paused", rung) not in after and (
+                    after[:1] == [("started", rung)] or (not after and trial["epochs"] == rung)):
+                events.insert(last + 1, ("paused", rung))
         assert events and events[0] == ("started", 0), (trial, events)
         paused = [epoch for kind, epoch in events if kind == "paused"]
-        reached = [r for r in RUNGS[:len(trial["rungs"])] if r < RUNGS[-1]]
         assert paused == reached, (trial, events)
         floor = 0
         for kind, epoch in events:
@@ -373,7 +393,8 @@ def test_queue_executor_and_a_killed_worker_change_nothing(
                 workers.append(start_worker(url, tmp_path / "worker2.log", **QUEUE))
                 assert outcome(client, study["id"]) == reference["asha"]
                 trials = client.get(f"/v1/studies/{study['id']}/trials").json()["items"]
-                never_trained_twice(trials, *(tmp_path / f"worker{i}.log" for i in range(3)))
+                never_trained_twice(trials, *(tmp_path / f"worker{i}.log" for i in range(3)),
+                                    killed=tmp_path / "worker0.log")
         finally:
             for worker in workers:
                 worker.stop()
@@ -405,4 +426,5 @@ def test_a_server_killed_mid_study_ends_it_the_same(
         second.stop()
     assert "started at epoch" in (tmp_path / "b.log").read_text()  # it went on after
     if kind == "asha":
-        never_trained_twice(trials, tmp_path / "a.log", tmp_path / "b.log")
+        never_trained_twice(trials, tmp_path / "a.log", tmp_path / "b.log",
+                            killed=tmp_path / "a.log")

@@ -214,6 +214,8 @@ def pause(run_id: str, runtime: RuntimeDep, store: StoreDep) -> Run:
         run = views.run(repo.get_run(run_id))
     if run.status == RunStatus.PAUSED:
         runtime.executor.cancel(run_id)  # paused while queued: no worker needs to take it
+    else:
+        runtime.executor.look(run_id)  # at the end of the epoch it trains now
     runtime.progress.notify_threadsafe(run_id)
     return run
 
