@@ -114,6 +114,12 @@ def model(row: ModelRow, training: bool, params_up_to: int | None = None) -> Doc
 NO_PARAMS: Document = {"W": None, "b": None, "params": {}}
 
 
+def shows_final(row: RunRow, final_params: bool) -> bool:
+    """Whether a run's view has a ``final``: it has final params (``final_params``) and a
+    final loss (a NaN loss is stored as NULL by SQLite: such a run shows none)."""
+    return final_params and row.final_loss is not None
+
+
 def run(row: RunRow, has_final: bool | None = None) -> Document:
     """A run's public view. With ``has_final`` (whether it has final params), its params are
     left empty and not read: a page of runs writes them itself (``initial_params`` and
@@ -121,12 +127,12 @@ def run(row: RunRow, has_final: bool | None = None) -> Document:
     final = None
     if has_final is None:
         initial = _params(row.initial_params)
-        if row.final_params is not None and row.final_loss is not None:
+        if row.final_params is not None and shows_final(row, True):
             final = {**_params(row.final_params), "loss": row.final_loss,
                      "metrics": row.final_metrics or {}}
     else:
         initial = NO_PARAMS
-        if has_final and row.final_loss is not None:
+        if shows_final(row, has_final):
             final = {**NO_PARAMS, "loss": row.final_loss, "metrics": row.final_metrics or {}}
     error = None
     if row.error_reason is not None:

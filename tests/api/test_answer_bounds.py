@@ -17,11 +17,14 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import delete, select, update
 
 from service.api import feeds, stream_items
 from service.api.feeds import Feed, Item
 from service.app import create_app
 from service.config import Settings
+from service.store.repo import Repository
+from service.store.tables import EpochRow, RunRow
 from tests.conftest import POSTGRES_PARAM
 from tests.support.hostile import json_model
 from tests.support.stores import store_url
@@ -268,6 +271,42 @@ def test_a_page_of_runs_is_cut_short_by_bytes(small: TestClient) -> None:
         for run in listed:
             assert run == small.get(f"/v1/runs/{run['id']}").json()  # params and all
             assert len(run["final"]["params"]["W1"][0]) == 1023
+
+
+def test_a_page_of_runs_is_the_runs_as_first_read_whatever_ends_or_goes_meanwhile(
+        small: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page reads its runs, then their params: a run that ends in between is listed as it
+    was read (no final: the fuzzer found a 500 there), one deleted in between is left out."""
+    data = created(small.post("/v1/datasets", json={"x": [0.0, 1.0], "y": [0.0, 1.0]}))
+    ended, deleted, kept = (created(small.post("/v1/models", json={"tags": {"case": "race"}}))
+                            for _ in range(3))
+    done = {m["id"]: created(small.post(f"/v1/models/{m['id']}/runs", headers=WAIT, json={
+        "dataset_id": data["id"], "epochs": 1, "tags": {"case": "race"}}), 200)
+        for m in (ended, deleted, kept)}
+    ended_run, deleted_run = done[ended["id"]]["id"], done[deleted["id"]]["id"]
+    read = Repository.run_params
+
+    sessions = small.app.state.runtime.sessions  # type: ignore[attr-defined]
+    with sessions.begin() as session:  # the page reads this run as still running
+        final = session.scalar(select(RunRow.final_params).where(RunRow.id == ended_run))
+        session.execute(update(RunRow).where(RunRow.id == ended_run).values(final_params=None))
+
+    def meanwhile(repo: Repository, run_ids: Any) -> Any:
+        """What other requests commit between the page's two reads."""
+        with sessions.begin() as other:
+            other.execute(update(RunRow).where(RunRow.id == ended_run).values(
+                final_params=final))
+            other.execute(delete(EpochRow).where(EpochRow.run_id == deleted_run))
+            other.execute(delete(RunRow).where(RunRow.id == deleted_run))
+        return read(repo, run_ids)
+
+    monkeypatch.setattr(Repository, "run_params", meanwhile)
+    answer = small.get("/v1/runs", params={"tag": "case:race"})
+    assert answer.status_code == 200, answer.text
+    listed = {run["id"]: run for run in answer.json()["items"]}
+    assert set(listed) == {ended_run, done[kept["id"]]["id"]}
+    assert listed[ended_run]["final"] is None
+    assert listed[done[kept["id"]]["id"]] == done[kept["id"]]
 
 
 # ------------------------------------------------------------------ the event stream's window

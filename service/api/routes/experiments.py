@@ -30,6 +30,7 @@ from service.api.schemas.experiments import (
 from service.api.schemas.models import Model
 from service.api.schemas.runs import Run, RunPage
 from service.store import annotations as annotated
+from service.store import documents
 from service.store.annotations import UNSET, Patch
 from service.store.codec import unpack_params
 from service.store.repo import Repository
@@ -65,12 +66,17 @@ def _page(repo: Repository, query: RunQuery, max_bytes: int) -> Response:
     time, its params a block at a time."""
     heads: dict[str, bytes] = {}
     costs: dict[str, int] = {}
+    finals: set[str] = set()  # the runs whose view has a final (see documents.shows_final)
 
     def fitting(found: Sequence[tuple[RunRow, int, int]]) -> int:
         kinds = repo.model_kinds([row.model_id for row, _, _ in found])
         twice = {model_id: list_answers.writes_wb(model) for model_id, model in kinds.items()}
         for row, initial, final in found:
-            head = heads[row.id] = views.run_head(row, final > 0)
+            if documents.shows_final(row, final > 0):
+                finals.add(row.id)
+            else:
+                final = 0
+            head = heads[row.id] = views.run_head(row, row.id in finals)
             costs[row.id] = len(head) + list_answers.params_bytes(
                 initial + final, twice.get(row.model_id, True))
         return list_answers.fitting((costs[row.id] for row, _, _ in found), max_bytes)
@@ -80,10 +86,16 @@ def _page(repo: Repository, query: RunQuery, max_bytes: int) -> Response:
     order = [row.id for row in rows]
 
     def items() -> Iterator[Iterator[bytes]]:
+        # The params are read after the runs: a run may have ended in between (its final
+        # params, absent from its head, are left out: the page is the runs as first read) or
+        # been deleted (left out of the page).
         for run_id in order:
+            if run_id not in stored:
+                continue
             initial, final = stored.pop(run_id)  # each run's params freed once written
-            yield list_answers.run_parts(heads.pop(run_id), unpack_params(initial),
-                                         None if final is None else unpack_params(final))
+            yield list_answers.run_parts(
+                heads.pop(run_id), unpack_params(initial),
+                unpack_params(final) if final is not None and run_id in finals else None)
 
     return list_answers.answer(list_answers.page(items(), cursor),
                                sum(costs[run_id] for run_id in order))
