@@ -274,15 +274,19 @@ class Attempt:
         if self._over is not None:
             raise self._over
 
-    def _write(self, session: Session, keep: bool = False) -> None:
+    def _write(self, session: Session, keep: bool = False,
+               measured: Outcome | None = None) -> None:
         """Store the pending epochs (or only beat when there are none) and a checkpoint at
-        this epoch boundary when one is due (or ``keep``; none once the quota ended it)."""
+        this epoch boundary when one is due (or ``keep``; none once the quota ended it),
+        with the loop's ``measured`` outcome there when it has one."""
         if not self._append_pending(session):
             lifecycle.heartbeat(session, self.run_id, self.number)
         if self._over is None and (keep or self._checkpoint_due()):
             state = self._fit.state()
-            lifecycle.save_checkpoint(session, self.run_id, self.number, state.epoch,
-                                      pack_checkpoint(self._model.params(), state))
+            lifecycle.save_checkpoint(
+                session, self.run_id, self.number, state.epoch,
+                pack_checkpoint(self._model.params(), state),
+                None if measured is None else (measured.loss, measured.metrics))
             self._last_checkpoint = time.monotonic()
         self._last_flush = time.monotonic()
 
@@ -315,7 +319,7 @@ class Attempt:
     def end(self, outcome: Outcome) -> str:
         """The loop's outcome: hand the run back (draining), or finish it cancelled or
         succeeded; the run's status."""
-        if outcome.cancelled and self._pausing and self.pause():
+        if outcome.cancelled and self._pausing and self.pause(outcome):
             return RunStatus.PAUSED
         if outcome.cancelled and self._handing_over:
             self.release()
@@ -359,14 +363,15 @@ class Attempt:
         log.info("run %s handed back at epoch %d", self.run_id, self.completed,
                  extra=self._context)
 
-    def pause(self) -> bool:
-        """Pause the run here: its epochs and a checkpoint at this boundary stored and the run
+    def pause(self, outcome: Outcome) -> bool:
+        """Pause the run here: its epochs and a checkpoint at this boundary stored, with the
+        loop's ``outcome`` there (the objective and metrics a study's rung reads), and the run
         paused, held by nobody, in one fenced transaction; the next attempt (once resumed)
         resumes at this epoch. False when the run was cancelled meanwhile (the caller ends
         it). When the byte quota stopped its history instead, raises
         :class:`~service.store.lifecycle.OverQuota` (the run is then finished)."""
         with self._sessions.begin() as session:
-            self._write(session, keep=True)
+            self._write(session, keep=True, measured=outcome)
             paused = self._over is None and lifecycle.pause_run(session, self.run_id,
                                                                 self.number)
         if self._over is not None:

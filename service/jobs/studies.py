@@ -34,6 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.jobs.attempt import Attempt
+from service.jobs.checkpoint import unpack_checkpoint
 from service.store import lifecycle
 from service.store import studies as stored
 from service.store.repo import Repository, now
@@ -100,7 +101,9 @@ def _run(session: Session, run_id: str | None) -> RunRow | None:
 def measure(session: Session, run_id: str) -> Outcome:
     """A paused run's model at its checkpoint: its params, objective and metrics over its
     training (and validation) rows, as the run's ``final`` would say had it been asked for
-    those epochs (the loop's own measurement, uncompiled: the same bits)."""
+    those epochs: as the pausing attempt measured them and kept them with the checkpoint, or
+    (a checkpoint from before revision 0011) measured here by the loop rebuilt from it,
+    uncompiled: the same bits."""
     run = _run(session, run_id)
     if run is None:
         raise LookupError(run_id)
@@ -110,10 +113,14 @@ def measure(session: Session, run_id: str) -> Outcome:
         return Outcome(False, unpack_params(run.final_params), float(run.final_loss or 0.0),
                        dict(run.final_metrics))
     model = session.scalar(select(ModelRow).where(ModelRow.id == run.model_id))
-    checkpoint = session.execute(select(CheckpointRow.epoch, CheckpointRow.state).where(
-        CheckpointRow.run_id == run_id)).one_or_none()
+    checkpoint = session.execute(
+        select(CheckpointRow.epoch, CheckpointRow.state, CheckpointRow.loss,
+               CheckpointRow.metrics).where(CheckpointRow.run_id == run_id)).one_or_none()
     if model is None or checkpoint is None:
         raise LookupError(run_id)
+    if checkpoint.loss is not None and checkpoint.metrics is not None:
+        return Outcome(False, unpack_checkpoint(bytes(checkpoint.state)).params,
+                       float(checkpoint.loss), dict(checkpoint.metrics))
     started = lifecycle.Started(run, model.kind, model.config, attempt=run.attempt,
                                 checkpoint=bytes(checkpoint.state),
                                 checkpoint_epoch=checkpoint.epoch)

@@ -270,10 +270,14 @@ def heartbeat(session: Session, run_id: str, attempt: int) -> str:
 
 
 def save_checkpoint(session: Session, run_id: str, attempt: int, epoch: int,
-                    state: bytes) -> None:
+                    state: bytes, measured: tuple[float, dict[str, float]] | None = None
+                    ) -> None:
     """Keep the loop's state at the start of ``epoch`` as the run's checkpoint (the caller
-    has fenced this transaction with :func:`append_epochs` or :func:`heartbeat`)."""
-    values = {"attempt": attempt, "epoch": epoch, "state": state, "created_at": now()}
+    has fenced this transaction with :func:`append_epochs` or :func:`heartbeat`), with the
+    model's objective and metrics there when the attempt ``measured`` them (at a pause)."""
+    loss, metrics = (None, None) if measured is None else measured
+    values = {"attempt": attempt, "epoch": epoch, "state": state, "created_at": now(),
+              "loss": loss, "metrics": metrics}
     updated = session.execute(
         update(CheckpointRow).where(CheckpointRow.run_id == run_id).values(values)
         .execution_options(synchronize_session=False)

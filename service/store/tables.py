@@ -268,7 +268,9 @@ class QuotaRow(Base):
 
 class CheckpointRow(Base):
     """A run's last checkpoint: the loop's state at the start of epoch ``epoch`` (params,
-    optimizer slots, shuffling RNG, early stopping), written by attempt ``attempt``."""
+    optimizer slots, shuffling RNG, early stopping), written by attempt ``attempt``; at a
+    pause, with the model's objective (``loss``) and ``metrics`` there as the attempt
+    measured them (null for a periodic checkpoint: nobody measured it)."""
 
     __tablename__ = "run_checkpoints"
 
@@ -279,6 +281,8 @@ class CheckpointRow(Base):
     epoch: Mapped[int] = mapped_column(Integer)
     state: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    loss: Mapped[float | None] = mapped_column(Float(precision=53))
+    metrics: Mapped[dict[str, float] | None] = mapped_column(JSON)
 
 
 class WebhookRow(Base):

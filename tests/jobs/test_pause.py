@@ -11,15 +11,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.jobs import attempt as attempt_module
+from service.jobs import studies
 from service.jobs.attempt import Claim, execute_run
 from service.store import lifecycle
 from service.store.codec import unpack_params
 from service.store.repo import Conflict
-from service.store.tables import RunStatus, WebhookEventRow
+from service.store.tables import CheckpointRow, RunStatus, WebhookEventRow
 from service.store.webhooks import Webhooks
 from tests.jobs.stored import MINI_BATCHES, a_run, checkpoint_epoch, history, model_row, run_row
 from tests.store.rows import V1_OPTIONS, own, queued_run
@@ -288,3 +289,50 @@ def test_a_paused_run_resumed_to_end_where_it_paused_ends_as_a_run_of_that_many_
     same_run(sessions, run_id, control)
     assert model_row(sessions, run_id).params == run_row(sessions, control).final_params
     assert model_row(sessions, run_id).epochs_trained == 3
+
+
+def kept_measure(sessions: sessionmaker[Session], run_id: str) -> tuple[Any, Any]:
+    with sessions() as session:
+        return session.execute(select(CheckpointRow.loss, CheckpointRow.metrics)
+                               .where(CheckpointRow.run_id == run_id)).one()
+
+
+def test_a_pause_keeps_the_models_measure_with_its_checkpoint_bit_for_bit(
+        sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pausing attempt keeps its loop's outcome at the pause with the checkpoint; a
+    study's rung reads it (``measure``) as it is, and it is, bit for bit, what the loop
+    rebuilt from the checkpoint measures (as ``measure`` still does for a checkpoint from
+    before revision 0011, which has none). A checkpoint taken without a pause (a worker
+    handing the run back) keeps none."""
+    run_id = a_run(sessions, epochs=9, pause_at=3, **EVERYTHING)
+    assert execute_run(sessions, run_id) == RunStatus.PAUSED
+    loss, metrics = kept_measure(sessions, run_id)
+    assert loss is not None and set(metrics) >= {"mae", "val_loss"}, metrics
+    with sessions() as session:
+        kept = studies.measure(session, run_id)
+    with sessions.begin() as session:  # as a checkpoint written before revision 0011
+        session.execute(update(CheckpointRow).where(CheckpointRow.run_id == run_id)
+                        .values(loss=None, metrics=None))
+    with sessions() as session:
+        rebuilt = studies.measure(session, run_id)
+    assert (kept.loss, kept.metrics) == (rebuilt.loss, rebuilt.metrics) == (loss, metrics)
+    assert kept.params.keys() == rebuilt.params.keys()
+    assert all(np.array_equal(kept.params[k], rebuilt.params[k]) for k in kept.params)
+
+    handed = a_run(sessions, epochs=9, pause_at=3, **EVERYTHING)
+    assert execute_run(sessions, handed) == RunStatus.PAUSED
+    resume(sessions, handed, None)
+    assert execute_run(sessions, handed, draining=lambda: True) == RunStatus.QUEUED
+    assert checkpoint_epoch(sessions, handed) == 3 and kept_measure(sessions, handed) == (
+        None, None)
+
+    def rebuild(*args: Any) -> Any:
+        raise AssertionError("measured again")
+
+    paused = a_run(sessions, epochs=9, pause_at=3,
+                   dataset_id=run_row(sessions, run_id).dataset_id, **EVERYTHING)
+    assert execute_run(sessions, paused) == RunStatus.PAUSED
+    monkeypatch.setattr(studies.Attempt, "load", rebuild)
+    with sessions() as session:
+        again = studies.measure(session, paused)
+    assert (again.loss, again.metrics) == (kept.loss, kept.metrics)
