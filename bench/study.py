@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -250,7 +251,8 @@ def asha_part(args: argparse.Namespace, folder: Path) -> list[str]:
         finally:
             server.stop()
     assert stored is not None
-    local, trials = in_process(stored)
+    with threadpool_limits(limits=1, user_api="blas"):  # as a worker trains: one BLAS thread
+        local, trials = in_process(stored)
     differ = check_same(service_trials, trials)
     epochs = sum(stored.spec["rungs"][len(t.rungs) - 1] for t in trials)
     print(f"asha: in process: {local:.2f} s ({epochs} epochs; the same points, statuses and "

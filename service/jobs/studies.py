@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from threadpoolctl import threadpool_limits
 
 from service.jobs.attempt import Attempt
 from service.jobs.checkpoint import unpack_checkpoint
@@ -103,7 +104,7 @@ def measure(session: Session, run_id: str) -> Outcome:
     training (and validation) rows, as the run's ``final`` would say had it been asked for
     those epochs: as the pausing attempt measured them and kept them with the checkpoint, or
     (a checkpoint from before revision 0011) measured here by the loop rebuilt from it,
-    uncompiled: the same bits."""
+    uncompiled and with one BLAS thread as a worker's: the same bits."""
     run = _run(session, run_id)
     if run is None:
         raise LookupError(run_id)
@@ -127,7 +128,10 @@ def measure(session: Session, run_id: str) -> Outcome:
     loaded = Attempt.load(session, started)
     fit = Fit(loaded.model, loaded.train, loaded.spec, loaded.validation, state=loaded.state,
               compiled=False)
-    params, loss, metrics = fit.measured()
+    # With one BLAS thread, as the workers measure: OpenBLAS's threaded products of a
+    # large split may differ from its one-thread ones in their last bits.
+    with threadpool_limits(limits=1, user_api="blas"):
+        params, loss, metrics = fit.measured()
     return Outcome(False, params, loss, metrics)
 
 
