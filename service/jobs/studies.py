@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 from threadpoolctl import threadpool_limits
 
 from service.jobs.attempt import Attempt
@@ -97,6 +97,17 @@ def _run(session: Session, run_id: str | None) -> RunRow | None:
         return None
     return session.scalar(select(RunRow).where(RunRow.id == run_id)
                           .execution_options(populate_existing=True))
+
+
+def _runs(session: Session, run_ids: list[str]) -> dict[str, RunRow]:
+    """The runs with these ids as the store has them now, in one query, their params not
+    read (what a trial's refresh looks at: status, epochs, final loss and metrics)."""
+    if not run_ids:
+        return {}
+    return {run.id: run for run in session.scalars(
+        select(RunRow).where(RunRow.id.in_(run_ids))
+        .options(defer(RunRow.initial_params), defer(RunRow.final_params))
+        .execution_options(populate_existing=True))}
 
 
 def measure(session: Session, run_id: str) -> Outcome:
@@ -183,10 +194,10 @@ def _view(row: TrialRow) -> plans.Trial:
 
 
 def _refresh(session: Session, study: StudyRow, plan: plans.Plan, trial: TrialRow,
-             events: list[tuple[str, dict[str, Any]]], measured: Measured | None) -> None:
-    """Bring a trial up to date with its run."""
+             events: list[tuple[str, dict[str, Any]]], measured: Measured | None,
+             run: RunRow | None) -> None:
+    """Bring a trial up to date with its run (``run``: None when it is gone)."""
     metric = study.spec["objective"]["metric"]
-    run = _run(session, trial.run_id)
     before = trial.status
     if run is None:
         trial.status = TrialStatus.FAILED
@@ -250,9 +261,12 @@ def advance(session: Session, study_id: str, make: TrialMaker,
     plan = plans.plan_of(study.spec)
     rows = stored.trials(session, study_id)
     events: list[tuple[str, dict[str, Any]]] = []
+    runs = _runs(session, [row.run_id for row in rows
+                           if row.status not in _FINAL and row.run_id is not None])
     for row in rows:
         if row.status not in _FINAL:
-            _refresh(session, study, plan, row, events, measured)
+            _refresh(session, study, plan, row, events, measured,
+                     None if row.run_id is None else runs.get(row.run_id))
     by_number = {row.number: row for row in rows}
     views = [_view(r) for r in rows]
     # Trials wait for room (the study's concurrency, the tenant's active-run quota, the
