@@ -11,7 +11,7 @@ import httpx
 import pytest
 from PIL import Image, ImageStat
 
-from tests.support.node import node_modules
+from tests.ui.axe import axe_script, serious_violations
 from tests.ui.test_dashboard import SCREENSHOTS
 
 pytestmark = pytest.mark.live
@@ -246,7 +246,6 @@ def test_the_start_form_works_from_the_keyboard(open_page: Any, api: httpx.Clien
 
 def test_no_serious_accessibility_violations_on_v2_views(open_page: Any,
                                                          api: httpx.Client) -> None:
-    axe = (node_modules("axe-core") / "axe-core" / "axe.min.js").read_text()
     dataset = api.post("/v1/datasets/synthetic", json={
         "kind": "moons", "num_examples": 200, "noise": 0.1, "seed": 2}).json()
     model = api.post("/v1/models", json={"kind": "mlp", "features": 2, "hidden": [8],
@@ -254,14 +253,12 @@ def test_no_serious_accessibility_violations_on_v2_views(open_page: Any,
     runs = [api.post(f"/v1/models/{model['id']}/runs", headers=WAIT, json={
         "dataset_id": dataset["id"], "epochs": 10, "validation": {"fraction": 0.25},
         "optimizer": {"kind": "adam", "learning_rate": 0.05}}).json() for _ in range(2)]
-    watched = open_page(init_script=axe)
+    watched = open_page(init_script=axe_script())
     page = watched.page
     found = {}
 
     def check(view: str) -> None:
-        result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-        bad = [f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
-               for v in result["violations"] if v["impact"] in ("serious", "critical")]
+        bad = serious_violations(page)
         if bad:
             found[view] = bad
 

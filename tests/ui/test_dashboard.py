@@ -15,8 +15,8 @@ import httpx
 import pytest
 from PIL import Image, ImageStat
 
-from tests.support.node import node_modules
 from tests.support.servers import ROOT
+from tests.ui.axe import axe_script, serious_violations
 
 pytestmark = pytest.mark.live
 
@@ -231,10 +231,8 @@ def test_compare_overlays_two_runs(open_page: Any, api: httpx.Client) -> None:
 
 
 def test_no_serious_accessibility_violations(open_page: Any, api: httpx.Client) -> None:
-    axe = (node_modules("axe-core") / "axe-core" / "axe.min.js").read_text()
     run = tutorial_run(api)
-    # axe is injected as an init script: the pages' CSP forbids inline scripts.
-    watched = open_page(init_script=axe)
+    watched = open_page(init_script=axe_script())
     found = {}
     for path in ("/ui/", "/ui/start", f"/ui/runs/{run['id']}", f"/ui/models/{run['model_id']}",
                  "/ui/datasets"):
@@ -244,9 +242,7 @@ def test_no_serious_accessibility_violations(open_page: Any, api: httpx.Client) 
             drawn(watched)
         for button in watched.page.query_selector_all("figcaption button"):
             button.click()  # every figure's table shown too
-        result = watched.page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-        bad = [f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
-               for v in result["violations"] if v["impact"] in ("serious", "critical")]
+        bad = serious_violations(watched.page)
         if bad:
             found[path] = bad
     assert not found, found

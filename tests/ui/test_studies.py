@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.node import node_modules
+from tests.ui.axe import axe_script, serious_violations
 
 pytestmark = pytest.mark.live
 
@@ -178,10 +178,9 @@ def test_studies_list_links_to_each_study(open_page: Any, api: httpx.Client) -> 
 
 def test_study_pages_have_no_serious_accessibility_violations(open_page: Any,
                                                               api: httpx.Client) -> None:
-    axe = (node_modules("axe-core") / "axe-core" / "axe.min.js").read_text()
     study = grid_study(api, f"axe{time.monotonic_ns()}", epochs=2)
     finished(api, study["id"])
-    watched = open_page(init_script=axe)
+    watched = open_page(init_script=axe_script())
     found = {}
     for path in ("/ui/studies", f"/ui/studies/{study['id']}"):
         watched.goto(path)
@@ -190,9 +189,7 @@ def test_study_pages_have_no_serious_accessibility_violations(open_page: Any,
         watched.page.wait_for_load_state("networkidle")
         for button in watched.page.query_selector_all("figcaption button"):
             button.click()  # every figure's table shown too
-        result = watched.page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-        bad = [f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
-               for v in result["violations"] if v["impact"] in ("serious", "critical")]
+        bad = serious_violations(watched.page)
         if bad:
             found[path] = bad
     assert not found, found
