@@ -261,6 +261,10 @@ def advance(session: Session, study_id: str, make: TrialMaker,
     plan = plans.plan_of(study.spec)
     rows = stored.trials(session, study_id)
     events: list[tuple[str, dict[str, Any]]] = []
+    # Room is counted before the runs are read: only the queue's lock (held) lets a run become
+    # active, so a run that ends in between leaves room smaller than it is, never a trial
+    # shown running beside one made in its place (PostgreSQL reads each statement anew).
+    room = make.room(session, study, queued)
     runs = _runs(session, [row.run_id for row in rows
                            if row.status not in _FINAL and row.run_id is not None])
     for row in rows:
@@ -272,7 +276,6 @@ def advance(session: Session, study_id: str, make: TrialMaker,
     # Trials wait for room (the study's concurrency, the tenant's active-run quota, the
     # queue's limit): that changes when they train, never what is decided.
     capacity = plan.concurrency - sum(v.status in plans.ACTIVE for v in views)
-    room = make.room(session, study, queued)
     if room is not None:
         capacity = min(capacity, room)
     decisions = plans.decide(plan, views, capacity)
