@@ -463,6 +463,7 @@ class Driver:
         return bool(moved)
 
     def _loop(self) -> None:
+        plans.load_samplers()  # here, rather than in the first study's first advance
         poll = 0.0
         while not self._stop.is_set():
             with self._lock:

@@ -195,6 +195,12 @@ def _internal(plan: Plan, point: Mapping[str, Any]) -> dict[str, Any]:
     return internal
 
 
+def load_samplers() -> None:
+    """Import Optuna, whose samplers :func:`sample` asks (about 0.4 s, once per process): a
+    server's driver does it as it starts, so that its first study does not wait for it."""
+    import optuna  # noqa: F401
+
+
 def sample(plan: Plan, number: int, history: Sequence[Trial]) -> dict[str, Any]:
     """The point of trial ``number``, knowing ``history``: the trials of the batches before
     its own (others are ignored, so a batch's points never depend on its own results). A
@@ -210,19 +216,23 @@ def sample(plan: Plan, number: int, history: Sequence[Trial]) -> dict[str, Any]:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     distributions = _distributions(plan)
-    before = batch_of(plan, number)
-    known = sorted((t for t in history if batch_of(plan, t.number) < before),
-                   key=lambda t: t.number)
     if plan.sampler == "qmc":
         return _sample_qmc(plan, number, distributions)
     seed = trial_seed(plan.seed, number)
-    sampler: Any = (optuna.samplers.RandomSampler(seed=seed) if plan.sampler == "random"
-                    else optuna.samplers.TPESampler(seed=seed))
-    study = optuna.create_study(direction=plan.goal, sampler=sampler)
+    if plan.sampler == "random":
+        # Optuna's random sampler draws from its seed alone, whatever the trials before: none
+        # are loaded (the same point; a study of n trials would rebuild n^2 / 2 of them).
+        study = optuna.create_study(direction=plan.goal,
+                                    sampler=optuna.samplers.RandomSampler(seed=seed))
+        return _external(plan, study.ask(distributions).params)
+    before = batch_of(plan, number)
+    known = sorted((t for t in history if batch_of(plan, t.number) < before),
+                   key=lambda t: t.number)
+    study = optuna.create_study(direction=plan.goal,
+                                sampler=optuna.samplers.TPESampler(seed=seed))
     for t in known:
         study.add_trial(_frozen(plan, t, distributions))
-    asked = study.ask(distributions)
-    return _external(plan, asked.params)
+    return _external(plan, study.ask(distributions).params)
 
 
 def _frozen(plan: Plan, trial: Trial, distributions: dict[str, Any]) -> Any:

@@ -86,6 +86,28 @@ def test_a_point_depends_on_the_seed_the_number_and_earlier_batches_only(sampler
     assert sample(dataclasses.replace(p, seed=8), 0, []) != first[0]
 
 
+def test_a_random_point_is_optunas_with_the_earlier_batches_loaded_or_not() -> None:
+    """The random sampler is asked without the trials before (Optuna's draws from its seed
+    alone): its points are those Optuna gives with every earlier batch loaded, as the TPE
+    sampler is asked."""
+    import optuna
+
+    from service.training.studies import _distributions, _external, _frozen
+
+    p = plan(sampler="random", trials_per_batch=6, max_trials=30)
+    history: list[Trial] = []
+    for n in range(30):
+        point = sample(p, n, history)
+        study = optuna.create_study(direction=p.goal,
+                                    sampler=optuna.samplers.RandomSampler(seed=trial_seed(7, n)))
+        for t in history:
+            if t.number // 6 < n // 6:
+                study.add_trial(_frozen(p, t, _distributions(p)))
+        assert point == _external(p, study.ask(_distributions(p)).params)
+        status = ("completed", "pruned", "failed")[n % 3]
+        history.append(Trial(n, status, (float(n % 7),) if status != "failed" else (), point))
+
+
 def test_tpe_uses_the_results_of_earlier_batches() -> None:
     p = plan(sampler="tpe", trials_per_batch=12, max_trials=24)
     points = [sample(p, n, []) for n in range(12)]
