@@ -28,7 +28,7 @@ run: $(STAMP)  ## serve on 127.0.0.1:8000 with the embedded SQLite store under .
 	@$(BIN)/tapeline serve
 
 test: $(STAMP) $(CHECKS_STAMP)  ## the whole test suite: two processes, then the latency/CPU-share tests alone
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not serial" --durations=15
 	$(BIN)/python -m pytest -m serial
 
 lint: $(STAMP)
