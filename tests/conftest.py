@@ -32,9 +32,6 @@ HARNESS_FOLDERS = ("live", "contract", "container", "ui", "fuzz")
 POSTGRES_FIXTURES = frozenset({"postgres_base", "postgres_url"})
 POSTGRES_PARAM = "postgres"
 MARKER_PROBLEM = pytest.StashKey[str]()
-# Files of several minutes each, run first: `make test`'s `--dist loadfile` gives each file to one
-# process, and a long one handed out last keeps one process busy while the other sits idle.
-RUN_FIRST = ("tests/contract/test_schemathesis.py",)
 
 
 def needs_postgres(item: pytest.Item) -> bool:
@@ -60,11 +57,9 @@ def marker_problem(item: pytest.Item) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put the ``RUN_FIRST`` files first, mark each test of a harness folder with the folder's
-    name (before `-m` selects), and note each test whose ``postgres`` marker is wrong, to fail
-    it when it runs."""
+    """Mark each test of a harness folder with the folder's name (before `-m` selects), and
+    note each test whose ``postgres`` marker is wrong, to fail it when it runs."""
     tests = Path(__file__).resolve().parent
-    items.sort(key=lambda item: item.path.resolve().relative_to(ROOT).as_posix() not in RUN_FIRST)
     for item in items:
         parts = item.path.resolve().relative_to(tests).parts
         if len(parts) > 1 and parts[0] in HARNESS_FOLDERS:

@@ -31,17 +31,22 @@ ADMIN = "tl_" + "R" * 43
 
 @pytest.fixture
 def quiet(postgres_base: str,
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Settings, TestClient]]:
-    """The app on a fresh schema, keys required, its study driver not started: the test
-    advances the study itself."""
+          monkeypatch: pytest.MonkeyPatch
+          ) -> Iterator[tuple[Settings, TestClient, sessionmaker[Session]]]:
+    """The app on a fresh schema, keys required, its study driver not started (the test
+    advances the study itself), and sessions of its store."""
     monkeypatch.setattr(studies.Driver, "start", lambda self: None)
     monkeypatch.setattr(studies.Driver, "stop", lambda self: None)
     with fresh_schema(postgres_base) as url:
         settings = Settings(database_url=url, workers=1, auth="required",
                             bootstrap_admin_key=ADMIN, tenant_rate_limit="10000/second")
-        with TestClient(create_app(settings), base_url="http://localhost",
-                        raise_server_exceptions=False) as client:
-            yield settings, client
+        engine = make_engine(url)
+        try:
+            with TestClient(create_app(settings), base_url="http://localhost",
+                            raise_server_exceptions=False) as client:
+                yield settings, client, make_sessionmaker(engine)
+        finally:
+            engine.dispose()
 
 
 def keyed(client: TestClient) -> dict[str, str]:
@@ -94,12 +99,10 @@ def shown(session: Session, study_id: str) -> list[tuple[int, str]]:
 
 
 def test_a_trial_whose_run_ends_while_the_driver_advances_is_never_shown_beside_its_successor(
-        quiet: tuple[Settings, TestClient]) -> None:
-    settings, client = quiet
+        quiet: tuple[Settings, TestClient, sessionmaker[Session]]) -> None:
+    settings, client, sessions = quiet
     headers = keyed(client)
     dataset_id = a_dataset(client, headers)
-    engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
     its_own_run(sessions, dataset_id)
     study_id = a_study(client, headers, dataset_id)
     maker = trial_maker(settings)
@@ -142,4 +145,3 @@ def test_a_trial_whose_run_ends_while_the_driver_advances_is_never_shown_beside_
                     if status in (TrialStatus.QUEUED, TrialStatus.RUNNING)]
         assert len(training) <= 1, trials  # the tenant's quota, less its own run
         assert trials == [(0, TrialStatus.FAILED), (1, TrialStatus.QUEUED)], trials
-    engine.dispose()
